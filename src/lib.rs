@@ -1,1 +1,18 @@
+//! Smelter: a medallion ETL dataflow engine on Apache DataFusion and Delta Lake.
+//!
+//! Data flows extract → bronze → silver → gold. The [`plan`] is loaded and validated before any
+//! connection opens; [`layers`] run it in a DataFusion session from [`engine`] against the lake of
+//! [`storage`], writing through a [`table`] format and recording runs in [`state`].
 
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod extract;
+pub mod layers;
+pub mod plan;
+pub mod state;
+pub mod storage;
+pub mod table;
+
+pub use error::{Error, Result};

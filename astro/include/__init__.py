@@ -1,0 +1,1 @@
+"""Shared code for the Smelter DAGs (importable as ``include.*`` from the Astro project root)."""

@@ -1,0 +1,497 @@
+"""Build the Airflow DAGs that run Smelter, one task per medallion layer.
+
+Each task is one call of the ``smelter`` binary::
+
+    smelter run <pipeline.toml> --layer <layer> --logical-date {{ ds }} --run-id {{ run_id }} --log-format json
+
+Airflow only orchestrates: the binary does the work and tells Airflow what happened through its
+exit code (see ``DESIGN.md``):
+
+====  ==========================  ==============================================
+code  meaning                     what the task does
+====  ==========================  ==============================================
+0     ok                          success
+1     internal bug                fails; retried like any failure
+2     config / SQL error          fails at once (``AirflowFailException``), no retry
+3     data-quality failure        fails at once (``AirflowFailException``), no retry
+75    transient (network, busy)   fails; retried with exponential backoff
+99    nothing to do               skipped
+====  ==========================  ==============================================
+
+The DAG files in ``dags/`` stay thin; everything they need lives here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tomllib
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pendulum
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG, Asset
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+
+LAYERS: tuple[str, ...] = ("extract", "bronze", "silver", "gold")
+
+# Astro project root (``/usr/local/airflow`` in the image): the parent of ``include/``.
+ASTRO_HOME = Path(__file__).resolve().parent.parent
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_CONFIG = 2
+EXIT_DATA_QUALITY = 3
+EXIT_TRANSIENT = 75
+EXIT_NOTHING_TO_DO = 99
+
+# Per-layer execution timeouts; SMELTER_TASK_TIMEOUT_MINUTES overrides all four.
+DEFAULT_TIMEOUTS = {
+    "extract": timedelta(hours=2),
+    "bronze": timedelta(hours=1),
+    "silver": timedelta(hours=2),
+    "gold": timedelta(hours=1),
+}
+DEFAULT_START_DATE = pendulum.datetime(2024, 1, 1, tz="UTC")
+SCHEDULE_KEYS = {"name", "cron", "interval_seconds", "enabled", "timezone", "max_active_runs", "tags"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+# --------------------------------------------------------------------------- exit codes
+
+
+class SmelterExit(AirflowException):
+    """The smelter binary exited with a non-zero code that Airflow may retry."""
+
+    def __init__(self, exit_code: int, layer: str | None = None, meaning: str = "failed") -> None:
+        self.exit_code = exit_code
+        self.layer = layer
+        where = f" (layer {layer})" if layer else ""
+        super().__init__(f"smelter exited with code {exit_code}{where}: {meaning}")
+
+
+class SmelterInternalError(SmelterExit):
+    """Exit 1: a bug in Smelter. Retried: the next try may not hit it."""
+
+
+class SmelterTransientError(SmelterExit):
+    """Exit 75: network, storage or SQL Server busy. Retried with backoff."""
+
+
+class SmelterFatalError(AirflowFailException):
+    """A failure that another try cannot fix: the task fails at once, retries are not spent."""
+
+    def __init__(self, exit_code: int, layer: str | None = None, meaning: str = "fatal") -> None:
+        self.exit_code = exit_code
+        self.layer = layer
+        where = f" (layer {layer})" if layer else ""
+        super().__init__(f"smelter exited with code {exit_code}{where}: {meaning}; not retrying")
+
+
+class SmelterConfigError(SmelterFatalError):
+    """Exit 2: usage, pipeline file or SQL error."""
+
+
+class SmelterDataQualityError(SmelterFatalError):
+    """Exit 3: an expectation with action ``fail`` did not hold."""
+
+
+def exception_for_exit_code(exit_code: int, layer: str | None = None) -> BaseException | None:
+    """The exception a task raises for a smelter exit code (``None`` for success)."""
+    if exit_code == EXIT_OK:
+        return None
+    if exit_code == EXIT_NOTHING_TO_DO:
+        where = f" (layer {layer})" if layer else ""
+        return AirflowSkipException(f"smelter exited with code 99{where}: nothing to do")
+    if exit_code == EXIT_CONFIG:
+        return SmelterConfigError(exit_code, layer, "configuration or SQL error")
+    if exit_code == EXIT_DATA_QUALITY:
+        return SmelterDataQualityError(exit_code, layer, "data-quality check failed")
+    if exit_code == EXIT_TRANSIENT:
+        return SmelterTransientError(exit_code, layer, "transient error")
+    if exit_code == EXIT_INTERNAL:
+        return SmelterInternalError(exit_code, layer, "internal error")
+    return SmelterExit(exit_code, layer, "unexpected exit code")
+
+
+class SmelterOperator(BashOperator):
+    """``BashOperator`` that maps the smelter exit code to the matching Airflow exception.
+
+    ``BashOperator`` already skips on 99 (``skip_on_exit_code``) and fails on anything else with a
+    plain ``AirflowException``, which Airflow retries. This subclass turns 2 and 3 into
+    ``AirflowFailException`` so that they fail at once, and gives the other codes a named exception.
+    """
+
+    ui_color = "#f3d9b1"
+
+    def __init__(self, *, layer: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("skip_on_exit_code", EXIT_NOTHING_TO_DO)
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def execute(self, context: Any) -> Any:
+        try:
+            return super().execute(context)
+        except AirflowSkipException:
+            raise
+        except AirflowException as exc:
+            proc = self.subprocess_hook.sub_process
+            if proc is None or proc.returncode is None:
+                raise  # failed before the command ran (e.g. missing cwd)
+            mapped = exception_for_exit_code(proc.returncode, self.layer)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _variable(key: str) -> str | None:
+    """An Airflow Variable, or ``None`` when unset or when no metadata backend is reachable."""
+    try:
+        from airflow.sdk import Variable
+
+        value = Variable.get(key, default=None)
+    except Exception:  # parsing outside a configured Airflow: fall back to defaults
+        return None
+    return str(value) if value not in (None, "") else None
+
+
+def setting(env: str, variable: str, default: str | None = None) -> str | None:
+    """Environment variable first, then the Airflow Variable, then the default."""
+    value = os.environ.get(env)
+    if value:
+        return value
+    value = _variable(variable)
+    return value if value is not None else default
+
+
+def _first_existing(*candidates: Path) -> Path:
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    return candidates[0]
+
+
+def default_pipelines_dir() -> Path:
+    # In the image the project is synced into include/smelter; in a checkout it is the repo root.
+    return _first_existing(ASTRO_HOME / "include" / "smelter" / "pipelines", ASTRO_HOME.parent / "pipelines")
+
+
+@dataclass(frozen=True)
+class SmelterSettings:
+    """Deployment settings, read when the DAG file is parsed."""
+
+    bin: str = "smelter"
+    workdir: str | None = None
+    queue: str | None = None
+    pool: str | None = None
+    retries: int = 3
+    retry_delay: timedelta = timedelta(minutes=5)
+    max_retry_delay: timedelta = timedelta(hours=1)
+    retry_exponential_backoff: float = 2.0
+    timeouts: tuple[tuple[str, timedelta], ...] = tuple(DEFAULT_TIMEOUTS.items())
+
+    @classmethod
+    def load(cls) -> SmelterSettings:
+        timeouts = dict(DEFAULT_TIMEOUTS)
+        if minutes := setting("SMELTER_TASK_TIMEOUT_MINUTES", "smelter_task_timeout_minutes"):
+            timeouts = {layer: timedelta(minutes=float(minutes)) for layer in LAYERS}
+        return cls(
+            bin=setting("SMELTER_BIN", "smelter_bin", "smelter") or "smelter",
+            workdir=setting("SMELTER_WORKDIR", "smelter_workdir"),
+            queue=setting("SMELTER_QUEUE", "smelter_queue"),
+            pool=setting("SMELTER_POOL", "smelter_pool"),
+            retries=int(setting("SMELTER_RETRIES", "smelter_retries", "3") or 3),
+            retry_delay=timedelta(
+                seconds=float(setting("SMELTER_RETRY_DELAY_SECONDS", "smelter_retry_delay_seconds", "300") or 300)
+            ),
+            timeouts=tuple(timeouts.items()),
+        )
+
+    def timeout(self, layer: str) -> timedelta:
+        return dict(self.timeouts)[layer]
+
+
+def default_pipeline_path() -> Path:
+    configured = setting("SMELTER_PIPELINE", "smelter_pipeline")
+    if configured:
+        return Path(configured)
+    return default_pipelines_dir() / "demo.toml"
+
+
+def pipelines_dir() -> Path:
+    configured = setting("SMELTER_PIPELINES_DIR", "smelter_pipelines_dir")
+    return Path(configured) if configured else default_pipelines_dir()
+
+
+# --------------------------------------------------------------------------- pipeline file
+
+
+class SmelterPipelineError(ValueError):
+    """A pipeline file the DAG factory cannot use; shown by Airflow as a DAG import error."""
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the DAGs need from a pipeline file: its name, its tables per layer, where they live."""
+
+    path: Path
+    name: str
+    config: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Pipeline:
+        path = Path(path).resolve()
+        if not path.is_file():
+            raise SmelterPipelineError(
+                f"Smelter pipeline file {path} not found "
+                "(set SMELTER_PIPELINE or the Airflow Variable smelter_pipeline)"
+            )
+        try:
+            with path.open("rb") as fh:
+                config = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise SmelterPipelineError(f"{path}: not valid TOML: {exc}") from exc
+        name = config.get("name", path.stem)
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise SmelterPipelineError(f"{path}: name must be letters, digits, '_', '-' or '.', got {name!r}")
+        return cls(path=path, name=name, config=config)
+
+    @property
+    def project_dir(self) -> Path:
+        """The parent of the directory holding the pipeline file (holds ``pipelines/`` and ``sql/``)."""
+        return self.path.parent.parent
+
+    def storage_root(self) -> str:
+        """Lake root as an absolute URI: ``file:///...`` for local paths, unchanged for object stores."""
+        root = os.environ.get("SMELTER_STORAGE_ROOT") or self.config.get("storage", {}).get("root") or "lake"
+        return resolve_storage_root(str(root), self.project_dir)
+
+    def tables(self, layer: str) -> list[str]:
+        if layer in ("extract", "bronze"):
+            source = self.config.get("source", {})
+            return [t["name"] for t in source.get("tables", []) if isinstance(t, dict) and "name" in t]
+        sql_dir = self.project_dir / "sql" / self.name / layer
+        return sorted(p.stem for p in sql_dir.glob("*.sql"))
+
+    def outlets(self, layer: str) -> list[Asset]:
+        """Assets a layer writes: landing folders for extract, Delta/Iceberg tables for the others."""
+        root = self.storage_root()
+        folder = "landing" if layer == "extract" else layer
+        return [
+            Asset(
+                uri=f"{root}/{folder}/{table}",
+                extra={"smelter_pipeline": self.name, "smelter_layer": folder, "smelter_table": table},
+            )
+            for table in self.tables(layer)
+        ]
+
+
+def resolve_storage_root(root: str, project_dir: Path) -> str:
+    root = root.strip()
+    parts = urlsplit(root)
+    if len(parts.scheme) > 1 and parts.scheme != "file":  # s3://, az://, abfss://, ... (not C:\)
+        return root.rstrip("/")
+    if parts.scheme == "file":
+        local = root[len("file://") :] if root.startswith("file://") else root[len("file:") :]
+    else:
+        local = root
+    path = Path(local)
+    if not path.is_absolute():
+        path = project_dir / path
+    return "file://" + os.path.normpath(path)
+
+
+# --------------------------------------------------------------------------- DAGs
+
+# The OpenLineage provider (installed in Astro Runtime) exposes the run id it gives each task as a
+# macro. Passing it to smelter as OPENLINEAGE_PARENT_ID lets smelter's own run events name the
+# Airflow task run as their parent. Renders to "" when the provider is absent or disabled.
+_OL = "macros.OpenLineageProviderPlugin"
+_OL_TEMPLATE = (
+    "{%% if %(ol)s is defined and %(ol)s.%(fn)s is defined %%}{{ %(ol)s.%(fn)s(task_instance) }}{%% endif %%}"
+)
+OPENLINEAGE_ENV = {
+    "OPENLINEAGE_PARENT_ID": _OL_TEMPLATE % {"ol": _OL, "fn": "lineage_parent_id"},
+    "OPENLINEAGE_ROOT_PARENT_ID": _OL_TEMPLATE % {"ol": _OL, "fn": "lineage_root_parent_id"},
+}
+
+
+def smelter_command(bin_path: str, pipeline: Path, layer: str) -> str:
+    return (
+        f"exec {shlex.quote(bin_path)} run {shlex.quote(str(pipeline))} --layer {layer}"
+        " --logical-date {{ ds }} --run-id {{ run_id | shell_quote }} --log-format json"
+    )
+
+
+def build_smelter_dag(
+    *,
+    dag_id: str,
+    pipeline: Pipeline,
+    schedule: Any,
+    settings: SmelterSettings | None = None,
+    start_date: pendulum.DateTime = DEFAULT_START_DATE,
+    max_active_runs: int = 1,
+    tags: list[str] | None = None,
+    description: str | None = None,
+) -> DAG:
+    """One DAG: ``extract >> bronze >> silver >> gold``, each task one ``smelter run`` call."""
+    settings = settings or SmelterSettings.load()
+    all_tags = ["smelter", f"pipeline:{pipeline.name}"]
+    all_tags += [t for t in (tags or []) if t not in all_tags]
+    workdir = settings.workdir or str(pipeline.project_dir)
+
+    default_args: dict[str, Any] = {
+        "owner": "smelter",
+        "retries": settings.retries,
+        "retry_delay": settings.retry_delay,
+        "retry_exponential_backoff": settings.retry_exponential_backoff,
+        "max_retry_delay": settings.max_retry_delay,
+    }
+    if settings.queue:
+        default_args["queue"] = settings.queue
+    if settings.pool:
+        default_args["pool"] = settings.pool
+
+    with DAG(
+        dag_id=dag_id,
+        schedule=schedule,
+        start_date=start_date,
+        catchup=False,
+        max_active_runs=max_active_runs,
+        tags=all_tags,
+        default_args=default_args,
+        description=description or f"Smelter pipeline {pipeline.name}: extract >> bronze >> silver >> gold",
+        user_defined_filters={"shell_quote": shlex.quote},
+        doc_md=__doc__,
+    ) as dag:
+        previous = None
+        for layer in LAYERS:
+            task = SmelterOperator(
+                task_id=layer,
+                layer=layer,
+                bash_command=smelter_command(settings.bin, pipeline.path, layer),
+                env={"SMELTER_PIPELINE": str(pipeline.path), **OPENLINEAGE_ENV},
+                append_env=True,
+                cwd=workdir,
+                execution_timeout=settings.timeout(layer),
+                outlets=pipeline.outlets(layer),
+                do_xcom_push=False,
+                # A skipped layer (exit 99) does not hide work from the next one: each layer
+                # decides for itself whether it has anything to do.
+                trigger_rule="all_success" if previous is None else "none_failed",
+            )
+            if previous is not None:
+                previous >> task
+            previous = task
+    return dag
+
+
+def build_medallion_dag(dag_id: str = "medallion_architecture_etl", schedule: str = "0 2 * * *") -> DAG:
+    pipeline = Pipeline.load(default_pipeline_path())
+    return build_smelter_dag(dag_id=dag_id, pipeline=pipeline, schedule=schedule)
+
+
+# --------------------------------------------------------------------------- [[schedule]] factory
+
+
+def _schedule_error(path: Path, label: str, message: str) -> SmelterPipelineError:
+    return SmelterPipelineError(f"{path}: [[schedule]] {label}: {message}")
+
+
+def scheduled_dags(directory: str | os.PathLike[str] | None = None) -> list[DAG]:
+    """One DAG per enabled ``[[schedule]]`` entry of every ``*.toml`` pipeline in ``directory``.
+
+    Raises :class:`SmelterPipelineError` naming the file and the entry when an entry is invalid, so
+    Airflow shows it as an import error of the DAG file that calls this.
+    """
+    directory = Path(directory) if directory else pipelines_dir()
+    if not directory.is_dir():
+        return []
+    settings = SmelterSettings.load()
+    dags: dict[str, DAG] = {}
+    for path in sorted(directory.glob("*.toml")):
+        pipeline = Pipeline.load(path)
+        entries = pipeline.config.get("schedule", [])
+        if not isinstance(entries, list):
+            raise SmelterPipelineError(f"{path}: 'schedule' must be an array of tables ([[schedule]])")
+        for index, entry in enumerate(entries, start=1):
+            label = f"#{index}" + (f" ({entry.get('name')!r})" if isinstance(entry, dict) and "name" in entry else "")
+            dag = _dag_for_entry(pipeline, index, entry, label, settings)
+            if dag is None:
+                continue
+            if dag.dag_id in dags:
+                raise _schedule_error(path, label, f"DAG id {dag.dag_id} is already used by another schedule")
+            dags[dag.dag_id] = dag
+    return list(dags.values())
+
+
+def _dag_for_entry(
+    pipeline: Pipeline, index: int, entry: Any, label: str, settings: SmelterSettings
+) -> DAG | None:
+    path = pipeline.path
+    if not isinstance(entry, dict):
+        raise _schedule_error(path, label, "must be a table")
+    unknown = sorted(set(entry) - SCHEDULE_KEYS)
+    if unknown:
+        raise _schedule_error(
+            path, label, f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(SCHEDULE_KEYS))}"
+        )
+    enabled = entry.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _schedule_error(path, label, f"enabled must be true or false, got {enabled!r}")
+
+    cron, interval = entry.get("cron"), entry.get("interval_seconds")
+    if (cron is None) == (interval is None):
+        raise _schedule_error(path, label, "set exactly one of cron or interval_seconds")
+    if cron is not None:
+        if not isinstance(cron, str) or not cron.strip():
+            raise _schedule_error(path, label, f"cron must be a non-empty string, got {cron!r}")
+        schedule: Any = cron.strip()
+    else:
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval <= 0:
+            raise _schedule_error(path, label, f"interval_seconds must be a positive integer, got {interval!r}")
+        schedule = timedelta(seconds=interval)
+
+    name = entry.get("name", str(index))
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise _schedule_error(path, label, f"name must be letters, digits, '_', '-' or '.', got {name!r}")
+    tz_name = entry.get("timezone", "UTC")
+    try:
+        tz = pendulum.timezone(tz_name)
+    except Exception as exc:
+        raise _schedule_error(path, label, f"unknown timezone {tz_name!r}") from exc
+    max_active_runs = entry.get("max_active_runs", 1)
+    if isinstance(max_active_runs, bool) or not isinstance(max_active_runs, int) or max_active_runs < 1:
+        raise _schedule_error(path, label, f"max_active_runs must be a positive integer, got {max_active_runs!r}")
+    tags = entry.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise _schedule_error(path, label, f"tags must be an array of strings, got {tags!r}")
+    if not enabled:
+        return None
+
+    start = pendulum.datetime(
+        DEFAULT_START_DATE.year, DEFAULT_START_DATE.month, DEFAULT_START_DATE.day, tz=tz
+    )
+    try:
+        dag = build_smelter_dag(
+            dag_id=f"smelter_{pipeline.name}_{name}",
+            pipeline=pipeline,
+            schedule=schedule,
+            settings=settings,
+            start_date=start,
+            max_active_runs=max_active_runs,
+            tags=tags,
+            description=f"Smelter pipeline {pipeline.name}, schedule {name} ({cron or f'every {interval}s'})",
+        )
+        dag.timetable.validate()  # Airflow checks cron syntax only when bagging: check it here
+        return dag
+    except Exception as exc:  # e.g. a cron expression Airflow rejects
+        raise _schedule_error(path, label, f"{type(exc).__name__}: {exc}") from exc

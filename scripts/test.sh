@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (Python venv with independent readers and
+# Airflow), builds the release binary, and runs the Rust and Python test suites.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+VENV="${SMELTER_VENV:-$ROOT/.venv}"
+
+echo "==> Python venv ($VENV)"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
+"$VENV/bin/python" -m uv pip install --quiet --python "$VENV/bin/python" -r tests/python/requirements.txt
+
+echo "==> cargo build --release"
+cargo build --release --bins
+export SMELTER_BIN="$CARGO_TARGET_DIR/release/smelter"
+export SMELTER_REPO="$ROOT"
+export SMELTER_REQUIRE_E2E=1
+
+echo "==> cargo test --release"
+cargo test --release
+
+echo "==> pytest"
+"$VENV/bin/python" -m pytest -q tests/python $( [ -d astro/tests ] && echo astro/tests )

@@ -1,0 +1,12 @@
+-- materialized: append
+-- description: Every shipment event, appended once per run.
+SELECT DISTINCT
+    event_id,
+    shipment_id,
+    event_type,
+    event_at,
+    CAST(event_at AS DATE) AS event_date,
+    location,
+    _run_id AS run_id
+FROM bronze.shipment_events
+WHERE _run_id = {{ run_id }}

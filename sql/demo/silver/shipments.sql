@@ -1,0 +1,29 @@
+-- materialized: merge
+-- unique_key: shipment_id
+-- description: One row per shipment: late updates and duplicates removed, status and weights cleaned.
+WITH latest AS (
+    SELECT
+        s.*,
+        ROW_NUMBER() OVER (
+            PARTITION BY s.shipment_id
+            ORDER BY s.modified_at DESC
+        ) AS rn
+    FROM bronze.shipments s
+    WHERE s._run_id = {{ run_id }}
+)
+SELECT
+    shipment_id,
+    customer_id,
+    carrier_id,
+    origin_warehouse_id,
+    UPPER(TRIM(destination_country)) AS destination_country,
+    UPPER(TRIM(status)) AS status,
+    CASE WHEN weight_kg < 0 THEN NULL ELSE weight_kg END AS weight_kg,
+    declared_value,
+    ship_date,
+    promised_date,
+    delivered_at,
+    created_at,
+    modified_at
+FROM latest
+WHERE rn = 1

@@ -1,0 +1,76 @@
+//! Command-line interface: one file per subcommand.
+
+pub mod plan;
+pub mod run;
+pub mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::Result;
+
+/// Smelter: medallion ETL on DataFusion and Delta Lake.
+#[derive(Debug, Parser)]
+#[command(name = "smelter", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one layer or all layers of a pipeline.
+    Run(run::RunArgs),
+    /// Parse the config and every SQL model, plan every model, and report all errors at once.
+    Validate {
+        /// Pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Show the models per layer, their dependencies and their run order.
+    Plan(plan::PlanArgs),
+}
+
+/// Runs a parsed command.
+pub async fn execute(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run::execute(args, cli.log_format).await,
+        Command::Validate { pipeline } => validate::execute(&pipeline).await,
+        Command::Plan(args) => plan::execute(args),
+    }
+}
+
+/// Sets up tracing on stderr in the chosen format; `RUST_LOG` overrides the level.
+pub fn init_logging(format: LogFormat, verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let level = match verbose {
+        0 => "smelter=info,warn",
+        1 => "smelter=debug,info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_target(false).init(),
+    }
+}

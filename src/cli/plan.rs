@@ -1,0 +1,140 @@
+//! `smelter plan`: models per layer, their dependencies and run order, as a table, JSON or a
+//! Mermaid graph.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde_json::json;
+
+use crate::error::Result;
+use crate::plan::{display_path, Layer, Plan};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// A table for people.
+    Table,
+    /// JSON for tools (the Airflow DAG factory).
+    Json,
+    /// A Mermaid flowchart.
+    Mermaid,
+}
+
+/// Arguments of `smelter plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
+    pub format: PlanFormat,
+}
+
+/// Runs the command.
+pub fn execute(args: PlanArgs) -> Result<()> {
+    let plan = Plan::load(&args.pipeline)?;
+    let out = match args.format {
+        PlanFormat::Table => table(&plan),
+        PlanFormat::Json => serde_json::to_string_pretty(&to_json(&plan))?,
+        PlanFormat::Mermaid => mermaid(&plan),
+    };
+    println!("{out}");
+    Ok(())
+}
+
+/// The plan as JSON: pipeline, source tables, models in run order, schedules.
+pub fn to_json(plan: &Plan) -> serde_json::Value {
+    let p = &plan.pipeline;
+    let models: Vec<_> = plan
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            json!({
+                "order": i + 1,
+                "name": m.id.to_string(),
+                "layer": m.id.layer,
+                "table": m.id.name,
+                "file": display_path(p, &m.file),
+                "materialized": m.header.materialized,
+                "unique_key": m.header.unique_key,
+                "partition_by": m.header.partition_by,
+                "depends_on": m.depends_on.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "pipeline": p.name,
+        "file": p.file.display().to_string(),
+        "storage_root": p.storage.root,
+        "format": "delta",
+        "source": {
+            "type": p.source.kind,
+            "database": p.source.database,
+            "tables": p.source.tables,
+        },
+        "layers": {
+            "extract": p.source.tables.iter().map(|t| format!("landing.{}", t.name)).collect::<Vec<_>>(),
+            "bronze": plan.bronze_tables().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "silver": plan.layer_models(Layer::Silver).map(|m| m.id.to_string()).collect::<Vec<_>>(),
+            "gold": plan.layer_models(Layer::Gold).map(|m| m.id.to_string()).collect::<Vec<_>>(),
+        },
+        "models": models,
+        "schedules": p.schedules,
+    })
+}
+
+fn table(plan: &Plan) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec!["#", "layer", "model", "materialized", "depends on", "file"]);
+    for (i, id) in plan.bronze_tables().iter().enumerate() {
+        t.add_row(vec![
+            format!("b{}", i + 1),
+            "bronze".into(),
+            id.to_string(),
+            "append".into(),
+            format!("landing.{}", id.name),
+            String::new(),
+        ]);
+    }
+    for (i, m) in plan.models.iter().enumerate() {
+        t.add_row(vec![
+            (i + 1).to_string(),
+            m.id.layer.to_string(),
+            m.id.to_string(),
+            m.header.materialized.as_str().to_string(),
+            m.depends_on.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            display_path(&plan.pipeline, &m.file),
+        ]);
+    }
+    format!("pipeline {}\n{t}", plan.pipeline.name)
+}
+
+fn mermaid(plan: &Plan) -> String {
+    let node = |s: &str| s.replace('.', "_");
+    let mut out = String::from("flowchart LR\n");
+    for layer in Layer::TABLE_LAYERS {
+        out.push_str(&format!("  subgraph {layer}\n"));
+        let ids: Vec<String> = if layer == Layer::Bronze {
+            plan.bronze_tables().iter().map(ToString::to_string).collect()
+        } else {
+            plan.layer_models(layer).map(|m| m.id.to_string()).collect()
+        };
+        for id in ids {
+            out.push_str(&format!("    {}[\"{id}\"]\n", node(&id)));
+        }
+        out.push_str("  end\n");
+    }
+    for m in &plan.models {
+        for d in &m.depends_on {
+            out.push_str(&format!(
+                "  {} --> {}\n",
+                node(&d.to_string()),
+                node(&m.id.to_string())
+            ));
+        }
+    }
+    out
+}

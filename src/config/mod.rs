@@ -1,0 +1,368 @@
+//! Pipeline configuration: parse a pipeline file, then validate it into a [`Pipeline`].
+//!
+//! Loading is two-phase (see STYLE.md): [`raw`] holds the serde structs as written; [`load`] checks
+//! every value, collects *all* problems and reports them together, naming the file and the key.
+//! Nothing here opens a connection.
+
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+
+use crate::error::{Error, Result};
+
+/// The kinds of source Smelter reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The built-in deterministic LogisticsDB generator.
+    Sample,
+}
+
+/// A validated source table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceTable {
+    /// Lake table name.
+    pub name: String,
+    /// Source object (`schema.table`).
+    pub object: String,
+    /// Key columns.
+    pub key: Vec<String>,
+    /// Watermark column, if incremental.
+    pub watermark: Option<String>,
+    /// Lookback overlap in seconds.
+    pub lookback_seconds: i64,
+    /// Parallel read partitions.
+    pub partitions: usize,
+}
+
+/// A validated source.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Source {
+    /// Source kind.
+    pub kind: SourceKind,
+    /// Logical database name.
+    pub database: String,
+    /// Sample scale factor.
+    pub scale_factor: f64,
+    /// Sample seed.
+    pub seed: u64,
+    /// First day of daily changes.
+    pub start_date: NaiveDate,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Tables to extract.
+    pub tables: Vec<SourceTable>,
+}
+
+/// Validated storage settings.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// Lake root as written (or from `SMELTER_STORAGE_ROOT`), resolved later by [`crate::storage`].
+    pub root: String,
+    /// Object-store options.
+    pub options: BTreeMap<String, String>,
+}
+
+/// Parquet compression codec for written tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// zstd (default).
+    Zstd,
+    /// snappy.
+    Snappy,
+    /// lz4.
+    Lz4,
+    /// none.
+    Uncompressed,
+}
+
+/// Validated format settings.
+#[derive(Debug, Clone)]
+pub struct Format {
+    /// Parquet compression.
+    pub compression: Compression,
+    /// Target file size in bytes.
+    pub target_file_size: u64,
+}
+
+/// Validated engine settings.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// Memory cap in bytes, if any.
+    pub memory_limit: Option<usize>,
+    /// Target partitions.
+    pub target_partitions: usize,
+}
+
+/// A validated schedule entry.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Schedule {
+    /// Name.
+    pub name: String,
+    /// Cron expression.
+    pub cron: Option<String>,
+    /// Interval in seconds.
+    pub interval_seconds: Option<u64>,
+    /// Enabled.
+    pub enabled: bool,
+    /// Timezone.
+    pub timezone: String,
+    /// Max active runs.
+    pub max_active_runs: u32,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+/// A validated pipeline file.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Pipeline name.
+    pub name: String,
+    /// The pipeline file as given.
+    pub file: PathBuf,
+    /// Project root: the parent of the directory holding the pipeline file.
+    pub project_dir: PathBuf,
+    /// Directory of SQL models.
+    pub models_dir: PathBuf,
+    /// Source.
+    pub source: Source,
+    /// Storage.
+    pub storage: Storage,
+    /// Format.
+    pub format: Format,
+    /// Engine.
+    pub engine: Engine,
+    /// Template variables, as SQL literal values.
+    pub vars: BTreeMap<String, datafusion::scalar::ScalarValue>,
+    /// Schedules.
+    pub schedules: Vec<Schedule>,
+}
+
+const SAMPLE_TABLES: &[&str] = &[
+    "customers",
+    "carriers",
+    "warehouses",
+    "shipments",
+    "shipment_events",
+    "invoices",
+];
+
+/// Reads and validates the pipeline file at `path`, reporting every problem at once.
+pub fn load(path: &Path) -> Result<Pipeline> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::config(&file, format!("cannot read pipeline file: {e}")))?;
+    let raw: raw::PipelineFile =
+        toml::from_str(&text).map_err(|e| Error::config(&file, e.to_string().trim().to_string()))?;
+    validate(path, raw)
+}
+
+fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
+    let file = path.display().to_string();
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, msg: String| problems.push(format!("{file}: key `{key}`: {msg}"));
+
+    if raw.name.is_empty() || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        problem("name", format!("`{}` must be non-empty and use only letters, digits, `_` or `-`", raw.name));
+    }
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let pipeline_dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+    let project_dir = pipeline_dir.parent().map(Path::to_path_buf).unwrap_or(pipeline_dir);
+    let models_dir = project_dir.join(
+        raw.models_dir
+            .clone()
+            .unwrap_or_else(|| format!("sql/{}", raw.name)),
+    );
+
+    // Source.
+    let kind = match raw.source.kind.as_str() {
+        "sample" => SourceKind::Sample,
+        other => {
+            problem(
+                "source.type",
+                format!("unknown source type `{other}`; valid choices: `sample`"),
+            );
+            SourceKind::Sample
+        }
+    };
+    let scale_factor = raw.source.scale_factor.unwrap_or(1.0);
+    if !(scale_factor > 0.0 && scale_factor <= 1000.0) {
+        problem("source.scale_factor", format!("{scale_factor} must be in (0, 1000]"));
+    }
+    let start_date = match &raw.source.start_date {
+        None => NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid date"),
+        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_else(|_| {
+            problem("source.start_date", format!("`{s}` is not a date in YYYY-MM-DD form"));
+            NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid date")
+        }),
+    };
+    let batch_size = raw.source.batch_size.unwrap_or(65_536);
+    if batch_size == 0 {
+        problem("source.batch_size", "must be at least 1".into());
+    }
+    if raw.source.tables.is_empty() {
+        problem("source.tables", "at least one `[[source.tables]]` entry is required".into());
+    }
+    let mut tables = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, t) in raw.source.tables.iter().enumerate() {
+        let key = format!("source.tables[{i}]");
+        if !seen.insert(t.name.clone()) {
+            problem(&format!("{key}.name"), format!("duplicate table `{}`", t.name));
+        }
+        if kind == SourceKind::Sample && !SAMPLE_TABLES.contains(&t.name.as_str()) {
+            problem(
+                &format!("{key}.name"),
+                format!(
+                    "the sample source has no table `{}`; valid choices: {}{}",
+                    t.name,
+                    SAMPLE_TABLES.join(", "),
+                    crate::plan::suggest(&t.name, SAMPLE_TABLES.iter().copied())
+                ),
+            );
+        }
+        if t.partitions == Some(0) {
+            problem(&format!("{key}.partitions"), "must be at least 1".into());
+        }
+        if t.lookback_seconds.is_some_and(|s| s < 0) {
+            problem(&format!("{key}.lookback_seconds"), "must not be negative".into());
+        }
+        tables.push(SourceTable {
+            name: t.name.clone(),
+            object: t.object.clone().unwrap_or_else(|| format!("dbo.{}", t.name)),
+            key: t.key.clone(),
+            watermark: t.watermark.clone(),
+            lookback_seconds: t.lookback_seconds.unwrap_or(0),
+            partitions: t.partitions.unwrap_or(1),
+        });
+    }
+
+    // Storage.
+    let root = std::env::var("SMELTER_STORAGE_ROOT")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| raw.storage.root.clone());
+    if root.is_empty() {
+        problem("storage.root", "must not be empty".into());
+    }
+
+    // Format.
+    match raw.format.table.as_deref() {
+        None | Some("delta") => {}
+        Some(other) => problem(
+            "format.table",
+            format!("unknown table format `{other}`; valid choices: `delta`"),
+        ),
+    }
+    let compression = match raw.format.compression.as_deref() {
+        None | Some("zstd") => Compression::Zstd,
+        Some("snappy") => Compression::Snappy,
+        Some("lz4") => Compression::Lz4,
+        Some("uncompressed") => Compression::Uncompressed,
+        Some(other) => {
+            problem(
+                "format.compression",
+                format!("unknown codec `{other}`; valid choices: zstd, snappy, lz4, uncompressed"),
+            );
+            Compression::Zstd
+        }
+    };
+
+    // Engine.
+    match raw.engine.mode.as_deref() {
+        None | Some("local") => {}
+        Some(other) => problem(
+            "engine.mode",
+            format!("unknown engine mode `{other}`; valid choices: `local`"),
+        ),
+    }
+    if raw.engine.target_partitions == Some(0) {
+        problem("engine.target_partitions", "must be at least 1".into());
+    }
+
+    // Vars.
+    let mut vars = BTreeMap::new();
+    for (k, v) in &raw.vars {
+        use datafusion::scalar::ScalarValue as S;
+        let value = match v {
+            toml::Value::String(s) => S::Utf8(Some(s.clone())),
+            toml::Value::Integer(i) => S::Int64(Some(*i)),
+            toml::Value::Float(f) => S::Float64(Some(*f)),
+            toml::Value::Boolean(b) => S::Boolean(Some(*b)),
+            other => {
+                problem(
+                    &format!("vars.{k}"),
+                    format!("unsupported value {other}; use a string, integer, float or boolean"),
+                );
+                continue;
+            }
+        };
+        vars.insert(k.clone(), value);
+    }
+
+    // Schedules.
+    let mut schedules = Vec::new();
+    for (i, s) in raw.schedule.iter().enumerate() {
+        let key = format!("schedule[{i}]");
+        match (&s.cron, s.interval_seconds) {
+            (Some(_), Some(_)) | (None, None) => problem(
+                &key,
+                "give exactly one of `cron` and `interval_seconds`".into(),
+            ),
+            (Some(c), None) if c.split_whitespace().count() != 5 => problem(
+                &format!("{key}.cron"),
+                format!("`{c}` is not a five-field cron expression"),
+            ),
+            (None, Some(0)) => problem(&format!("{key}.interval_seconds"), "must be positive".into()),
+            _ => {}
+        }
+        schedules.push(Schedule {
+            name: s.name.clone().unwrap_or_else(|| format!("schedule_{i}")),
+            cron: s.cron.clone(),
+            interval_seconds: s.interval_seconds,
+            enabled: s.enabled.unwrap_or(true),
+            timezone: s.timezone.clone().unwrap_or_else(|| "UTC".into()),
+            max_active_runs: s.max_active_runs.unwrap_or(1),
+            tags: s.tags.clone(),
+        });
+    }
+
+    if !problems.is_empty() {
+        return Err(Error::Invalid(problems));
+    }
+    Ok(Pipeline {
+        name: raw.name,
+        file: path.to_path_buf(),
+        project_dir,
+        models_dir,
+        source: Source {
+            kind,
+            database: raw.source.database.unwrap_or_else(|| "LogisticsDB".into()),
+            scale_factor,
+            seed: raw.source.seed.unwrap_or(42),
+            start_date,
+            batch_size,
+            tables,
+        },
+        storage: Storage {
+            root,
+            options: raw.storage.options,
+        },
+        format: Format {
+            compression,
+            target_file_size: raw.format.target_file_size_mb.unwrap_or(128) * 1024 * 1024,
+        },
+        engine: Engine {
+            memory_limit: raw.engine.memory_limit_mb.map(|m| m * 1024 * 1024),
+            target_partitions: raw
+                .engine
+                .target_partitions
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        },
+        vars,
+        schedules,
+    })
+}

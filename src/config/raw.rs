@@ -1,0 +1,157 @@
+//! Serde model of a pipeline file (`pipelines/<name>.toml`), exactly as written.
+//!
+//! Every struct denies unknown keys, so a typo is an error that names the key and lists the valid
+//! ones. The doc comments on the fields are the reference documentation of the file format.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// A whole pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// Pipeline name; SQL models live in `sql/<name>/` unless `models_dir` says otherwise.
+    pub name: String,
+    /// Free-text description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Directory of the SQL models, relative to the project root (the parent of `pipelines/`).
+    #[serde(default)]
+    pub models_dir: Option<String>,
+    /// Where the data comes from.
+    pub source: SourceFile,
+    /// Where the lake lives.
+    pub storage: StorageFile,
+    /// Table format settings.
+    #[serde(default)]
+    pub format: FormatFile,
+    /// Query engine settings.
+    #[serde(default)]
+    pub engine: EngineFile,
+    /// Values for `{{ var.<name> }}` in SQL models.
+    #[serde(default)]
+    pub vars: BTreeMap<String, toml::Value>,
+    /// Schedules, read by the Airflow DAG factory.
+    #[serde(default)]
+    pub schedule: Vec<ScheduleFile>,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    /// Source type: `sample` (built-in LogisticsDB generator) or `mssql`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Logical database name, used in `_source` and lineage (default `LogisticsDB`).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Sample source: scale factor (1.0 is about one million shipments).
+    #[serde(default)]
+    pub scale_factor: Option<f64>,
+    /// Sample source: random seed; the same seed gives the same data.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Sample source: the first day of daily changes (`YYYY-MM-DD`); history lies before it.
+    #[serde(default)]
+    pub start_date: Option<String>,
+    /// Rows per Arrow batch read from the source.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Tables to extract.
+    #[serde(default)]
+    pub tables: Vec<SourceTableFile>,
+}
+
+/// `[[source.tables]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceTableFile {
+    /// Table name in the lake (bronze table `bronze.<name>`).
+    pub name: String,
+    /// Source object, `schema.table` (default `dbo.<name>`).
+    #[serde(default)]
+    pub object: Option<String>,
+    /// Key column(s).
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Monotonic column for incremental extraction; absent means full extraction every run.
+    #[serde(default)]
+    pub watermark: Option<String>,
+    /// Overlap re-read below the last watermark, in seconds (dedup happens downstream).
+    #[serde(default)]
+    pub lookback_seconds: Option<i64>,
+    /// Parallel partitions for the read.
+    #[serde(default)]
+    pub partitions: Option<usize>,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFile {
+    /// Lake root: a local path, `file://`, `s3://bucket/prefix`, `az://container/prefix` or
+    /// `abfss://container@account.dfs.core.windows.net/prefix`. Env `SMELTER_STORAGE_ROOT` overrides it.
+    pub root: String,
+    /// Object-store options (endpoint, region, allow_http, ...). Never put secrets here.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// `[format]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatFile {
+    /// Table format: `delta` (default).
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Parquet compression: `zstd` (default), `snappy`, `lz4`, `uncompressed`.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// Target data file size in MiB.
+    #[serde(default)]
+    pub target_file_size_mb: Option<u64>,
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineFile {
+    /// `local` (default).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Memory cap for query execution in MiB; operators spill to disk above it.
+    #[serde(default)]
+    pub memory_limit_mb: Option<usize>,
+    /// Target partitions (default: number of cores).
+    #[serde(default)]
+    pub target_partitions: Option<usize>,
+}
+
+/// `[[schedule]]`, in the Dativo schedule format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleFile {
+    /// Schedule name (part of the generated DAG id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Cron expression; exactly one of `cron` and `interval_seconds`.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// Fixed interval in seconds; exactly one of `cron` and `interval_seconds`.
+    #[serde(default)]
+    pub interval_seconds: Option<u64>,
+    /// Whether the schedule produces a DAG (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// IANA timezone of the schedule (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Maximum concurrent DAG runs (default 1).
+    #[serde(default)]
+    pub max_active_runs: Option<u32>,
+    /// Extra DAG tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}

@@ -1,0 +1,243 @@
+//! Extract: read each source table (fully, or incrementally past its watermark) and land it as
+//! immutable Parquet under `landing/<table>/run=<run_id>/`, with a `_manifest.json` written last.
+//!
+//! Partitions are read in parallel; each streams batches through a bounded channel into its own
+//! Parquet file, so memory stays bounded whatever the table size. The new watermark goes into the
+//! manifest only: bronze commits it to state after its own commit, so a crash in between
+//! re-extracts instead of skipping rows.
+
+pub mod sample;
+
+use std::time::Instant;
+
+use arrow::array::{Array, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, TimeUnit};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, PutPayload};
+use parquet::arrow::async_writer::ParquetObjectWriter;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::config::SourceTable;
+use crate::error::{Error, Result};
+use crate::plan::{Plan, RunParams};
+use crate::state::{State, Watermark};
+use crate::storage::Lake;
+use sample::{Sample, Window};
+
+/// What landed for one table in one run; written as `_manifest.json` after the data files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Lake table name.
+    pub table: String,
+    /// Run id.
+    pub run_id: String,
+    /// Logical date of the run.
+    pub logical_date: String,
+    /// `<type>:<database>.<object>` of the source, stored in bronze `_source`.
+    pub source: String,
+    /// Rows landed.
+    pub rows: u64,
+    /// Data file names, relative to the landing directory.
+    pub files: Vec<String>,
+    /// Watermark the extraction started after (exclusive), if incremental.
+    pub watermark_from: Option<Watermark>,
+    /// Highest watermark value landed; committed to state by bronze.
+    pub watermark_to: Option<Watermark>,
+}
+
+/// Metrics of one table's extraction.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtractMetrics {
+    /// Table.
+    pub table: String,
+    /// Rows landed.
+    pub rows: u64,
+    /// Files written.
+    pub files: usize,
+    /// Wall time in ms.
+    pub duration_ms: u64,
+}
+
+/// Runs the extract layer for every source table.
+pub async fn run(plan: &Plan, lake: &Lake, state: &State, params: &RunParams) -> Result<Vec<ExtractMetrics>> {
+    let source = Sample::new(&plan.pipeline.source);
+    let mut out = Vec::new();
+    for table in &plan.pipeline.source.tables {
+        out.push(extract_table(plan, lake, state, params, &source, table).await?);
+    }
+    Ok(out)
+}
+
+async fn extract_table(
+    plan: &Plan,
+    lake: &Lake,
+    state: &State,
+    params: &RunParams,
+    source: &Sample,
+    table: &SourceTable,
+) -> Result<ExtractMetrics> {
+    let started = Instant::now();
+    let store = lake.store();
+    let dir_url = lake.landing_url(&table.name, &params.run_id);
+    let dir = lake.path_of(&dir_url)?;
+    // A retried run id starts from a clean landing directory.
+    let old: Vec<_> = store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await?;
+    for location in old {
+        store.delete(&location).await?;
+    }
+
+    let watermark_from = match &table.watermark {
+        Some(_) => state.watermark(&table.name).await?,
+        None => None,
+    };
+    let hi = (sample::days_since_epoch(params.logical_date) as i64 + 1) * 86_400_000_000;
+    let lo = watermark_from
+        .as_ref()
+        .map(|w| w.value - table.lookback_seconds * 1_000_000);
+    let window = Window { lo, hi };
+    let partitions = source.partitions(&table.name, window, table.partitions);
+    let schema = Sample::schema(&table.name)?;
+    let wm_col = match &table.watermark {
+        Some(c) => Some(schema.index_of(c).map_err(|_| {
+            Error::config(
+                plan.pipeline.file.display(),
+                format!(
+                    "key `source.tables.watermark`: table `{}` has no column `{c}`",
+                    table.name
+                ),
+            )
+        })?),
+        None => None,
+    };
+
+    let tasks = partitions.into_iter().enumerate().map(|(i, range)| {
+        let source = source.clone();
+        let store = store.clone();
+        let name = table.name.clone();
+        let file = format!("part-{i:04}.parquet");
+        let path = StorePath::from(format!("{dir}/{file}"));
+        async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+            let reader = source.read(&name, window, range)?;
+            let producer = tokio::task::spawn_blocking(move || {
+                for batch in reader {
+                    if tx.blocking_send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut writer: Option<AsyncArrowWriter<ParquetObjectWriter>> = None;
+            let mut rows = 0u64;
+            let mut max_wm: Option<Watermark> = None;
+            while let Some(batch) = rx.recv().await {
+                let batch = batch?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                rows += batch.num_rows() as u64;
+                if let Some(idx) = wm_col {
+                    if let Some(m) = column_max(batch.column(idx).as_ref()) {
+                        if max_wm.as_ref().is_none_or(|w| m.value > w.value) {
+                            max_wm = Some(m);
+                        }
+                    }
+                }
+                if writer.is_none() {
+                    let props = WriterProperties::builder()
+                        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+                        .build();
+                    writer = Some(AsyncArrowWriter::try_new(
+                        ParquetObjectWriter::new(store.clone(), path.clone()),
+                        batch.schema(),
+                        Some(props),
+                    )?);
+                }
+                if let Some(w) = writer.as_mut() {
+                    w.write(&batch).await?;
+                }
+            }
+            producer
+                .await
+                .map_err(|e| Error::Internal(format!("sample reader panicked: {e}")))?;
+            let file = match writer {
+                Some(w) => {
+                    w.close().await?;
+                    Some(file)
+                }
+                None => None,
+            };
+            Ok::<_, Error>((file, rows, max_wm))
+        }
+    });
+    let results: Vec<_> = futures::stream::iter(tasks)
+        .buffer_unordered(plan.pipeline.source.tables.len().max(8))
+        .try_collect()
+        .await?;
+
+    let mut files: Vec<String> = results.iter().filter_map(|r| r.0.clone()).collect();
+    files.sort();
+    let rows = results.iter().map(|r| r.1).sum();
+    let max_wm = results
+        .iter()
+        .filter_map(|r| r.2.clone())
+        .max_by_key(|w| w.value);
+    let watermark_to = max_wm.or_else(|| watermark_from.clone());
+    let manifest = Manifest {
+        table: table.name.clone(),
+        run_id: params.run_id.clone(),
+        logical_date: params.logical_date.to_string(),
+        source: format!(
+            "sample:{}.{}",
+            plan.pipeline.source.database, table.object
+        ),
+        rows,
+        files: files.clone(),
+        watermark_from,
+        watermark_to,
+    };
+    let manifest_path = StorePath::from(format!("{dir}/_manifest.json"));
+    store
+        .put(&manifest_path, PutPayload::from(serde_json::to_vec_pretty(&manifest)?))
+        .await?;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    info!(pipeline = %plan.pipeline.name, layer = "extract", table = %table.name, run_id = %params.run_id, rows, files = files.len(), duration_ms, "Landed table.");
+    Ok(ExtractMetrics {
+        table: table.name.clone(),
+        rows,
+        files: files.len(),
+        duration_ms,
+    })
+}
+
+/// Reads the manifest of a table's landing for a run, if the extraction finished.
+pub async fn read_manifest(lake: &Lake, table: &str, run_id: &str) -> Result<Option<Manifest>> {
+    let dir = lake.path_of(&lake.landing_url(table, run_id))?;
+    let path = StorePath::from(format!("{dir}/_manifest.json"));
+    match lake.store().get(&path).await {
+        Ok(r) => Ok(Some(serde_json::from_slice(&r.bytes().await?)?)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Highest watermark value in a column (timestamps in microseconds, or integers).
+fn column_max(array: &dyn Array) -> Option<Watermark> {
+    match array.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => array
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .and_then(arrow::compute::max)
+            .map(Watermark::timestamp),
+        DataType::Int64 => array
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .and_then(arrow::compute::max)
+            .map(Watermark::integer),
+        _ => None,
+    }
+}

@@ -1,0 +1,199 @@
+//! The model runner shared by silver and gold: for each model in run order, register the tables
+//! it reads, plan its SQL with DataFusion (binding the templated values as parameters), check merge
+//! keys, and write it with its materialization.
+
+use std::time::Instant;
+
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{DataFrame, SessionContext};
+use tracing::info;
+
+use super::RunContext;
+use crate::error::{Error, Result};
+use crate::plan::{display_path, graph, Layer, Materialization, Model, Plan, RunParams};
+use crate::state::{now_us, RunRecord};
+use crate::table::{WriteMode, WriteRequest};
+
+/// Runs the models of `layer` (all, or those named with `--models`).
+pub async fn run(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> {
+    let mut records = Vec::new();
+    for model in rc.plan.layer_models(layer) {
+        if let Some(only) = &rc.models {
+            if !only.iter().any(|m| *m == model.id.name || *m == model.id.to_string()) {
+                continue;
+            }
+        }
+        records.push(run_model(rc, model).await?);
+    }
+    if records.is_empty() {
+        return Err(Error::NothingToDo(format!("no {layer} models selected")));
+    }
+    Ok(records)
+}
+
+async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
+    let clock = Instant::now();
+    let started = now_us();
+    for dep in &model.depends_on {
+        rc.register(dep).await?;
+    }
+    let df = plan_model(&rc.ctx, rc.plan, model, rc.params).await?;
+    let mode = match (model.header.materialized, rc.full_refresh) {
+        (_, true) | (Materialization::Table, _) => WriteMode::Overwrite,
+        (Materialization::Append, _) => WriteMode::Append,
+        (Materialization::Merge, _) => WriteMode::Merge {
+            keys: model.header.unique_key.clone(),
+        },
+    };
+    if let WriteMode::Merge { keys } = &mode {
+        check_merge_keys(rc.plan, model, &df, keys).await?;
+    }
+    // Appends are made idempotent per run id; overwrite and merge are idempotent by nature.
+    let txn_id = (mode == WriteMode::Append).then(|| format!("smelter:{}", rc.params.run_id));
+    let url = rc.lake.table_url(&model.id);
+    let metrics = rc
+        .format
+        .write(WriteRequest {
+            ctx: &rc.ctx,
+            url: &url,
+            input: df,
+            mode,
+            partition_by: model.header.partition_by.clone(),
+            txn_id,
+            metadata: vec![
+                ("run_id".into(), rc.params.run_id.clone()),
+                ("layer".into(), model.id.layer.to_string()),
+                ("model".into(), model.id.to_string()),
+            ],
+        })
+        .await?;
+    info!(
+        pipeline = %rc.plan.pipeline.name,
+        layer = %model.id.layer,
+        model = %model.id,
+        run_id = %rc.params.run_id,
+        rows = metrics.rows_inserted,
+        rows_updated = metrics.rows_updated,
+        duration_ms = clock.elapsed().as_millis() as u64,
+        "Wrote model."
+    );
+    Ok(rc.record(
+        model.id.layer,
+        model.id.to_string(),
+        started,
+        clock,
+        &metrics,
+        serde_json::json!({
+            "materialized": model.header.materialized.as_str(),
+            "version": metrics.version,
+            "files_added": metrics.files_added,
+        }),
+    ))
+}
+
+/// Plans a model's SQL with its parameters bound; errors name the file, line and column.
+pub async fn plan_model(
+    ctx: &SessionContext,
+    plan: &Plan,
+    model: &Model,
+    params: &RunParams,
+) -> Result<DataFrame> {
+    let shown = display_path(&plan.pipeline, &model.file);
+    let df = ctx
+        .sql(&model.sql)
+        .await
+        .and_then(|df| df.with_param_values(plan.param_values(params)))
+        .map_err(|e| sql_error(&shown, e))?;
+    let schema = df.schema();
+    for key in model
+        .header
+        .unique_key
+        .iter()
+        .chain(model.header.partition_by.iter())
+    {
+        if schema.field_with_unqualified_name(key).is_err() {
+            return Err(Error::Sql {
+                location: format!("{shown}:1"),
+                message: format!(
+                    "header column `{key}` is not in the model's output; columns: {}",
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+    }
+    Ok(df)
+}
+
+/// Maps a DataFusion planning error to `file:line:col: message`.
+pub fn sql_error(shown: &str, e: DataFusionError) -> Error {
+    let span = e.diagnostic().and_then(|d| {
+        d.span
+            .or_else(|| d.notes.iter().find_map(|n| n.span))
+            .map(|s| (s.start.line, s.start.column))
+    });
+    let message = e.strip_backtrace();
+    let message = message
+        .trim_start_matches("Error during planning: ")
+        .trim_start_matches("Schema error: ")
+        .to_string();
+    match span {
+        Some((line, col)) if line > 0 => Error::Sql {
+            location: format!("{shown}:{line}:{col}"),
+            message,
+        },
+        _ => {
+            let located = graph::located(shown, &message);
+            let (location, message) = located
+                .split_once(": ")
+                .map(|(l, m)| (l.to_string(), m.to_string()))
+                .unwrap_or((shown.to_string(), message));
+            Error::Sql { location, message }
+        }
+    }
+}
+
+/// Merge keys must be non-null and unique in the model result, or MERGE would duplicate rows.
+async fn check_merge_keys(plan: &Plan, model: &Model, df: &DataFrame, keys: &[String]) -> Result<()> {
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::logical_expr::{col, lit};
+    let key_cols: Vec<_> = keys.iter().map(|k| col(format!("\"{k}\""))).collect();
+    let any_null = key_cols
+        .iter()
+        .cloned()
+        .map(|c| c.is_null())
+        .reduce(|a, b| a.or(b))
+        .unwrap_or(lit(false));
+    let nulls = df.clone().filter(any_null)?.count().await?;
+    let shown = display_path(&plan.pipeline, &model.file);
+    if nulls > 0 {
+        return Err(Error::Quality {
+            model: model.id.to_string(),
+            message: format!(
+                "{nulls} row(s) have a NULL merge key ({}) in {shown}; filter them or fix the source",
+                keys.join(", ")
+            ),
+        });
+    }
+    let dups = df
+        .clone()
+        .aggregate(key_cols, vec![count(lit(1)).alias("n")])?
+        .filter(col("n").gt(lit(1i64)))?
+        .count()
+        .await?;
+    if dups > 0 {
+        return Err(Error::Quality {
+            model: model.id.to_string(),
+            message: format!(
+                "{dups} merge key value(s) of ({}) occur more than once in {shown}; deduplicate in SQL, e.g. with ROW_NUMBER() OVER (PARTITION BY {} ORDER BY modified_at DESC) = 1",
+                keys.join(", "),
+                keys.join(", ")
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Dependencies between models, found by parsing their SQL, and the topological run order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{visit_relations, ObjectName, ObjectNamePart, Statement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+
+use super::{display_path, suggest, Layer, Model, TableId};
+use crate::config::Pipeline;
+
+/// Finds each model's dependencies and returns the models in run order.
+///
+/// Problems (syntax errors, unknown tables, layer violations, cycles) are pushed with file:line:col.
+pub fn order(pipeline: &Pipeline, mut models: Vec<Model>, problems: &mut Vec<String>) -> Vec<Model> {
+    let mut known: BTreeSet<TableId> = pipeline
+        .source
+        .tables
+        .iter()
+        .map(|t| TableId {
+            layer: Layer::Bronze,
+            name: t.name.clone(),
+        })
+        .collect();
+    known.extend(models.iter().map(|m| m.id.clone()));
+
+    for model in &mut models {
+        let shown = display_path(pipeline, &model.file);
+        model.depends_on = dependencies(&shown, model, &known, problems);
+    }
+    sort(pipeline, models, problems)
+}
+
+/// Parses `sql` as exactly one query; errors carry `file:line:col`.
+pub fn parse_query(shown: &str, sql: &str) -> Result<Statement, String> {
+    let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
+        .map_err(|e| located(shown, &e.to_string()))?;
+    if statements.len() != 1 {
+        return Err(format!(
+            "{shown}: a model must be exactly one SELECT statement, found {}",
+            statements.len()
+        ));
+    }
+    match statements.pop_front() {
+        Some(DFStatement::Statement(stmt)) if matches!(*stmt, Statement::Query(_)) => Ok(*stmt),
+        _ => Err(format!("{shown}: a model must be a SELECT query")),
+    }
+}
+
+/// Turns a parser message ending in `at Line: L, Column: C` into `file:L:C: message`.
+pub fn located(shown: &str, message: &str) -> String {
+    let message = message.trim_start_matches("SQL error: ").trim();
+    if let Some(pos) = message.rfind(" at Line: ") {
+        let tail = &message[pos + " at Line: ".len()..];
+        if let Some((line, col)) = tail.split_once(", Column: ") {
+            let col: String = col.chars().take_while(|c| c.is_ascii_digit()).collect();
+            return format!("{shown}:{line}:{col}: {}", &message[..pos]);
+        }
+    }
+    format!("{shown}: {message}")
+}
+
+fn dependencies(
+    shown: &str,
+    model: &Model,
+    known: &BTreeSet<TableId>,
+    problems: &mut Vec<String>,
+) -> Vec<TableId> {
+    let stmt = match parse_query(shown, &model.sql) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(e);
+            return Vec::new();
+        }
+    };
+    let ctes: BTreeSet<String> = match &stmt {
+        Statement::Query(q) => q
+            .with
+            .iter()
+            .flat_map(|w| w.cte_tables.iter())
+            .map(|c| c.alias.name.value.to_lowercase())
+            .collect(),
+        _ => BTreeSet::new(),
+    };
+    let mut relations: Vec<ObjectName> = Vec::new();
+    let _ = visit_relations(&stmt, |name: &ObjectName| {
+        relations.push(name.clone());
+        ControlFlow::<()>::Continue(())
+    });
+    let known_names: Vec<String> = known.iter().map(ToString::to_string).collect();
+    let mut deps = BTreeSet::new();
+    for name in relations {
+        let idents: Vec<_> = name
+            .0
+            .iter()
+            .filter_map(|p| match p {
+                ObjectNamePart::Identifier(i) => Some(i.clone()),
+                _ => None,
+            })
+            .collect();
+        let Some(first) = idents.first() else { continue };
+        let at = format!(
+            "{shown}:{}:{}",
+            first.span.start.line, first.span.start.column
+        );
+        let parts: Vec<String> = idents.iter().map(|i| i.value.to_lowercase()).collect();
+        match parts.as_slice() {
+            [single] if ctes.contains(single) => {}
+            [layer, table] => {
+                let id = Layer::table_layer(layer).map(|layer| TableId {
+                    layer,
+                    name: table.clone(),
+                });
+                match id {
+                    Some(id) if known.contains(&id) => {
+                        let allowed = match model.id.layer {
+                            Layer::Silver => matches!(id.layer, Layer::Bronze | Layer::Silver),
+                            _ => matches!(id.layer, Layer::Silver | Layer::Gold),
+                        };
+                        if !allowed {
+                            problems.push(format!(
+                                "{at}: {} models cannot read `{id}`; silver reads bronze and silver, gold reads silver and gold",
+                                model.id.layer
+                            ));
+                        }
+                        deps.insert(id);
+                    }
+                    _ => problems.push(format!(
+                        "{at}: unknown table `{layer}.{table}`{}",
+                        suggest(
+                            &format!("{layer}.{table}"),
+                            known_names.iter().map(String::as_str)
+                        )
+                    )),
+                }
+            }
+            _ => problems.push(format!(
+                "{at}: unknown table `{}`; refer to lake tables as `<layer>.<table>` (bronze, silver or gold){}",
+                parts.join("."),
+                suggest(&parts.join("."), known_names.iter().map(String::as_str))
+            )),
+        }
+    }
+    deps.into_iter().collect()
+}
+
+/// Kahn's algorithm over silver and gold models; the ready model with the smallest id goes first.
+fn sort(pipeline: &Pipeline, models: Vec<Model>, problems: &mut Vec<String>) -> Vec<Model> {
+    let mut by_id: BTreeMap<TableId, Model> =
+        models.into_iter().map(|m| (m.id.clone(), m)).collect();
+    let mut indegree: BTreeMap<TableId, usize> = BTreeMap::new();
+    for (id, m) in &by_id {
+        let n = m.depends_on.iter().filter(|d| by_id.contains_key(*d)).count();
+        indegree.insert(id.clone(), n);
+    }
+    let mut ordered = Vec::new();
+    loop {
+        let Some(next) = indegree
+            .iter()
+            .find(|(_, n)| **n == 0)
+            .map(|(id, _)| id.clone())
+        else {
+            break;
+        };
+        indegree.remove(&next);
+        for (id, n) in indegree.iter_mut() {
+            if by_id[id].depends_on.contains(&next) {
+                *n -= 1;
+            }
+        }
+        ordered.push(next);
+    }
+    if !indegree.is_empty() {
+        let remaining: BTreeSet<TableId> = indegree.keys().cloned().collect();
+        let cycle = find_cycle(&by_id, &remaining, indegree.keys().next().expect("non-empty"));
+        let files: Vec<String> = cycle
+            .iter()
+            .take(cycle.len().saturating_sub(1))
+            .map(|id| display_path(pipeline, &by_id[id].file))
+            .collect();
+        problems.push(format!(
+            "dependency cycle: {} (in {})",
+            cycle.iter().map(ToString::to_string).collect::<Vec<_>>().join(" -> "),
+            files.join(", ")
+        ));
+    }
+    ordered
+        .into_iter()
+        .filter_map(|id| by_id.remove(&id))
+        .collect()
+}
+
+fn find_cycle(
+    models: &BTreeMap<TableId, Model>,
+    remaining: &BTreeSet<TableId>,
+    start: &TableId,
+) -> Vec<TableId> {
+    let mut path = vec![start.clone()];
+    let mut current = start.clone();
+    loop {
+        let next = models[&current]
+            .depends_on
+            .iter()
+            .find(|d| remaining.contains(*d))
+            .cloned();
+        let Some(next) = next else { return path };
+        if let Some(pos) = path.iter().position(|p| *p == next) {
+            let mut cycle = path.split_off(pos);
+            cycle.push(next);
+            return cycle;
+        }
+        path.push(next.clone());
+        current = next;
+    }
+}

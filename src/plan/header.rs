@@ -1,0 +1,162 @@
+//! SQL model header: the leading `-- key: value` comment lines of a model file.
+//!
+//! The header keeps model files valid SQL for any editor or linter. Keys are lower-case words;
+//! an unknown key, a bad value or a missing `unique_key` for `merge` is an error naming file:line.
+
+use serde::Serialize;
+
+/// How a model's result is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Materialization {
+    /// Overwrite the whole table.
+    Table,
+    /// Append the result.
+    Append,
+    /// Upsert by `unique_key`.
+    Merge,
+}
+
+impl Materialization {
+    /// The name used in headers and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Materialization::Table => "table",
+            Materialization::Append => "append",
+            Materialization::Merge => "merge",
+        }
+    }
+}
+
+/// One `expect:` rule as written, with the line it came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawRule {
+    /// The rule text, e.g. `shipment_id not_null fail`.
+    pub text: String,
+    /// 1-based line in the model file.
+    pub line: usize,
+}
+
+/// A parsed model header.
+#[derive(Debug, Clone, Serialize)]
+pub struct Header {
+    /// Materialization (default `table`).
+    pub materialized: Materialization,
+    /// Key columns for `merge`.
+    pub unique_key: Vec<String>,
+    /// Partition columns.
+    pub partition_by: Vec<String>,
+    /// Description, shown by `plan` and in lineage.
+    pub description: Option<String>,
+    /// Data-quality rules, parsed by [`crate::quality`].
+    pub expect: Vec<RawRule>,
+}
+
+const KEYS: &[&str] = &[
+    "materialized",
+    "unique_key",
+    "partition_by",
+    "description",
+    "expect",
+];
+
+/// Parses the header of `sql`; problems are pushed as `file:line: message`.
+pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
+    let mut header = Header {
+        materialized: Materialization::Table,
+        unique_key: Vec::new(),
+        partition_by: Vec::new(),
+        description: None,
+        expect: Vec::new(),
+    };
+    for (idx, line) in sql.lines().enumerate() {
+        let lineno = idx + 1;
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let Some(comment) = trimmed.strip_prefix("--") else {
+            break;
+        };
+        let Some((key, value)) = comment.split_once(':') else {
+            continue;
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            continue;
+        }
+        let value = value.trim();
+        match key {
+            "materialized" => {
+                header.materialized = match value {
+                    "table" => Materialization::Table,
+                    "append" => Materialization::Append,
+                    "merge" => Materialization::Merge,
+                    other => {
+                        problems.push(format!(
+                            "{file}:{lineno}: unknown materialization `{other}`; valid choices: table, append, merge"
+                        ));
+                        Materialization::Table
+                    }
+                }
+            }
+            "unique_key" => header.unique_key = split_list(value),
+            "partition_by" => header.partition_by = split_list(value),
+            "description" => header.description = Some(value.to_string()),
+            "expect" => header.expect.extend(
+                value
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(|r| RawRule {
+                        text: r.to_string(),
+                        line: lineno,
+                    }),
+            ),
+            other => problems.push(format!(
+                "{file}:{lineno}: unknown header key `{other}`; valid keys: {}{}",
+                KEYS.join(", "),
+                super::suggest(other, KEYS.iter().copied())
+            )),
+        }
+    }
+    if header.materialized == Materialization::Merge && header.unique_key.is_empty() {
+        problems.push(format!(
+            "{file}:1: materialized `merge` needs a `-- unique_key: <column>[, ...]` header line"
+        ));
+    }
+    header
+}
+
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keys_and_reports_unknown_ones_with_line() {
+        let sql = "-- materialized: merge\n-- unique_key: a, b\n-- materialised: x\nSELECT 1";
+        let mut problems = Vec::new();
+        let h = parse("m.sql", sql, &mut problems);
+        assert_eq!(h.materialized, Materialization::Merge);
+        assert_eq!(h.unique_key, vec!["a", "b"]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("m.sql:3: unknown header key `materialised`"));
+        assert!(problems[0].contains("did you mean `materialized`"));
+    }
+
+    #[test]
+    fn merge_without_key_is_an_error() {
+        let mut problems = Vec::new();
+        parse("m.sql", "-- materialized: merge\nSELECT 1", &mut problems);
+        assert!(problems[0].contains("unique_key"), "{problems:?}");
+    }
+}

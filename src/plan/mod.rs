@@ -1,0 +1,254 @@
+//! The Plan: a validated pipeline plus its SQL models, their dependencies and their run order.
+//!
+//! Models are `sql/<pipeline>/<layer>/<name>.sql` files. Their header is parsed by [`header`];
+//! their dependencies are found by parsing the SQL (no `ref()`), and [`graph`] orders them
+//! topologically across silver and gold. Templated values (`{{ logical_date }}`, `{{ run_id }}`,
+//! `{{ var.x }}`) become bound query parameters, never spliced text.
+
+pub mod graph;
+pub mod header;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use datafusion::common::ParamValues;
+use datafusion::scalar::ScalarValue;
+use serde::Serialize;
+
+use crate::config::{self, Pipeline};
+use crate::error::{Error, Result};
+pub use header::{Header, Materialization};
+
+/// Medallion layers, in run order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    /// SQL Server (or sample) → landing Parquet.
+    Extract,
+    /// Landing → bronze tables with metadata columns.
+    Bronze,
+    /// Cleaned, conformed models.
+    Silver,
+    /// Business aggregates and marts.
+    Gold,
+}
+
+impl Layer {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Extract => "extract",
+            Layer::Bronze => "bronze",
+            Layer::Silver => "silver",
+            Layer::Gold => "gold",
+        }
+    }
+
+    /// Layers that hold tables a SQL model can read.
+    pub const TABLE_LAYERS: [Layer; 3] = [Layer::Bronze, Layer::Silver, Layer::Gold];
+
+    /// Parses a table-layer name.
+    pub fn table_layer(s: &str) -> Option<Layer> {
+        Self::TABLE_LAYERS.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A reference to a lake table, `<layer>.<table>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct TableId {
+    /// Layer.
+    pub layer: Layer,
+    /// Table name.
+    pub name: String,
+}
+
+impl std::fmt::Display for TableId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.layer, self.name)
+    }
+}
+
+/// A SQL model of the silver or gold layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Model {
+    /// The table it writes.
+    pub id: TableId,
+    /// The SQL file.
+    pub file: PathBuf,
+    /// Parsed header.
+    pub header: Header,
+    /// SQL with templated values replaced by `$name` placeholders.
+    pub sql: String,
+    /// Tables it reads, found by parsing the SQL.
+    pub depends_on: Vec<TableId>,
+}
+
+/// Values bound to a model's placeholders for one run.
+#[derive(Debug, Clone)]
+pub struct RunParams {
+    /// The run's logical date.
+    pub logical_date: chrono::NaiveDate,
+    /// The run id.
+    pub run_id: String,
+}
+
+/// A validated pipeline with its models in run order.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The pipeline configuration.
+    pub pipeline: Pipeline,
+    /// Silver and gold models, in topological (run) order.
+    pub models: Vec<Model>,
+}
+
+impl Plan {
+    /// Loads the pipeline file and every model, reporting all problems at once.
+    pub fn load(path: &Path) -> Result<Plan> {
+        let pipeline = config::load(path)?;
+        let mut problems = Vec::new();
+        let models = load_models(&pipeline, &mut problems);
+        let models = graph::order(&pipeline, models, &mut problems);
+        if !problems.is_empty() {
+            return Err(Error::Invalid(problems));
+        }
+        Ok(Plan { pipeline, models })
+    }
+
+    /// Bronze tables, one per source table.
+    pub fn bronze_tables(&self) -> Vec<TableId> {
+        self.pipeline
+            .source
+            .tables
+            .iter()
+            .map(|t| TableId {
+                layer: Layer::Bronze,
+                name: t.name.clone(),
+            })
+            .collect()
+    }
+
+    /// Models of one layer, in run order.
+    pub fn layer_models(&self, layer: Layer) -> impl Iterator<Item = &Model> {
+        self.models.iter().filter(move |m| m.id.layer == layer)
+    }
+
+    /// Parameter values for a run: `logical_date`, `run_id` and every `var_<name>`.
+    pub fn param_values(&self, params: &RunParams) -> ParamValues {
+        let mut map: BTreeMap<String, ScalarValue> = BTreeMap::new();
+        let days = params
+            .logical_date
+            .signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch"))
+            .num_days() as i32;
+        map.insert("logical_date".into(), ScalarValue::Date32(Some(days)));
+        map.insert("run_id".into(), ScalarValue::Utf8(Some(params.run_id.clone())));
+        for (k, v) in &self.pipeline.vars {
+            map.insert(format!("var_{k}"), v.clone());
+        }
+        ParamValues::Map(map.into_iter().map(|(k, v)| (k, v.into())).collect())
+    }
+}
+
+fn load_models(pipeline: &Pipeline, problems: &mut Vec<String>) -> Vec<Model> {
+    let mut models = Vec::new();
+    for layer in [Layer::Silver, Layer::Gold] {
+        let dir = pipeline.models_dir.join(layer.as_str());
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+                .collect(),
+            Err(_) => continue,
+        };
+        files.sort();
+        for file in files {
+            let shown = display_path(pipeline, &file);
+            let name = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                problems.push(format!(
+                    "{shown}: model file names must use only letters, digits and `_`"
+                ));
+                continue;
+            }
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(format!("{shown}: cannot read: {e}"));
+                    continue;
+                }
+            };
+            let header = header::parse(&shown, &text, problems);
+            let sql = match render(&shown, &text, pipeline) {
+                Ok(s) => s,
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            };
+            models.push(Model {
+                id: TableId { layer, name },
+                file,
+                header,
+                sql,
+                depends_on: Vec::new(),
+            });
+        }
+    }
+    models
+}
+
+/// The path of `file` as shown in messages: relative to the project root when possible.
+pub fn display_path(pipeline: &Pipeline, file: &Path) -> String {
+    file.strip_prefix(&pipeline.project_dir)
+        .unwrap_or(file)
+        .display()
+        .to_string()
+}
+
+/// Renders the templated values of a model into `$name` placeholders (bound at run time).
+fn render(shown: &str, text: &str, pipeline: &Pipeline) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    let vars: BTreeMap<&str, String> = pipeline
+        .vars
+        .keys()
+        .map(|k| (k.as_str(), format!("$var_{k}")))
+        .collect();
+    let ctx = minijinja::context! {
+        logical_date => "$logical_date",
+        run_id => "$run_id",
+        var => vars,
+    };
+    env.render_str(text, ctx).map_err(|e| {
+        let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
+        format!(
+            "{shown}{line}: template error: {}; available: logical_date, run_id, var.<name> ({})",
+            e.detail().unwrap_or(&e.kind().to_string()),
+            if pipeline.vars.is_empty() {
+                "no vars defined in the pipeline".to_string()
+            } else {
+                pipeline.vars.keys().map(|k| format!("var.{k}")).collect::<Vec<_>>().join(", ")
+            }
+        )
+    })
+}
+
+/// `"; did you mean `x`?"` for the closest candidate, or an empty string.
+pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(name, c), c))
+        .filter(|(d, c)| *d <= 3.max(c.len() / 3) && *d > 0)
+        .min()
+        .map(|(_, c)| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
+}

@@ -1,0 +1,230 @@
+//! Run state stored in the lake as Delta tables: the run log (`_smelter/runs`) and the watermarks
+//! (`_smelter/watermarks`). Both are append-only; the latest watermark per table wins.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::logical_expr::{col, lit, SortExpr};
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::storage::Lake;
+use crate::table::{TableFormat, WriteMode, WriteRequest};
+
+/// A watermark value: microseconds for timestamps, or an integer (bigint, rowversion).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    /// `timestamp_us` or `int`.
+    pub kind: String,
+    /// The value.
+    pub value: i64,
+}
+
+impl Watermark {
+    /// A timestamp watermark in microseconds since the epoch.
+    pub fn timestamp(us: i64) -> Self {
+        Watermark {
+            kind: "timestamp_us".into(),
+            value: us,
+        }
+    }
+
+    /// An integer watermark.
+    pub fn integer(v: i64) -> Self {
+        Watermark {
+            kind: "int".into(),
+            value: v,
+        }
+    }
+}
+
+/// One line of the run log: what one step did to one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub run_id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Layer.
+    pub layer: String,
+    /// Target (`<layer>.<table>` or landing table).
+    pub target: String,
+    /// `success`, `skipped` or `failed`.
+    pub status: String,
+    /// Rows inserted.
+    pub rows: u64,
+    /// Rows updated.
+    pub rows_updated: u64,
+    /// Logical date, days since epoch.
+    pub logical_date: i32,
+    /// Start, microseconds since epoch.
+    pub started_at: i64,
+    /// Duration.
+    pub duration_ms: u64,
+    /// Error or note.
+    pub message: Option<String>,
+    /// Step details as JSON (write metrics, expectation results).
+    pub details: String,
+}
+
+/// Access to the state tables.
+#[derive(Debug, Clone)]
+pub struct State {
+    lake: Lake,
+    format: Arc<dyn TableFormat>,
+    ctx: SessionContext,
+}
+
+impl State {
+    /// State of a lake.
+    pub fn new(lake: &Lake, format: Arc<dyn TableFormat>) -> Self {
+        let ctx = SessionContext::new();
+        lake.register(&ctx);
+        State {
+            lake: lake.clone(),
+            format,
+            ctx,
+        }
+    }
+
+    /// The last committed watermark of a source table.
+    pub async fn watermark(&self, table: &str) -> Result<Option<Watermark>> {
+        let url = self.lake.state_url("watermarks");
+        let Some(provider) = self.format.provider(&self.ctx, &url).await? else {
+            return Ok(None);
+        };
+        let batches = self
+            .ctx
+            .read_table(provider)?
+            .filter(col("table_name").eq(lit(table)))?
+            .sort(vec![SortExpr::new(col("committed_at"), false, false)])?
+            .limit(0, Some(1))?
+            .select_columns(&["kind", "value"])?
+            .collect()
+            .await?;
+        let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+            return Ok(None);
+        };
+        let kind = string_col(batch, 0)?.value(0).to_string();
+        let value = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| Error::Internal("watermark value is not int64".into()))?
+            .value(0);
+        Ok(Some(Watermark { kind, value }))
+    }
+
+    /// Commits a new watermark for a source table (after bronze committed its data).
+    pub async fn commit_watermark(&self, table: &str, wm: &Watermark, run_id: &str) -> Result<()> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("value", DataType::Int64, false),
+            Field::new("run_id", DataType::Utf8, false),
+            Field::new("committed_at", ts_type(), false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![table])),
+                Arc::new(StringArray::from(vec![wm.kind.as_str()])),
+                Arc::new(Int64Array::from(vec![wm.value])),
+                Arc::new(StringArray::from(vec![run_id])),
+                Arc::new(TimestampMicrosecondArray::from(vec![now_us()]).with_timezone("UTC")),
+            ],
+        )?;
+        self.append("watermarks", batch).await
+    }
+
+    /// Appends records to the run log.
+    pub async fn record(&self, records: &[RunRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let batch = RecordBatch::try_new(
+            runs_schema(),
+            vec![
+                strings(records, |r| Some(&r.run_id)),
+                strings(records, |r| Some(&r.pipeline)),
+                strings(records, |r| Some(&r.layer)),
+                strings(records, |r| Some(&r.target)),
+                strings(records, |r| Some(&r.status)),
+                Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.rows as i64))),
+                Arc::new(Int64Array::from_iter_values(
+                    records.iter().map(|r| r.rows_updated as i64),
+                )),
+                Arc::new(Date32Array::from_iter_values(records.iter().map(|r| r.logical_date))),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(records.iter().map(|r| r.started_at))
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Int64Array::from_iter_values(
+                    records.iter().map(|r| r.duration_ms as i64),
+                )),
+                strings(records, |r| r.message.as_ref()),
+                strings(records, |r| Some(&r.details)),
+            ],
+        )?;
+        self.append("runs", batch).await
+    }
+
+    async fn append(&self, name: &str, batch: RecordBatch) -> Result<()> {
+        let url = self.lake.state_url(name);
+        let input = self.ctx.read_batch(batch)?;
+        self.format
+            .write(WriteRequest {
+                ctx: &self.ctx,
+                url: &url,
+                input,
+                mode: WriteMode::Append,
+                partition_by: Vec::new(),
+                txn_id: None,
+                metadata: Vec::new(),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+fn runs_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("layer", DataType::Utf8, false),
+        Field::new("target", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("rows_updated", DataType::Int64, false),
+        Field::new("logical_date", DataType::Date32, false),
+        Field::new("started_at", ts_type(), false),
+        Field::new("duration_ms", DataType::Int64, false),
+        Field::new("message", DataType::Utf8, true),
+        Field::new("details", DataType::Utf8, false),
+    ]))
+}
+
+fn strings(records: &[RunRecord], f: impl Fn(&RunRecord) -> Option<&String>) -> Arc<dyn Array> {
+    Arc::new(StringArray::from_iter(records.iter().map(|r| f(r).map(String::as_str))))
+}
+
+fn string_col(batch: &RecordBatch, i: usize) -> Result<&StringArray> {
+    batch
+        .column(i)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| Error::Internal("state column is not utf8".into()))
+}
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Current time in microseconds since the epoch.
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}

@@ -1,0 +1,236 @@
+//! Delta Lake through delta-rs: streaming writes from DataFusion plans, MERGE for upserts, and
+//! application transactions (`txn` actions) so a retried run never appends twice.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::prelude::SessionContext;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Transaction;
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
+use deltalake::operations::write::SchemaMode;
+use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use url::Url;
+
+use super::{TableFormat, WriteMetrics, WriteMode, WriteRequest};
+use crate::config::{Compression, Pipeline};
+use crate::error::{Error, Result};
+use crate::storage::{redact, Lake};
+
+/// Delta Lake table format.
+#[derive(Debug)]
+pub struct Delta {
+    options: HashMap<String, String>,
+    compression: Compression,
+    target_file_size: u64,
+}
+
+impl Delta {
+    /// Delta format for a pipeline's lake.
+    pub fn new(pipeline: &Pipeline, lake: &Lake) -> Self {
+        Delta {
+            options: lake.options().clone(),
+            compression: pipeline.format.compression,
+            target_file_size: pipeline.format.target_file_size,
+        }
+    }
+
+    async fn open(&self, url: &Url) -> Result<DeltaTable> {
+        if url.scheme() == "file" {
+            if let Ok(path) = url.to_file_path() {
+                std::fs::create_dir_all(&path)?;
+            }
+        }
+        DeltaTable::try_from_url_with_storage_options(url.clone(), self.options.clone())
+            .await
+            .map_err(|e| storage_error(url, e))
+    }
+
+    fn writer_properties(&self) -> WriterProperties {
+        let codec = match self.compression {
+            Compression::Zstd => PqCompression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()),
+            Compression::Snappy => PqCompression::SNAPPY,
+            Compression::Lz4 => PqCompression::LZ4_RAW,
+            Compression::Uncompressed => PqCompression::UNCOMPRESSED,
+        };
+        WriterProperties::builder().set_compression(codec).build()
+    }
+
+    fn commit_properties(req: &WriteRequest<'_>) -> CommitProperties {
+        let mut props = CommitProperties::default().with_metadata(
+            req.metadata
+                .iter()
+                .map(|(k, v)| (format!("smelter.{k}"), serde_json::Value::String(v.clone()))),
+        );
+        if let Some(id) = &req.txn_id {
+            props = props.with_application_transaction(Transaction::new(id, 1));
+        }
+        props
+    }
+}
+
+fn storage_error(url: &Url, e: deltalake::DeltaTableError) -> Error {
+    match e {
+        deltalake::DeltaTableError::ObjectStore { source } => Error::Storage {
+            url: redact(url),
+            retryable: !matches!(
+                source,
+                object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+            ),
+            message: format!("{source}; check the storage root, credentials and network"),
+        },
+        other => Error::Delta(other),
+    }
+}
+
+#[async_trait::async_trait]
+impl TableFormat for Delta {
+    fn name(&self) -> &'static str {
+        "delta"
+    }
+
+    async fn provider(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        let table = self.open(url).await?;
+        if table.version().is_none() {
+            return Ok(None);
+        }
+        table.update_datafusion_session(&ctx.state())?;
+        Ok(Some(table.table_provider().await?))
+    }
+
+    async fn committed(&self, url: &Url, txn_id: &str) -> Result<bool> {
+        let table = self.open(url).await?;
+        if table.version().is_none() {
+            return Ok(false);
+        }
+        let version = table
+            .snapshot()?
+            .transaction_version(table.log_store().as_ref(), txn_id)
+            .await?;
+        Ok(version.is_some())
+    }
+
+    async fn write(&self, req: WriteRequest<'_>) -> Result<WriteMetrics> {
+        let table = self.open(req.url).await?;
+        if let Some(id) = &req.txn_id {
+            if table.version().is_some()
+                && table
+                    .snapshot()?
+                    .transaction_version(table.log_store().as_ref(), id)
+                    .await?
+                    .is_some()
+            {
+                return Ok(WriteMetrics {
+                    version: table.version().unwrap_or(-1),
+                    skipped: true,
+                    ..Default::default()
+                });
+            }
+        }
+        let session = Arc::new(req.ctx.state());
+        let commit = Self::commit_properties(&req);
+        match (&req.mode, table.version()) {
+            (WriteMode::Merge { keys }, Some(_)) => {
+                let predicate = keys
+                    .iter()
+                    .map(|k| format!("target.{q} = source.{q}", q = quote(k)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                let columns: Vec<String> = req
+                    .input
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
+                let update_cols = columns.clone();
+                let insert_cols = columns;
+                let (table, metrics) = table
+                    .merge(req.input, predicate)
+                    .with_source_alias("source")
+                    .with_target_alias("target")
+                    .with_merge_schema(true)
+                    .with_session_state(session)
+                    .with_writer_properties(self.writer_properties())
+                    .with_commit_properties(commit)
+                    .when_matched_update(|u| {
+                        update_cols
+                            .iter()
+                            .fold(u, |u, c| u.update(c.as_str(), format!("source.{}", quote(c))))
+                    })?
+                    .when_not_matched_insert(|i| {
+                        insert_cols
+                            .iter()
+                            .fold(i, |i, c| i.set(c.as_str(), format!("source.{}", quote(c))))
+                    })?
+                    .await?;
+                Ok(WriteMetrics {
+                    rows_inserted: metrics.num_target_rows_inserted as u64,
+                    rows_updated: metrics.num_target_rows_updated as u64,
+                    files_added: metrics.num_target_files_added as u64,
+                    version: table.version().unwrap_or(-1),
+                    skipped: false,
+                })
+            }
+            (mode, _) => {
+                let (save, schema) = match mode {
+                    WriteMode::Overwrite => (SaveMode::Overwrite, SchemaMode::Overwrite),
+                    _ => (SaveMode::Append, SchemaMode::Merge),
+                };
+                let mut builder = table
+                    .write(Vec::new())
+                    .with_input_plan(req.input.logical_plan().clone())
+                    .with_session_state(session)
+                    .with_save_mode(save)
+                    .with_writer_properties(self.writer_properties())
+                    .with_target_file_size(NonZeroU64::new(self.target_file_size))
+                    .with_schema_mode(schema)
+                    .with_commit_properties(commit);
+                if !req.partition_by.is_empty() {
+                    builder = builder.with_partition_columns(req.partition_by.clone());
+                }
+                let table = builder.await?;
+                let (rows, files) = last_commit_counts(&table).await;
+                Ok(WriteMetrics {
+                    rows_inserted: rows,
+                    rows_updated: 0,
+                    files_added: files,
+                    version: table.version().unwrap_or(-1),
+                    skipped: false,
+                })
+            }
+        }
+    }
+}
+
+/// Rows and files added by the latest commit, from its `operationMetrics`.
+async fn last_commit_counts(table: &DeltaTable) -> (u64, u64) {
+    let Ok(mut history) = table.history(Some(1)).await else {
+        return (0, 0);
+    };
+    let Some(info) = history.next() else {
+        return (0, 0);
+    };
+    let metrics = info.info.get("operationMetrics");
+    let get = |k: &str| {
+        metrics
+            .and_then(|m| m.get(k))
+            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .unwrap_or(0)
+    };
+    (get("num_added_rows"), get("num_added_files"))
+}
+
+/// Quotes an identifier for a delta-rs SQL expression.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

@@ -1,0 +1,88 @@
+//! Table formats behind one trait: open a table as a DataFusion provider, and write a DataFrame to
+//! it with a materialization (overwrite, append, merge), optionally idempotent by transaction id.
+//!
+//! Only Delta Lake is implemented ([`delta`]); Iceberg slots in behind the same [`TableFormat`].
+
+pub mod delta;
+
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::prelude::{DataFrame, SessionContext};
+use serde::Serialize;
+use url::Url;
+
+use crate::config::Pipeline;
+use crate::error::Result;
+
+/// How a write changes the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Replace the table's content (and schema).
+    Overwrite,
+    /// Add rows; new columns are merged into the schema.
+    Append,
+    /// Upsert by key columns: update matches, insert the rest.
+    Merge {
+        /// Key columns.
+        keys: Vec<String>,
+    },
+}
+
+/// One write.
+pub struct WriteRequest<'a> {
+    /// Session the input is planned in.
+    pub ctx: &'a SessionContext,
+    /// Table URL.
+    pub url: &'a Url,
+    /// Data to write.
+    pub input: DataFrame,
+    /// Materialization.
+    pub mode: WriteMode,
+    /// Partition columns (used when the table is created).
+    pub partition_by: Vec<String>,
+    /// Idempotency id: a write whose id is already committed is skipped.
+    pub txn_id: Option<String>,
+    /// Commit metadata (run id, layer, model) recorded with the commit.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WriteMetrics {
+    /// Rows inserted.
+    pub rows_inserted: u64,
+    /// Rows updated (merge).
+    pub rows_updated: u64,
+    /// Data files added.
+    pub files_added: u64,
+    /// Table version after the write.
+    pub version: i64,
+    /// True when the transaction id was already committed and nothing was written.
+    pub skipped: bool,
+}
+
+/// A table format: Delta Lake today, Iceberg later.
+#[async_trait::async_trait]
+pub trait TableFormat: Send + Sync + std::fmt::Debug {
+    /// Format name, e.g. `delta`.
+    fn name(&self) -> &'static str;
+
+    /// A provider for the table at `url`, or `None` if no table exists there yet.
+    async fn provider(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+    ) -> Result<Option<Arc<dyn TableProvider>>>;
+
+    /// Writes `req.input` with `req.mode`.
+    async fn write(&self, req: WriteRequest<'_>) -> Result<WriteMetrics>;
+
+    /// Whether a write with this idempotency id has been committed to the table.
+    async fn committed(&self, url: &Url, txn_id: &str) -> Result<bool>;
+}
+
+/// The table format configured for a pipeline.
+pub fn for_pipeline(pipeline: &Pipeline, lake: &crate::storage::Lake) -> Arc<dyn TableFormat> {
+    Arc::new(delta::Delta::new(pipeline, lake))
+}

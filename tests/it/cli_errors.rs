@@ -1,0 +1,139 @@
+//! Config and SQL errors: exit code 2 and messages that name the file, line, column and key.
+
+use crate::support::{code, stderr, Project};
+
+const BASE: &str = r#"
+name = "t"
+[source]
+type = "sample"
+scale_factor = 0.002
+[[source.tables]]
+name = "shipments"
+key = ["shipment_id"]
+watermark = "modified_at"
+[storage]
+root = "lake"
+"#;
+
+#[test]
+fn unknown_config_key_names_the_key_and_choices() {
+    let toml = BASE.replace("scale_factor = 0.002", "scale_factr = 0.002");
+    let p = Project::custom(&toml, &[]);
+    let out = p.smelter(&["validate", "{p}"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("t.toml"), "{err}");
+    assert!(err.contains("unknown field `scale_factr`"), "{err}");
+    assert!(err.contains("scale_factor"), "valid choices listed: {err}");
+}
+
+#[test]
+fn bad_values_are_all_reported_at_once() {
+    let toml = BASE
+        .replace("type = \"sample\"", "type = \"oracle\"")
+        .replace("name = \"shipments\"", "name = \"shipment\"")
+        + "[[schedule]]\ncron = \"0 2 * * *\"\ninterval_seconds = 60\n";
+    let p = Project::custom(&toml, &[]);
+    let out = p.smelter(&["validate", "{p}"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(err.contains("key `source.type`") && err.contains("oracle"), "{err}");
+    assert!(err.contains("did you mean `shipments`"), "{err}");
+    assert!(err.contains("key `schedule[0]`"), "{err}");
+}
+
+#[test]
+fn unknown_table_names_file_line_and_suggests() {
+    let p = Project::custom(
+        BASE,
+        &[
+            ("silver/shipments.sql", "-- materialized: table\nSELECT * FROM bronze.shipments"),
+            (
+                "gold/daily.sql",
+                "-- materialized: table\nSELECT ship_date, COUNT(*) AS n\nFROM silver.shipment\nGROUP BY ship_date",
+            ),
+        ],
+    );
+    let out = p.smelter(&["validate", "{p}"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(err.contains("sql/t/gold/daily.sql:3:6: unknown table `silver.shipment`"), "{err}");
+    assert!(err.contains("did you mean `silver.shipments`?"), "{err}");
+}
+
+#[test]
+fn cycles_are_reported_with_the_path() {
+    let p = Project::custom(
+        BASE,
+        &[
+            ("silver/a.sql", "SELECT * FROM silver.b"),
+            ("silver/b.sql", "SELECT * FROM silver.a"),
+        ],
+    );
+    let out = p.smelter(&["plan", "{p}"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(err.contains("dependency cycle: silver."), "{err}");
+    assert!(err.contains("sql/t/silver/a.sql") && err.contains("sql/t/silver/b.sql"), "{err}");
+}
+
+#[test]
+fn syntax_errors_carry_file_line_and_column() {
+    let p = Project::custom(
+        BASE,
+        &[(
+            "silver/shipments.sql",
+            "-- materialized: table\nSELECT shipment_id,\n  FROM FROM bronze.shipments",
+        )],
+    );
+    let out = p.smelter(&["validate", "{p}"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(err.contains("sql/t/silver/shipments.sql:3:"), "{err}");
+}
+
+#[test]
+fn unknown_columns_are_found_by_planning() {
+    let p = Project::custom(
+        BASE,
+        &[(
+            "silver/shipments.sql",
+            "-- materialized: merge\n-- unique_key: shipment_id\nSELECT shipment_id,\n       weight_lbs\nFROM bronze.shipments",
+        )],
+    );
+    let out = p.smelter(&["validate", "{p}"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(err.contains("sql/t/silver/shipments.sql:4:8"), "{err}");
+    assert!(err.contains("weight_lbs"), "{err}");
+}
+
+#[test]
+fn header_errors_name_the_line() {
+    let p = Project::custom(
+        BASE,
+        &[(
+            "silver/shipments.sql",
+            "-- materialized: upsert\nSELECT * FROM bronze.shipments",
+        )],
+    );
+    let out = p.smelter(&["validate", "{p}"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(err.contains("sql/t/silver/shipments.sql:1: unknown materialization `upsert`"), "{err}");
+}
+
+#[test]
+fn demo_validates_and_plans() {
+    let p = Project::demo(0.002);
+    let out = p.ok(&["validate", "{p}"]);
+    assert!(out.contains("ok (6 source tables, 10 models)"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&p.ok(&["plan", "{p}", "--format", "json"])).unwrap();
+    let names: Vec<&str> = json["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    let pos = |n: &str| names.iter().position(|x| *x == n).unwrap_or_else(|| panic!("{n} in {names:?}"));
+    assert!(pos("silver.shipments") < pos("silver.shipments_enriched"));
+    assert!(pos("silver.shipments_enriched") < pos("gold.on_time_delivery"));
+    assert_eq!(json["schedules"][0]["cron"], "0 2 * * *");
+    let mermaid = p.ok(&["plan", "{p}", "--format", "mermaid"]);
+    assert!(mermaid.contains("silver_shipments --> silver_shipments_enriched"), "{mermaid}");
+}

@@ -1,0 +1,6 @@
+//! Integration tests: one binary, each module drives the real `smelter` binary on a temp project
+//! (a copy of the demo SQL with a small scale factor) and reads the lake back with DataFusion.
+
+mod cli_errors;
+mod support;
+mod runs;

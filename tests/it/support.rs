@@ -1,0 +1,131 @@
+//! Test helpers: temp projects, running the binary, reading Delta tables back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use datafusion::prelude::SessionContext;
+
+/// A temporary project: `pipelines/<name>.toml`, `sql/<name>/...` and a lake directory.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+}
+
+impl Project {
+    /// A copy of the demo pipeline and SQL at a small scale factor.
+    pub fn demo(scale: f64) -> Project {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let toml = std::fs::read_to_string(repo.join("pipelines/demo.toml")).unwrap();
+        let toml = toml.replace("scale_factor = 1.0", &format!("scale_factor = {scale}"));
+        assert!(toml.contains(&format!("scale_factor = {scale}")));
+        std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+        std::fs::write(dir.path().join("pipelines/demo.toml"), toml).unwrap();
+        copy_dir(&repo.join("sql/demo"), &dir.path().join("sql/demo"));
+        Project {
+            dir,
+            name: "demo".into(),
+        }
+    }
+
+    /// A project with a custom pipeline body (source/storage) and SQL files `(layer/name.sql, text)`.
+    pub fn custom(toml: &str, files: &[(&str, &str)]) -> Project {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+        std::fs::write(dir.path().join("pipelines/t.toml"), toml).unwrap();
+        for (rel, text) in files {
+            let path = dir.path().join("sql/t").join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        Project {
+            dir,
+            name: "t".into(),
+        }
+    }
+
+    pub fn pipeline(&self) -> PathBuf {
+        self.dir.path().join(format!("pipelines/{}.toml", self.name))
+    }
+
+    pub fn sql(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(format!("sql/{}/{rel}", self.name))
+    }
+
+    pub fn lake(&self) -> PathBuf {
+        self.dir.path().join("lake")
+    }
+
+    /// Runs `smelter <args...>` with the pipeline file substituted for `{p}`.
+    pub fn smelter(&self, args: &[&str]) -> Output {
+        let p = self.pipeline();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("{p}", p.to_str().unwrap()))
+            .collect();
+        Command::new(env!("CARGO_BIN_EXE_smelter"))
+            .args(&args)
+            .env_remove("SMELTER_STORAGE_ROOT")
+            .env("RUST_LOG", "smelter=info")
+            .output()
+            .expect("run smelter")
+    }
+
+    /// Runs and asserts success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.smelter(args);
+        assert!(
+            out.status.success(),
+            "smelter {args:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Runs a SQL query over lake tables `<layer>/<table>` given as `(alias, rel path)`.
+    pub async fn query(&self, tables: &[(&str, &str)], sql: &str) -> Vec<arrow::record_batch::RecordBatch> {
+        let ctx = SessionContext::new();
+        for (alias, rel) in tables {
+            let url = url::Url::from_directory_path(self.lake().join(rel)).unwrap();
+            let table = deltalake::open_table(url).await.unwrap_or_else(|e| panic!("open {rel}: {e}"));
+            ctx.register_table(*alias, table.table_provider().await.unwrap()).unwrap();
+        }
+        ctx.sql(sql).await.unwrap().collect().await.unwrap()
+    }
+
+    /// A single i64 from a query.
+    pub async fn scalar(&self, tables: &[(&str, &str)], sql: &str) -> i64 {
+        let batches = self.query(tables, sql).await;
+        let b = batches.iter().find(|b| b.num_rows() > 0).expect("one row");
+        let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64).unwrap();
+        col.as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0)
+    }
+}
+
+/// Exit code of an output.
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// Stderr of an output.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
