@@ -53,7 +53,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run::execute(args, cli.log_format).await,
         Command::Validate { pipeline } => validate::execute(&pipeline).await,
-        Command::Plan(args) => plan::execute(args),
+        Command::Plan(args) => plan::execute(args).await,
     }
 }
 

@@ -8,6 +8,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde_json::json;
 
 use crate::error::Result;
+use crate::lineage::{ColumnRef, Kind, PipelineLineage};
 use crate::plan::{display_path, Layer, Plan};
 
 /// Output format.
@@ -29,11 +30,28 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
     pub format: PlanFormat,
+    /// Show column-level lineage (from the DataFusion plans) instead of the model graph.
+    #[arg(long)]
+    pub lineage: bool,
 }
 
 /// Runs the command.
-pub fn execute(args: PlanArgs) -> Result<()> {
+pub async fn execute(args: PlanArgs) -> Result<()> {
     let plan = Plan::load(&args.pipeline)?;
+    if args.lineage {
+        let (planned, problems) = crate::layers::model::plan_all(&plan).await?;
+        if !problems.is_empty() {
+            return Err(crate::error::Error::Invalid(problems));
+        }
+        let lineage = crate::lineage::for_pipeline(&plan, &planned);
+        let out = match args.format {
+            PlanFormat::Table => lineage_table(&lineage),
+            PlanFormat::Json => serde_json::to_string_pretty(&lineage_json(&lineage))?,
+            PlanFormat::Mermaid => lineage_mermaid(&lineage),
+        };
+        println!("{out}");
+        return Ok(());
+    }
     let out = match args.format {
         PlanFormat::Table => table(&plan),
         PlanFormat::Json => serde_json::to_string_pretty(&to_json(&plan))?,
@@ -134,6 +152,83 @@ fn mermaid(plan: &Plan) -> String {
                 node(&d.to_string()),
                 node(&m.id.to_string())
             ));
+        }
+    }
+    out
+}
+
+fn refs(list: &[(ColumnRef, Kind)]) -> String {
+    list.iter()
+        .map(|(c, k)| format!("{c} ({})", kind_name(*k)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Identity => "IDENTITY",
+        Kind::Transform => "TRANSFORM",
+        Kind::Aggregate => "AGGREGATE",
+    }
+}
+
+fn lineage_table(l: &PipelineLineage) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec!["model column", "inputs", "source columns"]);
+    for (model, (cols, _)) in &l.models {
+        for c in cols {
+            t.add_row(vec![
+                format!("{model}.{}", c.column),
+                refs(&c.inputs),
+                refs(&c.sources),
+            ]);
+        }
+    }
+    t.to_string()
+}
+
+/// Lineage as JSON: per model, per column, the inputs and the source columns with their kinds.
+pub fn lineage_json(l: &PipelineLineage) -> serde_json::Value {
+    let list = |v: &[(ColumnRef, Kind)]| -> Vec<serde_json::Value> {
+        v.iter()
+            .map(|(c, k)| json!({"table": c.table, "column": c.column, "kind": kind_name(*k)}))
+            .collect()
+    };
+    let models: serde_json::Map<String, serde_json::Value> = l
+        .models
+        .iter()
+        .map(|(m, (cols, indirect))| {
+            (
+                m.clone(),
+                json!({
+                    "columns": cols.iter().map(|c| json!({
+                        "name": c.column,
+                        "inputs": list(&c.inputs),
+                        "sources": list(&c.sources),
+                    })).collect::<Vec<_>>(),
+                    "indirect": indirect.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }),
+            )
+        })
+        .collect();
+    json!({ "models": models })
+}
+
+fn lineage_mermaid(l: &PipelineLineage) -> String {
+    let node = |s: &str| s.replace(['.', ' '], "_");
+    let mut out = String::from("flowchart LR\n");
+    for (model, (cols, _)) in &l.models {
+        for c in cols {
+            let target = format!("{model}.{}", c.column);
+            for (input, k) in &c.inputs {
+                out.push_str(&format!(
+                    "  {}[\"{input}\"] -->|{}| {}[\"{target}\"]\n",
+                    node(&input.to_string()),
+                    kind_name(*k),
+                    node(&target)
+                ));
+            }
         }
     }
     out

@@ -2,7 +2,12 @@
 //! it reads, plan its SQL with DataFusion (binding the templated values as parameters), check merge
 //! keys, and write it with its materialization.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
+
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::LogicalPlan;
 
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{DataFrame, SessionContext};
@@ -10,7 +15,8 @@ use tracing::info;
 
 use super::RunContext;
 use crate::error::{Error, Result};
-use crate::plan::{display_path, graph, Layer, Materialization, Model, Plan, RunParams};
+use crate::plan::{display_path, graph, Layer, Materialization, Model, Plan, RunParams, TableId};
+use crate::quality;
 use crate::state::{now_us, RunRecord};
 use crate::table::{WriteMode, WriteRequest};
 
@@ -38,6 +44,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         rc.register(dep).await?;
     }
     let df = plan_model(&rc.ctx, rc.plan, model, rc.params).await?;
+    let (df, expectations, quarantined) = check_expectations(rc, model, df).await?;
     let mode = match (model.header.materialized, rc.full_refresh) {
         (_, true) | (Materialization::Table, _) => WriteMode::Overwrite,
         (Materialization::Append, _) => WriteMode::Append,
@@ -87,8 +94,49 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
             "materialized": model.header.materialized.as_str(),
             "version": metrics.version,
             "files_added": metrics.files_added,
+            "expectations": expectations,
+            "quarantined": quarantined,
         }),
     ))
+}
+
+/// Applies the model's expectations; quarantined rows go to `<layer>._quarantine_<model>`.
+async fn check_expectations(
+    rc: &RunContext<'_>,
+    model: &Model,
+    df: DataFrame,
+) -> Result<(DataFrame, Vec<quality::RuleResult>, u64)> {
+    if model.rules.is_empty() {
+        return Ok((df, Vec::new(), 0));
+    }
+    let outcome = quality::apply(&model.id.to_string(), df, &model.rules, &rc.params.run_id).await?;
+    let quarantined: u64 = outcome
+        .results
+        .iter()
+        .filter(|r| r.action == quality::Action::Quarantine)
+        .map(|r| r.failed)
+        .sum();
+    if let (Some(q), true) = (outcome.quarantine, quarantined > 0) {
+        let id = TableId {
+            layer: model.id.layer,
+            name: format!("_quarantine_{}", model.id.name),
+        };
+        let url = rc.lake.table_url(&id);
+        let m = rc
+            .format
+            .write(WriteRequest {
+                ctx: &rc.ctx,
+                url: &url,
+                input: q,
+                mode: WriteMode::Append,
+                partition_by: Vec::new(),
+                txn_id: Some(format!("smelter:{}", rc.params.run_id)),
+                metadata: vec![("run_id".into(), rc.params.run_id.clone())],
+            })
+            .await?;
+        info!(model = %model.id, quarantine = %id, rows = m.rows_inserted, "Quarantined rows.");
+    }
+    Ok((outcome.good, outcome.results, quarantined))
 }
 
 /// Plans a model's SQL with its parameters bound; errors name the file, line and column.
@@ -196,4 +244,54 @@ async fn check_merge_keys(plan: &Plan, model: &Model, df: &DataFrame, keys: &[St
         });
     }
     Ok(())
+}
+
+/// Plans every model in run order against empty tables of the known schemas (no lake access):
+/// returns each model's optimized plan and every problem found, with file:line:col.
+pub async fn plan_all(plan: &Plan) -> Result<(Vec<(TableId, LogicalPlan)>, Vec<String>)> {
+    let ctx = crate::engine::session(&plan.pipeline, None)?;
+    let register = |id: &TableId, schema| -> Result<()> {
+        let table = MemTable::try_new(schema, vec![vec![]])?;
+        let catalog = ctx
+            .catalog("datafusion")
+            .and_then(|c| c.schema(id.layer.as_str()))
+            .ok_or_else(|| Error::Internal("layer schema missing".into()))?;
+        catalog.register_table(id.name.clone(), Arc::new(table))?;
+        Ok(())
+    };
+    for id in plan.bronze_tables() {
+        let source = crate::extract::sample::Sample::schema(&id.name)?;
+        register(&id, super::bronze::bronze_schema(&source))?;
+    }
+    let params = RunParams {
+        logical_date: chrono::Utc::now().date_naive(),
+        run_id: "validate".into(),
+    };
+    let mut planned = Vec::new();
+    let mut problems = Vec::new();
+    let mut failed: BTreeSet<TableId> = BTreeSet::new();
+    for model in &plan.models {
+        if let Some(dep) = model.depends_on.iter().find(|d| failed.contains(*d)) {
+            failed.insert(model.id.clone());
+            problems.push(format!(
+                "{}: not planned because `{dep}` has errors",
+                display_path(&plan.pipeline, &model.file)
+            ));
+            continue;
+        }
+        match plan_model(&ctx, plan, model, &params).await {
+            Ok(df) => {
+                register(&model.id, Arc::new(df.schema().as_arrow().clone()))?;
+                match df.into_optimized_plan() {
+                    Ok(p) => planned.push((model.id.clone(), p)),
+                    Err(e) => problems.push(sql_error(&display_path(&plan.pipeline, &model.file), e).to_string()),
+                }
+            }
+            Err(e) => {
+                failed.insert(model.id.clone());
+                problems.push(e.to_string());
+            }
+        }
+    }
+    Ok((planned, problems))
 }

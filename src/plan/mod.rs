@@ -87,6 +87,8 @@ pub struct Model {
     pub sql: String,
     /// Tables it reads, found by parsing the SQL.
     pub depends_on: Vec<TableId>,
+    /// Data-quality rules from the `expect:` header.
+    pub rules: Vec<crate::quality::Rule>,
 }
 
 /// Values bound to a model's placeholders for one run.
@@ -186,6 +188,7 @@ fn load_models(pipeline: &Pipeline, problems: &mut Vec<String>) -> Vec<Model> {
                 }
             };
             let header = header::parse(&shown, &text, problems);
+            let rules = crate::quality::parse(&shown, &header.expect, problems);
             let sql = match render(&shown, &text, pipeline) {
                 Ok(s) => s,
                 Err(e) => {
@@ -199,6 +202,7 @@ fn load_models(pipeline: &Pipeline, problems: &mut Vec<String>) -> Vec<Model> {
                 header,
                 sql,
                 depends_on: Vec::new(),
+                rules,
             });
         }
     }

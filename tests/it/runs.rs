@@ -188,3 +188,49 @@ async fn json_logs_carry_run_fields() {
     assert_eq!(v["layer"], "extract");
     assert!(v["rows"].as_u64().is_some() && v["duration_ms"].as_u64().is_some(), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expectations_warn_drop_quarantine_and_fail() {
+    let p = Project::custom(
+        ONE_TABLE,
+        &[
+            (
+                "silver/checked.sql",
+                "-- materialized: table\n\
+                 -- expect: weight_kg not_null quarantine; weight_kg >= 0 drop; status = UPPER(status) warn; row_count >= 1 fail\n\
+                 SELECT shipment_id, weight_kg, status FROM bronze.shipments WHERE _run_id = {{ run_id }}",
+            ),
+            (
+                "gold/strict.sql",
+                "-- materialized: table\n-- expect: shipment_id < 0 fail\nSELECT shipment_id FROM silver.checked",
+            ),
+        ],
+    );
+    p.ok(&["run", "{p}", "--layer", "extract", "--logical-date", "2025-12-31", "--run-id", "q"]);
+    p.ok(&["run", "{p}", "--layer", "bronze", "--logical-date", "2025-12-31", "--run-id", "q"]);
+    p.ok(&["run", "{p}", "--layer", "silver", "--logical-date", "2025-12-31", "--run-id", "q"]);
+    let b = &[("b", "bronze/shipments")];
+    let total = p.scalar(b, "SELECT COUNT(*) FROM b").await;
+    let nulls = p.scalar(b, "SELECT COUNT(*) FROM b WHERE weight_kg IS NULL").await;
+    let negative = p.scalar(b, "SELECT COUNT(*) FROM b WHERE weight_kg < 0").await;
+    assert!(nulls > 0 && negative > 0, "the generator makes NULL and negative weights");
+    let q = &[("q", "silver/_quarantine_checked")];
+    assert_eq!(p.scalar(q, "SELECT COUNT(*) FROM q").await, nulls);
+    assert_eq!(
+        p.scalar(q, "SELECT COUNT(*) FROM q WHERE _failed_rules = 'weight_kg not_null' AND _run_id = 'q'").await,
+        nulls
+    );
+    let s = &[("s", "silver/checked")];
+    assert_eq!(p.scalar(s, "SELECT COUNT(*) FROM s").await, total - nulls - negative);
+    // Warn keeps the rows: lower-case statuses are still there.
+    assert!(p.scalar(s, "SELECT COUNT(*) FROM s WHERE status <> UPPER(status)").await > 0);
+    // Results per rule are in the run log.
+    let runs = p.query(&[("r", "_smelter/runs")], "SELECT details FROM r WHERE target = 'silver.checked'").await;
+    let details = arrow::util::pretty::pretty_format_batches(&runs).unwrap().to_string();
+    assert!(details.contains("weight_kg >= 0") && details.contains(&format!("\"failed\":{negative}")), "{details}");
+    // Fail: exit 3 and nothing written for the model.
+    let out = p.smelter(&["run", "{p}", "--layer", "gold", "--run-id", "q"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("shipment_id < 0"), "{}", stderr(&out));
+    assert!(!p.lake().join("gold/strict/_delta_log/00000000000000000000.json").exists());
+}

@@ -1,6 +1,7 @@
 -- materialized: merge
 -- unique_key: customer_id
 -- description: Latest version of each customer, with region and email normalised.
+-- expect: email not_null warn
 WITH ranked AS (
     SELECT
         c.*,

@@ -1,5 +1,6 @@
 -- materialized: append
 -- description: Every shipment event, appended once per run.
+-- expect: location not_null quarantine
 SELECT DISTINCT
     event_id,
     shipment_id,

@@ -1,6 +1,7 @@
 -- materialized: merge
 -- unique_key: shipment_id
 -- description: One row per shipment: late updates and duplicates removed, status and weights cleaned.
+-- expect: shipment_id not_null fail; status in ('NEW', 'SHIPPED', 'DELIVERED', 'CANCELLED') fail; weight_kg not_null warn
 WITH latest AS (
     SELECT
         s.*,

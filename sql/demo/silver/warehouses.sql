@@ -1,5 +1,6 @@
 -- materialized: table
 -- description: Warehouses; unknown capacity stays NULL.
+-- expect: capacity_m3 not_null drop
 SELECT
     warehouse_id,
     warehouse_code,
