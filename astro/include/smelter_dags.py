@@ -278,8 +278,12 @@ class Pipeline:
         if layer in ("extract", "bronze"):
             source = self.config.get("source", {})
             return [t["name"] for t in source.get("tables", []) if isinstance(t, dict) and "name" in t]
-        sql_dir = self.project_dir / "sql" / self.name / layer
-        return sorted(p.stem for p in sql_dir.glob("*.sql"))
+        return sorted(p.stem for p in (self.models_dir / layer).glob("*.sql"))
+
+    @property
+    def models_dir(self) -> Path:
+        """SQL models: ``models_dir`` from the file (relative to the project) or ``sql/<name>``."""
+        return self.project_dir / self.config.get("models_dir", f"sql/{self.name}")
 
     def outlets(self, layer: str) -> list[Asset]:
         """Assets a layer writes: landing folders for extract, Delta/Iceberg tables for the others."""

@@ -147,6 +147,17 @@ def test_relative_storage_root_in_file_uri_form(tmp_path: Path, monkeypatch: pyt
     assert dag.get_task("bronze").outlets[0].uri == f"file://{proj.root}/data/lake/bronze/shipments"
 
 
+def test_models_dir_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = sdt.write_project(tmp_path / "p", toml='models_dir = "models/logistics"\n' + sdt.PIPELINE_TOML)
+    (proj.root / "models" / "logistics" / "gold").mkdir(parents=True)
+    (proj.root / "models" / "logistics" / "gold" / "kpis.sql").write_text("SELECT 1\n")
+    monkeypatch.setenv("SMELTER_PIPELINE", str(proj.pipeline))
+    monkeypatch.setenv("SMELTER_PIPELINES_DIR", str(tmp_path / "none"))
+    dag = _bag_without_errors().get_dag(MEDALLION)
+    assert [a.uri for a in dag.get_task("gold").outlets] == [f"file://{proj.root}/lake/gold/kpis"]
+    assert dag.get_task("silver").outlets == []
+
+
 def test_queue_pool_and_binary_from_airflow_variables(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     # Airflow Variables given through the AIRFLOW_VAR_* secrets backend
     monkeypatch.setenv("AIRFLOW_VAR_SMELTER_QUEUE", "edge_lake")

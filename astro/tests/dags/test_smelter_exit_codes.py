@@ -191,20 +191,24 @@ def test_openlineage_parent_run_is_passed_to_smelter(project: Project, fake_smel
     )
     proc = subprocess.run([sys.executable, "-c", script], env=os.environ.copy(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
-    result = json.loads(proc.stdout.split("RESULT=")[-1])
+    [result] = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT=")]
     assert result["state"] == "success"
 
-    task_runs, dag_runs = {}, set()
+    task_runs, dag_runs, outputs = {}, set(), {}
     for line in events.read_text().splitlines():
         event = json.loads(line)
         assert event["job"]["namespace"] == "smelter-test"
         name = event["job"]["name"]
         if name.startswith(f"{MEDALLION}."):
             task_runs[name.split(".", 1)[1]] = event["run"]["runId"]
+            if event["eventType"] == "COMPLETE":
+                outputs[name.split(".", 1)[1]] = {(d["namespace"], d["name"]) for d in event.get("outputs", [])}
         elif name == MEDALLION:
             dag_runs.add(event["run"]["runId"])
     assert set(task_runs) == set(LAYERS)
     [dag_run] = dag_runs
+    # the provider reports each task's outlets as its output datasets, named by the OpenLineage spec
+    assert outputs["gold"] == {("file", f"{project.root}/lake/gold/{t}") for t in sdt.GOLD_TABLES}
 
     calls = _calls(fake_smelter)
     assert len(calls) == 4
