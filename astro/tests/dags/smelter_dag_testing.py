@@ -20,7 +20,15 @@ from pathlib import Path
 
 ASTRO_DIR = Path(__file__).resolve().parents[2]
 DAGS_DIR = ASTRO_DIR / "dags"
-REPO_DIR = Path(os.environ.get("SMELTER_REPO") or ASTRO_DIR.parent).resolve()
+# Where the demo project (pipelines/demo.toml, sql/demo/) comes from: SMELTER_REPO, else the
+# repository holding astro/, else the synced copy in include/smelter (inside the Astro image).
+REPO_DIR = Path(
+    os.environ.get("SMELTER_REPO")
+    or next(
+        (d for d in (ASTRO_DIR.parent, ASTRO_DIR / "include" / "smelter") if (d / "pipelines" / "demo.toml").is_file()),
+        ASTRO_DIR.parent,
+    )
+).resolve()
 FAKE_SMELTER = Path(__file__).resolve().parent / "fake_smelter.py"
 
 # What the end-to-end tests run; read before the per-test cleanup of SMELTER_* variables.
