@@ -139,6 +139,17 @@ pub struct Pipeline {
     pub vars: BTreeMap<String, datafusion::scalar::ScalarValue>,
     /// Schedules.
     pub schedules: Vec<Schedule>,
+    /// Lineage settings.
+    pub lineage: Lineage,
+}
+
+/// Validated lineage settings.
+#[derive(Debug, Clone)]
+pub struct Lineage {
+    /// DataHub environment.
+    pub env: String,
+    /// Directory for MCP files, if any.
+    pub datahub_dir: Option<PathBuf>,
 }
 
 const SAMPLE_TABLES: &[&str] = &[
@@ -336,7 +347,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
     Ok(Pipeline {
         name: raw.name,
         file: path.to_path_buf(),
-        project_dir,
+        project_dir: project_dir.clone(),
         models_dir,
         source: Source {
             kind,
@@ -364,5 +375,9 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         },
         vars,
         schedules,
+        lineage: Lineage {
+            env: raw.lineage.env.clone().unwrap_or_else(|| "PROD".into()),
+            datahub_dir: raw.lineage.datahub_file.as_ref().map(|d| project_dir.join(d)),
+        },
     })
 }

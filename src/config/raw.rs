@@ -29,6 +29,9 @@ pub struct PipelineFile {
     /// Query engine settings.
     #[serde(default)]
     pub engine: EngineFile,
+    /// Lineage emission (DataHub).
+    #[serde(default)]
+    pub lineage: LineageFile,
     /// Values for `{{ var.<name> }}` in SQL models.
     #[serde(default)]
     pub vars: BTreeMap<String, toml::Value>,
@@ -154,4 +157,17 @@ pub struct ScheduleFile {
     /// Extra DAG tags.
     #[serde(default)]
     pub tags: Vec<String>,
+}
+
+/// `[lineage]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineageFile {
+    /// DataHub environment (fabric) of the URNs (default `PROD`).
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Directory (relative to the project root) where each layer run writes its DataHub MCPs as
+    /// `<dir>/<run_id>/<layer>.json`, the format `datahub ingest` and `datahub check metadata-file` read.
+    #[serde(default)]
+    pub datahub_file: Option<String>,
 }

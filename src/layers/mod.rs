@@ -86,6 +86,17 @@ impl RunContext<'_> {
 
 /// Runs one layer and records its steps in the run log.
 pub async fn run_layer(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> {
+    let started_ms = chrono::Utc::now().timestamp_millis();
+    let result = run_steps(rc, layer).await;
+    if !matches!(result, Err(Error::NothingToDo(_))) {
+        crate::lineage::emit::layer_run(rc, layer, result.is_ok(), started_ms).await;
+    }
+    let records = result?;
+    rc.state.record(&records).await?;
+    Ok(records)
+}
+
+async fn run_steps(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> {
     let records = match layer {
         Layer::Extract => {
             let started = now_us();
@@ -111,6 +122,5 @@ pub async fn run_layer(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecor
         Layer::Bronze => bronze::run(rc).await?,
         Layer::Silver | Layer::Gold => model::run(rc, layer).await?,
     };
-    rc.state.record(&records).await?;
     Ok(records)
 }

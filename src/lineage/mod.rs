@@ -6,6 +6,9 @@
 //! window partitions and sort keys are recorded as indirect dependencies of the model.
 //! [`resolve`] chains models across layers down to the source columns.
 
+pub mod datahub;
+pub mod emit;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use datafusion::common::Column;

@@ -12,6 +12,7 @@
 //! `drop` removes failing rows, `quarantine` writes them to `<layer>._quarantine_<model>` with the
 //! failed rule names and the run id, and `warn` only logs and records.
 
+use arrow::array::Array;
 use datafusion::functions::string::expr_fn::concat_ws;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{cast, col, lit, when, Expr};

@@ -72,11 +72,17 @@ pub struct RunRecord {
 }
 
 /// Access to the state tables.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct State {
     lake: Lake,
     format: Arc<dyn TableFormat>,
     ctx: SessionContext,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").field("lake", &self.lake).finish()
+    }
 }
 
 impl State {

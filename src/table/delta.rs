@@ -130,7 +130,7 @@ impl TableFormat for Delta {
                     .is_some()
             {
                 return Ok(WriteMetrics {
-                    version: table.version().unwrap_or(-1),
+                    version: table.version().map_or(-1, |v| v as i64),
                     skipped: true,
                     ..Default::default()
                 });
@@ -177,7 +177,7 @@ impl TableFormat for Delta {
                     rows_inserted: metrics.num_target_rows_inserted as u64,
                     rows_updated: metrics.num_target_rows_updated as u64,
                     files_added: metrics.num_target_files_added as u64,
-                    version: table.version().unwrap_or(-1),
+                    version: table.version().map_or(-1, |v| v as i64),
                     skipped: false,
                 })
             }
@@ -204,7 +204,7 @@ impl TableFormat for Delta {
                     rows_inserted: rows,
                     rows_updated: 0,
                     files_added: files,
-                    version: table.version().unwrap_or(-1),
+                    version: table.version().map_or(-1, |v| v as i64),
                     skipped: false,
                 })
             }
