@@ -73,8 +73,8 @@ pub async fn execute(args: RunArgs, log_format: LogFormat) -> Result<()> {
     };
     let lake = Lake::open(&plan.pipeline)?;
     let format = crate::table::for_pipeline(&plan.pipeline, &lake);
-    let state = State::new(&lake, format.clone());
     let ctx = crate::engine::session(&plan.pipeline, Some(&lake))?;
+    let state = State::new(&lake, format.clone(), ctx.clone());
     let rc = RunContext {
         plan: &plan,
         lake: &lake,

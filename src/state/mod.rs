@@ -87,9 +87,7 @@ impl std::fmt::Debug for State {
 
 impl State {
     /// State of a lake.
-    pub fn new(lake: &Lake, format: Arc<dyn TableFormat>) -> Self {
-        let ctx = SessionContext::new();
-        lake.register(&ctx);
+    pub fn new(lake: &Lake, format: Arc<dyn TableFormat>, ctx: SessionContext) -> Self {
         State {
             lake: lake.clone(),
             format,
@@ -115,9 +113,15 @@ impl State {
         let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
             return Ok(None);
         };
-        let kind = string_col(batch, 0)?.value(0).to_string();
-        let value = batch
-            .column(1)
+        let kind = arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
+        let kind = kind
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::Internal("watermark kind is not a string".into()))?
+            .value(0)
+            .to_string();
+        let value = arrow::compute::cast(batch.column(1), &DataType::Int64)?;
+        let value = value
             .as_any()
             .downcast_ref::<Int64Array>()
             .ok_or_else(|| Error::Internal("watermark value is not int64".into()))?
@@ -216,14 +220,6 @@ fn runs_schema() -> SchemaRef {
 
 fn strings(records: &[RunRecord], f: impl Fn(&RunRecord) -> Option<&String>) -> Arc<dyn Array> {
     Arc::new(StringArray::from_iter(records.iter().map(|r| f(r).map(String::as_str))))
-}
-
-fn string_col(batch: &RecordBatch, i: usize) -> Result<&StringArray> {
-    batch
-        .column(i)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| Error::Internal("state column is not utf8".into()))
 }
 
 fn ts_type() -> DataType {

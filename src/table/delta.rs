@@ -45,9 +45,21 @@ impl Delta {
                 std::fs::create_dir_all(&path)?;
             }
         }
-        DeltaTable::try_from_url_with_storage_options(url.clone(), self.options.clone())
+        let mut table = deltalake::DeltaTableBuilder::from_url(url.clone())
+            .map_err(|e| storage_error(url, e))?
+            .with_storage_options(self.options.clone())
+            .build()
+            .map_err(|e| storage_error(url, e))?;
+        // Probe first: loading a location without a log makes delta-rs log an error.
+        if table
+            .log_store()
+            .is_delta_table_location()
             .await
-            .map_err(|e| storage_error(url, e))
+            .map_err(|e| storage_error(url, e))?
+        {
+            table.load().await.map_err(|e| storage_error(url, e))?;
+        }
+        Ok(table)
     }
 
     fn writer_properties(&self) -> WriterProperties {

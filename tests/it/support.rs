@@ -48,10 +48,6 @@ impl Project {
         self.dir.path().join(format!("pipelines/{}.toml", self.name))
     }
 
-    pub fn sql(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(format!("sql/{}/{rel}", self.name))
-    }
-
     pub fn lake(&self) -> PathBuf {
         self.dir.path().join("lake")
     }
