@@ -14,6 +14,15 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
 "$VENV/bin/python" -m uv pip install --quiet --python "$VENV/bin/python" -r tests/python/requirements.txt
 
+echo "==> DataHub CLI venv ($VENV-datahub)"
+DH_VENV="$VENV-datahub"
+if [ ! -x "$DH_VENV/bin/python" ]; then
+  python3 -m venv "$DH_VENV"
+fi
+"$DH_VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
+"$DH_VENV/bin/python" -m uv pip install --quiet --python "$DH_VENV/bin/python" -r tests/python/requirements-datahub.txt
+export DATAHUB_CLI="$DH_VENV/bin/datahub"
+
 echo "==> cargo build --release"
 cargo build --release --bins
 export SMELTER_BIN="$CARGO_TARGET_DIR/release/smelter"

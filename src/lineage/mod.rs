@@ -137,10 +137,22 @@ fn walk(plan: &LogicalPlan, indirect: &mut BTreeSet<ColumnRef>) -> Vec<Inputs> {
                     }
                 }
             }
+            // Direct inputs of a window function are its arguments; partition and order keys
+            // are indirect.
             let extra: Vec<Inputs> = w
                 .window_expr
                 .iter()
-                .map(|e| expr_inputs(e, &w.input, &input, Kind::Aggregate))
+                .map(|e| match strip_alias(e) {
+                    Expr::WindowFunction(wf) => {
+                        let mut out = Inputs::new();
+                        for arg in &wf.params.args {
+                            merge(&mut out, expr_inputs(arg, &w.input, &input, Kind::Aggregate));
+                        }
+                        out.values_mut().for_each(|k| *k = Kind::Aggregate);
+                        out
+                    }
+                    other => expr_inputs(other, &w.input, &input, Kind::Aggregate),
+                })
                 .collect();
             input.extend(extra);
             input

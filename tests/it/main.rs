@@ -2,5 +2,6 @@
 //! (a copy of the demo SQL with a small scale factor) and reads the lake back with DataFusion.
 
 mod cli_errors;
+mod lineage;
 mod support;
 mod runs;
