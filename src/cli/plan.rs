@@ -106,7 +106,14 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
 fn table(plan: &Plan) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec!["#", "layer", "model", "materialized", "depends on", "file"]);
+    t.set_header(vec![
+        "#",
+        "layer",
+        "model",
+        "materialized",
+        "depends on",
+        "file",
+    ]);
     for (i, id) in plan.bronze_tables().iter().enumerate() {
         t.add_row(vec![
             format!("b{}", i + 1),
@@ -123,7 +130,11 @@ fn table(plan: &Plan) -> String {
             m.id.layer.to_string(),
             m.id.to_string(),
             m.header.materialized.as_str().to_string(),
-            m.depends_on.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            m.depends_on
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
             display_path(&plan.pipeline, &m.file),
         ]);
     }
@@ -136,7 +147,10 @@ fn mermaid(plan: &Plan) -> String {
     for layer in Layer::TABLE_LAYERS {
         out.push_str(&format!("  subgraph {layer}\n"));
         let ids: Vec<String> = if layer == Layer::Bronze {
-            plan.bronze_tables().iter().map(ToString::to_string).collect()
+            plan.bronze_tables()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
         } else {
             plan.layer_models(layer).map(|m| m.id.to_string()).collect()
         };

@@ -128,7 +128,9 @@ pub async fn execute(args: RunArgs, log_format: LogFormat) -> Result<()> {
 fn print_summary(plan: &Plan, params: &RunParams, records: &[RunRecord], elapsed: Duration) {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(vec!["layer", "target", "status", "rows", "updated", "seconds"]);
+    table.set_header(vec![
+        "layer", "target", "status", "rows", "updated", "seconds",
+    ]);
     for r in records {
         table.add_row(vec![
             r.layer.clone(),

@@ -22,4 +22,3 @@ pub async fn execute(pipeline: &Path) -> Result<()> {
     );
     Ok(())
 }
-

@@ -166,8 +166,8 @@ pub fn load(path: &Path) -> Result<Pipeline> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::config(&file, format!("cannot read pipeline file: {e}")))?;
-    let raw: raw::PipelineFile =
-        toml::from_str(&text).map_err(|e| Error::config(&file, e.to_string().trim().to_string()))?;
+    let raw: raw::PipelineFile = toml::from_str(&text)
+        .map_err(|e| Error::config(&file, e.to_string().trim().to_string()))?;
     validate(path, raw)
 }
 
@@ -176,12 +176,26 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
     let mut problems = Vec::new();
     let mut problem = |key: &str, msg: String| problems.push(format!("{file}: key `{key}`: {msg}"));
 
-    if raw.name.is_empty() || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        problem("name", format!("`{}` must be non-empty and use only letters, digits, `_` or `-`", raw.name));
+    if raw.name.is_empty()
+        || !raw
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        problem(
+            "name",
+            format!(
+                "`{}` must be non-empty and use only letters, digits, `_` or `-`",
+                raw.name
+            ),
+        );
     }
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let pipeline_dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
-    let project_dir = pipeline_dir.parent().map(Path::to_path_buf).unwrap_or(pipeline_dir);
+    let project_dir = pipeline_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or(pipeline_dir);
     let models_dir = project_dir.join(
         raw.models_dir
             .clone()
@@ -201,12 +215,18 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
     };
     let scale_factor = raw.source.scale_factor.unwrap_or(1.0);
     if !(scale_factor > 0.0 && scale_factor <= 1000.0) {
-        problem("source.scale_factor", format!("{scale_factor} must be in (0, 1000]"));
+        problem(
+            "source.scale_factor",
+            format!("{scale_factor} must be in (0, 1000]"),
+        );
     }
     let start_date = match &raw.source.start_date {
         None => NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid date"),
         Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_else(|_| {
-            problem("source.start_date", format!("`{s}` is not a date in YYYY-MM-DD form"));
+            problem(
+                "source.start_date",
+                format!("`{s}` is not a date in YYYY-MM-DD form"),
+            );
             NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid date")
         }),
     };
@@ -215,14 +235,20 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         problem("source.batch_size", "must be at least 1".into());
     }
     if raw.source.tables.is_empty() {
-        problem("source.tables", "at least one `[[source.tables]]` entry is required".into());
+        problem(
+            "source.tables",
+            "at least one `[[source.tables]]` entry is required".into(),
+        );
     }
     let mut tables = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for (i, t) in raw.source.tables.iter().enumerate() {
         let key = format!("source.tables[{i}]");
         if !seen.insert(t.name.clone()) {
-            problem(&format!("{key}.name"), format!("duplicate table `{}`", t.name));
+            problem(
+                &format!("{key}.name"),
+                format!("duplicate table `{}`", t.name),
+            );
         }
         if kind == SourceKind::Sample && !SAMPLE_TABLES.contains(&t.name.as_str()) {
             problem(
@@ -239,11 +265,17 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             problem(&format!("{key}.partitions"), "must be at least 1".into());
         }
         if t.lookback_seconds.is_some_and(|s| s < 0) {
-            problem(&format!("{key}.lookback_seconds"), "must not be negative".into());
+            problem(
+                &format!("{key}.lookback_seconds"),
+                "must not be negative".into(),
+            );
         }
         tables.push(SourceTable {
             name: t.name.clone(),
-            object: t.object.clone().unwrap_or_else(|| format!("dbo.{}", t.name)),
+            object: t
+                .object
+                .clone()
+                .unwrap_or_else(|| format!("dbo.{}", t.name)),
             key: t.key.clone(),
             watermark: t.watermark.clone(),
             lookback_seconds: t.lookback_seconds.unwrap_or(0),
@@ -327,7 +359,10 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
                 &format!("{key}.cron"),
                 format!("`{c}` is not a five-field cron expression"),
             ),
-            (None, Some(0)) => problem(&format!("{key}.interval_seconds"), "must be positive".into()),
+            (None, Some(0)) => problem(
+                &format!("{key}.interval_seconds"),
+                "must be positive".into(),
+            ),
             _ => {}
         }
         schedules.push(Schedule {
@@ -377,7 +412,11 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         schedules,
         lineage: Lineage {
             env: raw.lineage.env.clone().unwrap_or_else(|| "PROD".into()),
-            datahub_dir: raw.lineage.datahub_file.as_ref().map(|d| project_dir.join(d)),
+            datahub_dir: raw
+                .lineage
+                .datahub_file
+                .as_ref()
+                .map(|d| project_dir.join(d)),
         },
     })
 }

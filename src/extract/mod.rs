@@ -64,7 +64,12 @@ pub struct ExtractMetrics {
 }
 
 /// Runs the extract layer for every source table.
-pub async fn run(plan: &Plan, lake: &Lake, state: &State, params: &RunParams) -> Result<Vec<ExtractMetrics>> {
+pub async fn run(
+    plan: &Plan,
+    lake: &Lake,
+    state: &State,
+    params: &RunParams,
+) -> Result<Vec<ExtractMetrics>> {
     let source = Sample::new(&plan.pipeline.source);
     let mut out = Vec::new();
     for table in &plan.pipeline.source.tables {
@@ -86,7 +91,11 @@ async fn extract_table(
     let dir_url = lake.landing_url(&table.name, &params.run_id);
     let dir = lake.path_of(&dir_url)?;
     // A retried run id starts from a clean landing directory.
-    let old: Vec<_> = store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await?;
+    let old: Vec<_> = store
+        .list(Some(&dir))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await?;
     for location in old {
         store.delete(&location).await?;
     }
@@ -149,7 +158,9 @@ async fn extract_table(
                 }
                 if writer.is_none() {
                     let props = WriterProperties::builder()
-                        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+                        .set_compression(Compression::ZSTD(
+                            ZstdLevel::try_new(1).unwrap_or_default(),
+                        ))
                         .build();
                     writer = Some(AsyncArrowWriter::try_new(
                         ParquetObjectWriter::new(store.clone(), path.clone()),
@@ -191,10 +202,7 @@ async fn extract_table(
         table: table.name.clone(),
         run_id: params.run_id.clone(),
         logical_date: params.logical_date.to_string(),
-        source: format!(
-            "sample:{}.{}",
-            plan.pipeline.source.database, table.object
-        ),
+        source: format!("sample:{}.{}", plan.pipeline.source.database, table.object),
         rows,
         files: files.clone(),
         watermark_from,
@@ -202,7 +210,10 @@ async fn extract_table(
     };
     let manifest_path = StorePath::from(format!("{dir}/_manifest.json"));
     store
-        .put(&manifest_path, PutPayload::from(serde_json::to_vec_pretty(&manifest)?))
+        .put(
+            &manifest_path,
+            PutPayload::from(serde_json::to_vec_pretty(&manifest)?),
+        )
         .await?;
     let duration_ms = started.elapsed().as_millis() as u64;
     info!(pipeline = %plan.pipeline.name, layer = "extract", table = %table.name, run_id = %params.run_id, rows, files = files.len(), duration_ms, "Landed table.");

@@ -68,7 +68,10 @@ pub async fn run(rc: &RunContext<'_>) -> Result<Vec<RunRecord>> {
             exprs.push(lit(rc.params.run_id.as_str()).alias("_run_id"));
             exprs.push(
                 cast(
-                    lit(ScalarValue::TimestampMicrosecond(Some(started), Some("UTC".into()))),
+                    lit(ScalarValue::TimestampMicrosecond(
+                        Some(started),
+                        Some("UTC".into()),
+                    )),
                     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
                 )
                 .alias("_ingested_at"),
@@ -92,7 +95,9 @@ pub async fn run(rc: &RunContext<'_>) -> Result<Vec<RunRecord>> {
         };
         if let Some(wm) = &manifest.watermark_to {
             if manifest.watermark_from.as_ref() != Some(wm) {
-                rc.state.commit_watermark(&id.name, wm, &rc.params.run_id).await?;
+                rc.state
+                    .commit_watermark(&id.name, wm, &rc.params.run_id)
+                    .await?;
             }
         }
         info!(

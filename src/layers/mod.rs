@@ -52,7 +52,12 @@ impl RunContext<'_> {
             pipeline: self.plan.pipeline.name.clone(),
             layer: layer.as_str().into(),
             target,
-            status: if metrics.skipped { "skipped" } else { "success" }.into(),
+            status: if metrics.skipped {
+                "skipped"
+            } else {
+                "success"
+            }
+            .into(),
             rows: metrics.rows_inserted,
             rows_updated: metrics.rows_updated,
             logical_date: crate::extract::sample::days_since_epoch(self.params.logical_date),
@@ -66,13 +71,17 @@ impl RunContext<'_> {
     /// Registers the current version of a lake table in the session as `<layer>.<name>`.
     pub async fn register(&self, id: &TableId) -> Result<()> {
         let url = self.lake.table_url(id);
-        let provider = self.format.provider(&self.ctx, &url).await?.ok_or_else(|| {
-            Error::Usage(format!(
-                "table `{id}` does not exist yet at {}; run the {} layer first",
-                crate::storage::redact(&url),
-                id.layer
-            ))
-        })?;
+        let provider = self
+            .format
+            .provider(&self.ctx, &url)
+            .await?
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "table `{id}` does not exist yet at {}; run the {} layer first",
+                    crate::storage::redact(&url),
+                    id.layer
+                ))
+            })?;
         let schema = self
             .ctx
             .catalog("datafusion")

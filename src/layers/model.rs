@@ -25,7 +25,10 @@ pub async fn run(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> {
     let mut records = Vec::new();
     for model in rc.plan.layer_models(layer) {
         if let Some(only) = &rc.models {
-            if !only.iter().any(|m| *m == model.id.name || *m == model.id.to_string()) {
+            if !only
+                .iter()
+                .any(|m| *m == model.id.name || *m == model.id.to_string())
+            {
                 continue;
             }
         }
@@ -109,7 +112,8 @@ async fn check_expectations(
     if model.rules.is_empty() {
         return Ok((df, Vec::new(), 0));
     }
-    let outcome = quality::apply(&model.id.to_string(), df, &model.rules, &rc.params.run_id).await?;
+    let outcome =
+        quality::apply(&model.id.to_string(), df, &model.rules, &rc.params.run_id).await?;
     let quarantined: u64 = outcome
         .results
         .iter()
@@ -206,7 +210,12 @@ pub fn sql_error(shown: &str, e: DataFusionError) -> Error {
 }
 
 /// Merge keys must be non-null and unique in the model result, or MERGE would duplicate rows.
-async fn check_merge_keys(plan: &Plan, model: &Model, df: &DataFrame, keys: &[String]) -> Result<()> {
+async fn check_merge_keys(
+    plan: &Plan,
+    model: &Model,
+    df: &DataFrame,
+    keys: &[String],
+) -> Result<()> {
     use datafusion::functions_aggregate::expr_fn::count;
     use datafusion::logical_expr::{col, lit};
     let key_cols: Vec<_> = keys.iter().map(|k| col(format!("\"{k}\""))).collect();
@@ -284,7 +293,8 @@ pub async fn plan_all(plan: &Plan) -> Result<(Vec<(TableId, LogicalPlan)>, Vec<S
                 register(&model.id, Arc::new(df.schema().as_arrow().clone()))?;
                 match df.into_optimized_plan() {
                     Ok(p) => planned.push((model.id.clone(), p)),
-                    Err(e) => problems.push(sql_error(&display_path(&plan.pipeline, &model.file), e).to_string()),
+                    Err(e) => problems
+                        .push(sql_error(&display_path(&plan.pipeline, &model.file), e).to_string()),
                 }
             }
             Err(e) => {

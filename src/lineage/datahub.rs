@@ -271,7 +271,12 @@ pub fn run_event_mcps(job: &JobContext, status: Option<bool>, now_ms: i64) -> Ve
             "nativeResultType": "smelter",
         });
     }
-    out.push(mcp("dataProcessInstance", &urn, "dataProcessInstanceRunEvent", event));
+    out.push(mcp(
+        "dataProcessInstance",
+        &urn,
+        "dataProcessInstanceRunEvent",
+        event,
+    ));
     out
 }
 

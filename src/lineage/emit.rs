@@ -22,17 +22,20 @@ pub async fn layer_run(rc: &RunContext<'_>, layer: Layer, ok: bool, started_ms: 
             let dir = dir.join(sanitize(&rc.params.run_id));
             let path = dir.join(format!("{layer}.json"));
             let written = std::fs::create_dir_all(&dir).and_then(|_| {
-                std::fs::write(
-                    &path,
-                    serde_json::to_vec_pretty(&mcps).unwrap_or_default(),
-                )
+                std::fs::write(&path, serde_json::to_vec_pretty(&mcps).unwrap_or_default())
             });
             match written {
-                Ok(()) => info!(layer = %layer, mcps = mcps.len(), file = %path.display(), "Wrote DataHub MCPs."),
-                Err(e) => warn!(layer = %layer, file = %path.display(), error = %e, "Could not write DataHub MCPs; the data write stands."),
+                Ok(()) => {
+                    info!(layer = %layer, mcps = mcps.len(), file = %path.display(), "Wrote DataHub MCPs.")
+                }
+                Err(e) => {
+                    warn!(layer = %layer, file = %path.display(), error = %e, "Could not write DataHub MCPs; the data write stands.")
+                }
             }
         }
-        Err(e) => warn!(layer = %layer, error = %e, "Could not build lineage; the data write stands."),
+        Err(e) => {
+            warn!(layer = %layer, error = %e, "Could not build lineage; the data write stands.")
+        }
     }
 }
 
@@ -56,22 +59,34 @@ fn lake_path(rc: &RunContext<'_>, id: &TableId) -> String {
     format!("{}/{}/{}", base.trim_matches('/'), id.layer, id.name)
 }
 
-async fn build(rc: &RunContext<'_>, layer: Layer, ok: bool, started_ms: i64) -> Result<Vec<serde_json::Value>> {
+async fn build(
+    rc: &RunContext<'_>,
+    layer: Layer,
+    ok: bool,
+    started_ms: i64,
+) -> Result<Vec<serde_json::Value>> {
     let job = job_context(rc, layer, started_ms);
     let env = &job.env;
     let now = chrono::Utc::now().timestamp_millis();
     let mut written = Vec::new();
     let source_urn = |object: &str| {
-        datahub::mssql_urn(&format!("{}.{}", rc.plan.pipeline.source.database, object), env)
+        datahub::mssql_urn(
+            &format!("{}.{}", rc.plan.pipeline.source.database, object),
+            env,
+        )
     };
     if ok {
         match layer {
             Layer::Extract => {}
             Layer::Bronze => {
                 for t in &rc.plan.pipeline.source.tables {
-                    let id = TableId { layer: Layer::Bronze, name: t.name.clone() };
+                    let id = TableId {
+                        layer: Layer::Bronze,
+                        name: t.name.clone(),
+                    };
                     let src = source_urn(&t.object);
-                    let schema = crate::layers::bronze::bronze_schema(Sample::schema(&t.name)?.as_ref());
+                    let schema =
+                        crate::layers::bronze::bronze_schema(Sample::schema(&t.name)?.as_ref());
                     let columns = schema
                         .fields()
                         .iter()
@@ -108,7 +123,9 @@ async fn build(rc: &RunContext<'_>, layer: Layer, ok: bool, started_ms: i64) -> 
                     .collect();
                 for (id, logical) in planned.iter().filter(|(id, _)| id.layer == layer) {
                     let model = rc.plan.models.iter().find(|m| m.id == *id);
-                    let Some((cols, _)) = lineage.models.get(&id.to_string()) else { continue };
+                    let Some((cols, _)) = lineage.models.get(&id.to_string()) else {
+                        continue;
+                    };
                     let columns = cols
                         .iter()
                         .map(|c| {
@@ -126,7 +143,12 @@ async fn build(rc: &RunContext<'_>, layer: Layer, ok: bool, started_ms: i64) -> 
                         schema: logical.schema().as_arrow().clone(),
                         columns,
                         upstreams: model
-                            .map(|m| m.depends_on.iter().filter_map(|d| urns.get(&d.to_string()).cloned()).collect())
+                            .map(|m| {
+                                m.depends_on
+                                    .iter()
+                                    .filter_map(|d| urns.get(&d.to_string()).cloned())
+                                    .collect()
+                            })
                             .unwrap_or_default(),
                         description: model.and_then(|m| m.header.description.clone()),
                     });

@@ -146,7 +146,10 @@ fn walk(plan: &LogicalPlan, indirect: &mut BTreeSet<ColumnRef>) -> Vec<Inputs> {
                     Expr::WindowFunction(wf) => {
                         let mut out = Inputs::new();
                         for arg in &wf.params.args {
-                            merge(&mut out, expr_inputs(arg, &w.input, &input, Kind::Aggregate));
+                            merge(
+                                &mut out,
+                                expr_inputs(arg, &w.input, &input, Kind::Aggregate),
+                            );
                         }
                         out.values_mut().for_each(|k| *k = Kind::Aggregate);
                         out
@@ -265,7 +268,12 @@ fn resolve_refs(e: &Expr, plan: &LogicalPlan, input: &[Inputs]) -> Vec<ColumnRef
         .collect()
 }
 
-fn add_indirect(e: &Expr, plan: &LogicalPlan, input: &[Inputs], indirect: &mut BTreeSet<ColumnRef>) {
+fn add_indirect(
+    e: &Expr,
+    plan: &LogicalPlan,
+    input: &[Inputs],
+    indirect: &mut BTreeSet<ColumnRef>,
+) {
     indirect.extend(resolve_refs(e, plan, input));
 }
 

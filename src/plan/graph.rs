@@ -13,7 +13,11 @@ use crate::config::Pipeline;
 /// Finds each model's dependencies and returns the models in run order.
 ///
 /// Problems (syntax errors, unknown tables, layer violations, cycles) are pushed with file:line:col.
-pub fn order(pipeline: &Pipeline, mut models: Vec<Model>, problems: &mut Vec<String>) -> Vec<Model> {
+pub fn order(
+    pipeline: &Pipeline,
+    mut models: Vec<Model>,
+    problems: &mut Vec<String>,
+) -> Vec<Model> {
     let mut known: BTreeSet<TableId> = pipeline
         .source
         .tables
@@ -99,7 +103,9 @@ fn dependencies(
                 _ => None,
             })
             .collect();
-        let Some(first) = idents.first() else { continue };
+        let Some(first) = idents.first() else {
+            continue;
+        };
         let at = format!(
             "{shown}:{}:{}",
             first.span.start.line, first.span.start.column
@@ -151,7 +157,11 @@ fn sort(pipeline: &Pipeline, models: Vec<Model>, problems: &mut Vec<String>) -> 
         models.into_iter().map(|m| (m.id.clone(), m)).collect();
     let mut indegree: BTreeMap<TableId, usize> = BTreeMap::new();
     for (id, m) in &by_id {
-        let n = m.depends_on.iter().filter(|d| by_id.contains_key(*d)).count();
+        let n = m
+            .depends_on
+            .iter()
+            .filter(|d| by_id.contains_key(*d))
+            .count();
         indegree.insert(id.clone(), n);
     }
     let mut ordered = Vec::new();
@@ -173,7 +183,11 @@ fn sort(pipeline: &Pipeline, models: Vec<Model>, problems: &mut Vec<String>) -> 
     }
     if !indegree.is_empty() {
         let remaining: BTreeSet<TableId> = indegree.keys().cloned().collect();
-        let cycle = find_cycle(&by_id, &remaining, indegree.keys().next().expect("non-empty"));
+        let cycle = find_cycle(
+            &by_id,
+            &remaining,
+            indegree.keys().next().expect("non-empty"),
+        );
         let files: Vec<String> = cycle
             .iter()
             .take(cycle.len().saturating_sub(1))
@@ -181,7 +195,11 @@ fn sort(pipeline: &Pipeline, models: Vec<Model>, problems: &mut Vec<String>) -> 
             .collect();
         problems.push(format!(
             "dependency cycle: {} (in {})",
-            cycle.iter().map(ToString::to_string).collect::<Vec<_>>().join(" -> "),
+            cycle
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" -> "),
             files.join(", ")
         ));
     }

@@ -148,7 +148,10 @@ impl Plan {
             .signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch"))
             .num_days() as i32;
         map.insert("logical_date".into(), ScalarValue::Date32(Some(days)));
-        map.insert("run_id".into(), ScalarValue::Utf8(Some(params.run_id.clone())));
+        map.insert(
+            "run_id".into(),
+            ScalarValue::Utf8(Some(params.run_id.clone())),
+        );
         for (k, v) in &self.pipeline.vars {
             map.insert(format!("var_{k}"), v.clone());
         }
@@ -240,7 +243,12 @@ fn render(shown: &str, text: &str, pipeline: &Pipeline) -> Result<String, String
             if pipeline.vars.is_empty() {
                 "no vars defined in the pipeline".to_string()
             } else {
-                pipeline.vars.keys().map(|k| format!("var.{k}")).collect::<Vec<_>>().join(", ")
+                pipeline
+                    .vars
+                    .keys()
+                    .map(|k| format!("var.{k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         )
     })

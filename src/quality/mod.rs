@@ -175,10 +175,9 @@ pub async fn apply(model: &str, df: DataFrame, rules: &[Rule], run_id: &str) -> 
                     location: model.to_string(),
                     message: format!("expectation `{}`: {e}", rule.name),
                 })?;
-                Expr::Not(Box::new(datafusion::functions::core::expr_fn::coalesce(vec![
-                    pred,
-                    lit(true),
-                ])))
+                Expr::Not(Box::new(datafusion::functions::core::expr_fn::coalesce(
+                    vec![pred, lit(true)],
+                )))
             }
             Check::Unique(cols) => {
                 let partition = cols.join(", ");

@@ -164,14 +164,20 @@ impl State {
                 strings(records, |r| Some(&r.layer)),
                 strings(records, |r| Some(&r.target)),
                 strings(records, |r| Some(&r.status)),
-                Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.rows as i64))),
+                Arc::new(Int64Array::from_iter_values(
+                    records.iter().map(|r| r.rows as i64),
+                )),
                 Arc::new(Int64Array::from_iter_values(
                     records.iter().map(|r| r.rows_updated as i64),
                 )),
-                Arc::new(Date32Array::from_iter_values(records.iter().map(|r| r.logical_date))),
+                Arc::new(Date32Array::from_iter_values(
+                    records.iter().map(|r| r.logical_date),
+                )),
                 Arc::new(
-                    TimestampMicrosecondArray::from_iter_values(records.iter().map(|r| r.started_at))
-                        .with_timezone("UTC"),
+                    TimestampMicrosecondArray::from_iter_values(
+                        records.iter().map(|r| r.started_at),
+                    )
+                    .with_timezone("UTC"),
                 ),
                 Arc::new(Int64Array::from_iter_values(
                     records.iter().map(|r| r.duration_ms as i64),
@@ -219,7 +225,9 @@ fn runs_schema() -> SchemaRef {
 }
 
 fn strings(records: &[RunRecord], f: impl Fn(&RunRecord) -> Option<&String>) -> Arc<dyn Array> {
-    Arc::new(StringArray::from_iter(records.iter().map(|r| f(r).map(String::as_str))))
+    Arc::new(StringArray::from_iter(
+        records.iter().map(|r| f(r).map(String::as_str)),
+    ))
 }
 
 fn ts_type() -> DataType {

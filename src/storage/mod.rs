@@ -55,13 +55,12 @@ impl Lake {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let (store, _) = object_store::parse_url_opts(&root, options.clone()).map_err(|e| {
-            Error::Storage {
+        let (store, _) =
+            object_store::parse_url_opts(&root, options.clone()).map_err(|e| Error::Storage {
                 url: redact(&root),
                 message: format!("cannot open the lake root: {e}"),
                 retryable: false,
-            }
-        })?;
+            })?;
         Ok(Lake {
             root,
             options,
@@ -116,7 +115,9 @@ impl Lake {
     }
 
     fn join(&self, rel: &str) -> Url {
-        self.root.join(rel).expect("relative lake paths are valid URLs")
+        self.root
+            .join(rel)
+            .expect("relative lake paths are valid URLs")
     }
 }
 

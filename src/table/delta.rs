@@ -9,9 +9,9 @@ use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
+use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
-use deltalake::operations::write::SchemaMode;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use url::Url;
@@ -175,9 +175,9 @@ impl TableFormat for Delta {
                     .with_writer_properties(self.writer_properties())
                     .with_commit_properties(commit)
                     .when_matched_update(|u| {
-                        update_cols
-                            .iter()
-                            .fold(u, |u, c| u.update(c.as_str(), format!("source.{}", quote(c))))
+                        update_cols.iter().fold(u, |u, c| {
+                            u.update(c.as_str(), format!("source.{}", quote(c)))
+                        })
                     })?
                     .when_not_matched_insert(|i| {
                         insert_cols
@@ -236,7 +236,10 @@ async fn last_commit_counts(table: &DeltaTable) -> (u64, u64) {
     let get = |k: &str| {
         metrics
             .and_then(|m| m.get(k))
-            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
             .unwrap_or(0)
     };
     (get("num_added_rows"), get("num_added_files"))

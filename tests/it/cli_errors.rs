@@ -37,7 +37,10 @@ fn bad_values_are_all_reported_at_once() {
     let out = p.smelter(&["validate", "{p}"]);
     assert_eq!(code(&out), 2);
     let err = stderr(&out);
-    assert!(err.contains("key `source.type`") && err.contains("oracle"), "{err}");
+    assert!(
+        err.contains("key `source.type`") && err.contains("oracle"),
+        "{err}"
+    );
     assert!(err.contains("did you mean `shipments`"), "{err}");
     assert!(err.contains("key `schedule[0]`"), "{err}");
 }
@@ -57,7 +60,10 @@ fn unknown_table_names_file_line_and_suggests() {
     let out = p.smelter(&["validate", "{p}"]);
     assert_eq!(code(&out), 2);
     let err = stderr(&out);
-    assert!(err.contains("sql/t/gold/daily.sql:3:6: unknown table `silver.shipment`"), "{err}");
+    assert!(
+        err.contains("sql/t/gold/daily.sql:3:6: unknown table `silver.shipment`"),
+        "{err}"
+    );
     assert!(err.contains("did you mean `silver.shipments`?"), "{err}");
 }
 
@@ -74,7 +80,10 @@ fn cycles_are_reported_with_the_path() {
     assert_eq!(code(&out), 2);
     let err = stderr(&out);
     assert!(err.contains("dependency cycle: silver."), "{err}");
-    assert!(err.contains("sql/t/silver/a.sql") && err.contains("sql/t/silver/b.sql"), "{err}");
+    assert!(
+        err.contains("sql/t/silver/a.sql") && err.contains("sql/t/silver/b.sql"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -120,7 +129,10 @@ fn header_errors_name_the_line() {
     let out = p.smelter(&["validate", "{p}"]);
     assert_eq!(code(&out), 2);
     let err = stderr(&out);
-    assert!(err.contains("sql/t/silver/shipments.sql:1: unknown materialization `upsert`"), "{err}");
+    assert!(
+        err.contains("sql/t/silver/shipments.sql:1: unknown materialization `upsert`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -128,12 +140,26 @@ fn demo_validates_and_plans() {
     let p = Project::demo(0.002);
     let out = p.ok(&["validate", "{p}"]);
     assert!(out.contains("ok (6 source tables, 10 models)"), "{out}");
-    let json: serde_json::Value = serde_json::from_str(&p.ok(&["plan", "{p}", "--format", "json"])).unwrap();
-    let names: Vec<&str> = json["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    let pos = |n: &str| names.iter().position(|x| *x == n).unwrap_or_else(|| panic!("{n} in {names:?}"));
+    let json: serde_json::Value =
+        serde_json::from_str(&p.ok(&["plan", "{p}", "--format", "json"])).unwrap();
+    let names: Vec<&str> = json["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|x| *x == n)
+            .unwrap_or_else(|| panic!("{n} in {names:?}"))
+    };
     assert!(pos("silver.shipments") < pos("silver.shipments_enriched"));
     assert!(pos("silver.shipments_enriched") < pos("gold.on_time_delivery"));
     assert_eq!(json["schedules"][0]["cron"], "0 2 * * *");
     let mermaid = p.ok(&["plan", "{p}", "--format", "mermaid"]);
-    assert!(mermaid.contains("silver_shipments --> silver_shipments_enriched"), "{mermaid}");
+    assert!(
+        mermaid.contains("silver_shipments --> silver_shipments_enriched"),
+        "{mermaid}"
+    );
 }

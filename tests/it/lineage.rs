@@ -12,7 +12,9 @@ fn lineage(p: &Project) -> Value {
 
 /// `(table.column, KIND)` pairs of one column's `inputs` or `sources`, sorted.
 fn refs(models: &Value, model: &str, column: &str, which: &str) -> Vec<String> {
-    let cols = models[model]["columns"].as_array().unwrap_or_else(|| panic!("{model}"));
+    let cols = models[model]["columns"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{model}"));
     let col = cols
         .iter()
         .find(|c| c["name"] == column)
@@ -21,7 +23,14 @@ fn refs(models: &Value, model: &str, column: &str, which: &str) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| format!("{}.{} {}", r["table"].as_str().unwrap(), r["column"].as_str().unwrap(), r["kind"].as_str().unwrap()))
+        .map(|r| {
+            format!(
+                "{}.{} {}",
+                r["table"].as_str().unwrap(),
+                r["column"].as_str().unwrap(),
+                r["kind"].as_str().unwrap()
+            )
+        })
         .collect();
     v.sort();
     v
@@ -36,11 +45,21 @@ fn demo_gold_columns_trace_back_to_source_columns() {
         vec!["LogisticsDB.dbo.invoices.amount AGGREGATE"]
     );
     assert_eq!(
-        refs(&m, "gold.daily_shipments_by_carrier", "carrier_code", "inputs"),
+        refs(
+            &m,
+            "gold.daily_shipments_by_carrier",
+            "carrier_code",
+            "inputs"
+        ),
         vec!["silver.shipments_enriched.carrier_code IDENTITY"]
     );
     assert_eq!(
-        refs(&m, "gold.daily_shipments_by_carrier", "carrier_code", "sources"),
+        refs(
+            &m,
+            "gold.daily_shipments_by_carrier",
+            "carrier_code",
+            "sources"
+        ),
         vec!["LogisticsDB.dbo.carriers.carrier_code TRANSFORM"]
     );
     // CASE over a join of two columns, aggregated.
@@ -60,9 +79,20 @@ fn demo_gold_columns_trace_back_to_source_columns() {
         vec!["bronze.shipments.status TRANSFORM"]
     );
     // The dedup window and the run filter are indirect dependencies.
-    let indirect: Vec<&str> = m["silver.shipments"]["indirect"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(indirect.contains(&"bronze.shipments.modified_at"), "{indirect:?}");
-    assert!(indirect.contains(&"bronze.shipments._run_id"), "{indirect:?}");
+    let indirect: Vec<&str> = m["silver.shipments"]["indirect"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        indirect.contains(&"bronze.shipments.modified_at"),
+        "{indirect:?}"
+    );
+    assert!(
+        indirect.contains(&"bronze.shipments._run_id"),
+        "{indirect:?}"
+    );
     // Joined columns come from the joined table.
     assert_eq!(
         refs(&m, "silver.shipments_enriched", "customer_name", "inputs"),
@@ -70,7 +100,10 @@ fn demo_gold_columns_trace_back_to_source_columns() {
     );
     // Metadata columns have no source column.
     let table = p.ok(&["plan", "{p}", "--lineage"]);
-    assert!(table.contains("gold.revenue_by_customer.invoiced_amount"), "{table}");
+    assert!(
+        table.contains("gold.revenue_by_customer.invoiced_amount"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -101,39 +134,81 @@ root = "lake"
     let m = lineage(&p);
     assert_eq!(
         refs(&m, "silver.mix", "id", "inputs"),
-        vec!["bronze.invoices.shipment_id IDENTITY", "bronze.shipments.shipment_id IDENTITY"]
+        vec![
+            "bronze.invoices.shipment_id IDENTITY",
+            "bronze.shipments.shipment_id IDENTITY"
+        ]
     );
     assert_eq!(
         refs(&m, "silver.mix", "w_pos", "inputs"),
-        vec!["bronze.invoices.amount TRANSFORM", "bronze.shipments.weight_kg TRANSFORM"]
+        vec![
+            "bronze.invoices.amount TRANSFORM",
+            "bronze.shipments.weight_kg TRANSFORM"
+        ]
     );
     assert_eq!(
         refs(&m, "silver.mix", "w_total", "inputs"),
-        vec!["bronze.invoices.amount AGGREGATE", "bronze.shipments.weight_kg AGGREGATE"]
+        vec![
+            "bronze.invoices.amount AGGREGATE",
+            "bronze.shipments.weight_kg AGGREGATE"
+        ]
     );
 }
 
 #[test]
 fn demo_run_writes_datahub_mcps_with_fine_grained_lineage() {
     let p = Project::demo(0.002);
-    p.ok(&["run", "{p}", "--logical-date", "2026-10-31", "--run-id", "l1"]);
+    p.ok(&[
+        "run",
+        "{p}",
+        "--logical-date",
+        "2026-10-31",
+        "--run-id",
+        "l1",
+    ]);
     let file = p.dir.path().join("lineage/l1/gold.json");
     let mcps: Vec<Value> = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     let upstream = mcps
         .iter()
-        .find(|m| m["aspectName"] == "upstreamLineage" && m["entityUrn"].as_str().unwrap().contains("gold/revenue_by_customer"))
+        .find(|m| {
+            m["aspectName"] == "upstreamLineage"
+                && m["entityUrn"]
+                    .as_str()
+                    .unwrap()
+                    .contains("gold/revenue_by_customer")
+        })
         .expect("upstreamLineage for gold.revenue_by_customer");
-    let fine = upstream["aspect"]["json"]["fineGrainedLineages"].as_array().unwrap();
+    let fine = upstream["aspect"]["json"]["fineGrainedLineages"]
+        .as_array()
+        .unwrap();
     let amount = fine
         .iter()
-        .find(|f| f["downstreams"][0].as_str().unwrap().ends_with(",invoiced_amount)"))
+        .find(|f| {
+            f["downstreams"][0]
+                .as_str()
+                .unwrap()
+                .ends_with(",invoiced_amount)")
+        })
         .unwrap();
     assert_eq!(amount["transformOperation"], "AGGREGATE");
-    assert!(amount["upstreams"][0].as_str().unwrap().contains("silver/invoices"), "{amount}");
-    let events: Vec<&Value> = mcps.iter().filter(|m| m["aspectName"] == "dataProcessInstanceRunEvent").collect();
+    assert!(
+        amount["upstreams"][0]
+            .as_str()
+            .unwrap()
+            .contains("silver/invoices"),
+        "{amount}"
+    );
+    let events: Vec<&Value> = mcps
+        .iter()
+        .filter(|m| m["aspectName"] == "dataProcessInstanceRunEvent")
+        .collect();
     assert_eq!(events.len(), 2);
     assert_eq!(events[1]["aspect"]["json"]["result"]["type"], "SUCCESS");
-    let bronze: Vec<Value> = serde_json::from_slice(&std::fs::read(p.dir.path().join("lineage/l1/bronze.json")).unwrap()).unwrap();
+    let bronze: Vec<Value> = serde_json::from_slice(
+        &std::fs::read(p.dir.path().join("lineage/l1/bronze.json")).unwrap(),
+    )
+    .unwrap();
     assert!(bronze.iter().any(|m| m["aspectName"] == "upstreamLineage"
-        && m["aspect"]["json"]["upstreams"][0]["dataset"] == "urn:li:dataset:(urn:li:dataPlatform:mssql,LogisticsDB.dbo.shipments,PROD)"));
+        && m["aspect"]["json"]["upstreams"][0]["dataset"]
+            == "urn:li:dataset:(urn:li:dataPlatform:mssql,LogisticsDB.dbo.shipments,PROD)"));
 }

@@ -3,5 +3,5 @@
 
 mod cli_errors;
 mod lineage;
-mod support;
 mod runs;
+mod support;

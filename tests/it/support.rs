@@ -45,7 +45,9 @@ impl Project {
     }
 
     pub fn pipeline(&self) -> PathBuf {
-        self.dir.path().join(format!("pipelines/{}.toml", self.name))
+        self.dir
+            .path()
+            .join(format!("pipelines/{}.toml", self.name))
     }
 
     pub fn lake(&self) -> PathBuf {
@@ -81,12 +83,19 @@ impl Project {
     }
 
     /// Runs a SQL query over lake tables `<layer>/<table>` given as `(alias, rel path)`.
-    pub async fn query(&self, tables: &[(&str, &str)], sql: &str) -> Vec<arrow::record_batch::RecordBatch> {
+    pub async fn query(
+        &self,
+        tables: &[(&str, &str)],
+        sql: &str,
+    ) -> Vec<arrow::record_batch::RecordBatch> {
         let ctx = SessionContext::new();
         for (alias, rel) in tables {
             let url = url::Url::from_directory_path(self.lake().join(rel)).unwrap();
-            let table = deltalake::open_table(url).await.unwrap_or_else(|e| panic!("open {rel}: {e}"));
-            ctx.register_table(*alias, table.table_provider().await.unwrap()).unwrap();
+            let table = deltalake::open_table(url)
+                .await
+                .unwrap_or_else(|e| panic!("open {rel}: {e}"));
+            ctx.register_table(*alias, table.table_provider().await.unwrap())
+                .unwrap();
         }
         ctx.sql(sql).await.unwrap().collect().await.unwrap()
     }

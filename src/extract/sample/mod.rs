@@ -226,11 +226,19 @@ impl Sample {
         let ship_day = created_day + (self.h(t, id, 3) % 3) as i64;
         let transit = 1 + (self.h(t, id, 4) % 6) as i64;
         let late = self.pct(t, id, 5) < 0.15;
-        let actual = transit + if late { 1 + (self.h(t, id, 6) % 4) as i64 } else { 0 };
+        let actual = transit
+            + if late {
+                1 + (self.h(t, id, 6) % 4) as i64
+            } else {
+                0
+            };
         let cancelled = self.pct(t, id, 7) < 0.01;
         let start_day = self.start_us.div_euclid(DAY);
         let delivered_at = (!cancelled).then(|| {
-            self.start_us + (ship_day + actual) * DAY + 8 * HOUR + (self.h(t, id, 8) % (10 * HOUR as u64)) as i64
+            self.start_us
+                + (ship_day + actual) * DAY
+                + 8 * HOUR
+                + (self.h(t, id, 8) % (10 * HOUR as u64)) as i64
         });
         let weight = {
             let r = self.pct(t, id, 9);
@@ -265,7 +273,12 @@ impl Sample {
         let shipped_at = s.ship_at.max(s.created_at + HOUR);
         if s.cancelled {
             out.push(ShipmentVersion::new(s.created_at, "NEW", None, s.weight));
-            out.push(ShipmentVersion::new(shipped_at, "CANCELLED", None, s.weight));
+            out.push(ShipmentVersion::new(
+                shipped_at,
+                "CANCELLED",
+                None,
+                s.weight,
+            ));
             return;
         }
         let delivered = s.delivered_at.expect("not cancelled");
@@ -273,7 +286,12 @@ impl Sample {
             // Created during the daily-change period: every step is its own version.
             out.push(ShipmentVersion::new(s.created_at, "NEW", None, s.weight));
             out.push(ShipmentVersion::new(shipped_at, "SHIPPED", None, s.weight));
-            out.push(ShipmentVersion::new(delivered, "DELIVERED", Some(delivered), s.weight));
+            out.push(ShipmentVersion::new(
+                delivered,
+                "DELIVERED",
+                Some(delivered),
+                s.weight,
+            ));
             return;
         }
         // History: extracted once before start, as its state then; 2 % carry a late update.
@@ -282,15 +300,29 @@ impl Sample {
                 let wrong = s.weight.map(|w| w + 1_000);
                 out.push(ShipmentVersion::new(shipped_at, "SHIPPED", None, wrong));
             }
-            out.push(ShipmentVersion::new(delivered, "DELIVERED", Some(delivered), s.weight));
+            out.push(ShipmentVersion::new(
+                delivered,
+                "DELIVERED",
+                Some(delivered),
+                s.weight,
+            ));
         } else {
             let state = if shipped_at < start { "SHIPPED" } else { "NEW" };
-            let at = if shipped_at < start { shipped_at } else { s.created_at };
+            let at = if shipped_at < start {
+                shipped_at
+            } else {
+                s.created_at
+            };
             out.push(ShipmentVersion::new(at, state, None, s.weight));
             if shipped_at >= start {
                 out.push(ShipmentVersion::new(shipped_at, "SHIPPED", None, s.weight));
             }
-            out.push(ShipmentVersion::new(delivered, "DELIVERED", Some(delivered), s.weight));
+            out.push(ShipmentVersion::new(
+                delivered,
+                "DELIVERED",
+                Some(delivered),
+                s.weight,
+            ));
         }
     }
 
@@ -343,7 +375,10 @@ impl Sample {
         for day in 0..last_day {
             for j in 0..per_day {
                 if 1 + self.h(t, day as u64, 1_000 + j) % self.customers == id {
-                    versions.push((self.start_us + day * DAY + (j as i64 + 1) * 60_000_000, 2 + day as u64));
+                    versions.push((
+                        self.start_us + day * DAY + (j as i64 + 1) * 60_000_000,
+                        2 + day as u64,
+                    ));
                 }
             }
         }
@@ -406,7 +441,12 @@ struct ShipmentVersion {
 }
 
 impl ShipmentVersion {
-    fn new(modified_at: i64, status: &'static str, delivered_at: Option<i64>, weight: Option<i128>) -> Self {
+    fn new(
+        modified_at: i64,
+        status: &'static str,
+        delivered_at: Option<i64>,
+        weight: Option<i128>,
+    ) -> Self {
         ShipmentVersion {
             modified_at,
             status,
@@ -441,7 +481,11 @@ impl SampleReader {
                     let code = format!("{code}{:02}", id);
                     out.push(vec![
                         V::I32(Some(id as i32)),
-                        V::Str(Some(if id % 7 == 0 { code.to_lowercase() } else { code })),
+                        V::Str(Some(if id % 7 == 0 {
+                            code.to_lowercase()
+                        } else {
+                            code
+                        })),
                         V::Str(Some(format!("{name} {id}"))),
                         V::S(mode),
                         V::Ts(Some(m)),
@@ -466,7 +510,8 @@ impl SampleReader {
             Kind::Shipments | Kind::Events | Kind::Invoices => {
                 let s = g.shipment(id);
                 if s.created_at >= w.hi
-                    || w.lo.is_some_and(|lo| s.created_at + MAX_LIFETIME_DAYS * DAY <= lo)
+                    || w.lo
+                        .is_some_and(|lo| s.created_at + MAX_LIFETIME_DAYS * DAY <= lo)
                 {
                     return;
                 }
@@ -496,7 +541,9 @@ impl SampleReader {
                                 if k == 2 {
                                     s.destination.to_string()
                                 } else {
-                                    CITIES[(s.warehouse_id - 1) as usize % CITIES.len()].0.to_string()
+                                    CITIES[(s.warehouse_id - 1) as usize % CITIES.len()]
+                                        .0
+                                        .to_string()
                                 }
                             });
                             out.push(vec![
@@ -518,7 +565,8 @@ impl SampleReader {
                             .then(|| issued + (10 + (g.h(6, id, 2) % 30) as i64) * DAY);
                         let amount = s.declared_value.unwrap_or(0) / 50
                             + s.weight.map_or(0, |w| w.abs() * 5);
-                        let currency = CURRENCIES[(g.h(6, id, 3) % CURRENCIES.len() as u64) as usize];
+                        let currency =
+                            CURRENCIES[(g.h(6, id, 3) % CURRENCIES.len() as u64) as usize];
                         let mut versions = vec![(issued, None)];
                         if let Some(p) = paid {
                             versions.push((p, Some(p)));
@@ -553,7 +601,9 @@ impl Iterator for SampleReader {
             for row in self.pending.drain(..) {
                 self.builder.push(&row);
             }
-            if self.builder.len() >= batch_size || (self.next_id >= self.end && !self.builder.is_empty()) {
+            if self.builder.len() >= batch_size
+                || (self.next_id >= self.end && !self.builder.is_empty())
+            {
                 return Some(self.builder.finish());
             }
             if self.next_id >= self.end {
@@ -650,8 +700,24 @@ mod tests {
         for table in ["customers", "shipments", "shipment_events", "invoices"] {
             let all = count(&s, table, Window { lo: None, hi: d(3) }, 1);
             let parts = count(&s, table, Window { lo: None, hi: d(1) }, 3)
-                + count(&s, table, Window { lo: Some(d(1) - 1), hi: d(2) }, 2)
-                + count(&s, table, Window { lo: Some(d(2) - 1), hi: d(3) }, 1);
+                + count(
+                    &s,
+                    table,
+                    Window {
+                        lo: Some(d(1) - 1),
+                        hi: d(2),
+                    },
+                    2,
+                )
+                + count(
+                    &s,
+                    table,
+                    Window {
+                        lo: Some(d(2) - 1),
+                        hi: d(3),
+                    },
+                    1,
+                );
             assert_eq!(all, parts, "{table}");
             assert!(all > 0, "{table}");
         }
@@ -660,9 +726,20 @@ mod tests {
     #[test]
     fn same_seed_same_data() {
         let s = sample();
-        let w = Window { lo: None, hi: s.start_us };
-        let a: Vec<_> = s.read("shipments", w, IdRange { start: 1, end: 200 }).unwrap().map(|b| b.unwrap()).collect();
-        let b: Vec<_> = s.read("shipments", w, IdRange { start: 1, end: 200 }).unwrap().map(|b| b.unwrap()).collect();
+        let w = Window {
+            lo: None,
+            hi: s.start_us,
+        };
+        let a: Vec<_> = s
+            .read("shipments", w, IdRange { start: 1, end: 200 })
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        let b: Vec<_> = s
+            .read("shipments", w, IdRange { start: 1, end: 200 })
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
         assert_eq!(a, b);
     }
 }

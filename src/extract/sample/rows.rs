@@ -78,13 +78,22 @@ impl BatchBuilder {
         for (b, v) in self.builders.iter_mut().zip(row) {
             let any = b.as_any_mut();
             match v {
-                V::I64(x) => any.downcast_mut::<Int64Builder>().expect("i64").append_option(*x),
-                V::I32(x) => any.downcast_mut::<Int32Builder>().expect("i32").append_option(*x),
+                V::I64(x) => any
+                    .downcast_mut::<Int64Builder>()
+                    .expect("i64")
+                    .append_option(*x),
+                V::I32(x) => any
+                    .downcast_mut::<Int32Builder>()
+                    .expect("i32")
+                    .append_option(*x),
                 V::Str(x) => any
                     .downcast_mut::<StringBuilder>()
                     .expect("utf8")
                     .append_option(x.as_deref()),
-                V::S(x) => any.downcast_mut::<StringBuilder>().expect("utf8").append_value(x),
+                V::S(x) => any
+                    .downcast_mut::<StringBuilder>()
+                    .expect("utf8")
+                    .append_value(x),
                 V::Dec(x) => any
                     .downcast_mut::<Decimal128Builder>()
                     .expect("decimal")
