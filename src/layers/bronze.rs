@@ -64,7 +64,7 @@ pub async fn run(rc: &RunContext<'_>) -> Result<Vec<RunRecord>> {
                 .ctx
                 .read_parquet(files, ParquetReadOptions::default())
                 .await?;
-            let mut exprs: Vec<_> = df.schema().columns().into_iter().map(|c| col(c)).collect();
+            let mut exprs: Vec<_> = df.schema().columns().into_iter().map(col).collect();
             exprs.push(lit(rc.params.run_id.as_str()).alias("_run_id"));
             exprs.push(
                 cast(

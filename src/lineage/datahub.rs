@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 
 use super::{ColumnRef, Kind};
 
+/// Direct inputs of one output column: (dataset URN, column, kind).
+pub type FieldInputs = Vec<(String, String, Kind)>;
+
 /// One dataset written by a layer, with its direct column lineage.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -27,7 +30,7 @@ pub struct Written {
     /// Arrow schema of the written table.
     pub schema: Schema,
     /// Per output column, its direct inputs (as dataset URN + column) and kinds.
-    pub columns: Vec<(String, Vec<(String, String, Kind)>)>,
+    pub columns: Vec<(String, FieldInputs)>,
     /// Upstream dataset URNs.
     pub upstreams: Vec<String>,
     /// Description from the model header.

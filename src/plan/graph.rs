@@ -18,15 +18,7 @@ pub fn order(
     mut models: Vec<Model>,
     problems: &mut Vec<String>,
 ) -> Vec<Model> {
-    let mut known: BTreeSet<TableId> = pipeline
-        .source
-        .tables
-        .iter()
-        .map(|t| TableId {
-            layer: Layer::Bronze,
-            name: t.name.clone(),
-        })
-        .collect();
+    let mut known: BTreeSet<TableId> = super::bronze_tables(pipeline).into_iter().collect();
     known.extend(models.iter().map(|m| m.id.clone()));
 
     for model in &mut models {
@@ -165,14 +157,11 @@ fn sort(pipeline: &Pipeline, models: Vec<Model>, problems: &mut Vec<String>) -> 
         indegree.insert(id.clone(), n);
     }
     let mut ordered = Vec::new();
-    loop {
-        let Some(next) = indegree
-            .iter()
-            .find(|(_, n)| **n == 0)
-            .map(|(id, _)| id.clone())
-        else {
-            break;
-        };
+    while let Some(next) = indegree
+        .iter()
+        .find(|(_, n)| **n == 0)
+        .map(|(id, _)| id.clone())
+    {
         indegree.remove(&next);
         for (id, n) in indegree.iter_mut() {
             if by_id[id].depends_on.contains(&next) {

@@ -124,15 +124,7 @@ impl Plan {
 
     /// Bronze tables, one per source table.
     pub fn bronze_tables(&self) -> Vec<TableId> {
-        self.pipeline
-            .source
-            .tables
-            .iter()
-            .map(|t| TableId {
-                layer: Layer::Bronze,
-                name: t.name.clone(),
-            })
-            .collect()
+        bronze_tables(&self.pipeline)
     }
 
     /// Models of one layer, in run order.
@@ -210,6 +202,19 @@ fn load_models(pipeline: &Pipeline, problems: &mut Vec<String>) -> Vec<Model> {
         }
     }
     models
+}
+
+/// Bronze tables of a pipeline, one per source table.
+pub fn bronze_tables(pipeline: &Pipeline) -> Vec<TableId> {
+    pipeline
+        .source
+        .tables
+        .iter()
+        .map(|t| TableId {
+            layer: Layer::Bronze,
+            name: t.name.clone(),
+        })
+        .collect()
 }
 
 /// The path of `file` as shown in messages: relative to the project root when possible.

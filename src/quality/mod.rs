@@ -164,7 +164,7 @@ fn parse_bounds(s: &str) -> Option<(Option<u64>, Option<u64>)> {
 
 /// Evaluates `rules` over `df` in one aggregate pass and applies their actions.
 pub async fn apply(model: &str, df: DataFrame, rules: &[Rule], run_id: &str) -> Result<Outcome> {
-    let original: Vec<Expr> = df.schema().columns().into_iter().map(|c| col(c)).collect();
+    let original: Vec<Expr> = df.schema().columns().into_iter().map(col).collect();
     let mut flagged = df;
     let mut flags: Vec<(usize, String)> = Vec::new();
     for (i, rule) in rules.iter().enumerate() {

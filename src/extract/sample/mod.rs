@@ -481,7 +481,7 @@ impl SampleReader {
                     let code = format!("{code}{:02}", id);
                     out.push(vec![
                         V::I32(Some(id as i32)),
-                        V::Str(Some(if id % 7 == 0 {
+                        V::Str(Some(if id.is_multiple_of(7) {
                             code.to_lowercase()
                         } else {
                             code
@@ -502,7 +502,10 @@ impl SampleReader {
                         V::S(city),
                         V::S(country),
                         V::S(region),
-                        V::I32((id % 11 != 0).then(|| 5_000 + (g.h(3, id, 1) % 95_000) as i32)),
+                        V::I32(
+                            (!id.is_multiple_of(11))
+                                .then(|| 5_000 + (g.h(3, id, 1) % 95_000) as i32),
+                        ),
                         V::Ts(Some(m)),
                     ]);
                 }
