@@ -65,14 +65,18 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 # --------------------------------------------------------------------------- exit codes
 
 
+def _exit_message(exit_code: int, layer: str | None, meaning: str) -> str:
+    where = f" (layer {layer})" if layer else ""
+    return f"smelter exited with code {exit_code}{where}: {meaning}"
+
+
 class SmelterExit(AirflowException):
     """The smelter binary exited with a non-zero code that Airflow may retry."""
 
     def __init__(self, exit_code: int, layer: str | None = None, meaning: str = "failed") -> None:
         self.exit_code = exit_code
         self.layer = layer
-        where = f" (layer {layer})" if layer else ""
-        super().__init__(f"smelter exited with code {exit_code}{where}: {meaning}")
+        super().__init__(_exit_message(exit_code, layer, meaning))
 
 
 class SmelterInternalError(SmelterExit):
@@ -89,8 +93,7 @@ class SmelterFatalError(AirflowFailException):
     def __init__(self, exit_code: int, layer: str | None = None, meaning: str = "fatal") -> None:
         self.exit_code = exit_code
         self.layer = layer
-        where = f" (layer {layer})" if layer else ""
-        super().__init__(f"smelter exited with code {exit_code}{where}: {meaning}; not retrying")
+        super().__init__(_exit_message(exit_code, layer, meaning) + "; not retrying")
 
 
 class SmelterConfigError(SmelterFatalError):

@@ -114,7 +114,7 @@ pub async fn run(rc: &RunContext<'_>) -> Result<Vec<RunRecord>> {
             Layer::Bronze,
             id.to_string(),
             started,
-            clock,
+            clock.elapsed().as_millis() as u64,
             &metrics,
             serde_json::json!({ "landed_rows": manifest.rows, "version": metrics.version }),
         ));

@@ -6,7 +6,6 @@ pub mod bronze;
 pub mod model;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use datafusion::prelude::SessionContext;
 
@@ -37,13 +36,13 @@ pub struct RunContext<'a> {
 }
 
 impl RunContext<'_> {
-    /// A run-log record for a step that started at `started` (µs) and took since `clock`.
+    /// A run-log record for a step that started at `started` (µs) and took `duration_ms`.
     pub fn record(
         &self,
         layer: Layer,
         target: String,
         started: i64,
-        clock: Instant,
+        duration_ms: u64,
         metrics: &WriteMetrics,
         details: serde_json::Value,
     ) -> RunRecord {
@@ -62,7 +61,7 @@ impl RunContext<'_> {
             rows_updated: metrics.rows_updated,
             logical_date: crate::extract::sample::days_since_epoch(self.params.logical_date),
             started_at: started,
-            duration_ms: clock.elapsed().as_millis() as u64,
+            duration_ms,
             message: None,
             details: details.to_string(),
         }
@@ -112,19 +111,20 @@ async fn run_steps(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> 
             let metrics = crate::extract::run(rc.plan, rc.lake, rc.state, rc.params).await?;
             metrics
                 .iter()
-                .map(|m| RunRecord {
-                    run_id: rc.params.run_id.clone(),
-                    pipeline: rc.plan.pipeline.name.clone(),
-                    layer: "extract".into(),
-                    target: format!("landing.{}", m.table),
-                    status: "success".into(),
-                    rows: m.rows,
-                    rows_updated: 0,
-                    logical_date: crate::extract::sample::days_since_epoch(rc.params.logical_date),
-                    started_at: started,
-                    duration_ms: m.duration_ms,
-                    message: None,
-                    details: serde_json::json!({ "files": m.files }).to_string(),
+                .map(|m| {
+                    let written = WriteMetrics {
+                        rows_inserted: m.rows,
+                        files_added: m.files as u64,
+                        ..Default::default()
+                    };
+                    rc.record(
+                        Layer::Extract,
+                        format!("landing.{}", m.table),
+                        started,
+                        m.duration_ms,
+                        &written,
+                        serde_json::json!({ "files": m.files }),
+                    )
                 })
                 .collect()
         }

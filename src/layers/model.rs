@@ -91,7 +91,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         model.id.layer,
         model.id.to_string(),
         started,
-        clock,
+        clock.elapsed().as_millis() as u64,
         &metrics,
         serde_json::json!({
             "materialized": model.header.materialized.as_str(),

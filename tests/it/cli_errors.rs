@@ -1,19 +1,6 @@
 //! Config and SQL errors: exit code 2 and messages that name the file, line, column and key.
 
-use crate::support::{code, stderr, Project};
-
-const BASE: &str = r#"
-name = "t"
-[source]
-type = "sample"
-scale_factor = 0.002
-[[source.tables]]
-name = "shipments"
-key = ["shipment_id"]
-watermark = "modified_at"
-[storage]
-root = "lake"
-"#;
+use crate::support::{code, stderr, Project, ONE_TABLE as BASE};
 
 #[test]
 fn unknown_config_key_names_the_key_and_choices() {

@@ -1,7 +1,7 @@
 //! End-to-end runs on the sample source: every layer, idempotent reruns, incremental days, and
 //! each materialization checked against values computed independently from bronze.
 
-use crate::support::{code, stderr, Project};
+use crate::support::{code, stderr, Project, ONE_TABLE};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_runs_all_layers_and_gold_matches_silver() {
@@ -189,20 +189,6 @@ async fn incremental_day_two_merges_late_updates() {
         .await;
     assert_eq!(events, again);
 }
-
-const ONE_TABLE: &str = r#"
-name = "t"
-[source]
-type = "sample"
-scale_factor = 0.002
-start_date = "2026-01-01"
-[[source.tables]]
-name = "shipments"
-key = ["shipment_id"]
-watermark = "modified_at"
-[storage]
-root = "lake"
-"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_materialization_writes_what_it_says() {

@@ -5,6 +5,20 @@ use std::process::{Command, Output};
 
 use datafusion::prelude::SessionContext;
 
+/// A pipeline with the sample `shipments` table only, for tests that bring their own SQL.
+pub const ONE_TABLE: &str = r#"
+name = "t"
+[source]
+type = "sample"
+scale_factor = 0.002
+[[source.tables]]
+name = "shipments"
+key = ["shipment_id"]
+watermark = "modified_at"
+[storage]
+root = "lake"
+"#;
+
 /// A temporary project: `pipelines/<name>.toml`, `sql/<name>/...` and a lake directory.
 pub struct Project {
     pub dir: tempfile::TempDir,
