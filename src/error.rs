@@ -140,6 +140,11 @@ impl Error {
         }
     }
 
+    /// What to check, for storage failures that carry no hint of their own.
+    pub fn hint(&self) -> Option<&'static str> {
+        object_store_source(self).map(|e| crate::storage::classify(e).hint())
+    }
+
     /// Whether retrying the same command may succeed.
     pub fn is_retryable(&self) -> bool {
         self.exit_code() == exit::TRANSIENT
@@ -148,11 +153,38 @@ impl Error {
 
 fn object_store_exit_code(e: &object_store::Error) -> i32 {
     match e {
-        object_store::Error::NotFound { .. }
-        | object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. }
-        | object_store::Error::InvalidPath { .. } => exit::USAGE,
-        _ => exit::TRANSIENT,
+        object_store::Error::InvalidPath { .. } => exit::USAGE,
+        e if crate::storage::classify(e).retryable() => exit::TRANSIENT,
+        _ => exit::USAGE,
+    }
+}
+
+/// The storage error inside `e`, if any.
+fn object_store_source(e: &Error) -> Option<&object_store::Error> {
+    fn in_datafusion(e: &DataFusionError) -> Option<&object_store::Error> {
+        match e {
+            DataFusionError::ObjectStore(e) => Some(e),
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+                in_datafusion(inner)
+            }
+            DataFusionError::Shared(inner) => in_datafusion(inner),
+            DataFusionError::External(inner) => inner
+                .downcast_ref::<object_store::Error>()
+                .or_else(|| inner.downcast_ref::<DeltaTableError>().and_then(in_delta)),
+            _ => None,
+        }
+    }
+    fn in_delta(e: &DeltaTableError) -> Option<&object_store::Error> {
+        match e {
+            DeltaTableError::ObjectStore { source } => Some(source),
+            _ => None,
+        }
+    }
+    match e {
+        Error::ObjectStore(e) => Some(e),
+        Error::Delta(e) => in_delta(e),
+        Error::DataFusion(e) => in_datafusion(e),
+        _ => None,
     }
 }
 

@@ -20,7 +20,14 @@ fn main() {
         Ok(()) => smelter::error::exit::OK,
         Err(e) => {
             let code = e.exit_code();
-            tracing::error!(exit_code = code, retryable = e.is_retryable(), "{e}");
+            match e.hint() {
+                Some(hint) => tracing::error!(
+                    exit_code = code,
+                    retryable = e.is_retryable(),
+                    "{e}; {hint}"
+                ),
+                None => tracing::error!(exit_code = code, retryable = e.is_retryable(), "{e}"),
+            }
             code
         }
     };

@@ -10,6 +10,7 @@ use crate::plan::Plan;
 /// Runs the command; prints a one-line summary on success.
 pub async fn execute(pipeline: &Path) -> Result<()> {
     let plan = Plan::load(pipeline)?;
+    crate::storage::check(&plan.pipeline)?;
     let (_, problems) = plan_all(&plan).await?;
     if !problems.is_empty() {
         return Err(Error::Invalid(problems));

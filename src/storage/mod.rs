@@ -10,7 +10,11 @@ use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
 use object_store::path::Path as StorePath;
-use object_store::ObjectStore;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::{ObjectStore, RetryConfig};
 use url::Url;
 
 use crate::config::Pipeline;
@@ -25,46 +29,46 @@ pub struct Lake {
     store: Arc<dyn ObjectStore>,
 }
 
+/// The kind of store a root URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Local disk.
+    Local,
+    /// S3 or an S3-compatible store.
+    S3,
+    /// Azure Blob Storage or ADLS Gen2.
+    Azure,
+}
+
+/// Retry and timeout settings Smelter reads from `[storage.options]` (not object-store keys).
+const RETRY_KEYS: [&str; 4] = [
+    "max_retries",
+    "retry_timeout",
+    "init_backoff",
+    "max_backoff",
+];
+
 impl Lake {
     /// Resolves the pipeline's storage root and builds its object store.
+    ///
+    /// Credentials come from the environment (`AWS_*`, `AZURE_*`) the way each SDK reads them;
+    /// `[storage.options]` holds only non-secret settings.
     pub fn open(pipeline: &Pipeline) -> Result<Lake> {
-        let raw = pipeline.storage.root.trim();
-        let root = match Url::parse(raw) {
-            Ok(url) if url.scheme().len() > 1 && url.scheme() != "file" => url,
-            _ => {
-                let path = raw.strip_prefix("file://").unwrap_or(raw);
-                let path = pipeline.project_dir.join(path);
-                std::fs::create_dir_all(&path).map_err(|e| Error::Storage {
-                    url: path.display().to_string(),
-                    message: format!("cannot create the local lake directory: {e}"),
-                    retryable: false,
-                })?;
-                let path = std::fs::canonicalize(&path)?;
-                Url::from_directory_path(&path).map_err(|_| {
-                    Error::config(
-                        pipeline.file.display(),
-                        format!("key `storage.root`: `{raw}` is not a valid path"),
-                    )
-                })?
-            }
+        register_delta_handlers();
+        let (root, backend, options) = check(pipeline)?;
+        let root = match backend {
+            Backend::Local => local_root(pipeline, &root)?,
+            _ => root,
         };
-        let root = ensure_dir_url(root);
-        let options: HashMap<String, String> = pipeline
-            .storage
-            .options
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let (store, _) =
-            object_store::parse_url_opts(&root, options.clone()).map_err(|e| Error::Storage {
-                url: redact(&root),
-                message: format!("cannot open the lake root: {e}"),
-                retryable: false,
-            })?;
+        let store = build_store(&root, backend, &options).map_err(|e| Error::Storage {
+            url: redact(&root),
+            message: format!("cannot open the lake root: {}", scrub(&e.to_string())),
+            retryable: false,
+        })?;
         Ok(Lake {
             root,
             options,
-            store: Arc::from(store),
+            store,
         })
     }
 
@@ -73,7 +77,7 @@ impl Lake {
         &self.root
     }
 
-    /// Object-store options, for delta-rs.
+    /// Storage options (object-store keys plus retry settings), for delta-rs.
     pub fn options(&self) -> &HashMap<String, String> {
         &self.options
     }
@@ -150,4 +154,353 @@ pub fn redact(url: &Url) -> String {
     let _ = u.set_username("");
     u.set_query(None);
     u.to_string()
+}
+
+/// Checks the storage root and options without touching storage: the root URL (a local root
+/// is left relative to the project), its backend, and the normalized options.
+pub fn check(pipeline: &Pipeline) -> Result<(Url, Backend, HashMap<String, String>)> {
+    let raw = pipeline.storage.root.trim();
+    let root = match Url::parse(raw) {
+        Ok(url) if url.scheme().len() > 1 && url.scheme() != "file" => url,
+        _ => {
+            let path = raw.strip_prefix("file://").unwrap_or(raw);
+            let path = pipeline.project_dir.join(path);
+            Url::from_directory_path(std::path::absolute(&path)?).map_err(|_| {
+                Error::config(
+                    pipeline.file.display(),
+                    format!("key `storage.root`: `{raw}` is not a valid path"),
+                )
+            })?
+        }
+    };
+    let root = ensure_dir_url(root);
+    let backend = match object_store::ObjectStoreScheme::parse(&root) {
+        Ok((object_store::ObjectStoreScheme::Local, _)) => Backend::Local,
+        Ok((object_store::ObjectStoreScheme::AmazonS3, _)) => Backend::S3,
+        Ok((object_store::ObjectStoreScheme::MicrosoftAzure, _)) => Backend::Azure,
+        _ => {
+            return Err(Error::config(
+                pipeline.file.display(),
+                format!(
+                    "key `storage.root`: `{}` is not a supported lake root; use a local path, \
+                     file://, s3://bucket/prefix, az://container/prefix or \
+                     abfss://container@account.dfs.core.windows.net/prefix",
+                    redact(&root)
+                ),
+            ))
+        }
+    };
+    let options = normalize_options(pipeline, backend)?;
+    Ok((root, backend, options))
+}
+
+/// Creates a local lake directory and returns its canonical URL.
+fn local_root(pipeline: &Pipeline, root: &Url) -> Result<Url> {
+    let path = root
+        .to_file_path()
+        .map_err(|_| Error::Internal(format!("bad local root {root}")))?;
+    std::fs::create_dir_all(&path).map_err(|e| Error::Storage {
+        url: path.display().to_string(),
+        message: format!("cannot create the local lake directory: {e}"),
+        retryable: false,
+    })?;
+    let path = std::fs::canonicalize(&path)?;
+    Url::from_directory_path(&path)
+        .map(ensure_dir_url)
+        .map_err(|_| {
+            Error::config(
+                pipeline.file.display(),
+                format!(
+                    "key `storage.root`: `{}` is not a valid path",
+                    path.display()
+                ),
+            )
+        })
+}
+
+/// Registers delta-rs's S3 and Azure log stores once per process.
+fn register_delta_handlers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        deltalake::aws::register_handlers(None);
+        deltalake::azure::register_handlers(None);
+    });
+}
+
+/// Checks `[storage.options]` for the root's backend and turns Smelter's short names into the
+/// object-store keys. Secrets are refused: they come from the environment only.
+fn normalize_options(pipeline: &Pipeline, backend: Backend) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    let mut problems = Vec::new();
+    for (key, value) in &pipeline.storage.options {
+        let k = key.to_ascii_lowercase();
+        let bad = |what: &str| format!("key `storage.options.{key}`: {what}");
+        if RETRY_KEYS.contains(&k.as_str()) {
+            out.insert(k, value.clone());
+            continue;
+        }
+        match backend {
+            Backend::Local => problems.push(bad("a local lake takes no storage options")),
+            Backend::S3 => {
+                let (k, value) = match k.as_str() {
+                    "path_style" => (
+                        "aws_virtual_hosted_style_request".to_string(),
+                        (!is_truthy(value)).to_string(),
+                    ),
+                    _ => (k, value.clone()),
+                };
+                match k.parse::<AmazonS3ConfigKey>() {
+                    Ok(
+                        AmazonS3ConfigKey::AccessKeyId
+                        | AmazonS3ConfigKey::SecretAccessKey
+                        | AmazonS3ConfigKey::Token,
+                    ) => problems.push(bad(
+                        "credentials never go in the pipeline file; set AWS_ACCESS_KEY_ID, \
+                         AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN in the environment",
+                    )),
+                    Ok(parsed) => {
+                        out.insert(parsed.as_ref().to_string(), value);
+                    }
+                    Err(_) => problems.push(bad(
+                        "unknown S3 option; valid: endpoint, region, allow_http, path_style, \
+                         timeout, connect_timeout, max_retries, retry_timeout, or any aws_* key",
+                    )),
+                }
+            }
+            Backend::Azure => match k.parse::<AzureConfigKey>() {
+                Ok(
+                    AzureConfigKey::AccessKey
+                    | AzureConfigKey::SasKey
+                    | AzureConfigKey::ClientSecret
+                    | AzureConfigKey::Token,
+                ) => problems.push(bad(
+                    "credentials never go in the pipeline file; set AZURE_STORAGE_ACCOUNT_KEY, \
+                     AZURE_STORAGE_SAS_TOKEN or AZURE_CLIENT_SECRET in the environment",
+                )),
+                Ok(parsed) => {
+                    out.insert(parsed.as_ref().to_string(), value.clone());
+                }
+                Err(_) => problems.push(bad(
+                    "unknown Azure option; valid: use_emulator, endpoint, account_name, \
+                     allow_http, timeout, connect_timeout, max_retries, retry_timeout, or any \
+                     azure_* key",
+                )),
+            },
+        }
+    }
+    if let Err(e) = retry_config(&out) {
+        problems.push(format!("key `storage.options`: {e}"));
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::config(pipeline.file.display(), problems.join("; ")))
+    }
+}
+
+fn is_truthy(v: &str) -> bool {
+    matches!(
+        v.to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on" | "y"
+    )
+}
+
+/// The client retry policy: object_store's backoff, bounded by `max_retries` (default 10) and
+/// `retry_timeout` (default 180s), with `init_backoff`/`max_backoff` overrides.
+fn retry_config(options: &HashMap<String, String>) -> std::result::Result<RetryConfig, String> {
+    let mut retry = RetryConfig::default();
+    let duration = |k: &str| -> std::result::Result<Option<Duration>, String> {
+        options
+            .get(k)
+            .map(|v| {
+                humantime::parse_duration(v)
+                    .map_err(|_| format!("`{k}` = `{v}` is not a duration such as `30s`"))
+            })
+            .transpose()
+    };
+    if let Some(v) = options.get("max_retries") {
+        retry.max_retries = v
+            .parse()
+            .map_err(|_| format!("`max_retries` = `{v}` is not a whole number"))?;
+    }
+    if let Some(d) = duration("retry_timeout")? {
+        retry.retry_timeout = d;
+    }
+    if let Some(d) = duration("init_backoff")? {
+        retry.backoff.init_backoff = d;
+    }
+    if let Some(d) = duration("max_backoff")? {
+        retry.backoff.max_backoff = d;
+    }
+    Ok(retry)
+}
+
+/// Builds the one object store of the lake: the credentials from the environment, the options
+/// from the pipeline, and the retry policy.
+fn build_store(
+    root: &Url,
+    backend: Backend,
+    options: &HashMap<String, String>,
+) -> std::result::Result<Arc<dyn ObjectStore>, object_store::Error> {
+    let retry = retry_config(options).unwrap_or_default();
+    let settings = options
+        .iter()
+        .filter(|(k, _)| !RETRY_KEYS.contains(&k.as_str()));
+    Ok(match backend {
+        Backend::Local => Arc::new(object_store::local::LocalFileSystem::new()),
+        Backend::S3 => {
+            let builder = settings.fold(
+                AmazonS3Builder::from_env().with_url(root.as_str()),
+                |b, (k, v)| match k.parse() {
+                    Ok(key) => b.with_config(key, v),
+                    Err(_) => b,
+                },
+            );
+            Arc::new(builder.with_retry(retry).build()?)
+        }
+        Backend::Azure => {
+            let builder = settings.fold(
+                MicrosoftAzureBuilder::from_env().with_url(root.as_str()),
+                |b, (k, v)| match k.parse() {
+                    Ok(key) => b.with_config(key, v),
+                    Err(_) => b,
+                },
+            );
+            Arc::new(builder.with_retry(retry).build()?)
+        }
+    })
+}
+
+/// Environment variables whose values are secrets and must never reach output.
+const SECRET_VARS: [&str; 9] = [
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_SAS_KEY",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_STORAGE_TOKEN",
+    "DATAHUB_GMS_TOKEN",
+];
+
+/// Replaces every secret value from the environment (and any `sig=` SAS signature) in `text`
+/// with `***`. Every log line, error message and run-log entry goes through it.
+pub fn scrub(text: &str) -> String {
+    static SECRETS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let secrets = SECRETS.get_or_init(|| {
+        let mut v: Vec<String> = std::env::vars()
+            .filter(|(k, _)| {
+                SECRET_VARS.contains(&k.as_str())
+                    || k.ends_with("_PASSWORD")
+                    || k.ends_with("_SECRET")
+                    || k.ends_with("_TOKEN")
+            })
+            .map(|(_, v)| v)
+            .filter(|v| v.len() >= 6)
+            .collect();
+        v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        v
+    });
+    let mut out = text.to_string();
+    for s in secrets {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "***");
+        }
+    }
+    while let Some(i) = out
+        .find("sig=")
+        .filter(|i| !out[i + 4..].starts_with("***"))
+    {
+        let end = out[i + 4..]
+            .find(|c: char| c == '&' || c == ' ' || c == ')' || c == '"')
+            .map_or(out.len(), |e| i + 4 + e);
+        out.replace_range(i + 4..end, "***");
+    }
+    out
+}
+
+/// What kind of storage failure an object-store error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Credentials rejected: fatal.
+    Auth,
+    /// Access denied: fatal.
+    Denied,
+    /// Bucket, container or object missing: fatal.
+    Missing,
+    /// Anything else (5xx, timeouts, throttling, dropped connections) that outlasted the
+    /// client's retries: retryable.
+    Transient,
+}
+
+impl Fault {
+    /// Whether a later retry of the run may succeed.
+    pub fn retryable(self) -> bool {
+        self == Fault::Transient
+    }
+
+    /// What the user should check.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Fault::Auth => {
+                "the credentials were rejected; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or \
+                 AZURE_STORAGE_ACCOUNT_NAME/AZURE_STORAGE_ACCOUNT_KEY/AZURE_STORAGE_SAS_TOKEN"
+            }
+            Fault::Denied => {
+                "access was denied; check that the credentials may read and write this bucket or \
+                 container"
+            }
+            Fault::Missing => {
+                "not found; check that the bucket or container exists and that the endpoint and \
+                 storage root are right"
+            }
+            Fault::Transient => {
+                "the storage service kept failing after retries; check the endpoint and network, \
+                 then retry the run"
+            }
+        }
+    }
+}
+
+/// Classifies an object-store error. Service errors arrive as `Generic` with the HTTP status
+/// and the service's error code in the message, so those are read from the text.
+pub fn classify(e: &object_store::Error) -> Fault {
+    use object_store::Error as E;
+    match e {
+        E::Unauthenticated { .. } => Fault::Auth,
+        E::PermissionDenied { .. } => Fault::Denied,
+        E::NotFound { .. } => Fault::Missing,
+        _ => {
+            let text = e.to_string();
+            let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+            if has(&[
+                "401 Unauthorized",
+                "failed to authenticate",
+                "SignatureDoesNotMatch",
+                "InvalidAccessKeyId",
+                "AuthenticationFailed",
+                "ExpiredToken",
+                "InvalidToken",
+            ]) {
+                Fault::Auth
+            } else if has(&["403 Forbidden", "AccessDenied", "AuthorizationFailure"]) {
+                Fault::Denied
+            } else if has(&["NoSuchBucket", "ContainerNotFound", "ContainerBeingDeleted"]) {
+                Fault::Missing
+            } else {
+                Fault::Transient
+            }
+        }
+    }
+}
+
+/// A storage failure at `url`, classified by [`classify`], with what to check.
+pub fn store_error(url: &Url, e: object_store::Error) -> Error {
+    let fault = classify(&e);
+    Error::Storage {
+        url: redact(url),
+        message: format!("{}; {}", scrub(&e.to_string()), fault.hint()),
+        retryable: fault.retryable(),
+    }
 }

@@ -12,6 +12,7 @@ use deltalake::kernel::Transaction;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
+use object_store::ObjectStore;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use url::Url;
@@ -19,11 +20,12 @@ use url::Url;
 use super::{TableFormat, WriteMetrics, WriteMode, WriteRequest};
 use crate::config::{Compression, Pipeline};
 use crate::error::{Error, Result};
-use crate::storage::{redact, Lake};
+use crate::storage::Lake;
 
 /// Delta Lake table format.
 #[derive(Debug)]
 pub struct Delta {
+    store: Arc<dyn ObjectStore>,
     options: HashMap<String, String>,
     compression: Compression,
     target_file_size: u64,
@@ -33,6 +35,7 @@ impl Delta {
     /// Delta format for a pipeline's lake.
     pub fn new(pipeline: &Pipeline, lake: &Lake) -> Self {
         Delta {
+            store: lake.store(),
             options: lake.options().clone(),
             compression: pipeline.format.compression,
             target_file_size: pipeline.format.target_file_size,
@@ -47,6 +50,7 @@ impl Delta {
         }
         let mut table = deltalake::DeltaTableBuilder::from_url(url.clone())
             .map_err(|e| storage_error(url, e))?
+            .with_storage_backend(self.store.clone(), url.clone())
             .with_storage_options(self.options.clone())
             .build()
             .map_err(|e| storage_error(url, e))?;
@@ -87,15 +91,9 @@ impl Delta {
 
 fn storage_error(url: &Url, e: deltalake::DeltaTableError) -> Error {
     match e {
-        deltalake::DeltaTableError::ObjectStore { source } => Error::Storage {
-            url: redact(url),
-            retryable: !matches!(
-                source,
-                object_store::Error::PermissionDenied { .. }
-                    | object_store::Error::Unauthenticated { .. }
-            ),
-            message: format!("{source}; check the storage root, credentials and network"),
-        },
+        deltalake::DeltaTableError::ObjectStore { source } => {
+            crate::storage::store_error(url, source)
+        }
         other => Error::Delta(other),
     }
 }

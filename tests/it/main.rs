@@ -3,5 +3,7 @@
 
 mod cli_errors;
 mod lineage;
+mod proxy;
 mod runs;
+mod storage;
 mod support;

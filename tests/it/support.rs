@@ -70,17 +70,46 @@ impl Project {
 
     /// Runs `smelter <args...>` with the pipeline file substituted for `{p}`.
     pub fn smelter(&self, args: &[&str]) -> Output {
+        self.smelter_env(args, &[])
+    }
+
+    /// Like [`Project::smelter`], with extra environment variables.
+    pub fn smelter_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args, env).output().expect("run smelter")
+    }
+
+    /// The `smelter` command for `args` and `env`, not yet started.
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let p = self.pipeline();
         let args: Vec<String> = args
             .iter()
             .map(|a| a.replace("{p}", p.to_str().unwrap()))
             .collect();
-        Command::new(env!("CARGO_BIN_EXE_smelter"))
-            .args(&args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_smelter"));
+        cmd.args(&args)
             .env_remove("SMELTER_STORAGE_ROOT")
-            .env("RUST_LOG", "smelter=info")
-            .output()
-            .expect("run smelter")
+            .env("RUST_LOG", "smelter=info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Points the pipeline's `[storage]` at `root` with `[storage.options]`.
+    pub fn set_storage(&self, root: &str, options: &[(&str, &str)]) {
+        let toml = std::fs::read_to_string(self.pipeline()).unwrap();
+        let start = toml.find("[storage]").expect("a [storage] section");
+        let end = toml[start..]
+            .match_indices("\n[")
+            .map(|(i, _)| start + i + 1)
+            .find(|&i| !toml[i..].starts_with("[storage"))
+            .unwrap_or(toml.len());
+        let mut section = format!("[storage]\nroot = \"{root}\"\n[storage.options]\n");
+        for (k, v) in options {
+            section.push_str(&format!("{k} = \"{v}\"\n"));
+        }
+        let toml = format!("{}{section}\n{}", &toml[..start], &toml[end..]);
+        std::fs::write(self.pipeline(), toml).unwrap();
     }
 
     /// Runs and asserts success, returning stdout.
