@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 VENV="${SMELTER_VENV:-$ROOT/.venv}"
+TOOLS="${SMELTER_TOOLS:-$ROOT/.tools}"
 
 echo "==> Python venv ($VENV)"
 if [ ! -x "$VENV/bin/python" ]; then
@@ -22,6 +23,17 @@ fi
 "$DH_VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
 "$DH_VENV/bin/python" -m uv pip install --quiet --python "$DH_VENV/bin/python" -r tests/python/requirements-datahub.txt
 export DATAHUB_CLI="$DH_VENV/bin/datahub"
+
+echo "==> Storage emulators (Azurite, s3s-fs) in $TOOLS"
+if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
+  CARGO_TARGET_DIR="$TOOLS/build" cargo install --quiet --locked s3s-fs@0.14.1 --features binary --root "$TOOLS"
+fi
+if [ ! -x "$TOOLS/npm/node_modules/.bin/azurite-blob" ]; then
+  npm install --silent --no-audit --no-fund --prefix "$TOOLS/npm" azurite@3.35.0
+fi
+EMULATORS="$(mktemp -d)"
+trap 'python3 tests/support/emulators.py stop "$EMULATORS"; rm -rf "$EMULATORS"' EXIT
+eval "$(SMELTER_TOOLS="$TOOLS" python3 tests/support/emulators.py start "$EMULATORS")"
 
 echo "==> cargo build --release"
 cargo build --release --bins

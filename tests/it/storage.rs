@@ -382,6 +382,8 @@ async fn two_concurrent_writers_never_corrupt_a_table() {
                 &["run", "{p}", "--layer", "bronze", "--run-id", run_id],
                 &env,
             )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
         };
