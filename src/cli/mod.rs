@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand.
 
+pub mod lineage;
 pub mod plan;
 pub mod run;
 pub mod validate;
@@ -46,6 +47,9 @@ pub enum Command {
     },
     /// Show the models per layer, their dependencies and their run order.
     Plan(plan::PlanArgs),
+    /// Lineage commands.
+    #[command(subcommand)]
+    Lineage(lineage::LineageCommand),
 }
 
 /// Runs a parsed command.
@@ -54,6 +58,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Run(args) => run::execute(args, cli.log_format).await,
         Command::Validate { pipeline } => validate::execute(&pipeline).await,
         Command::Plan(args) => plan::execute(args).await,
+        Command::Lineage(cmd) => lineage::execute(cmd).await,
     }
 }
 

@@ -11,10 +11,9 @@ use tracing::info;
 
 use super::LogFormat;
 use crate::error::{Error, Result};
-use crate::layers::{run_layer, RunContext};
+use crate::layers::{run_layer, RunContext, Runtime};
 use crate::plan::{Layer, Plan, RunParams};
-use crate::state::{RunRecord, State};
-use crate::storage::Lake;
+use crate::state::RunRecord;
 
 /// Which layers to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,20 +70,13 @@ pub async fn execute(args: RunArgs, log_format: LogFormat) -> Result<()> {
         logical_date,
         run_id,
     };
-    let lake = Lake::open(&plan.pipeline)?;
-    let format = crate::table::for_pipeline(&plan.pipeline, &lake);
-    let ctx = crate::engine::session(&plan.pipeline, Some(&lake))?;
-    let state = State::new(&lake, format.clone(), ctx.clone());
+    let runtime = Runtime::open(&plan)?;
     let rc = RunContext {
-        plan: &plan,
-        lake: &lake,
-        format,
-        state: &state,
-        params: &params,
-        ctx,
         models: args.models.clone(),
         full_refresh: args.full_refresh,
+        ..runtime.context(&plan, &params)
     };
+    let lake = &runtime.lake;
     let layers: Vec<Layer> = match args.layer {
         LayerArg::Extract => vec![Layer::Extract],
         LayerArg::Bronze => vec![Layer::Bronze],

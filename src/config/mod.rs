@@ -150,6 +150,18 @@ pub struct Lineage {
     pub env: String,
     /// Directory for MCP files, if any.
     pub datahub_dir: Option<PathBuf>,
+    /// DataHub GMS base URL, if any.
+    pub datahub_rest: Option<url::Url>,
+    /// MCPs per REST request.
+    pub datahub_batch_size: usize,
+    /// Directory for OpenLineage JSON-lines files, if any.
+    pub openlineage_dir: Option<PathBuf>,
+    /// OpenLineage HTTP endpoint, if any.
+    pub openlineage_url: Option<url::Url>,
+    /// OpenLineage job namespace.
+    pub namespace: String,
+    /// Attempts per HTTP request.
+    pub retries: u32,
 }
 
 const SAMPLE_TABLES: &[&str] = &[
@@ -281,6 +293,41 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             lookback_seconds: t.lookback_seconds.unwrap_or(0),
             partitions: t.partitions.unwrap_or(1),
         });
+    }
+
+    // Lineage endpoints.
+    let mut endpoint = |key: &str, env: &str, raw_value: Option<&String>| {
+        let value = std::env::var(env)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| raw_value.cloned())?;
+        match url::Url::parse(&value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            _ => {
+                problem(
+                    key,
+                    format!("`{value}` is not an http(s) URL (env `{env}` overrides the key)"),
+                );
+                None
+            }
+        }
+    };
+    let datahub_rest = endpoint(
+        "lineage.datahub_rest",
+        "DATAHUB_GMS_URL",
+        raw.lineage.datahub_rest.as_ref(),
+    );
+    let openlineage_url = endpoint(
+        "lineage.openlineage_url",
+        "OPENLINEAGE_URL",
+        raw.lineage.openlineage_url.as_ref(),
+    );
+    let datahub_batch_size = raw.lineage.datahub_batch_size.unwrap_or(200);
+    if !(1..=200).contains(&datahub_batch_size) {
+        problem(
+            "lineage.datahub_batch_size",
+            format!("{datahub_batch_size} is out of range; use 1 to 200"),
+        );
     }
 
     // Storage.
@@ -417,6 +464,20 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
                 .datahub_file
                 .as_ref()
                 .map(|d| project_dir.join(d)),
+            datahub_rest,
+            datahub_batch_size,
+            openlineage_dir: raw
+                .lineage
+                .openlineage_file
+                .as_ref()
+                .map(|d| project_dir.join(d)),
+            openlineage_url,
+            namespace: raw
+                .lineage
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "smelter".into()),
+            retries: raw.lineage.retries.unwrap_or(5).max(1),
         },
     })
 }

@@ -170,4 +170,27 @@ pub struct LineageFile {
     /// `<dir>/<run_id>/<layer>.json`, the format `datahub ingest` and `datahub check metadata-file` read.
     #[serde(default)]
     pub datahub_file: Option<String>,
+    /// DataHub GMS base URL (e.g. `http://datahub-gms:8080`) to POST the MCPs to; env
+    /// `DATAHUB_GMS_URL` overrides it and `DATAHUB_GMS_TOKEN` holds the bearer token.
+    #[serde(default)]
+    pub datahub_rest: Option<String>,
+    /// MCPs per REST request (1 to 200, default 200); requests also stay under 15 MiB.
+    #[serde(default)]
+    pub datahub_batch_size: Option<usize>,
+    /// Directory (relative to the project root) where each layer run appends its OpenLineage
+    /// RunEvents as JSON lines: `<dir>/<run_id>/<layer>.jsonl`.
+    #[serde(default)]
+    pub openlineage_file: Option<String>,
+    /// OpenLineage HTTP endpoint the RunEvents are POSTed to (the full URL, e.g.
+    /// `http://marquez:5000/api/v1/lineage` or DataHub's `.../openapi/openlineage/api/v1/lineage`);
+    /// env `OPENLINEAGE_URL` overrides it and `OPENLINEAGE_API_KEY` holds the bearer token.
+    #[serde(default)]
+    pub openlineage_url: Option<String>,
+    /// OpenLineage job namespace (default `smelter`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Attempts per HTTP request on 429, 5xx or connection errors, with exponential backoff
+    /// (default 5).
+    #[serde(default)]
+    pub retries: Option<u32>,
 }

@@ -15,6 +15,48 @@ use crate::state::{now_us, RunRecord, State};
 use crate::storage::Lake;
 use crate::table::{TableFormat, WriteMetrics};
 
+/// The lake, table format, query session and state of one pipeline, opened once per command.
+pub struct Runtime {
+    /// The lake.
+    pub lake: Lake,
+    /// Table format.
+    pub format: Arc<dyn TableFormat>,
+    /// Query session.
+    pub ctx: SessionContext,
+    /// Run state.
+    pub state: State,
+}
+
+impl Runtime {
+    /// Opens the lake of `plan` and a session over it.
+    pub fn open(plan: &Plan) -> Result<Runtime> {
+        let lake = Lake::open(&plan.pipeline)?;
+        let format = crate::table::for_pipeline(&plan.pipeline, &lake);
+        let ctx = crate::engine::session(&plan.pipeline, Some(&lake))?;
+        let state = State::new(&lake, format.clone(), ctx.clone());
+        Ok(Runtime {
+            lake,
+            format,
+            ctx,
+            state,
+        })
+    }
+
+    /// A run context over this runtime.
+    pub fn context<'a>(&'a self, plan: &'a Plan, params: &'a RunParams) -> RunContext<'a> {
+        RunContext {
+            plan,
+            lake: &self.lake,
+            format: self.format.clone(),
+            state: &self.state,
+            params,
+            ctx: self.ctx.clone(),
+            models: None,
+            full_refresh: false,
+        }
+    }
+}
+
 /// Everything a layer run needs.
 pub struct RunContext<'a> {
     /// The plan.
@@ -95,6 +137,7 @@ impl RunContext<'_> {
 /// Runs one layer and records its steps in the run log.
 pub async fn run_layer(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> {
     let started_ms = chrono::Utc::now().timestamp_millis();
+    crate::lineage::emit::layer_started(rc, layer, started_ms).await;
     let result = run_steps(rc, layer).await;
     if !matches!(result, Err(Error::NothingToDo(_))) {
         crate::lineage::emit::layer_run(rc, layer, result.is_ok(), started_ms).await;

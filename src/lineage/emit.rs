@@ -1,45 +1,162 @@
-//! Emission of lineage after each layer run. A failure here never fails or rolls back the data
-//! write: it is logged as a warning.
+//! Emission of lineage for each layer run: DataHub MCPs (to a file and/or GMS over REST) and
+//! OpenLineage RunEvents (to a file and/or an HTTP collector). A failure here never fails or rolls
+//! back the data write: it is logged as a warning, and `smelter lineage emit` can send it again.
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
 use tracing::{info, warn};
 
 use super::datahub::{self, JobContext, Written};
+use super::openlineage::{self, Naming};
+use super::sink;
 use crate::error::Result;
 use crate::extract::sample::Sample;
 use crate::layers::RunContext;
 use crate::plan::{Layer, TableId};
 use crate::storage::sanitize;
 
-/// Emits the MCPs of one layer run (`ok` tells whether the layer succeeded).
-pub async fn layer_run(rc: &RunContext<'_>, layer: Layer, ok: bool, started_ms: i64) {
-    let Some(dir) = rc.plan.pipeline.lineage.datahub_dir.clone() else {
+/// Whether any lineage output is configured.
+fn enabled(rc: &RunContext<'_>) -> bool {
+    let l = &rc.plan.pipeline.lineage;
+    l.datahub_dir.is_some()
+        || l.datahub_rest.is_some()
+        || l.openlineage_dir.is_some()
+        || l.openlineage_url.is_some()
+}
+
+/// Emits the OpenLineage `START` event of a layer run to the HTTP collector, if one is set.
+pub async fn layer_started(rc: &RunContext<'_>, layer: Layer, started_ms: i64) {
+    let l = &rc.plan.pipeline.lineage;
+    let Some(url) = &l.openlineage_url else {
         return;
     };
-    match build(rc, layer, ok, started_ms).await {
-        Ok(mcps) => {
-            let dir = dir.join(sanitize(&rc.params.run_id));
-            let path = dir.join(format!("{layer}.json"));
-            let written = std::fs::create_dir_all(&dir).and_then(|_| {
-                std::fs::write(&path, serde_json::to_vec_pretty(&mcps).unwrap_or_default())
-            });
-            match written {
-                Ok(()) => {
-                    info!(layer = %layer, mcps = mcps.len(), file = %path.display(), "Wrote DataHub MCPs.")
-                }
-                Err(e) => {
-                    warn!(layer = %layer, file = %path.display(), error = %e, "Could not write DataHub MCPs; the data write stands.")
-                }
-            }
-        }
-        Err(e) => {
-            warn!(layer = %layer, error = %e, "Could not build lineage; the data write stands.")
-        }
+    let job = job_context(rc, layer, started_ms);
+    let start = openlineage::event(&job, &l.namespace, "START", started_ms, &[], &naming(rc));
+    if let Err(e) = sink::post(
+        url,
+        start.to_string().into_bytes(),
+        &[],
+        sink::OPENLINEAGE_TOKEN_ENV,
+        l.retries,
+    )
+    .await
+    {
+        warn!(layer = %layer, error = %e, "Could not send the OpenLineage START event; the run goes on.");
     }
 }
 
-fn job_context(rc: &RunContext<'_>, layer: Layer, started_ms: i64) -> JobContext {
+/// Emits the lineage of one finished layer run (`ok` tells whether it succeeded). Failures are
+/// warnings: the data write stands.
+pub async fn layer_run(rc: &RunContext<'_>, layer: Layer, ok: bool, started_ms: i64) {
+    if !enabled(rc) {
+        return;
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let written = if ok {
+        match datasets(rc, layer).await {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(layer = %layer, error = %e, "Could not build lineage; the data write stands.");
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let job = job_context(rc, layer, started_ms);
+    for problem in deliver(rc, &job, &written, ok, now, false).await {
+        warn!(layer = %layer, error = %problem, "Could not emit lineage; the data write stands.");
+    }
+}
+
+/// Sends the lineage of one layer run to every configured output; returns the problems.
+/// `with_start` also sends the OpenLineage `START` event over HTTP (for re-emission).
+pub async fn deliver(
+    rc: &RunContext<'_>,
+    job: &JobContext,
+    written: &[Written],
+    ok: bool,
+    ended_ms: i64,
+    with_start: bool,
+) -> Vec<String> {
+    let l = &rc.plan.pipeline.lineage;
+    let layer = &job.layer;
+    let run_dir = sanitize(&job.run_id);
+    let mut problems = Vec::new();
+
+    let mut mcps = datahub::run_event_mcps(job, None, job.started_ms);
+    mcps.extend(datahub::dataset_mcps(job, written, ended_ms));
+    mcps.extend(datahub::run_event_mcps(job, Some(ok), ended_ms));
+    if let Some(dir) = &l.datahub_dir {
+        let path = dir.join(&run_dir).join(format!("{layer}.json"));
+        let body = serde_json::to_vec_pretty(&mcps).unwrap_or_default();
+        match sink::write_file(&path, &body) {
+            Ok(()) => {
+                info!(layer = %layer, mcps = mcps.len(), file = %path.display(), "Wrote DataHub MCPs.")
+            }
+            Err(e) => problems.push(format!("{}: {e}", path.display())),
+        }
+    }
+    if let Some(gms) = &l.datahub_rest {
+        match sink::datahub_rest(gms, &mcps, l.datahub_batch_size, l.retries).await {
+            Ok(requests) => {
+                info!(layer = %layer, mcps = mcps.len(), requests, gms = %crate::storage::redact(gms), "Sent DataHub MCPs.")
+            }
+            Err(e) => problems.push(format!("DataHub REST: {e}")),
+        }
+    }
+
+    let naming = naming(rc);
+    let start = openlineage::event(job, &l.namespace, "START", job.started_ms, &[], &naming);
+    let end_type = if ok { "COMPLETE" } else { "FAIL" };
+    let end = openlineage::event(job, &l.namespace, end_type, ended_ms, written, &naming);
+    if let Some(dir) = &l.openlineage_dir {
+        let path = dir.join(&run_dir).join(format!("{layer}.jsonl"));
+        let body = format!("{start}\n{end}\n");
+        match sink::write_file(&path, body.as_bytes()) {
+            Ok(()) => info!(layer = %layer, file = %path.display(), "Wrote OpenLineage events."),
+            Err(e) => problems.push(format!("{}: {e}", path.display())),
+        }
+    }
+    if let Some(url) = &l.openlineage_url {
+        let events: Vec<&Value> = if with_start {
+            vec![&start, &end]
+        } else {
+            vec![&end]
+        };
+        for e in events {
+            if let Err(e) = sink::post(
+                url,
+                e.to_string().into_bytes(),
+                &[],
+                sink::OPENLINEAGE_TOKEN_ENV,
+                l.retries,
+            )
+            .await
+            {
+                problems.push(format!("OpenLineage: {e}"));
+                break;
+            }
+        }
+    }
+    problems
+}
+
+fn naming(rc: &RunContext<'_>) -> Naming {
+    let source = &rc.plan.pipeline.source;
+    Naming {
+        lake_root: rc.lake.root().clone(),
+        source_namespace: format!(
+            "{}://{}",
+            format!("{:?}", source.kind).to_lowercase(),
+            source.database
+        ),
+    }
+}
+
+/// The DataHub job context of a layer run (Airflow ids from the environment when set).
+pub fn job_context(rc: &RunContext<'_>, layer: Layer, started_ms: i64) -> JobContext {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     JobContext {
         env: rc.plan.pipeline.lineage.env.clone(),
@@ -59,15 +176,9 @@ fn lake_path(rc: &RunContext<'_>, id: &TableId) -> String {
     format!("{}/{}/{}", base.trim_matches('/'), id.layer, id.name)
 }
 
-async fn build(
-    rc: &RunContext<'_>,
-    layer: Layer,
-    ok: bool,
-    started_ms: i64,
-) -> Result<Vec<serde_json::Value>> {
-    let job = job_context(rc, layer, started_ms);
-    let env = &job.env;
-    let now = chrono::Utc::now().timestamp_millis();
+/// The datasets a successful layer run wrote, with their column lineage.
+pub async fn datasets(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<Written>> {
+    let env = &rc.plan.pipeline.lineage.env;
     let mut written = Vec::new();
     let source_urn = |object: &str| {
         datahub::mssql_urn(
@@ -75,7 +186,7 @@ async fn build(
             env,
         )
     };
-    if ok {
+    {
         match layer {
             Layer::Extract => {}
             Layer::Bronze => {
@@ -156,8 +267,5 @@ async fn build(
             }
         }
     }
-    let mut mcps = datahub::run_event_mcps(&job, None, started_ms);
-    mcps.extend(datahub::dataset_mcps(&job, &written, now));
-    mcps.extend(datahub::run_event_mcps(&job, Some(ok), now));
-    Ok(mcps)
+    Ok(written)
 }

@@ -8,6 +8,8 @@
 
 pub mod datahub;
 pub mod emit;
+pub mod openlineage;
+pub mod sink;
 
 use std::collections::{BTreeMap, BTreeSet};
 

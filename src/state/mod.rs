@@ -207,6 +207,73 @@ impl State {
     }
 }
 
+/// One layer of a recorded run, summarised from the run log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRun {
+    /// Layer name.
+    pub layer: String,
+    /// Logical date, days since the epoch.
+    pub logical_date: i32,
+    /// First step start, µs since the epoch.
+    pub started_us: i64,
+    /// Last step end, µs since the epoch.
+    pub ended_us: i64,
+}
+
+impl State {
+    /// The layers recorded in the run log for `run_id`, in the order they ran.
+    pub async fn layer_runs(&self, run_id: &str) -> Result<Vec<LayerRun>> {
+        let url = self.lake.state_url("runs");
+        let Some(provider) = self.format.provider(&self.ctx, &url).await? else {
+            return Ok(Vec::new());
+        };
+        let batches = self
+            .ctx
+            .read_table(provider)?
+            .filter(col("run_id").eq(lit(run_id)))?
+            .select(vec![
+                datafusion::logical_expr::cast(col("layer"), DataType::Utf8),
+                datafusion::logical_expr::cast(col("logical_date"), DataType::Int32),
+                datafusion::logical_expr::cast(col("started_at"), DataType::Int64),
+                col("duration_ms"),
+            ])?
+            .collect()
+            .await?;
+        let mut layers: Vec<LayerRun> = Vec::new();
+        for b in &batches {
+            let layer = b.column(0).as_any().downcast_ref::<StringArray>();
+            let date = b
+                .column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::Int32Array>();
+            let start = b.column(2).as_any().downcast_ref::<Int64Array>();
+            let dur = b.column(3).as_any().downcast_ref::<Int64Array>();
+            let (Some(layer), Some(date), Some(start), Some(dur)) = (layer, date, start, dur)
+            else {
+                return Err(Error::Internal("unexpected run-log column types".into()));
+            };
+            for i in 0..b.num_rows() {
+                let (name, s) = (layer.value(i), start.value(i));
+                let end = s + dur.value(i) * 1000;
+                match layers.iter_mut().find(|l| l.layer == name) {
+                    Some(l) => {
+                        l.started_us = l.started_us.min(s);
+                        l.ended_us = l.ended_us.max(end);
+                    }
+                    None => layers.push(LayerRun {
+                        layer: name.to_string(),
+                        logical_date: date.value(i),
+                        started_us: s,
+                        ended_us: end,
+                    }),
+                }
+            }
+        }
+        layers.sort_by_key(|l| l.started_us);
+        Ok(layers)
+    }
+}
+
 fn runs_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("run_id", DataType::Utf8, false),

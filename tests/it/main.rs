@@ -2,8 +2,9 @@
 //! (a copy of the demo SQL with a small scale factor) and reads the lake back with DataFusion.
 
 mod cli_errors;
+mod emit;
+mod http;
 mod lineage;
-mod proxy;
 mod runs;
 mod storage;
 mod support;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::process::Output;
 
-use crate::proxy::{FaultProxy, Rule};
+use crate::http::{FaultProxy, Rule};
 use crate::support::{code, stderr, Project};
 
 /// One emulator: the root URL prefix, pipeline options, and env vars (credentials) for runs.

@@ -1,0 +1,218 @@
+//! OpenLineage RunEvents (spec 2-0-2) for a layer run: `START` when the layer begins, `COMPLETE`
+//! or `FAIL` when it ends, with every written table as an output dataset carrying the `schema` and
+//! `columnLineage` facets, and the tables it read as inputs.
+//!
+//! Naming follows the OpenLineage conventions: lake tables are `(s3://bucket, prefix/layer/table)`,
+//! `(abfss://container@account..., path)` or `(file, /abs/path)`; source tables are
+//! `(<source type>://<database>, <db>.<schema>.<table>)`. The job is `<namespace>` /
+//! `<dag_id>.<task_id>` under Airflow, else `<pipeline>.<layer>`. The run id is a UUID derived from
+//! pipeline, layer and run id, so a re-emission describes the same run. With
+//! `OPENLINEAGE_PARENT_ID=<namespace>/<job>/<run uuid>` (as Airflow's OpenLineage provider passes
+//! it) the run carries a `parent` facet.
+
+use serde_json::{json, Value};
+use url::Url;
+
+use super::datahub::{JobContext, Written};
+use super::Kind;
+
+const SPEC: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent";
+const FACETS: &str = "https://openlineage.io/spec/facets";
+
+fn producer() -> String {
+    format!(
+        "https://github.com/smelter-etl/smelter/tree/v{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// How datasets are named: the lake root, and the namespace of the source database.
+#[derive(Debug, Clone)]
+pub struct Naming {
+    /// Lake root URL.
+    pub lake_root: Url,
+    /// Namespace of source tables, e.g. `mssql://sqlhost:1433` or `sample://LogisticsDB`.
+    pub source_namespace: String,
+}
+
+impl Naming {
+    /// `(namespace, name)` of a dataset given its DataHub URN.
+    pub fn dataset(&self, urn: &str) -> (String, String) {
+        let inner = urn
+            .strip_prefix("urn:li:dataset:(urn:li:dataPlatform:")
+            .and_then(|s| s.strip_suffix(')'))
+            .unwrap_or(urn);
+        let mut parts = inner.splitn(2, ',');
+        let platform = parts.next().unwrap_or_default();
+        let rest = parts.next().unwrap_or_default();
+        let name = rest.rsplit_once(',').map_or(rest, |(n, _)| n);
+        if platform == "mssql" {
+            return (self.source_namespace.clone(), name.to_string());
+        }
+        match self.lake_root.host_str().filter(|h| !h.is_empty()) {
+            Some(host) => {
+                let mut ns = format!("{}://{host}", self.lake_root.scheme());
+                if let Some(user) = Some(self.lake_root.username()).filter(|u| !u.is_empty()) {
+                    ns = format!("{}://{user}@{host}", self.lake_root.scheme());
+                }
+                let path = name.strip_prefix(host).unwrap_or(name);
+                (ns, path.trim_start_matches('/').to_string())
+            }
+            None => ("file".into(), format!("/{}", name.trim_start_matches('/'))),
+        }
+    }
+}
+
+/// A stable UUID for one layer run.
+pub fn run_uuid(job: &JobContext) -> String {
+    let key = format!("{}\u{1f}{}\u{1f}{}", job.pipeline, job.layer, job.run_id);
+    let fnv = |seed: u64| {
+        key.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&fnv(0xcbf2_9ce4_8422_2325).to_be_bytes());
+    bytes[8..].copy_from_slice(&fnv(0x8422_2325_cbf2_9ce4).to_be_bytes());
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+fn facet(path: &str, body: Value) -> Value {
+    let mut v = body;
+    v["_producer"] = json!(producer());
+    v["_schemaURL"] = json!(format!("{FACETS}/{path}"));
+    v
+}
+
+fn subtype(k: Kind) -> &'static str {
+    match k {
+        Kind::Identity => "IDENTITY",
+        Kind::Transform => "TRANSFORMATION",
+        Kind::Aggregate => "AGGREGATION",
+    }
+}
+
+/// The job name of a layer run.
+pub fn job_name(job: &JobContext) -> String {
+    match (&job.dag_id, &job.task_id) {
+        (Some(dag), Some(task)) => format!("{dag}.{task}"),
+        _ => format!("{}.{}", job.pipeline, job.layer),
+    }
+}
+
+/// One RunEvent: `event_type` is `START`, `COMPLETE` or `FAIL`.
+pub fn event(
+    job: &JobContext,
+    namespace: &str,
+    event_type: &str,
+    time_ms: i64,
+    written: &[Written],
+    naming: &Naming,
+) -> Value {
+    let time = chrono::DateTime::from_timestamp_millis(time_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut run_facets = json!({
+        "processing_engine": facet(
+            "1-1-1/ProcessingEngineRunFacet.json#/$defs/ProcessingEngineRunFacet",
+            json!({ "name": "smelter", "version": env!("CARGO_PKG_VERSION") }),
+        ),
+    });
+    if let Some((ns, name, run)) = std::env::var("OPENLINEAGE_PARENT_ID")
+        .ok()
+        .and_then(|p| parse_parent(&p))
+    {
+        run_facets["parent"] = facet(
+            "1-1-0/ParentRunFacet.json#/$defs/ParentRunFacet",
+            json!({ "job": { "namespace": ns, "name": name }, "run": { "runId": run } }),
+        );
+    }
+    let mut inputs: Vec<(String, String)> = written
+        .iter()
+        .flat_map(|w| w.upstreams.iter().map(|u| naming.dataset(u)))
+        .collect();
+    inputs.sort();
+    inputs.dedup();
+    let outputs: Vec<Value> = written
+        .iter()
+        .map(|w| {
+            let (ns, name) = naming.dataset(&w.urn);
+            let fields: Vec<Value> = w
+                .schema
+                .fields()
+                .iter()
+                .map(|f| json!({ "name": f.name(), "type": f.data_type().to_string() }))
+                .collect();
+            let lineage: serde_json::Map<String, Value> = w
+                .columns
+                .iter()
+                .filter(|(_, inputs)| !inputs.is_empty())
+                .map(|(col, inputs)| {
+                    let input_fields: Vec<Value> = inputs
+                        .iter()
+                        .map(|(urn, field, kind)| {
+                            let (ns, name) = naming.dataset(urn);
+                            json!({
+                                "namespace": ns,
+                                "name": name,
+                                "field": field,
+                                "transformations": [{
+                                    "type": "DIRECT",
+                                    "subtype": subtype(*kind),
+                                    "description": "",
+                                    "masking": false,
+                                }],
+                            })
+                        })
+                        .collect();
+                    (col.clone(), json!({ "inputFields": input_fields }))
+                })
+                .collect();
+            let mut facets = json!({
+                "schema": facet(
+                    "1-1-1/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet",
+                    json!({ "fields": fields }),
+                ),
+            });
+            if !lineage.is_empty() {
+                facets["columnLineage"] = facet(
+                    "1-2-0/ColumnLineageDatasetFacet.json#/$defs/ColumnLineageDatasetFacet",
+                    json!({ "fields": lineage }),
+                );
+            }
+            json!({ "namespace": ns, "name": name, "facets": facets })
+        })
+        .collect();
+    json!({
+        "eventType": event_type,
+        "eventTime": time,
+        "producer": producer(),
+        "schemaURL": SPEC,
+        "run": { "runId": run_uuid(job), "facets": run_facets },
+        "job": {
+            "namespace": namespace,
+            "name": job_name(job),
+            "facets": {
+                "jobType": facet(
+                    "2-0-3/JobTypeJobFacet.json#/$defs/JobTypeJobFacet",
+                    json!({ "processingType": "BATCH", "integration": "SMELTER", "jobType": "TASK" }),
+                ),
+            },
+        },
+        "inputs": inputs
+            .into_iter()
+            .map(|(ns, name)| json!({ "namespace": ns, "name": name }))
+            .collect::<Vec<_>>(),
+        "outputs": outputs,
+    })
+}
+
+/// `namespace/job/run-uuid` (the job name may itself contain `/`).
+fn parse_parent(p: &str) -> Option<(String, String, String)> {
+    let (ns, rest) = p.split_once('/')?;
+    let (job, run) = rest.rsplit_once('/')?;
+    uuid::Uuid::parse_str(run).ok()?;
+    Some((ns.to_string(), job.to_string(), run.to_string()))
+}
