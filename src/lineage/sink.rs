@@ -140,3 +140,29 @@ pub async fn post(
     }
     Err(format!("{last} (after {attempts} attempts)"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_count_and_byte_limits_and_keep_order() {
+        let mcps: Vec<Value> = (0..10).map(|i| json!({ "n": i, "pad": "x".repeat(90) })).collect();
+        let one = mcps[0].to_string().len() + 1;
+        let by_count = batches(mcps.clone(), 4, usize::MAX);
+        assert_eq!(by_count.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 2]);
+        let by_bytes = batches(mcps.clone(), 200, one * 3);
+        assert_eq!(by_bytes.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        let flat: Vec<Value> = by_bytes.into_iter().flatten().collect();
+        assert_eq!(flat, mcps);
+    }
+
+    #[test]
+    fn rest_proposals_carry_the_aspect_as_a_json_string() {
+        let mcp = json!({ "entityUrn": "urn:li:x", "aspect": { "json": { "a": 1 } } });
+        let p = rest_proposal(&mcp);
+        assert_eq!(p["aspect"]["contentType"], "application/json");
+        assert_eq!(p["aspect"]["value"], "{\"a\":1}");
+        assert_eq!(p["entityUrn"], "urn:li:x");
+    }
+}

@@ -413,7 +413,7 @@ pub fn scrub(text: &str) -> String {
         .filter(|i| !out[i + 4..].starts_with("***"))
     {
         let end = out[i + 4..]
-            .find(|c: char| c == '&' || c == ' ' || c == ')' || c == '"')
+            .find(['&', ' ', ')', '"'])
             .map_or(out.len(), |e| i + 4 + e);
         out.replace_range(i + 4..end, "***");
     }
@@ -502,5 +502,31 @@ pub fn store_error(url: &Url, e: object_store::Error) -> Error {
         url: redact(url),
         message: format!("{}; {}", scrub(&e.to_string()), fault.hint()),
         retryable: fault.retryable(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_hides_sas_signatures() {
+        let text = "GET http://h/c/b?sv=2021&sig=abc%2Bdef&se=1 failed; again sig=zzz";
+        let out = scrub(text);
+        assert!(!out.contains("abc%2Bdef") && !out.contains("zzz"), "{out}");
+        assert!(out.contains("sig=***&se=1"), "{out}");
+    }
+
+    #[test]
+    fn classify_reads_service_error_codes() {
+        let generic = |msg: &str| object_store::Error::Generic {
+            store: "S3",
+            source: msg.to_string().into(),
+        };
+        assert_eq!(classify(&generic("403 Forbidden: SignatureDoesNotMatch")), Fault::Auth);
+        assert_eq!(classify(&generic("404 Not Found: NoSuchBucket")), Fault::Missing);
+        assert_eq!(classify(&generic("403 Forbidden: AccessDenied")), Fault::Denied);
+        assert_eq!(classify(&generic("503 Service Unavailable")), Fault::Transient);
+        assert!(classify(&generic("connection reset")).retryable());
     }
 }
