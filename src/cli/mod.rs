@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand.
 
 pub mod plan;
+pub mod profile;
 pub mod run;
 pub mod validate;
 
@@ -46,6 +47,8 @@ pub enum Command {
     },
     /// Show the models per layer, their dependencies and their run order.
     Plan(plan::PlanArgs),
+    /// Profile the current version of lake tables (with drift against the last stored profile).
+    Profile(profile::ProfileArgs),
 }
 
 /// Runs a parsed command.
@@ -54,6 +57,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Run(args) => run::execute(args, cli.log_format).await,
         Command::Validate { pipeline } => validate::execute(&pipeline).await,
         Command::Plan(args) => plan::execute(args).await,
+        Command::Profile(args) => profile::execute(args).await,
     }
 }
 
