@@ -207,8 +207,8 @@ pub async fn profile_dataframe(
             distinct_count: distinct,
             distinct_proportion: distinct.map(|d| ratio(d, rows)),
             distinct_exact: false,
-            min: min_s.as_ref().map(ToString::to_string),
-            max: max_s.as_ref().map(ToString::to_string),
+            min: row.text(&format!("c{i}_min")),
+            max: row.text(&format!("c{i}_max")),
             min_value: min_s.as_ref().filter(|_| numeric).and_then(scalar_number),
             max_value: max_s.as_ref().filter(|_| numeric).and_then(scalar_number),
             mean: row.f64(&format!("c{i}_mean")),
@@ -408,6 +408,15 @@ impl<'a> One<'a> {
         ScalarValue::try_from_array(arr, 0)
             .ok()
             .filter(|v| !v.is_null())
+    }
+
+    /// The value as Arrow displays it (decimals with their scale, ISO timestamps).
+    fn text(&self, name: &str) -> Option<String> {
+        let arr = self.batch?.column_by_name(name)?;
+        if arr.is_null(0) {
+            return None;
+        }
+        arrow::util::display::array_value_to_string(arr, 0).ok()
     }
 
     fn f64(&self, name: &str) -> Option<f64> {

@@ -164,7 +164,8 @@ fn column_card(h: &mut String, p: &TableProfile, c: &ColumnProfile) {
     if let Some(hist) = &c.histogram {
         histogram_svg(h, hist, c);
     }
-    if !c.top_k.is_empty() {
+    // Top values only say something when a value repeats.
+    if c.top_k.first().is_some_and(|v| v.count > 1) {
         top_svg(h, c);
     }
     h.push_str("</div>");

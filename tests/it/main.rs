@@ -3,5 +3,6 @@
 
 mod cli_errors;
 mod lineage;
+mod profile;
 mod runs;
 mod support;
