@@ -2,8 +2,8 @@
 //!
 //! 1. **Aggregate pass** (one `SELECT agg, agg, ... FROM t`): row count; per column the non-NULL
 //!    count, `approx_distinct` (HyperLogLog with 2^14 registers: standard error about 0.8 %),
-//!    min and max; for numeric columns mean, sample stddev and `approx_percentile_cont`
-//!    (t-digest) for p05, p25, p50, p75 and p95; for strings min, max and mean character length.
+//!    min and max; for numeric columns mean, sample stddev and p05, p25, p50, p75 and p95 from one
+//!    t-digest per column ([`super::sketch`]); for strings min, max and mean character length.
 //! 2. **Grouping pass** (one `GROUP BY GROUPING SETS ((k1), (k2), ...)`, a single scan): an
 //!    equal-width histogram bucket for every numeric and temporal column (edges from pass 1's min and
 //!    max), and the value itself for every column whose approximate distinct count is at most
@@ -21,9 +21,7 @@ use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::ScalarValue;
 use datafusion::functions::expr_fn::{character_length, coalesce, floor, random};
-use datafusion::functions_aggregate::expr_fn::{
-    approx_distinct, approx_percentile_cont, avg, count, max, min, stddev,
-};
+use datafusion::functions_aggregate::expr_fn::{approx_distinct, avg, count, max, min, stddev};
 use datafusion::logical_expr::{cast, lit, when, Expr, GroupingSet};
 use datafusion::prelude::DataFrame;
 
@@ -159,12 +157,7 @@ pub async fn profile_dataframe(
                 let x = as_number(c.clone(), dt);
                 aggs.push(avg(x.clone()).alias(format!("c{i}_mean")));
                 aggs.push(stddev(x.clone()).alias(format!("c{i}_stddev")));
-                for (q, p) in QUANTILES.iter().enumerate() {
-                    aggs.push(
-                        approx_percentile_cont(x.clone().sort(true, false), lit(*p), None)
-                            .alias(format!("c{i}_q{q}")),
-                    );
-                }
+                aggs.push(super::sketch::quantiles(x).alias(format!("c{i}_q")));
             }
             ColumnKind::String => {
                 let len = cast(character_length(c.clone()), DataType::Int64);
@@ -189,12 +182,11 @@ pub async fn profile_dataframe(
         let numeric = matches!(kind, ColumnKind::Numeric | ColumnKind::Temporal);
         let quantiles: Vec<Quantile> = QUANTILES
             .iter()
-            .enumerate()
-            .filter_map(|(q, p)| {
-                row.f64(&format!("c{i}_q{q}")).map(|value| Quantile {
-                    quantile: *p,
-                    value,
-                })
+            .zip(row.floats(&format!("c{i}_q")))
+            .filter(|(_, v)| v.is_finite())
+            .map(|(q, value)| Quantile {
+                quantile: *q,
+                value,
             })
             .collect();
         let distinct = row.u64(&format!("c{i}_distinct"));
@@ -408,6 +400,25 @@ impl<'a> One<'a> {
         ScalarValue::try_from_array(arr, 0)
             .ok()
             .filter(|v| !v.is_null())
+    }
+
+    /// The values of a `List<Float64>` result (empty when NULL).
+    fn floats(&self, name: &str) -> Vec<f64> {
+        let Some(arr) = self.batch.and_then(|b| b.column_by_name(name)) else {
+            return Vec::new();
+        };
+        let Some(list) = arr.as_any().downcast_ref::<arrow::array::ListArray>() else {
+            return Vec::new();
+        };
+        if list.is_null(0) {
+            return Vec::new();
+        }
+        let values = list.value(0);
+        values
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .map(|a| a.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+            .unwrap_or_default()
     }
 
     /// The value as Arrow displays it (decimals with their scale, ISO timestamps).

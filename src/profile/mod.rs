@@ -19,6 +19,7 @@ pub mod compute;
 pub mod drift;
 pub mod history;
 pub mod html;
+pub mod sketch;
 
 use std::sync::Arc;
 
