@@ -113,7 +113,7 @@ def main() -> int:
     if not (table / "_delta_log").exists():
         print(f"generating {args.rows:,} rows x 20 columns into {table} ...", flush=True)
         con = duckdb.connect()
-        reader = con.execute(generate_sql(args.rows)).fetch_record_batch(1_000_000)
+        reader = con.sql(generate_sql(args.rows)).to_arrow_reader(1_000_000)
         write_deltalake(str(table), reader)
         con.close()
     files = sorted(str(p) for p in table.glob("*.parquet"))

@@ -4,11 +4,12 @@
 //!    count, `approx_distinct` (HyperLogLog with 2^14 registers: standard error about 0.8 %),
 //!    min and max; for numeric columns mean, sample stddev and p05, p25, p50, p75 and p95 from one
 //!    t-digest per column ([`super::sketch`]); for strings min, max and mean character length.
-//! 2. **Grouping pass** (one `GROUP BY GROUPING SETS ((k1), (k2), ...)`, a single scan): an
-//!    equal-width histogram bucket for every numeric and temporal column (edges from pass 1's min and
-//!    max), and the value itself for every column whose approximate distinct count is at most
-//!    `exact_distinct_max`, which gives those columns an exact distinct count and exact top-k
-//!    frequencies. Columns above the threshold keep the HyperLogLog count and get no top-k.
+//! 2. **Grouping pass** (one `GROUP BY GROUPING SETS ((k1), (k2), ...)`, a single scan): the value
+//!    itself for every column whose approximate distinct count is at most `exact_distinct_max`,
+//!    which gives those columns an exact distinct count, exact top-k frequencies and (numeric and
+//!    temporal ones) an exact histogram from the value counts; and an equal-width histogram bucket
+//!    (edges from pass 1's min and max) for every other numeric and temporal column. Columns above
+//!    the threshold keep the HyperLogLog count and get no top-k.
 //!
 //! The second pass needs pass 1's min and max (histogram edges) and cardinalities (which columns
 //! are cheap to group), so two scans is the least this design can do with DataFusion's built-in
@@ -17,10 +18,10 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::ScalarValue;
-use datafusion::functions::expr_fn::{character_length, coalesce, floor, random};
+use datafusion::functions::expr_fn::{character_length, floor, random};
 use datafusion::functions_aggregate::expr_fn::{approx_distinct, avg, count, max, min, stddev};
 use datafusion::logical_expr::{cast, lit, when, Expr, GroupingSet};
 use datafusion::prelude::DataFrame;
@@ -30,9 +31,6 @@ use crate::error::{Error, Result};
 
 /// The quantiles every numeric column gets.
 pub const QUANTILES: [f64; 5] = [0.05, 0.25, 0.5, 0.75, 0.95];
-
-/// Marks the NULL group in the grouping pass (NULLs are counted by pass 1).
-const NULL_KEY: &str = "\u{0}null";
 
 /// What to compute.
 #[derive(Debug, Clone)]
@@ -218,14 +216,23 @@ pub async fn profile_dataframe(
         });
     }
 
-    // Pass 2: histograms, exact distinct counts and top-k in one GROUPING SETS scan.
-    let mut keys: Vec<(usize, bool, Expr)> = Vec::new(); // (column, is_histogram, key expr)
+    // Pass 2: one GROUPING SETS scan. A low-cardinality column is grouped by its own value (exact
+    // distinct count, top-k, and for numeric/temporal columns the histogram from the value counts);
+    // any other numeric/temporal column is grouped by its histogram bucket. Each result row
+    // belongs to the one set whose key is not NULL; NULL groups are skipped (pass 1 counted them).
     let bins = options.histogram_bins;
+    let mut keys: Vec<(usize, bool, Expr)> = Vec::new(); // (column, is_histogram, key expr)
     for (i, (f, p)) in fields.iter().zip(&columns).enumerate() {
-        if bins > 0 {
+        let small = p
+            .distinct_count
+            .is_some_and(|d| d <= options.exact_distinct_max);
+        if small && p.kind != ColumnKind::Other {
+            keys.push((i, false, column(f.name())));
+        } else if bins > 0 {
             if let (Some(lo), Some(hi)) = (p.min_value, p.max_value) {
                 let x = as_number(column(f.name()), f.data_type());
-                let bucket = if hi > lo {
+                // The same bucketing as `bucket` below.
+                let key = if hi > lo {
                     let width = (hi - lo) / bins as f64;
                     when(x.clone().lt_eq(lit(lo)), lit(0i64))
                         .when(x.clone().gt_eq(lit(hi)), lit(bins as i64 - 1))
@@ -234,17 +241,10 @@ pub async fn profile_dataframe(
                             DataType::Int64,
                         ))?
                 } else {
-                    when(x.clone().is_not_null(), lit(0i64)).end()?
+                    when(x.is_not_null(), lit(0i64)).end()?
                 };
-                keys.push((i, true, coalesce(vec![bucket, lit(-1i64)])));
+                keys.push((i, true, key));
             }
-        }
-        let small = p
-            .distinct_count
-            .is_some_and(|d| d <= options.exact_distinct_max);
-        if small && p.kind != ColumnKind::Other {
-            let v = cast(column(f.name()), DataType::Utf8);
-            keys.push((i, false, coalesce(vec![v, lit(NULL_KEY)])));
         }
     }
     let mut scans = 1;
@@ -266,7 +266,8 @@ pub async fn profile_dataframe(
             .collect()
             .await?;
         let mut hist: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
-        let mut values: BTreeMap<usize, Vec<ValueFrequency>> = BTreeMap::new();
+        // Per value column: (value as text, count, value as a number).
+        let mut values: BTreeMap<usize, Vec<(String, u64, Option<f64>)>> = BTreeMap::new();
         for b in &batches {
             let n = b
                 .column_by_name("n")
@@ -288,26 +289,22 @@ pub async fn profile_dataframe(
                         .downcast_ref::<Int64Array>()
                         .ok_or_else(|| Error::Internal("bucket is not int64".into()))?;
                     let counts = hist.entry(*i).or_insert_with(|| vec![0; bins]);
-                    for r in 0..b.num_rows() {
-                        if arr.is_valid(r) && arr.value(r) >= 0 {
-                            let bucket = (arr.value(r) as usize).min(bins - 1);
-                            counts[bucket] += n.value(r) as u64;
-                        }
+                    for r in (0..b.num_rows()).filter(|r| arr.is_valid(*r)) {
+                        let bucket = (arr.value(r).max(0) as usize).min(bins - 1);
+                        counts[bucket] += n.value(r) as u64;
                     }
                 } else {
-                    let arr = arrow::compute::cast(arr, &DataType::Utf8)?;
-                    let arr = arr
-                        .as_any()
-                        .downcast_ref::<StringArray>()
-                        .ok_or_else(|| Error::Internal("value is not a string".into()))?;
+                    let numeric =
+                        matches!(columns[*i].kind, ColumnKind::Numeric | ColumnKind::Temporal);
                     let list = values.entry(*i).or_default();
-                    for r in 0..b.num_rows() {
-                        if arr.is_valid(r) && arr.value(r) != NULL_KEY {
-                            list.push(ValueFrequency {
-                                value: arr.value(r).to_string(),
-                                count: n.value(r) as u64,
-                            });
-                        }
+                    for r in (0..b.num_rows()).filter(|r| arr.is_valid(*r)) {
+                        let text = arrow::util::display::array_value_to_string(arr, r)?;
+                        let number = if numeric {
+                            scalar_number(&ScalarValue::try_from_array(arr, r)?)
+                        } else {
+                            None
+                        };
+                        list.push((text, n.value(r) as u64, number));
                     }
                 }
             }
@@ -315,20 +312,37 @@ pub async fn profile_dataframe(
         for (i, counts) in hist {
             let p = &mut columns[i];
             if let (Some(lo), Some(hi)) = (p.min_value, p.max_value) {
-                let width = (hi - lo) / bins as f64;
-                let edges = (0..=bins).map(|b| lo + width * b as f64).collect();
-                p.histogram = Some(Histogram { edges, counts });
+                p.histogram = Some(Histogram {
+                    edges: edges(lo, hi, bins),
+                    counts,
+                });
             }
         }
-        for (k, _, _) in keys.iter().filter(|(_, h, _)| !h) {
-            let p = &mut columns[*k];
-            let mut list = values.remove(k).unwrap_or_default();
+        for (i, _, _) in keys.iter().filter(|(_, h, _)| !h) {
+            let p = &mut columns[*i];
+            let list = values.remove(i).unwrap_or_default();
+            if let (Some(lo), Some(hi), true) = (p.min_value, p.max_value, bins > 0) {
+                let mut counts = vec![0u64; bins];
+                for (_, count, number) in &list {
+                    if let Some(v) = number {
+                        counts[bucket(*v, lo, hi, bins)] += count;
+                    }
+                }
+                p.histogram = Some(Histogram {
+                    edges: edges(lo, hi, bins),
+                    counts,
+                });
+            }
             p.distinct_count = Some(list.len() as u64);
             p.distinct_proportion = Some(ratio(list.len() as u64, rows));
             p.distinct_exact = true;
-            list.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
-            list.truncate(options.top_k);
-            p.top_k = list;
+            let mut top: Vec<ValueFrequency> = list
+                .into_iter()
+                .map(|(value, count, _)| ValueFrequency { value, count })
+                .collect();
+            top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+            top.truncate(options.top_k);
+            p.top_k = top;
         }
     }
     if rows == 0 {
@@ -353,6 +367,24 @@ pub async fn profile_dataframe(
         columns,
         drift: Vec::new(),
     })
+}
+
+/// Equal-width bucket edges over `[lo, hi]`.
+fn edges(lo: f64, hi: f64, bins: usize) -> Vec<f64> {
+    let width = (hi - lo) / bins as f64;
+    (0..=bins).map(|b| lo + width * b as f64).collect()
+}
+
+/// The bucket of `v`: the last bucket is closed, values outside `[lo, hi]` are clamped (the same
+/// rule as the SQL bucket expression of the grouping pass).
+fn bucket(v: f64, lo: f64, hi: f64, bins: usize) -> usize {
+    if v <= lo || hi <= lo {
+        0
+    } else if v >= hi {
+        bins - 1
+    } else {
+        (((v - lo) / ((hi - lo) / bins as f64)).floor() as usize).min(bins - 1)
+    }
 }
 
 fn ratio(part: u64, whole: u64) -> f64 {
