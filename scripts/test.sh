@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (Python venv with independent readers and
-# Airflow), builds the release binary, and runs the Rust and Python test suites.
+# Airflow, Chromium for the report screenshots), builds the release binary, and runs the Rust and Python test suites.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -23,6 +23,9 @@ fi
 "$DH_VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
 "$DH_VENV/bin/python" -m uv pip install --quiet --python "$DH_VENV/bin/python" -r tests/python/requirements-datahub.txt
 export DATAHUB_CLI="$DH_VENV/bin/datahub"
+
+echo "==> Chromium (renders the HTML profile report in tests/python/test_profile_report.py)"
+command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 echo "==> Storage emulators (Azurite, s3s-fs) in $TOOLS"
 if [ ! -x "$TOOLS/bin/s3s-fs" ]; then

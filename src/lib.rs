@@ -12,6 +12,7 @@ pub mod extract;
 pub mod layers;
 pub mod lineage;
 pub mod plan;
+pub mod profile;
 pub mod quality;
 pub mod state;
 pub mod storage;

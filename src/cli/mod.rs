@@ -2,6 +2,7 @@
 
 pub mod lineage;
 pub mod plan;
+pub mod profile;
 pub mod run;
 pub mod validate;
 
@@ -50,6 +51,8 @@ pub enum Command {
     /// Lineage commands.
     #[command(subcommand)]
     Lineage(lineage::LineageCommand),
+    /// Profile the current version of lake tables (with drift against the last stored profile).
+    Profile(profile::ProfileArgs),
 }
 
 /// Runs a parsed command.
@@ -59,6 +62,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Validate { pipeline } => validate::execute(&pipeline).await,
         Command::Plan(args) => plan::execute(args).await,
         Command::Lineage(cmd) => lineage::execute(cmd).await,
+        Command::Profile(args) => profile::execute(args).await,
     }
 }
 

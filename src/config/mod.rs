@@ -141,6 +141,191 @@ pub struct Pipeline {
     pub schedules: Vec<Schedule>,
     /// Lineage settings.
     pub lineage: Lineage,
+    /// Profiling settings.
+    pub profile: ProfileSettings,
+}
+
+/// How tables are profiled after each write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileMode {
+    /// Every row.
+    Full,
+    /// A random sample of about `sample_rows` rows when the table is larger.
+    Sample,
+    /// No profiling.
+    Off,
+}
+
+/// What a drift breach does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftAction {
+    /// Log and record.
+    Warn,
+    /// Exit 3 (the table stays written).
+    Fail,
+}
+
+/// The measures drift is checked on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftMetric {
+    /// Row-count change, percent.
+    RowCountChangePct,
+    /// Null-proportion change, percentage points.
+    NullRateChangePp,
+    /// Distinct-count change, percent.
+    DistinctChangePct,
+    /// Mean shift in previous standard deviations.
+    MeanShiftStddevs,
+    /// Population stability index of the histograms.
+    Psi,
+}
+
+/// One drift threshold.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct DriftRule {
+    /// The measure.
+    pub metric: DriftMetric,
+    /// Largest value that is not drift.
+    pub max: f64,
+    /// What a breach does.
+    pub action: DriftAction,
+}
+
+/// Validated `[profile]` settings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProfileSettings {
+    /// Mode.
+    pub mode: ProfileMode,
+    /// Sample threshold and size (rows).
+    pub sample_rows: u64,
+    /// Top-k values per column.
+    pub top_k: usize,
+    /// Histogram buckets.
+    pub histogram_bins: usize,
+    /// Largest approximate cardinality that gets exact distinct counts and top-k.
+    pub exact_distinct_max: u64,
+    /// Whether each layer run writes an HTML report.
+    pub report: bool,
+    /// Drift rules (empty when drift is off).
+    pub drift: Vec<DriftRule>,
+}
+
+impl Default for ProfileSettings {
+    fn default() -> Self {
+        let mut problems = Vec::new();
+        profile_settings(&raw::ProfileFile::default(), &mut |_, m| problems.push(m))
+    }
+}
+
+/// Validates `[profile]`; problems are reported as `(key, message)`.
+fn profile_settings(
+    raw: &raw::ProfileFile,
+    problem: &mut dyn FnMut(&str, String),
+) -> ProfileSettings {
+    let mode = match raw.mode.as_deref() {
+        None | Some("full") => ProfileMode::Full,
+        Some("sample") => ProfileMode::Sample,
+        Some("off") => ProfileMode::Off,
+        Some(other) => {
+            problem(
+                "profile.mode",
+                format!("unknown mode `{other}`; valid choices: full, sample, off"),
+            );
+            ProfileMode::Full
+        }
+    };
+    let sample_rows = raw.sample_rows.unwrap_or(1_000_000);
+    if sample_rows == 0 {
+        problem("profile.sample_rows", "must be at least 1".into());
+    }
+    let histogram_bins = raw.histogram_bins.unwrap_or(20);
+    if histogram_bins > 1000 {
+        problem(
+            "profile.histogram_bins",
+            format!("{histogram_bins} is too many; use at most 1000"),
+        );
+    }
+    let top_k = raw.top_k.unwrap_or(10);
+    if top_k > 1000 {
+        problem(
+            "profile.top_k",
+            format!("{top_k} is too many; use at most 1000"),
+        );
+    }
+    let d = &raw.drift;
+    let mut drift = Vec::new();
+    if d.enabled.unwrap_or(true) {
+        let rules = [
+            (
+                "row_count_change_pct",
+                DriftMetric::RowCountChangePct,
+                &d.row_count_change_pct,
+                50.0,
+            ),
+            (
+                "null_rate_change_pp",
+                DriftMetric::NullRateChangePp,
+                &d.null_rate_change_pp,
+                10.0,
+            ),
+            (
+                "distinct_change_pct",
+                DriftMetric::DistinctChangePct,
+                &d.distinct_change_pct,
+                50.0,
+            ),
+            (
+                "mean_shift_stddevs",
+                DriftMetric::MeanShiftStddevs,
+                &d.mean_shift_stddevs,
+                3.0,
+            ),
+            ("psi", DriftMetric::Psi, &d.psi, 0.25),
+        ];
+        for (key, metric, rule, default) in rules {
+            let key = format!("profile.drift.{key}");
+            let (max, action) = match rule {
+                None => (default, DriftAction::Warn),
+                Some(r) => {
+                    let action = match r.action.as_deref() {
+                        None | Some("warn") => DriftAction::Warn,
+                        Some("fail") => DriftAction::Fail,
+                        Some(other) => {
+                            problem(
+                                &format!("{key}.action"),
+                                format!("unknown action `{other}`; valid choices: warn, fail"),
+                            );
+                            DriftAction::Warn
+                        }
+                    };
+                    if !(r.max.is_finite() && r.max >= 0.0) {
+                        problem(
+                            &format!("{key}.max"),
+                            format!("{} must be a number >= 0", r.max),
+                        );
+                    }
+                    (r.max, action)
+                }
+            };
+            drift.push(DriftRule {
+                metric,
+                max,
+                action,
+            });
+        }
+    }
+    ProfileSettings {
+        mode,
+        sample_rows,
+        top_k,
+        histogram_bins,
+        exact_distinct_max: raw.exact_distinct_max.unwrap_or(100_000),
+        report: raw.report.unwrap_or(true),
+        drift,
+    }
 }
 
 /// Validated lineage settings.
@@ -423,6 +608,8 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         });
     }
 
+    let profile = profile_settings(&raw.profile, &mut |k, m| problem(k, m));
+
     if !problems.is_empty() {
         return Err(Error::Invalid(problems));
     }
@@ -479,5 +666,6 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
                 .unwrap_or_else(|| "smelter".into()),
             retries: raw.lineage.retries.unwrap_or(5).max(1),
         },
+        profile,
     })
 }

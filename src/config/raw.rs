@@ -32,6 +32,9 @@ pub struct PipelineFile {
     /// Lineage emission (DataHub).
     #[serde(default)]
     pub lineage: LineageFile,
+    /// Table profiling after each write, drift checks and the HTML report.
+    #[serde(default)]
+    pub profile: ProfileFile,
     /// Values for `{{ var.<name> }}` in SQL models.
     #[serde(default)]
     pub vars: BTreeMap<String, toml::Value>,
@@ -193,4 +196,74 @@ pub struct LineageFile {
     /// (default 5).
     #[serde(default)]
     pub retries: Option<u32>,
+}
+
+/// `[profile]`: profiles of every table Smelter writes (bronze, silver, gold), stored in
+/// `_smelter/profiles`, compared with the previous profile of the same table (drift), and an HTML
+/// report per layer run at `_smelter/reports/<run_id>/<layer>.html` in the lake.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileFile {
+    /// `full` (default: every row), `sample` (tables above `sample_rows` rows are profiled on a
+    /// random sample of about `sample_rows` rows), or `off`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Sample mode: row count above which a table is sampled, and the sample's target size
+    /// (default 1,000,000).
+    #[serde(default)]
+    pub sample_rows: Option<u64>,
+    /// Most frequent values kept per column (default 10; 0 turns top-k off).
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    /// Equal-width histogram buckets for numeric and temporal columns (default 20; 0 turns
+    /// histograms off).
+    #[serde(default)]
+    pub histogram_bins: Option<usize>,
+    /// Columns whose approximate (HyperLogLog) distinct count is at most this get an exact distinct
+    /// count and top-k frequencies from the second pass (default 100,000); above it the distinct
+    /// count stays approximate (standard error about 0.8 %) and top-k is left out.
+    #[serde(default)]
+    pub exact_distinct_max: Option<u64>,
+    /// Write the HTML report of each layer run to the lake (default true).
+    #[serde(default)]
+    pub report: Option<bool>,
+    /// Drift thresholds against the previous profile of the same table.
+    #[serde(default)]
+    pub drift: DriftFile,
+}
+
+/// `[profile.drift]`: each rule is `{ max = <number>, action = "warn" | "fail" }`; a rule left
+/// out uses its default threshold with action `warn`. `enabled = false` turns drift checks off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftFile {
+    /// Turn drift checks on or off (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Row-count change in percent of the previous count (default 50).
+    #[serde(default)]
+    pub row_count_change_pct: Option<DriftRuleFile>,
+    /// Change of a column's null proportion, in percentage points (default 10).
+    #[serde(default)]
+    pub null_rate_change_pp: Option<DriftRuleFile>,
+    /// Change of a column's distinct count in percent of the previous count (default 50).
+    #[serde(default)]
+    pub distinct_change_pct: Option<DriftRuleFile>,
+    /// Shift of a numeric column's mean, in previous standard deviations (default 3).
+    #[serde(default)]
+    pub mean_shift_stddevs: Option<DriftRuleFile>,
+    /// Population stability index between the previous and the new histogram (default 0.25).
+    #[serde(default)]
+    pub psi: Option<DriftRuleFile>,
+}
+
+/// One drift threshold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftRuleFile {
+    /// The largest value that does not count as drift.
+    pub max: f64,
+    /// `warn` (default: log and record) or `fail` (exit 3 after the table was written).
+    #[serde(default)]
+    pub action: Option<String>,
 }

@@ -110,14 +110,25 @@ pub async fn run(rc: &RunContext<'_>) -> Result<Vec<RunRecord>> {
             duration_ms = clock.elapsed().as_millis() as u64,
             "Appended bronze table."
         );
-        records.push(rc.record(
+        let profile = if metrics.skipped {
+            None
+        } else {
+            crate::profile::after_write(rc, &id).await?
+        };
+        let mut record = rc.record(
             Layer::Bronze,
             id.to_string(),
             started,
             clock.elapsed().as_millis() as u64,
             &metrics,
-            serde_json::json!({ "landed_rows": manifest.rows, "version": metrics.version }),
-        ));
+            serde_json::json!({
+                "landed_rows": manifest.rows,
+                "version": metrics.version,
+                "drift": profile.as_ref().map(|p| &p.drift),
+            }),
+        );
+        record.profile = profile;
+        records.push(record);
     }
     if records.is_empty() {
         return Err(Error::NothingToDo(format!(

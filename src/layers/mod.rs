@@ -106,6 +106,7 @@ impl RunContext<'_> {
             duration_ms,
             message: None,
             details: details.to_string(),
+            profile: None,
         }
     }
 
@@ -144,6 +145,8 @@ pub async fn run_layer(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecor
     }
     let records = result?;
     rc.state.record(&records).await?;
+    let profiles: Vec<_> = records.iter().filter_map(|r| r.profile.clone()).collect();
+    crate::profile::write_report(rc, layer, &profiles).await;
     Ok(records)
 }
 

@@ -87,7 +87,12 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         duration_ms = clock.elapsed().as_millis() as u64,
         "Wrote model."
     );
-    Ok(rc.record(
+    let profile = if metrics.skipped {
+        None
+    } else {
+        crate::profile::after_write(rc, &model.id).await?
+    };
+    let mut record = rc.record(
         model.id.layer,
         model.id.to_string(),
         started,
@@ -99,8 +104,11 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
             "files_added": metrics.files_added,
             "expectations": expectations,
             "quarantined": quarantined,
+            "drift": profile.as_ref().map(|p| &p.drift),
         }),
-    ))
+    );
+    record.profile = profile;
+    Ok(record)
 }
 
 /// Applies the model's expectations; quarantined rows go to `<layer>._quarantine_<model>`.
@@ -112,8 +120,14 @@ async fn check_expectations(
     if model.rules.is_empty() {
         return Ok((df, Vec::new(), 0));
     }
-    let outcome =
-        quality::apply(&model.id.to_string(), df, &model.rules, &rc.params.run_id).await?;
+    let outcome = quality::apply(
+        &rc.ctx,
+        &model.id.to_string(),
+        df,
+        &model.rules,
+        &rc.params.run_id,
+    )
+    .await?;
     let quarantined: u64 = outcome
         .results
         .iter()

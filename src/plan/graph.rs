@@ -23,9 +23,62 @@ pub fn order(
 
     for model in &mut models {
         let shown = display_path(pipeline, &model.file);
-        model.depends_on = dependencies(&shown, model, &known, problems);
+        let mut deps = dependencies(&shown, model, &known, problems);
+        for table in referenced_by_rules(&shown, model, &known, problems) {
+            if !deps.contains(&table) {
+                deps.push(table);
+            }
+        }
+        deps.sort();
+        model.depends_on = deps;
     }
     sort(pipeline, models, problems)
+}
+
+/// Whether a model of `reader`'s layer may read `table`: silver reads bronze and silver, gold
+/// reads silver and gold.
+fn may_read(reader: Layer, table: Layer) -> bool {
+    match reader {
+        Layer::Silver => matches!(table, Layer::Bronze | Layer::Silver),
+        _ => matches!(table, Layer::Silver | Layer::Gold),
+    }
+}
+
+/// Tables referenced by `relationships` expectations: they must exist in the plan and be
+/// readable from the model's layer, and they become dependencies (built and registered first).
+fn referenced_by_rules(
+    shown: &str,
+    model: &Model,
+    known: &BTreeSet<TableId>,
+    problems: &mut Vec<String>,
+) -> Vec<TableId> {
+    let mut out = Vec::new();
+    for rule in &model.rules {
+        let crate::quality::Check::Relationship { table, .. } = &rule.check else {
+            continue;
+        };
+        if *table == model.id {
+            problems.push(format!(
+                "{shown}: expectation `{}` refers to the model itself; reference another table",
+                rule.name
+            ));
+        } else if !known.contains(table) {
+            let names: Vec<String> = known.iter().map(ToString::to_string).collect();
+            problems.push(format!(
+                "{shown}: expectation `{}`: unknown table `{table}`{}",
+                rule.name,
+                suggest(&table.to_string(), names.iter().map(String::as_str))
+            ));
+        } else if !may_read(model.id.layer, table.layer) {
+            problems.push(format!(
+                "{shown}: expectation `{}`: {} models cannot read `{table}`; silver reads bronze and silver, gold reads silver and gold",
+                rule.name, model.id.layer
+            ));
+        } else {
+            out.push(table.clone());
+        }
+    }
+    out
 }
 
 /// Parses `sql` as exactly one query; errors carry `file:line:col`.
@@ -112,11 +165,7 @@ fn dependencies(
                 });
                 match id {
                     Some(id) if known.contains(&id) => {
-                        let allowed = match model.id.layer {
-                            Layer::Silver => matches!(id.layer, Layer::Bronze | Layer::Silver),
-                            _ => matches!(id.layer, Layer::Silver | Layer::Gold),
-                        };
-                        if !allowed {
+                        if !may_read(model.id.layer, id.layer) {
                             problems.push(format!(
                                 "{at}: {} models cannot read `{id}`; silver reads bronze and silver, gold reads silver and gold",
                                 model.id.layer

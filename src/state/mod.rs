@@ -67,8 +67,12 @@ pub struct RunRecord {
     pub duration_ms: u64,
     /// Error or note.
     pub message: Option<String>,
-    /// Step details as JSON (write metrics, expectation results).
+    /// Step details as JSON (write metrics, expectation results, drift findings).
     pub details: String,
+    /// The profile of the table this step wrote, when profiling is on (not stored in the run
+    /// log: the profile history `_smelter/profiles` holds it).
+    #[serde(skip)]
+    pub profile: Option<Arc<crate::profile::TableProfile>>,
 }
 
 /// Access to the state tables.
@@ -189,7 +193,17 @@ impl State {
         self.append("runs", batch).await
     }
 
-    async fn append(&self, name: &str, batch: RecordBatch) -> Result<()> {
+    /// The current version of the state table `_smelter/<name>`, if it exists.
+    pub async fn read(&self, name: &str) -> Result<Option<datafusion::prelude::DataFrame>> {
+        let url = self.lake.state_url(name);
+        match self.format.provider(&self.ctx, &url).await? {
+            Some(p) => Ok(Some(self.ctx.read_table(p)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends one batch to the state table `_smelter/<name>` (created on first use).
+    pub async fn append(&self, name: &str, batch: RecordBatch) -> Result<()> {
         let url = self.lake.state_url(name);
         let input = self.ctx.read_batch(batch)?;
         self.format
@@ -297,7 +311,8 @@ fn strings(records: &[RunRecord], f: impl Fn(&RunRecord) -> Option<&String>) -> 
     ))
 }
 
-fn ts_type() -> DataType {
+/// The timestamp type of state tables (microseconds, UTC).
+pub fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 

@@ -102,6 +102,11 @@ impl Lake {
         self.join(&format!("_smelter/{name}/"))
     }
 
+    /// URL of a file (not a table) under `_smelter/`, e.g. `reports/<run>/<layer>.html`.
+    pub fn state_file_url(&self, rel: &str) -> Url {
+        self.join(&format!("_smelter/{rel}"))
+    }
+
     /// Object-store path of `url` (which must be under the root).
     pub fn path_of(&self, url: &Url) -> Result<StorePath> {
         let (_, path) = object_store::ObjectStoreScheme::parse(url)

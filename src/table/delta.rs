@@ -117,6 +117,28 @@ impl TableFormat for Delta {
         Ok(Some(table.table_provider().await?))
     }
 
+    async fn stats(&self, url: &Url) -> Result<Option<super::TableStats>> {
+        let table = self.open(url).await?;
+        let Some(version) = table.version() else {
+            return Ok(None);
+        };
+        let mut stats = super::TableStats {
+            version: version as i64,
+            rows: Some(0),
+            ..Default::default()
+        };
+        // Add actions of the current snapshot: their sizes, and row counts from file statistics.
+        for file in table.snapshot()?.log_data().iter() {
+            stats.files += 1;
+            stats.size_bytes += file.size().max(0) as u64;
+            stats.rows = match (stats.rows, file.num_records()) {
+                (Some(total), Some(n)) => Some(total + n as u64),
+                _ => None,
+            };
+        }
+        Ok(Some(stats))
+    }
+
     async fn committed(&self, url: &Url, txn_id: &str) -> Result<bool> {
         let table = self.open(url).await?;
         if table.version().is_none() {

@@ -62,6 +62,19 @@ pub struct WriteMetrics {
     pub skipped: bool,
 }
 
+/// Size and shape of a table's current version, from its metadata (no data scan).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableStats {
+    /// Table version.
+    pub version: i64,
+    /// Live data files.
+    pub files: u64,
+    /// Total size of the live data files in bytes.
+    pub size_bytes: u64,
+    /// Rows, when every file records its row count.
+    pub rows: Option<u64>,
+}
+
 /// A table format: Delta Lake today, Iceberg later.
 #[async_trait::async_trait]
 pub trait TableFormat: Send + Sync + std::fmt::Debug {
@@ -77,6 +90,10 @@ pub trait TableFormat: Send + Sync + std::fmt::Debug {
 
     /// Writes `req.input` with `req.mode`.
     async fn write(&self, req: WriteRequest<'_>) -> Result<WriteMetrics>;
+
+    /// Version, file count, size and (when known) rows of the table at `url`, from its metadata;
+    /// `None` if no table exists there.
+    async fn stats(&self, url: &Url) -> Result<Option<TableStats>>;
 
     /// Whether a write with this idempotency id has been committed to the table.
     async fn committed(&self, url: &Url, txn_id: &str) -> Result<bool>;

@@ -5,6 +5,7 @@ mod cli_errors;
 mod emit;
 mod http;
 mod lineage;
+mod profile;
 mod runs;
 mod storage;
 mod support;

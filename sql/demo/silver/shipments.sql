@@ -1,7 +1,8 @@
 -- materialized: merge
 -- unique_key: shipment_id
 -- description: One row per shipment: late updates and duplicates removed, status and weights cleaned.
--- expect: shipment_id not_null fail; status in ('NEW', 'SHIPPED', 'DELIVERED', 'CANCELLED') fail; weight_kg not_null warn
+-- expect: shipment_id not_null fail; status accepted_values ('NEW', 'SHIPPED', 'DELIVERED', 'CANCELLED') fail; weight_kg not_null warn
+-- expect: weight_kg range 0 2000 warn; customer_id relationships silver.customers.customer_id warn
 WITH latest AS (
     SELECT
         s.*,

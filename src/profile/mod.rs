@@ -1,0 +1,298 @@
+//! Table profiling: what is in every table Smelter writes, how it changed since the last run, and
+//! an HTML report people can read.
+//!
+//! Data flow: after a model (or bronze table) is written, [`after_write`] opens the table's current
+//! version, [`compute`] profiles it in two scans (one aggregate pass for every per-column metric, one
+//! `GROUPING SETS` pass for histograms, exact distinct counts and top-k), [`drift`] compares the result
+//! with the previous profile of the same table read from [`history`] (`_smelter/profiles`), and the
+//! profile (with its drift findings) is appended to the history. [`html`] renders the profiles of a
+//! layer run as one self-contained HTML file, written to `_smelter/reports/<run_id>/<layer>.html`.
+//!
+//! Drift is evaluated after the write (the profile is of the written table), so a `fail` breach
+//! exits with code 3 but the data already written stays written.
+//!
+//! The serialized [`TableProfile`] carries every field a DataHub `datasetProfile` aspect needs; the
+//! latest stored profile of a table is returned by [`latest`], and the profile of each table a
+//! layer run wrote rides on its [`crate::state::RunRecord::profile`].
+
+pub mod compute;
+pub mod drift;
+pub mod history;
+pub mod html;
+pub mod sketch;
+
+use std::sync::Arc;
+
+use object_store::ObjectStoreExt;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+pub use compute::{profile_dataframe, ProfileOptions};
+pub use drift::DriftFinding;
+
+use crate::config::{DriftAction, ProfileMode};
+use crate::error::{Error, Result};
+use crate::layers::RunContext;
+use crate::plan::{Layer, TableId};
+use crate::state::State;
+
+/// The profile of one table at one point in time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableProfile {
+    /// `<layer>.<table>`.
+    pub table: String,
+    /// Run id that wrote the profiled version (or `adhoc` for `smelter profile`).
+    pub run_id: String,
+    /// When the profile was taken, milliseconds since the epoch.
+    pub profiled_at_ms: i64,
+    /// Rows in the table.
+    pub row_count: u64,
+    /// Columns in the table.
+    pub column_count: u64,
+    /// Total size of the table's data files in bytes (from the Delta log), if known.
+    pub size_bytes: Option<u64>,
+    /// Number of data files, if known.
+    pub files: Option<u64>,
+    /// Table version profiled, if known.
+    pub version: Option<i64>,
+    /// Rows actually profiled when the table was sampled (`None`: every row).
+    pub sampled_rows: Option<u64>,
+    /// Scans of the table the profile took.
+    pub scans: u32,
+    /// Per-column profiles, in schema order.
+    pub columns: Vec<ColumnProfile>,
+    /// Drift findings against the previous profile of the same table (breaches only).
+    #[serde(default)]
+    pub drift: Vec<DriftFinding>,
+}
+
+impl TableProfile {
+    /// The column profile named `name`.
+    pub fn column(&self, name: &str) -> Option<&ColumnProfile> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Whether any drift finding has action `fail`.
+    pub fn drift_failed(&self) -> bool {
+        self.drift.iter().any(|d| d.action == DriftAction::Fail)
+    }
+}
+
+/// How a column is profiled.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnKind {
+    /// Integers, floats, decimals: mean, stddev, quantiles, histogram.
+    Numeric,
+    /// Dates, timestamps, times: histogram over their epoch value.
+    Temporal,
+    /// Strings: lengths.
+    String,
+    /// Booleans.
+    Boolean,
+    /// Anything else: counts only.
+    Other,
+}
+
+/// One quantile.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Quantile {
+    /// The quantile, e.g. 0.25.
+    pub quantile: f64,
+    /// Its (approximate, t-digest) value.
+    pub value: f64,
+}
+
+/// A value and how often it occurs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ValueFrequency {
+    /// The value, as text.
+    pub value: String,
+    /// Rows holding it.
+    pub count: u64,
+}
+
+/// An equal-width histogram: `counts[i]` rows fall in `[edges[i], edges[i+1])` (the last bucket is
+/// closed). Temporal columns use their epoch value (days for dates, the column's unit otherwise).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Histogram {
+    /// Bucket edges, one more than the counts.
+    pub edges: Vec<f64>,
+    /// Rows per bucket.
+    pub counts: Vec<u64>,
+}
+
+/// The profile of one column.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ColumnProfile {
+    /// Column name.
+    pub name: String,
+    /// Arrow data type.
+    pub data_type: String,
+    /// Profiling kind.
+    pub kind: ColumnKind,
+    /// NULL values.
+    pub null_count: u64,
+    /// NULL values over rows.
+    pub null_proportion: f64,
+    /// Distinct non-NULL values (exact or HyperLogLog, see `distinct_exact`).
+    pub distinct_count: Option<u64>,
+    /// Distinct values over rows.
+    pub distinct_proportion: Option<f64>,
+    /// Whether `distinct_count` is exact.
+    pub distinct_exact: bool,
+    /// Smallest value, as text.
+    pub min: Option<String>,
+    /// Largest value, as text.
+    pub max: Option<String>,
+    /// Smallest value as a number (numeric and temporal columns).
+    pub min_value: Option<f64>,
+    /// Largest value as a number (numeric and temporal columns).
+    pub max_value: Option<f64>,
+    /// Mean (numeric).
+    pub mean: Option<f64>,
+    /// Sample standard deviation (numeric).
+    pub stddev: Option<f64>,
+    /// Median, the 0.5 quantile (numeric).
+    pub median: Option<f64>,
+    /// Quantiles p05, p25, p50, p75, p95 (numeric).
+    pub quantiles: Vec<Quantile>,
+    /// Shortest string, in characters.
+    pub min_length: Option<u64>,
+    /// Longest string, in characters.
+    pub max_length: Option<u64>,
+    /// Mean string length, in characters.
+    pub mean_length: Option<f64>,
+    /// Most frequent values, most frequent first (low-cardinality columns only).
+    pub top_k: Vec<ValueFrequency>,
+    /// Histogram (numeric and temporal).
+    pub histogram: Option<Histogram>,
+}
+
+/// Profiles the current version of `id` after a write, checks drift against the previous
+/// profile, stores the profile and returns it; `None` when profiling is off.
+///
+/// A drift breach with action `fail` is an [`Error::Quality`] (exit 3), raised after the profile
+/// was stored: the data already written stays written.
+pub async fn after_write(rc: &RunContext<'_>, id: &TableId) -> Result<Option<Arc<TableProfile>>> {
+    let settings = &rc.plan.pipeline.profile;
+    if settings.mode == ProfileMode::Off {
+        return Ok(None);
+    }
+    let mut profile = profile_table(rc, id, &rc.params.run_id).await?;
+    let previous = history::latest(rc.state, id).await?;
+    if let Some(prev) = &previous {
+        profile.drift = drift::compare(prev, &profile, &settings.drift);
+    }
+    for d in &profile.drift {
+        warn!(table = %id, metric = ?d.metric, column = d.column.as_deref().unwrap_or(""), value = d.value, max = d.max, action = ?d.action, "Drift against the previous profile.");
+    }
+    history::append(rc.state, id, &profile).await?;
+    info!(
+        table = %id,
+        rows = profile.row_count,
+        columns = profile.column_count,
+        sampled = profile.sampled_rows.is_some(),
+        drift = profile.drift.len(),
+        "Profiled table."
+    );
+    if profile.drift_failed() {
+        let what: Vec<String> = profile
+            .drift
+            .iter()
+            .filter(|d| d.action == DriftAction::Fail)
+            .map(ToString::to_string)
+            .collect();
+        return Err(Error::Quality {
+            model: id.to_string(),
+            message: format!(
+                "drift against the previous profile: {}; the table was written (version {}) and stays written",
+                what.join("; "),
+                profile.version.unwrap_or(-1)
+            ),
+        });
+    }
+    Ok(Some(Arc::new(profile)))
+}
+
+/// Profiles the current version of a lake table with the pipeline's settings (`mode = "off"`
+/// profiles every row: asking for a profile means wanting one).
+pub async fn profile_table(
+    rc: &RunContext<'_>,
+    id: &TableId,
+    run_id: &str,
+) -> Result<TableProfile> {
+    let url = rc.lake.table_url(id);
+    let provider = rc.format.provider(&rc.ctx, &url).await?.ok_or_else(|| {
+        Error::Usage(format!(
+            "table `{id}` does not exist yet at {}; run the {} layer first",
+            crate::storage::redact(&url),
+            id.layer
+        ))
+    })?;
+    let stats = rc.format.stats(&url).await?;
+    let settings = &rc.plan.pipeline.profile;
+    let options = ProfileOptions {
+        top_k: settings.top_k,
+        histogram_bins: settings.histogram_bins,
+        exact_distinct_max: settings.exact_distinct_max,
+        sample_rows: (settings.mode == ProfileMode::Sample).then_some(settings.sample_rows),
+    };
+    let df = rc.ctx.read_table(provider)?;
+    let mut profile = profile_dataframe(
+        &id.to_string(),
+        df,
+        &options,
+        stats.as_ref().and_then(|s| s.rows),
+    )
+    .await?;
+    profile.run_id = run_id.to_string();
+    if let Some(s) = stats {
+        profile.size_bytes = Some(s.size_bytes);
+        profile.files = Some(s.files);
+        profile.version = Some(s.version);
+    }
+    Ok(profile)
+}
+
+/// The latest stored profile of a table, with its drift findings; `None` if it was never profiled.
+///
+/// This is the entry point for lineage emitters (for example a DataHub `datasetProfile`).
+pub async fn latest(state: &State, id: &TableId) -> Result<Option<TableProfile>> {
+    history::latest(state, id).await
+}
+
+/// Where a layer run's report lives under `_smelter/`: `reports/<run_id>/<layer>.html`.
+pub fn report_path(run_id: &str, layer: Layer) -> String {
+    format!("reports/{}/{layer}.html", crate::storage::sanitize(run_id))
+}
+
+/// Writes the HTML report of one layer run to `_smelter/reports/<run_id>/<layer>.html` in the lake
+/// and returns its URL; a failure is logged and never fails the run.
+pub async fn write_report(rc: &RunContext<'_>, layer: Layer, profiles: &[Arc<TableProfile>]) {
+    if profiles.is_empty() || !rc.plan.pipeline.profile.report {
+        return;
+    }
+    let title = format!(
+        "{} · {layer} · run {}",
+        rc.plan.pipeline.name, rc.params.run_id
+    );
+    let page = html::render(&title, profiles.iter().map(Arc::as_ref));
+    let url = rc
+        .lake
+        .state_file_url(&report_path(&rc.params.run_id, layer));
+    let written = async {
+        let path = rc.lake.path_of(&url)?;
+        rc.lake.store().put(&path, page.into_bytes().into()).await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    match written {
+        Ok(()) => {
+            info!(layer = %layer, report = %crate::storage::redact(&url), "Wrote profile report.")
+        }
+        Err(e) => {
+            warn!(layer = %layer, error = %e, "Could not write the profile report; the data write stands.")
+        }
+    }
+}
