@@ -80,7 +80,17 @@ pub async fn execute(cmd: LineageCommand) -> Result<()> {
         };
         let rc = runtime.context(&plan, &params);
         let started_ms = recorded.started_us / 1000;
-        let written = emit::datasets(&rc, layer).await?;
+        let mut profiles = Vec::new();
+        for id in emit::tables_of(&rc, layer) {
+            // Only a profile taken by this very run describes what it wrote.
+            if let Some(p) = crate::profile::latest(&runtime.state, &id)
+                .await?
+                .filter(|p| p.run_id == args.run_id)
+            {
+                profiles.push(std::sync::Arc::new(p));
+            }
+        }
+        let written = emit::datasets(&rc, layer, &profiles).await?;
         let job = emit::job_context(&rc, layer, started_ms);
         let found = emit::deliver(&rc, &job, &written, true, recorded.ended_us / 1000, true).await;
         info!(layer = %layer, datasets = written.len(), problems = found.len(), "Emitted lineage.");

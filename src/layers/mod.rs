@@ -140,12 +140,15 @@ pub async fn run_layer(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecor
     let started_ms = chrono::Utc::now().timestamp_millis();
     crate::lineage::emit::layer_started(rc, layer, started_ms).await;
     let result = run_steps(rc, layer).await;
+    let profiles: Vec<_> = result
+        .as_ref()
+        .map(|records| records.iter().filter_map(|r| r.profile.clone()).collect())
+        .unwrap_or_default();
     if !matches!(result, Err(Error::NothingToDo(_))) {
-        crate::lineage::emit::layer_run(rc, layer, result.is_ok(), started_ms).await;
+        crate::lineage::emit::layer_run(rc, layer, result.is_ok(), started_ms, &profiles).await;
     }
     let records = result?;
     rc.state.record(&records).await?;
-    let profiles: Vec<_> = records.iter().filter_map(|r| r.profile.clone()).collect();
     crate::profile::write_report(rc, layer, &profiles).await;
     Ok(records)
 }

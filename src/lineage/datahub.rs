@@ -35,6 +35,8 @@ pub struct Written {
     pub upstreams: Vec<String>,
     /// Description from the model header.
     pub description: Option<String>,
+    /// The table's profile after the write, when profiling is on.
+    pub profile: Option<std::sync::Arc<crate::profile::TableProfile>>,
 }
 
 /// Context of one layer run for DataHub.
@@ -200,6 +202,11 @@ pub fn dataset_mcps(job: &JobContext, written: &[Written], now_ms: i64) -> Vec<V
             ));
         }
     }
+    for w in written {
+        if let Some(p) = &w.profile {
+            out.push(mcp("dataset", &w.urn, "datasetProfile", dataset_profile(p)));
+        }
+    }
     let (flow, job_urn) = job_urns(job);
     out.push(mcp(
         "dataFlow",
@@ -292,4 +299,74 @@ pub fn column_inputs(
         .iter()
         .filter_map(|(c, k)| urn_of(&c.table).map(|u| (u, c.column.clone(), *k)))
         .collect()
+}
+
+/// A profile as DataHub's `datasetProfile` timeseries aspect (numbers DataHub keeps as text are
+/// written as text).
+pub fn dataset_profile(p: &crate::profile::TableProfile) -> Value {
+    let text = |v: Option<f64>| v.map(|x| x.to_string());
+    let fields: Vec<Value> = p
+        .columns
+        .iter()
+        .map(|c| {
+            let mut f = json!({
+                "fieldPath": c.name,
+                "nullCount": c.null_count,
+                "nullProportion": c.null_proportion,
+            });
+            let mut set = |k: &str, v: Option<Value>| {
+                if let Some(v) = v {
+                    f[k] = v;
+                }
+            };
+            set("uniqueCount", c.distinct_count.map(|v| json!(v)));
+            set("uniqueProportion", c.distinct_proportion.map(|v| json!(v)));
+            set("min", c.min.clone().map(Value::from));
+            set("max", c.max.clone().map(Value::from));
+            set("mean", text(c.mean).map(Value::from));
+            set("median", text(c.median).map(Value::from));
+            set("stdev", text(c.stddev).map(Value::from));
+            if !c.quantiles.is_empty() {
+                set(
+                    "quantiles",
+                    Some(json!(c
+                        .quantiles
+                        .iter()
+                        .map(|q| json!({ "quantile": q.quantile.to_string(), "value": q.value.to_string() }))
+                        .collect::<Vec<_>>())),
+                );
+            }
+            if !c.top_k.is_empty() {
+                set(
+                    "distinctValueFrequencies",
+                    Some(json!(c
+                        .top_k
+                        .iter()
+                        .map(|v| json!({ "value": v.value, "frequency": v.count }))
+                        .collect::<Vec<_>>())),
+                );
+            }
+            if let Some(h) = &c.histogram {
+                set(
+                    "histogram",
+                    Some(json!({
+                        "boundaries": h.edges.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                        "heights": h.counts.iter().map(|&n| n as f64).collect::<Vec<_>>(),
+                    })),
+                );
+            }
+            f
+        })
+        .collect();
+    let mut aspect = json!({
+        "timestampMillis": p.profiled_at_ms,
+        "partitionSpec": { "type": "FULL_TABLE", "partition": "FULL_TABLE_SNAPSHOT" },
+        "rowCount": p.row_count,
+        "columnCount": p.column_count,
+        "fieldProfiles": fields,
+    });
+    if let Some(size) = p.size_bytes {
+        aspect["sizeInBytes"] = json!(size);
+    }
+    aspect
 }

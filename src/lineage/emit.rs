@@ -3,6 +3,7 @@
 //! back the data write: it is logged as a warning, and `smelter lineage emit` can send it again.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 use tracing::{info, warn};
@@ -14,6 +15,7 @@ use crate::error::Result;
 use crate::extract::sample::Sample;
 use crate::layers::RunContext;
 use crate::plan::{Layer, TableId};
+use crate::profile::TableProfile;
 use crate::storage::sanitize;
 
 /// Whether any lineage output is configured.
@@ -48,13 +50,19 @@ pub async fn layer_started(rc: &RunContext<'_>, layer: Layer, started_ms: i64) {
 
 /// Emits the lineage of one finished layer run (`ok` tells whether it succeeded). Failures are
 /// warnings: the data write stands.
-pub async fn layer_run(rc: &RunContext<'_>, layer: Layer, ok: bool, started_ms: i64) {
+pub async fn layer_run(
+    rc: &RunContext<'_>,
+    layer: Layer,
+    ok: bool,
+    started_ms: i64,
+    profiles: &[Arc<TableProfile>],
+) {
     if !enabled(rc) {
         return;
     }
     let now = chrono::Utc::now().timestamp_millis();
     let written = if ok {
-        match datasets(rc, layer).await {
+        match datasets(rc, layer, profiles).await {
             Ok(w) => w,
             Err(e) => {
                 warn!(layer = %layer, error = %e, "Could not build lineage; the data write stands.");
@@ -176,8 +184,28 @@ fn lake_path(rc: &RunContext<'_>, id: &TableId) -> String {
     format!("{}/{}/{}", base.trim_matches('/'), id.layer, id.name)
 }
 
-/// The datasets a successful layer run wrote, with their column lineage.
-pub async fn datasets(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<Written>> {
+/// The lake tables a layer writes.
+pub fn tables_of(rc: &RunContext<'_>, layer: Layer) -> Vec<TableId> {
+    match layer {
+        Layer::Extract => Vec::new(),
+        Layer::Bronze => rc.plan.bronze_tables(),
+        Layer::Silver | Layer::Gold => rc
+            .plan
+            .models
+            .iter()
+            .filter(|m| m.id.layer == layer)
+            .map(|m| m.id.clone())
+            .collect(),
+    }
+}
+
+/// The datasets a successful layer run wrote, with their column lineage and, from `profiles`,
+/// their profiles.
+pub async fn datasets(
+    rc: &RunContext<'_>,
+    layer: Layer,
+    profiles: &[Arc<TableProfile>],
+) -> Result<Vec<Written>> {
     let env = &rc.plan.pipeline.lineage.env;
     let mut written = Vec::new();
     let source_urn = |object: &str| {
@@ -219,6 +247,7 @@ pub async fn datasets(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<Written>>
                         columns,
                         upstreams: vec![src],
                         description: None,
+                        profile: None,
                     });
                 }
             }
@@ -262,10 +291,14 @@ pub async fn datasets(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<Written>>
                             })
                             .unwrap_or_default(),
                         description: model.and_then(|m| m.header.description.clone()),
+                        profile: None,
                     });
                 }
             }
         }
+    }
+    for w in &mut written {
+        w.profile = profiles.iter().find(|p| p.table == w.name).cloned();
     }
     Ok(written)
 }

@@ -147,12 +147,17 @@ mod tests {
 
     #[test]
     fn batches_respect_count_and_byte_limits_and_keep_order() {
-        let mcps: Vec<Value> = (0..10).map(|i| json!({ "n": i, "pad": "x".repeat(90) })).collect();
+        let mcps: Vec<Value> = (0..10)
+            .map(|i| json!({ "n": i, "pad": "x".repeat(90) }))
+            .collect();
         let one = mcps[0].to_string().len() + 1;
         let by_count = batches(mcps.clone(), 4, usize::MAX);
         assert_eq!(by_count.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 2]);
         let by_bytes = batches(mcps.clone(), 200, one * 3);
-        assert_eq!(by_bytes.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        assert_eq!(
+            by_bytes.iter().map(Vec::len).collect::<Vec<_>>(),
+            [3, 3, 3, 1]
+        );
         let flat: Vec<Value> = by_bytes.into_iter().flatten().collect();
         assert_eq!(flat, mcps);
     }

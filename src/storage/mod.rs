@@ -528,10 +528,22 @@ mod tests {
             store: "S3",
             source: msg.to_string().into(),
         };
-        assert_eq!(classify(&generic("403 Forbidden: SignatureDoesNotMatch")), Fault::Auth);
-        assert_eq!(classify(&generic("404 Not Found: NoSuchBucket")), Fault::Missing);
-        assert_eq!(classify(&generic("403 Forbidden: AccessDenied")), Fault::Denied);
-        assert_eq!(classify(&generic("503 Service Unavailable")), Fault::Transient);
+        assert_eq!(
+            classify(&generic("403 Forbidden: SignatureDoesNotMatch")),
+            Fault::Auth
+        );
+        assert_eq!(
+            classify(&generic("404 Not Found: NoSuchBucket")),
+            Fault::Missing
+        );
+        assert_eq!(
+            classify(&generic("403 Forbidden: AccessDenied")),
+            Fault::Denied
+        );
+        assert_eq!(
+            classify(&generic("503 Service Unavailable")),
+            Fault::Transient
+        );
         assert!(classify(&generic("connection reset")).retryable());
     }
 }

@@ -17,7 +17,7 @@ fn project(gms: &str, ol: &str) -> Project {
         "[lineage]\n",
         &format!(
             "[lineage]\ndatahub_rest = \"{gms}\"\ndatahub_batch_size = 7\nopenlineage_url = \"{ol}\"\n\
-             openlineage_file = \"openlineage\"\nretries = 3\n"
+             retries = 3\n"
         ),
     );
     assert!(toml.contains("datahub_batch_size = 7"));
@@ -110,9 +110,38 @@ async fn rest_and_openlineage_emitters_send_batched_authenticated_events_and_ret
         "upstreamLineage",
         "schemaMetadata",
         "dataProcessInstanceRunEvent",
+        "datasetProfile",
     ] {
         assert!(aspects.iter().any(|x| x == a), "no {a} sent");
     }
+    // The profile sent for a gold table matches the table.
+    let profile: Value = rest
+        .iter()
+        .flat_map(|r| r.json()["proposals"].as_array().unwrap().clone())
+        .find(|p| {
+            p["aspectName"] == "datasetProfile"
+                && p["entityUrn"]
+                    .as_str()
+                    .unwrap()
+                    .contains("gold/revenue_by_customer,")
+        })
+        .map(|p| serde_json::from_str(p["aspect"]["value"].as_str().unwrap()).unwrap())
+        .expect("a datasetProfile for gold.revenue_by_customer");
+    let rows = p
+        .scalar(
+            &[("g", "gold/revenue_by_customer")],
+            "SELECT COUNT(*) FROM g",
+        )
+        .await;
+    assert_eq!(profile["rowCount"], rows);
+    let customer = profile["fieldProfiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fieldPath"] == "customer_id")
+        .expect("customer_id profile");
+    assert_eq!(customer["nullCount"], 0);
+    assert_eq!(customer["uniqueCount"], rows);
 
     let ol: Vec<Value> = requests
         .iter()
