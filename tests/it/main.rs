@@ -3,5 +3,10 @@
 
 mod cli_errors;
 mod lineage;
+mod mssql;
 mod runs;
 mod support;
+
+#[path = "../support/tds/mod.rs"]
+#[allow(dead_code)]
+mod tds;

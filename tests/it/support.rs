@@ -70,6 +70,11 @@ impl Project {
 
     /// Runs `smelter <args...>` with the pipeline file substituted for `{p}`.
     pub fn smelter(&self, args: &[&str]) -> Output {
+        self.smelter_env(args, &[])
+    }
+
+    /// Like [`Project::smelter`], with extra environment variables.
+    pub fn smelter_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let p = self.pipeline();
         let args: Vec<String> = args
             .iter()
@@ -79,6 +84,7 @@ impl Project {
             .args(&args)
             .env_remove("SMELTER_STORAGE_ROOT")
             .env("RUST_LOG", "smelter=info")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .output()
             .expect("run smelter")
     }
@@ -136,7 +142,8 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();

@@ -808,6 +808,40 @@ pub fn rewrite(sql: &str) -> String {
     sql
 }
 
+/// Output names of `CAST(...) AS "name"` expressions in rewritten SQL.
+fn cast_aliases(sql: &str) -> Vec<String> {
+    let upper = sql.to_ascii_uppercase();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = upper[from..].find("CAST(") {
+        let start = from + i + 5;
+        let mut depth = 1;
+        let mut end = start;
+        for (j, c) in sql[start..].char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                end = start + j + 1;
+                break;
+            }
+        }
+        let rest = sql[end..].trim_start();
+        if rest.len() > 3 && rest[..3].eq_ignore_ascii_case("AS ") {
+            let name = rest[3..].trim_start();
+            if let Some(n) = name.strip_prefix('"') {
+                if let Some(e) = n.find('"') {
+                    out.push(n[..e].to_string());
+                }
+            }
+        }
+        from = end.max(start);
+    }
+    out
+}
+
 /// Runs one statement; `false` when the connection was dropped on purpose.
 async fn run_statement(
     sock: &mut TcpStream,
@@ -848,8 +882,7 @@ async fn run_statement(
         return Ok(true);
     }
     let drop_after = faults.drop_after_rows.load(Ordering::SeqCst);
-    let drop_after =
-        (faulted && drop_after > 0 && Faults::take(&faults.drops)).then_some(drop_after);
+    let drop_after = (faulted && drop_after > 0).then_some(drop_after);
 
     let sql = rewrite(text);
     let stream = async {
@@ -872,10 +905,18 @@ async fn run_statement(
         }
     };
     let schema = stream.schema();
+    // A CAST makes a new typed value: its type comes from Arrow, not the fixture declaration.
+    let cast_aliases = cast_aliases(&sql);
     let sql_types: Vec<SqlType> = schema
         .fields()
         .iter()
-        .map(|f| SqlType::of_field(f))
+        .map(|f| {
+            if cast_aliases.iter().any(|a| a == f.name()) {
+                SqlType::for_arrow(f.data_type())
+            } else {
+                SqlType::of_field(f)
+            }
+        })
         .collect();
     // COLMETADATA.
     w.buf.push(0x81);
@@ -902,7 +943,7 @@ async fn run_statement(
         let cols: Vec<Col<'_>> = batch.columns().iter().map(Col::new).collect();
         let nbytes = cols.len().div_ceil(8);
         for i in 0..batch.num_rows() {
-            if drop_after.is_some_and(|n| rows >= n) {
+            if drop_after.is_some_and(|n| rows >= n) && Faults::take(&faults.drops) {
                 // Send what is complete, then cut the connection mid-message.
                 let cut = w.buf.len();
                 w.flush_full(sock).await?;
