@@ -383,9 +383,11 @@ impl Builder {
                 }
             },
             (Builder::Utf8(b), ColumnData::String(x)) => b.append_option(x),
-            (Builder::Utf8(b), ColumnData::Guid(x)) => {
-                b.append_option(x.map(|u| u.hyphenated().to_string()))
-            }
+            (Builder::Utf8(b), ColumnData::Guid(x)) => match x {
+                // Formatted on the stack: no allocation per row.
+                Some(u) => b.append_value(u.hyphenated().encode_lower(&mut [0u8; 36])),
+                None => b.append_null(),
+            },
             (Builder::Utf8(b), ColumnData::Xml(x)) => {
                 b.append_option(x.map(|x| x.into_owned().into_string()))
             }
