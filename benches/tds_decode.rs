@@ -7,7 +7,6 @@
 //!   table through tiberius and the decoder (server encoding shares the same cores).
 
 #[path = "../tests/support/tds/mod.rs"]
-#[allow(dead_code, clippy::all)]
 mod tds;
 
 use std::time::Duration;

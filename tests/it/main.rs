@@ -8,5 +8,4 @@ mod runs;
 mod support;
 
 #[path = "../support/tds/mod.rs"]
-#[allow(dead_code)]
 mod tds;

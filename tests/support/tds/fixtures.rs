@@ -10,7 +10,7 @@ use arrow::array::{
     Int16Array, Int32Array, Int64Array, RecordBatch, StringArray, Time64NanosecondArray,
     TimestampMicrosecondArray, TimestampNanosecondArray, UInt8Array,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
@@ -518,12 +518,7 @@ impl CatalogRows {
             self.table.push(table.into());
             self.column.push(f.name().clone());
             self.ordinal.push(i as i32 + 1);
-            self.data_type.push(match f.metadata().get("sqltype") {
-                Some(decl) if matches!(ty, SqlType::Other(_) | SqlType::BigInt) => {
-                    decl.split('(').next().unwrap_or(decl).to_string()
-                }
-                _ => name,
-            });
+            self.data_type.push(name);
             self.char_len.push(len);
             self.precision.push(p);
             self.scale.push(sc);
@@ -548,7 +543,6 @@ impl CatalogRows {
             i("datetime_precision", true),
             s("is_nullable"),
         ]);
-        let _ = TimeUnit::Second;
         Ok(RecordBatch::try_new(
             Arc::new(schema),
             vec![

@@ -67,7 +67,7 @@ impl Faults {
 }
 
 /// Server settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
     /// Port on 127.0.0.1 (0: ephemeral).
     pub port: u16,
@@ -75,16 +75,6 @@ pub struct ServerOptions {
     pub password: Option<String>,
     /// Fixture data.
     pub fixtures: FixtureOptions,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            port: 0,
-            password: None,
-            fixtures: FixtureOptions::default(),
-        }
-    }
 }
 
 /// A query as the server received it.
@@ -647,7 +637,7 @@ impl Reader<'_> {
                 let d = self.int_le(3)? as i64 - types::DAYS_0001_TO_1970;
                 ScalarValue::Date32(Some(d as i32))
             }
-            0x29 | 0x2A | 0x2B => {
+            0x29..=0x2B => {
                 let scale = self.u8()? as u32;
                 let len = self.u8()? as usize;
                 if len == 0 {
