@@ -13,6 +13,7 @@ fn bench(c: &mut Criterion) {
         start_date: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
         batch_size: 65_536,
         tables: vec![],
+        mssql: None,
     });
     let window = Window {
         lo: None,

@@ -39,8 +39,10 @@ trap 'python3 tests/support/emulators.py stop "$EMULATORS"; rm -rf "$EMULATORS"'
 eval "$(SMELTER_TOOLS="$TOOLS" python3 tests/support/emulators.py start "$EMULATORS")"
 
 echo "==> cargo build --release"
-cargo build --release --bins
+cargo build --release --bins --examples
 export SMELTER_BIN="$CARGO_TARGET_DIR/release/smelter"
+# The TDS 7.4 fixture server (examples/tds_server.rs), for the independent SQL Server clients.
+export SMELTER_TDS_SERVER="$CARGO_TARGET_DIR/release/examples/tds_server"
 export SMELTER_REPO="$ROOT"
 export SMELTER_REQUIRE_E2E=1
 

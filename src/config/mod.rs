@@ -19,6 +19,43 @@ use crate::error::{Error, Result};
 pub enum SourceKind {
     /// The built-in deterministic LogisticsDB generator.
     Sample,
+    /// Microsoft SQL Server or Azure SQL, read with tiberius.
+    Mssql,
+}
+
+/// Where the SQL Server password comes from. The password itself is read only when connecting,
+/// and never stored in the plan or logged.
+#[derive(Debug, Clone, serde::Serialize)]
+pub enum PasswordSource {
+    /// An environment variable name.
+    Env(String),
+    /// A file (a mounted secret); trailing newlines are ignored.
+    File(PathBuf),
+}
+
+/// Validated SQL Server connection settings (`[source]` with `type = "mssql"`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MssqlSource {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port; `None` with an instance asks the SQL Browser, otherwise 1433.
+    pub port: Option<u16>,
+    /// Named instance.
+    pub instance: Option<String>,
+    /// SQL login.
+    pub user: String,
+    /// Where the password comes from.
+    pub password: PasswordSource,
+    /// TLS on (default) or plaintext.
+    pub encrypt: bool,
+    /// Accept any server certificate.
+    pub trust_server_certificate: bool,
+    /// Connect and login timeout.
+    pub connect_timeout: std::time::Duration,
+    /// Per-response query timeout.
+    pub query_timeout: std::time::Duration,
+    /// Application name.
+    pub application_name: String,
 }
 
 /// A validated source table.
@@ -55,6 +92,8 @@ pub struct Source {
     pub batch_size: usize,
     /// Tables to extract.
     pub tables: Vec<SourceTable>,
+    /// SQL Server settings (`type = "mssql"` only).
+    pub mssql: Option<MssqlSource>,
 }
 
 /// Validated storage settings.
@@ -402,10 +441,11 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
     // Source.
     let kind = match raw.source.kind.as_str() {
         "sample" => SourceKind::Sample,
+        "mssql" => SourceKind::Mssql,
         other => {
             problem(
                 "source.type",
-                format!("unknown source type `{other}`; valid choices: `sample`"),
+                format!("unknown source type `{other}`; valid choices: `sample`, `mssql`"),
             );
             SourceKind::Sample
         }
@@ -461,6 +501,26 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         if t.partitions == Some(0) {
             problem(&format!("{key}.partitions"), "must be at least 1".into());
         }
+        if kind == SourceKind::Mssql {
+            if let Some(o) = &t.object {
+                if o.split('.').count() != 2 || o.split('.').any(|p| p.trim().is_empty()) {
+                    problem(
+                        &format!("{key}.object"),
+                        format!("`{o}` must be `schema.table`, for example `dbo.{}`", t.name),
+                    );
+                }
+            }
+            if t.partitions.unwrap_or(1) > 1 && t.key.len() != 1 {
+                problem(
+                    &format!("{key}.partitions"),
+                    format!(
+                        "{} partitions need exactly one integer `key` column to split by (found {})",
+                        t.partitions.unwrap_or(1),
+                        t.key.len()
+                    ),
+                );
+            }
+        }
         if t.lookback_seconds.is_some_and(|s| s < 0) {
             problem(
                 &format!("{key}.lookback_seconds"),
@@ -514,6 +574,39 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             format!("{datahub_batch_size} is out of range; use 1 to 200"),
         );
     }
+    let mssql = match kind {
+        SourceKind::Mssql => Some(mssql_source(&raw.source, &project_dir, &mut problem)),
+        SourceKind::Sample => {
+            let s = &raw.source;
+            for (set, name) in [
+                (s.host.is_some(), "host"),
+                (s.port.is_some(), "port"),
+                (s.instance.is_some(), "instance"),
+                (s.user.is_some(), "user"),
+                (s.password_env.is_some(), "password_env"),
+                (s.password_file.is_some(), "password_file"),
+                (s.encrypt.is_some(), "encrypt"),
+                (
+                    s.trust_server_certificate.is_some(),
+                    "trust_server_certificate",
+                ),
+                (
+                    s.connect_timeout_seconds.is_some(),
+                    "connect_timeout_seconds",
+                ),
+                (s.query_timeout_seconds.is_some(), "query_timeout_seconds"),
+                (s.application_name.is_some(), "application_name"),
+            ] {
+                if set {
+                    problem(
+                        &format!("source.{name}"),
+                        "only applies to `type = \"mssql\"`".into(),
+                    );
+                }
+            }
+            None
+        }
+    };
 
     // Storage.
     let root = std::env::var("SMELTER_STORAGE_ROOT")
@@ -626,6 +719,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             start_date,
             batch_size,
             tables,
+            mssql,
         },
         storage: Storage {
             root,
@@ -668,4 +762,105 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         },
         profile,
     })
+}
+
+fn env_or(var: &str, value: &Option<String>) -> Option<String> {
+    std::env::var(var)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| value.clone())
+}
+
+/// `encrypt`, overridden by env `SMELTER_MSSQL_ENCRYPT` (`true`/`false`); default true.
+fn encrypt(value: Option<bool>, problem: &mut impl FnMut(&str, String)) -> bool {
+    match std::env::var("SMELTER_MSSQL_ENCRYPT")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => {
+                problem(
+                    "source.encrypt",
+                    format!("SMELTER_MSSQL_ENCRYPT `{v}` must be `true` or `false`"),
+                );
+                true
+            }
+        },
+        None => value.unwrap_or(true),
+    }
+}
+
+/// Validates the SQL Server settings of `[source]`; env `SMELTER_MSSQL_HOST`, `SMELTER_MSSQL_PORT`,
+/// `SMELTER_MSSQL_USER` and `SMELTER_MSSQL_ENCRYPT` override the file.
+fn mssql_source(
+    s: &raw::SourceFile,
+    project_dir: &Path,
+    problem: &mut impl FnMut(&str, String),
+) -> MssqlSource {
+    let host = env_or("SMELTER_MSSQL_HOST", &s.host).unwrap_or_default();
+    if host.is_empty() {
+        problem(
+            "source.host",
+            "required for `type = \"mssql\"` (or set SMELTER_MSSQL_HOST)".into(),
+        );
+    }
+    let port = match std::env::var("SMELTER_MSSQL_PORT")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                problem(
+                    "source.port",
+                    format!("SMELTER_MSSQL_PORT `{p}` is not a port number"),
+                );
+                None
+            }
+        },
+        None => s.port,
+    };
+    let user = env_or("SMELTER_MSSQL_USER", &s.user).unwrap_or_default();
+    if user.is_empty() {
+        problem(
+            "source.user",
+            "required for `type = \"mssql\"` (a SQL login; or set SMELTER_MSSQL_USER)".into(),
+        );
+    }
+    let password = match (&s.password_env, &s.password_file) {
+        (Some(v), None) if !v.is_empty() => PasswordSource::Env(v.clone()),
+        (None, Some(f)) if !f.is_empty() => PasswordSource::File(project_dir.join(f)),
+        _ => {
+            problem(
+                "source.password_env",
+                "give exactly one of `password_env` (an environment variable name) and `password_file` (a secret file); passwords never go in the pipeline file".into(),
+            );
+            PasswordSource::Env(String::new())
+        }
+    };
+    for (v, name) in [
+        (s.connect_timeout_seconds, "connect_timeout_seconds"),
+        (s.query_timeout_seconds, "query_timeout_seconds"),
+    ] {
+        if v == Some(0) {
+            problem(&format!("source.{name}"), "must be at least 1".into());
+        }
+    }
+    MssqlSource {
+        host,
+        port,
+        instance: s.instance.clone().filter(|i| !i.is_empty()),
+        user,
+        password,
+        encrypt: encrypt(s.encrypt, problem),
+        trust_server_certificate: s.trust_server_certificate.unwrap_or(false),
+        connect_timeout: std::time::Duration::from_secs(s.connect_timeout_seconds.unwrap_or(30)),
+        query_timeout: std::time::Duration::from_secs(s.query_timeout_seconds.unwrap_or(300)),
+        application_name: s
+            .application_name
+            .clone()
+            .unwrap_or_else(|| "smelter".into()),
+    }
 }

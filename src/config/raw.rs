@@ -65,6 +65,43 @@ pub struct SourceFile {
     /// Rows per Arrow batch read from the source.
     #[serde(default)]
     pub batch_size: Option<usize>,
+    /// SQL Server: host name or address. Env `SMELTER_MSSQL_HOST` overrides it.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// SQL Server: TCP port (default 1433, or found through the SQL Browser when `instance` is
+    /// set). Env `SMELTER_MSSQL_PORT` overrides it.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// SQL Server: named instance (`host\instance`); its port is asked from the SQL Browser
+    /// (UDP 1434) unless `port` is given.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// SQL Server: SQL login name. Env `SMELTER_MSSQL_USER` overrides it.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// SQL Server: name of the environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// SQL Server: file holding the password (a mounted secret), relative to the project root.
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// SQL Server: encrypt the connection with TLS (default true). `false` sends everything,
+    /// the login included, in plaintext: only for local test servers.
+    #[serde(default)]
+    pub encrypt: Option<bool>,
+    /// SQL Server: accept any server certificate (self-signed dev servers). Default false.
+    #[serde(default)]
+    pub trust_server_certificate: Option<bool>,
+    /// SQL Server: seconds to wait for the TCP connection and login (default 30).
+    #[serde(default)]
+    pub connect_timeout_seconds: Option<u64>,
+    /// SQL Server: seconds to wait for each response of a query before failing it as a
+    /// transient error (default 300).
+    #[serde(default)]
+    pub query_timeout_seconds: Option<u64>,
+    /// SQL Server: application name shown in `sys.dm_exec_sessions` (default `smelter`).
+    #[serde(default)]
+    pub application_name: Option<String>,
     /// Tables to extract.
     #[serde(default)]
     pub tables: Vec<SourceTableFile>,
@@ -88,7 +125,8 @@ pub struct SourceTableFile {
     /// Overlap re-read below the last watermark, in seconds (dedup happens downstream).
     #[serde(default)]
     pub lookback_seconds: Option<i64>,
-    /// Parallel partitions for the read.
+    /// Parallel partitions for the read. SQL Server: more than one needs a single integer `key`;
+    /// each partition reads one key range over its own connection.
     #[serde(default)]
     pub partitions: Option<usize>,
 }

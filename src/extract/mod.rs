@@ -6,6 +6,7 @@
 //! manifest only: bronze commits it to state after its own commit, so a crash in between
 //! re-extracts instead of skipping rows.
 
+pub mod mssql;
 pub mod sample;
 
 use std::time::Instant;
@@ -22,7 +23,9 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::config::SourceTable;
+use arrow::record_batch::RecordBatch;
+
+use crate::config::{SourceKind, SourceTable};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, RunParams};
 use crate::state::{State, Watermark};
@@ -70,20 +73,21 @@ pub async fn run(
     state: &State,
     params: &RunParams,
 ) -> Result<Vec<ExtractMetrics>> {
-    let source = Sample::new(&plan.pipeline.source);
     let mut out = Vec::new();
     for table in &plan.pipeline.source.tables {
-        out.push(extract_table(plan, lake, state, params, &source, table).await?);
+        out.push(extract_table(plan, lake, state, params, table).await?);
     }
     Ok(out)
 }
+
+/// Batches of one partition, produced by a task and drained by the landing writer.
+type Partition = tokio::sync::mpsc::Receiver<Result<RecordBatch>>;
 
 async fn extract_table(
     plan: &Plan,
     lake: &Lake,
     state: &State,
     params: &RunParams,
-    source: &Sample,
     table: &SourceTable,
 ) -> Result<ExtractMetrics> {
     let started = Instant::now();
@@ -105,41 +109,30 @@ async fn extract_table(
         None => None,
     };
     let hi = (sample::days_since_epoch(params.logical_date) as i64 + 1) * 86_400_000_000;
-    let lo = watermark_from
-        .as_ref()
-        .map(|w| w.value - table.lookback_seconds * 1_000_000);
-    let window = Window { lo, hi };
-    let partitions = source.partitions(&table.name, window, table.partitions);
-    let schema = Sample::schema(&table.name)?;
-    let wm_col = match &table.watermark {
-        Some(c) => Some(schema.index_of(c).map_err(|_| {
-            Error::config(
-                plan.pipeline.file.display(),
-                format!(
-                    "key `source.tables.watermark`: table `{}` has no column `{c}`",
-                    table.name
-                ),
+    let source = &plan.pipeline.source;
+    let (kind, partitions, wm_col) = match (source.kind, &source.mssql) {
+        (SourceKind::Mssql, Some(settings)) => {
+            let read = mssql::start_read(
+                settings,
+                table,
+                watermark_from.as_ref(),
+                hi,
+                source.batch_size,
             )
-        })?),
-        None => None,
+            .await?;
+            ("mssql", read.partitions, read.watermark_col)
+        }
+        _ => {
+            let (parts, wm_col) = sample_partitions(plan, source, table, &watermark_from, hi)?;
+            ("sample", parts, wm_col)
+        }
     };
 
-    let tasks = partitions.into_iter().enumerate().map(|(i, range)| {
-        let source = source.clone();
+    let tasks = partitions.into_iter().enumerate().map(|(i, mut rx)| {
         let store = store.clone();
-        let name = table.name.clone();
         let file = format!("part-{i:04}.parquet");
         let path = StorePath::from(format!("{dir}/{file}"));
         async move {
-            let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-            let reader = source.read(&name, window, range)?;
-            let producer = tokio::task::spawn_blocking(move || {
-                for batch in reader {
-                    if tx.blocking_send(batch).is_err() {
-                        break;
-                    }
-                }
-            });
             let mut writer: Option<AsyncArrowWriter<ParquetObjectWriter>> = None;
             let mut rows = 0u64;
             let mut max_wm: Option<Watermark> = None;
@@ -172,9 +165,6 @@ async fn extract_table(
                     w.write(&batch).await?;
                 }
             }
-            producer
-                .await
-                .map_err(|e| Error::Internal(format!("sample reader panicked: {e}")))?;
             let file = match writer {
                 Some(w) => {
                     w.close().await?;
@@ -185,8 +175,9 @@ async fn extract_table(
             Ok::<_, Error>((file, rows, max_wm))
         }
     });
+    // Every partition runs at once: each holds its own source connection.
     let results: Vec<_> = futures::stream::iter(tasks)
-        .buffer_unordered(plan.pipeline.source.tables.len().max(8))
+        .buffer_unordered(table.partitions.max(1))
         .try_collect()
         .await?;
 
@@ -202,7 +193,7 @@ async fn extract_table(
         table: table.name.clone(),
         run_id: params.run_id.clone(),
         logical_date: params.logical_date.to_string(),
-        source: format!("sample:{}.{}", plan.pipeline.source.database, table.object),
+        source: format!("{kind}:{}.{}", source.database, table.object),
         rows,
         files: files.clone(),
         watermark_from,
@@ -225,6 +216,48 @@ async fn extract_table(
     })
 }
 
+/// Starts the sample generator's partitions, each on a blocking thread feeding a channel.
+fn sample_partitions(
+    plan: &Plan,
+    source: &crate::config::Source,
+    table: &SourceTable,
+    watermark_from: &Option<Watermark>,
+    hi: i64,
+) -> Result<(Vec<Partition>, Option<usize>)> {
+    let sample = Sample::new(source);
+    let lo = watermark_from
+        .as_ref()
+        .map(|w| w.value - table.lookback_seconds * 1_000_000);
+    let window = Window { lo, hi };
+    let schema = Sample::schema(&table.name)?;
+    let wm_col = match &table.watermark {
+        Some(c) => Some(schema.index_of(c).map_err(|_| {
+            Error::config(
+                plan.pipeline.file.display(),
+                format!(
+                    "key `source.tables.watermark`: table `{}` has no column `{c}`",
+                    table.name
+                ),
+            )
+        })?),
+        None => None,
+    };
+    let mut parts = Vec::new();
+    for range in sample.partitions(&table.name, window, table.partitions) {
+        let reader = sample.read(&table.name, window, range)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            for batch in reader {
+                if tx.blocking_send(batch).is_err() {
+                    break;
+                }
+            }
+        });
+        parts.push(rx);
+    }
+    Ok((parts, wm_col))
+}
+
 /// Reads the manifest of a table's landing for a run, if the extraction finished.
 pub async fn read_manifest(lake: &Lake, table: &str, run_id: &str) -> Result<Option<Manifest>> {
     let dir = lake.path_of(&lake.landing_url(table, run_id))?;
@@ -244,6 +277,23 @@ fn column_max(array: &dyn Array) -> Option<Watermark> {
             .downcast_ref::<TimestampMicrosecondArray>()
             .and_then(arrow::compute::max)
             .map(Watermark::timestamp),
+        // Floored to the microsecond: the next window re-reads that microsecond rather than
+        // skipping rows in it (dedup by key happens downstream).
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => array
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+            .and_then(arrow::compute::max)
+            .map(|ns| Watermark::timestamp(ns.div_euclid(1000))),
+        DataType::Int32 => array
+            .as_any()
+            .downcast_ref::<arrow::array::Int32Array>()
+            .and_then(arrow::compute::max)
+            .map(|v| Watermark::integer(v as i64)),
+        DataType::Int16 => array
+            .as_any()
+            .downcast_ref::<arrow::array::Int16Array>()
+            .and_then(arrow::compute::max)
+            .map(|v| Watermark::integer(v as i64)),
         DataType::Int64 => array
             .as_any()
             .downcast_ref::<arrow::array::Int64Array>()

@@ -12,7 +12,6 @@ use super::datahub::{self, JobContext, Written};
 use super::openlineage::{self, Naming};
 use super::sink;
 use crate::error::Result;
-use crate::extract::sample::Sample;
 use crate::layers::RunContext;
 use crate::plan::{Layer, TableId};
 use crate::profile::TableProfile;
@@ -155,11 +154,10 @@ fn naming(rc: &RunContext<'_>) -> Naming {
     let source = &rc.plan.pipeline.source;
     Naming {
         lake_root: rc.lake.root().clone(),
-        source_namespace: format!(
-            "{}://{}",
-            format!("{:?}", source.kind).to_lowercase(),
-            source.database
-        ),
+        source_namespace: match &source.mssql {
+            Some(m) => format!("mssql://{}:{}", m.host, m.port.unwrap_or(1433)),
+            None => format!("sample://{}", source.database),
+        },
     }
 }
 
@@ -224,8 +222,13 @@ pub async fn datasets(
                         name: t.name.clone(),
                     };
                     let src = source_urn(&t.object);
-                    let schema =
-                        crate::layers::bronze::bronze_schema(Sample::schema(&t.name)?.as_ref());
+                    // The schema as written, whatever the source type.
+                    let Some(provider) =
+                        rc.format.provider(&rc.ctx, &rc.lake.table_url(&id)).await?
+                    else {
+                        continue;
+                    };
+                    let schema = provider.schema();
                     let columns = schema
                         .fields()
                         .iter()

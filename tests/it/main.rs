@@ -5,7 +5,11 @@ mod cli_errors;
 mod emit;
 mod http;
 mod lineage;
+mod mssql;
 mod profile;
 mod runs;
 mod storage;
 mod support;
+
+#[path = "../support/tds/mod.rs"]
+mod tds;

@@ -685,6 +685,7 @@ mod tests {
             start_date: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
             batch_size: 1000,
             tables: vec![],
+            mssql: None,
         })
     }
 

@@ -1,0 +1,390 @@
+//! The SQL Server source (`source.type = "mssql"`), read with tiberius.
+//!
+//! Per table: one connection discovers the columns from `INFORMATION_SCHEMA.COLUMNS` and maps them
+//! to Arrow ([`types`]; unsupported types fail here, before any data moves), builds the window
+//! predicate from the watermark (bound parameters, never text) and, for `partitions > 1`, asks
+//! MIN/MAX of the key to split it into ranges ([`partition`]). Each partition then streams over
+//! its own connection through the [`types::Decoder`] into a bounded channel that the landing
+//! writer drains, so memory stays at a few batches per partition whatever the table size.
+
+pub mod connect;
+pub mod partition;
+pub mod types;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use tiberius::{ColumnData, ToSql};
+
+use crate::config::{MssqlSource, SourceTable};
+use crate::error::{Error, Result};
+use crate::state::Watermark;
+use connect::{connect, server_label, source_error, MssqlClient};
+use partition::KeyRange;
+use types::{quote_ident, Kind, Mapping, SourceColumn};
+
+/// What the extract layer needs to land one table.
+pub struct TableRead {
+    /// Arrow schema of the landed files.
+    pub schema: SchemaRef,
+    /// Index of the watermark column in `schema`, if incremental.
+    pub watermark_col: Option<usize>,
+    /// One receiver of batches per partition; each is fed by its own connection task.
+    pub partitions: Vec<tokio::sync::mpsc::Receiver<Result<RecordBatch>>>,
+}
+
+/// The extraction window of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowBounds {
+    /// Exclusive lower bound: last committed watermark minus the lookback.
+    pub lo: Option<i64>,
+    /// Exclusive upper bound in microseconds (end of the logical date), for timestamp watermarks.
+    pub hi_us: i64,
+}
+
+/// `[schema].[table]` of an object name `schema.table`.
+pub fn quoted_object(object: &str) -> String {
+    match object.split_once('.') {
+        Some((s, t)) => format!("{}.{}", quote_ident(s), quote_ident(t)),
+        None => quote_ident(object),
+    }
+}
+
+fn int_of(v: &ColumnData<'_>) -> Option<i64> {
+    match v {
+        ColumnData::U8(x) => x.map(i64::from),
+        ColumnData::I16(x) => x.map(i64::from),
+        ColumnData::I32(x) => x.map(i64::from),
+        ColumnData::I64(x) => *x,
+        ColumnData::Numeric(x) => x.map(|n| n.value() as i64),
+        _ => None,
+    }
+}
+
+fn text_of(v: ColumnData<'_>) -> String {
+    match v {
+        ColumnData::String(Some(s)) => s.into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Reads the columns of `object` (`schema.table`) from `INFORMATION_SCHEMA.COLUMNS`.
+pub async fn discover(
+    client: &mut MssqlClient,
+    what: &str,
+    object: &str,
+) -> Result<Vec<SourceColumn>> {
+    let (schema, table) = object.split_once('.').unwrap_or(("dbo", object));
+    let sql = "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, \
+               NUMERIC_SCALE, DATETIME_PRECISION, IS_NULLABLE FROM INFORMATION_SCHEMA.COLUMNS \
+               WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2 ORDER BY ORDINAL_POSITION";
+    let rows = client
+        .query(sql, &[&schema, &table])
+        .await
+        .map_err(|e| source_error(what, e))?
+        .into_first_result()
+        .await
+        .map_err(|e| source_error(what, e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let v: Vec<ColumnData<'static>> = row.into_iter().collect();
+        if v.len() != 7 {
+            return Err(Error::Internal(format!(
+                "{what}: INFORMATION_SCHEMA.COLUMNS returned {} columns",
+                v.len()
+            )));
+        }
+        let mut it = v.into_iter();
+        let name = text_of(it.next().unwrap_or(ColumnData::I32(None)));
+        let data_type = text_of(it.next().unwrap_or(ColumnData::I32(None)));
+        let rest: Vec<ColumnData<'static>> = it.collect();
+        out.push(SourceColumn {
+            name,
+            data_type: data_type.to_ascii_lowercase(),
+            max_length: int_of(&rest[0]).map(|x| x as i32),
+            precision: int_of(&rest[1]).map(|x| x as i32),
+            scale: int_of(&rest[2]).map(|x| x as i32),
+            datetime_precision: int_of(&rest[3]).map(|x| x as i32),
+            nullable: matches!(&rest[4], ColumnData::String(Some(s)) if s.eq_ignore_ascii_case("YES")),
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::Source {
+            message: format!(
+                "{what}: `{object}` not found (no columns visible in INFORMATION_SCHEMA.COLUMNS); check `source.tables.object` and the login's permissions"
+            ),
+            retryable: false,
+        });
+    }
+    Ok(out)
+}
+
+/// A WHERE clause under construction: conditions with `@Pn` placeholders and their values.
+#[derive(Default)]
+struct Where {
+    conds: Vec<String>,
+    params: Vec<ColumnData<'static>>,
+}
+
+impl Where {
+    fn param(&mut self, v: ColumnData<'static>) -> String {
+        self.params.push(v);
+        format!("@P{}", self.params.len())
+    }
+
+    fn sql(&self) -> String {
+        if self.conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.conds.join(" AND "))
+        }
+    }
+
+    fn refs(&self) -> Vec<&dyn ToSql> {
+        self.params.iter().map(|p| p as &dyn ToSql).collect()
+    }
+}
+
+/// A datetime2(7) parameter for microseconds since the epoch.
+fn datetime2_param(us: i64) -> ColumnData<'static> {
+    use tiberius::time::{Date, DateTime2, Time};
+    let days = us.div_euclid(86_400_000_000);
+    let us_of_day = us.rem_euclid(86_400_000_000);
+    let date = Date::new((days + 719_162).max(0) as u32);
+    ColumnData::DateTime2(Some(DateTime2::new(
+        date,
+        Time::new(us_of_day as u64 * 10, 7),
+    )))
+}
+
+fn window_where(
+    what: &str,
+    table: &SourceTable,
+    mappings: &[Mapping],
+    window: WindowBounds,
+) -> Result<Where> {
+    let mut w = Where::default();
+    let Some(col) = &table.watermark else {
+        return Ok(w);
+    };
+    let m = mappings
+        .iter()
+        .find(|m| &m.column.name == col)
+        .ok_or_else(|| Error::Source {
+            message: format!(
+                "{what}: watermark column `{col}` (source.tables.watermark) does not exist"
+            ),
+            retryable: false,
+        })?;
+    let q = quote_ident(col);
+    match m.kind {
+        Kind::TimestampUs | Kind::TimestampNs | Kind::OffsetUs | Kind::OffsetNs => {
+            if let Some(lo) = window.lo {
+                let p = w.param(datetime2_param(lo));
+                w.conds.push(format!("{q} > {p}"));
+            }
+            let p = w.param(datetime2_param(window.hi_us));
+            w.conds.push(format!("{q} < {p}"));
+        }
+        Kind::I16 | Kind::I32 | Kind::I64 => {
+            if let Some(lo) = window.lo {
+                let p = w.param(ColumnData::I64(Some(lo)));
+                w.conds.push(format!("{q} > {p}"));
+            }
+        }
+        Kind::RowVersion => {
+            if let Some(lo) = window.lo {
+                let p = w.param(ColumnData::I64(Some(lo)));
+                w.conds.push(format!("{q} > CONVERT(binary(8), {p})"));
+            }
+        }
+        _ => {
+            return Err(Error::Source {
+                message: format!(
+                    "{what}: watermark column `{col}` has type {}; use a monotonic datetime2, datetime, datetimeoffset, integer or rowversion column",
+                    m.column.data_type
+                ),
+                retryable: false,
+            })
+        }
+    }
+    Ok(w)
+}
+
+/// The watermark a landed column maximum stands for (`timestamp_us` or `int`).
+pub fn is_timestamp_watermark(mappings: &[Mapping], col: &str) -> bool {
+    mappings.iter().any(|m| {
+        m.column.name == col
+            && matches!(
+                m.kind,
+                Kind::TimestampUs | Kind::TimestampNs | Kind::OffsetUs | Kind::OffsetNs
+            )
+    })
+}
+
+/// Plans and starts the read of one table: discovery, window, partitions, one task per partition.
+pub async fn start_read(
+    settings: &MssqlSource,
+    table: &SourceTable,
+    watermark_from: Option<&Watermark>,
+    hi_us: i64,
+    batch_size: usize,
+) -> Result<TableRead> {
+    let what = format!(
+        "table `{}` ({} on {})",
+        table.name,
+        table.object,
+        server_label(settings)
+    );
+    let mut client = connect(settings).await?;
+    let columns = discover(&mut client, &what, &table.object).await?;
+    let mappings = columns
+        .iter()
+        .map(|c| types::map_column(&table.object, c))
+        .collect::<Result<Vec<_>>>()?;
+    let schema = types::arrow_schema(&mappings);
+    let lookback = if table
+        .watermark
+        .as_deref()
+        .is_some_and(|c| is_timestamp_watermark(&mappings, c))
+    {
+        table.lookback_seconds * 1_000_000
+    } else {
+        0
+    };
+    let window = WindowBounds {
+        lo: watermark_from.map(|w| w.value - lookback),
+        hi_us,
+    };
+    let base = window_where(&what, table, &mappings, window)?;
+    let object = quoted_object(&table.object);
+
+    let ranges = if table.partitions > 1 {
+        let key = &table.key[0];
+        let km = mappings
+            .iter()
+            .find(|m| &m.column.name == key)
+            .ok_or_else(|| Error::Source {
+                message: format!("{what}: key column `{key}` (source.tables.key) does not exist"),
+                retryable: false,
+            })?;
+        if !matches!(km.kind, Kind::I16 | Kind::I32 | Kind::I64) {
+            return Err(Error::Source {
+                message: format!(
+                    "{what}: partitions need an integer key, but `{key}` is {}; set `partitions = 1` or choose an integer key",
+                    km.column.data_type
+                ),
+                retryable: false,
+            });
+        }
+        let q = quote_ident(key);
+        let sql = format!(
+            "SELECT MIN({q}) AS lo, MAX({q}) AS hi FROM {object}{}",
+            base.sql()
+        );
+        let row = client
+            .query(sql, &base.refs())
+            .await
+            .map_err(|e| source_error(&what, e))?
+            .into_row()
+            .await
+            .map_err(|e| source_error(&what, e))?;
+        let bounds: Vec<Option<i64>> = row
+            .map(|r| r.into_iter().map(|v| int_of(&v)).collect())
+            .unwrap_or_default();
+        match (
+            bounds.first().copied().flatten(),
+            bounds.get(1).copied().flatten(),
+        ) {
+            (Some(lo), Some(hi)) => partition::split(lo, hi, table.partitions),
+            _ => vec![KeyRange::all()],
+        }
+    } else {
+        vec![KeyRange::all()]
+    };
+    drop(client);
+
+    let select_list: Vec<String> = mappings.iter().map(|m| m.select.clone()).collect();
+    let select_list = select_list.join(", ");
+    let wm_col = table
+        .watermark
+        .as_ref()
+        .and_then(|c| schema.index_of(c).ok());
+    let mut partitions = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let mut w = Where {
+            conds: base.conds.clone(),
+            params: base.params.clone(),
+        };
+        if let Some(key) = table.key.first().filter(|_| table.partitions > 1) {
+            let q = quote_ident(key);
+            match (range.lo, range.hi) {
+                (None, Some(hi)) => {
+                    let p = w.param(ColumnData::I64(Some(hi)));
+                    w.conds.push(format!("({q} < {p} OR {q} IS NULL)"));
+                }
+                (Some(lo), Some(hi)) => {
+                    let a = w.param(ColumnData::I64(Some(lo)));
+                    let b = w.param(ColumnData::I64(Some(hi)));
+                    w.conds.push(format!("{q} >= {a} AND {q} < {b}"));
+                }
+                (Some(lo), None) => {
+                    let p = w.param(ColumnData::I64(Some(lo)));
+                    w.conds.push(format!("{q} >= {p}"));
+                }
+                (None, None) => {}
+            }
+        }
+        let sql = format!("SELECT {select_list} FROM {object}{}", w.sql());
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let settings = settings.clone();
+        let what = what.clone();
+        let mappings = mappings.clone();
+        let name = table.object.clone();
+        tokio::spawn(async move {
+            let res =
+                read_partition(&settings, &what, &name, &sql, w, mappings, batch_size, &tx).await;
+            if let Err(e) = res {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        partitions.push(rx);
+    }
+    Ok(TableRead {
+        schema,
+        watermark_col: wm_col,
+        partitions,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_partition(
+    settings: &MssqlSource,
+    what: &str,
+    table: &str,
+    sql: &str,
+    w: Where,
+    mappings: Vec<Mapping>,
+    batch_size: usize,
+    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+) -> Result<()> {
+    let mut client = connect(settings).await?;
+    let mut decoder = types::Decoder::new(table, mappings, batch_size);
+    let mut rows = client
+        .query(sql, &w.refs())
+        .await
+        .map_err(|e| source_error(what, e))?
+        .into_row_stream();
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(|e| source_error(what, e))?;
+        if let Some(batch) = decoder.push(row)? {
+            if tx.send(Ok(batch)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if let Some(batch) = decoder.finish()? {
+        let _ = tx.send(Ok(batch)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,510 @@
+//! The SQL Server source against the TDS fixture server: every type round-trips, incremental
+//! windows, partition coverage, faults with retry, login failures and unsupported types.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int16Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    TimestampNanosecondArray,
+};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+
+use crate::support::{code, stderr, Project};
+use crate::tds::{self, FixtureOptions, ServerOptions, TdsServer};
+
+const PASSWORD: &str = "Fixture-S3cret!pw";
+
+fn server(fixtures: FixtureOptions) -> TdsServer {
+    TdsServer::start(ServerOptions {
+        password: Some(PASSWORD.into()),
+        fixtures,
+        ..Default::default()
+    })
+    .expect("start TDS fixture server")
+}
+
+/// A project reading `tables` (TOML `[[source.tables]]` bodies) from the fixture server.
+fn project(server: &TdsServer, tables: &[&str], extra_source: &str) -> Project {
+    let mut toml = format!(
+        r#"
+name = "t"
+[source]
+type = "mssql"
+host = "127.0.0.1"
+port = {port}
+user = "reader"
+password_env = "T_MSSQL_PASSWORD"
+encrypt = false
+batch_size = 1000
+connect_timeout_seconds = 10
+{extra_source}
+"#,
+        port = server.port
+    );
+    for t in tables {
+        toml.push_str("[[source.tables]]\n");
+        toml.push_str(t);
+        toml.push('\n');
+    }
+    toml.push_str("[storage]\nroot = \"lake\"\n");
+    Project::custom(&toml, &[])
+}
+
+const ENV: &[(&str, &str)] = &[("T_MSSQL_PASSWORD", PASSWORD)];
+
+fn run(p: &Project, layer: &str, date: &str, run_id: &str) -> std::process::Output {
+    p.smelter_env(
+        &[
+            "run",
+            "{p}",
+            "--layer",
+            layer,
+            "--logical-date",
+            date,
+            "--run-id",
+            run_id,
+        ],
+        ENV,
+    )
+}
+
+fn ok(p: &Project, layer: &str, date: &str, run_id: &str) {
+    let out = run(p, layer, date, run_id);
+    assert_eq!(
+        code(&out),
+        0,
+        "{layer} {date} {run_id} failed:\n{}",
+        stderr(&out)
+    );
+}
+
+/// Every landed batch of a table and run.
+fn landed(p: &Project, table: &str, run_id: &str) -> Vec<RecordBatch> {
+    let dir = p.lake().join(format!("landing/{table}/run={run_id}"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|f| f.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let file = std::fs::File::open(&f).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        out.extend(reader.map(|b| b.unwrap()));
+    }
+    out
+}
+
+fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+fn concat(batches: &[RecordBatch]) -> RecordBatch {
+    arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
+}
+
+/// A count over the fixture tables, computed independently of the server.
+async fn fixture_count(opts: &FixtureOptions, sql: &str) -> i64 {
+    let ctx = tds::fixtures::session(opts).unwrap();
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let c = arrow::compute::cast(batches[0].column(0), &DataType::Int64).unwrap();
+    c.as_primitive::<Int64Type>().value(0)
+}
+
+fn pad(a: &ArrayRef, n: usize) -> ArrayRef {
+    let s = a.as_string::<i32>();
+    Arc::new(StringArray::from_iter(s.iter().map(|v| {
+        v.map(|v| {
+            let len = v.chars().count();
+            format!("{v}{}", " ".repeat(n.saturating_sub(len)))
+        })
+    })))
+}
+
+/// The expected landed columns for `dbo.AllTypes`, derived from the fixture's own values.
+fn expected_all_types() -> Vec<(String, ArrayRef)> {
+    let fixture = tds::fixtures::all_types().unwrap();
+    let mut out = Vec::new();
+    for (i, (name, decl)) in tds::fixtures::ALL_TYPES.iter().enumerate() {
+        let a = fixture.column(i).clone();
+        let name = name.to_string();
+        match *decl {
+            "tinyint" => out.push((name, arrow::compute::cast(&a, &DataType::Int16).unwrap())),
+            "char(10)" => out.push((name, pad(&a, 10))),
+            "nchar(5)" => out.push((name, pad(&a, 5))),
+            d if d.starts_with("datetimeoffset") => {
+                let ns = d == "datetimeoffset(7)";
+                let s = a.as_string::<i32>();
+                let parsed: Vec<Option<(i64, i64, i16)>> =
+                    s.iter().map(|v| v.map(tds::types::parse_dto)).collect();
+                let instant: ArrayRef = if ns {
+                    Arc::new(
+                        TimestampNanosecondArray::from_iter(
+                            parsed
+                                .iter()
+                                .map(|p| p.map(|(d, n, _)| d * 86_400_000_000_000 + n)),
+                        )
+                        .with_timezone("UTC"),
+                    )
+                } else {
+                    Arc::new(
+                        TimestampMicrosecondArray::from_iter(
+                            parsed
+                                .iter()
+                                .map(|p| p.map(|(d, n, _)| d * 86_400_000_000 + n / 1000)),
+                        )
+                        .with_timezone("UTC"),
+                    )
+                };
+                out.push((name.clone(), instant));
+                out.push((
+                    format!("{name}_offset_minutes"),
+                    Arc::new(Int16Array::from_iter(parsed.iter().map(|p| p.map(|x| x.2)))),
+                ));
+            }
+            _ => out.push((name, a)),
+        }
+    }
+    out
+}
+
+#[test]
+fn every_type_round_trips_exactly() {
+    let s = server(FixtureOptions::default());
+    let p = project(
+        &s,
+        &[r#"name = "alltypes"
+object = "dbo.AllTypes"
+key = ["id"]"#],
+        "",
+    );
+    ok(&p, "extract", "2026-11-01", "types");
+    let got = concat(&landed(&p, "alltypes", "types"));
+    assert_eq!(got.num_rows(), 4);
+    let schema = got.schema();
+    let expected = expected_all_types();
+    assert_eq!(
+        schema.fields().len(),
+        expected.len(),
+        "landed columns: {:?}",
+        schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+    );
+    for (name, want) in &expected {
+        let idx = schema
+            .index_of(name)
+            .unwrap_or_else(|_| panic!("column {name} missing"));
+        let have = got.column(idx);
+        assert_eq!(have.data_type(), want.data_type(), "type of column {name}");
+        assert_eq!(have.as_ref(), want.as_ref(), "values of column {name}");
+    }
+    // Spot checks of the mapping itself, independent of the fixture's storage.
+    let ty = |n: &str| schema.field_with_name(n).unwrap().data_type().clone();
+    assert_eq!(ty("c_dec38_38"), DataType::Decimal128(38, 38));
+    assert_eq!(ty("c_money"), DataType::Decimal128(19, 4));
+    assert_eq!(ty("c_smallmoney"), DataType::Decimal128(10, 4));
+    assert_eq!(
+        ty("c_dt2_7"),
+        DataType::Timestamp(TimeUnit::Nanosecond, None)
+    );
+    assert_eq!(
+        ty("c_dt2_3"),
+        DataType::Timestamp(TimeUnit::Microsecond, None)
+    );
+    assert_eq!(ty("c_time7"), DataType::Time64(TimeUnit::Nanosecond));
+    let offsets = got
+        .column(schema.index_of("c_dto7_offset_minutes").unwrap())
+        .as_primitive::<arrow::datatypes::Int16Type>()
+        .clone();
+    assert_eq!(offsets.value(0), 330);
+    assert_eq!(offsets.value(1), -480);
+    // Money went through a server-side cast to decimal, never through f64.
+    let sent = s.received();
+    assert!(
+        sent.iter().any(|r| r
+            .sql
+            .contains("CAST([c_money] AS decimal(19,4)) AS [c_money]")),
+        "money select: {sent:?}"
+    );
+}
+
+#[test]
+fn unsupported_type_names_table_and_column() {
+    let s = server(FixtureOptions::default());
+    let p = project(
+        &s,
+        &[r#"name = "odd"
+object = "dbo.Unsupported""#],
+        "",
+    );
+    let out = run(&p, "extract", "2026-11-01", "odd");
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.contains("dbo.Unsupported"), "{err}");
+    assert!(
+        err.contains("c_variant") && err.contains("sql_variant"),
+        "{err}"
+    );
+    // Discovery failed before any data query was sent.
+    assert!(!s
+        .received()
+        .iter()
+        .any(|r| r.sql.contains("FROM [dbo].[Unsupported]")));
+}
+
+#[test]
+fn login_failure_is_fatal_and_never_shows_the_password() {
+    let s = server(FixtureOptions::default());
+    let p = project(&s, &[r#"name = "carriers""#], "");
+    let wrong = "Wrong-Pa55word-123";
+    let out = p.smelter_env(
+        &["run", "{p}", "--layer", "extract", "--run-id", "l1"],
+        &[("T_MSSQL_PASSWORD", wrong)],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.contains("18456"), "{err}");
+    assert!(!err.contains(wrong) && !String::from_utf8_lossy(&out.stdout).contains(wrong));
+
+    s.faults.reject_login.store(true, Ordering::SeqCst);
+    let out = run(&p, "extract", "2026-11-01", "l2");
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(!stderr(&out).contains(PASSWORD));
+}
+
+#[test]
+fn missing_password_env_is_a_usage_error() {
+    let s = server(FixtureOptions::default());
+    let p = project(&s, &[r#"name = "carriers""#], "");
+    let out = p.smelter(&["run", "{p}", "--layer", "extract", "--run-id", "m1"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.contains("T_MSSQL_PASSWORD"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watermark_incremental_across_two_logical_dates() {
+    let opts = FixtureOptions::default();
+    let s = server(opts.clone());
+    let p = project(
+        &s,
+        &[r#"name = "shipments"
+key = ["shipment_id"]
+watermark = "modified_at""#],
+        "",
+    );
+    // Day 1, with a crash after extract: the retry re-extracts the same window.
+    ok(&p, "extract", "2026-11-01", "d1");
+    let first = rows(&landed(&p, "shipments", "d1"));
+    ok(&p, "extract", "2026-11-01", "d1");
+    assert_eq!(rows(&landed(&p, "shipments", "d1")), first);
+    ok(&p, "bronze", "2026-11-01", "d1");
+    let want1 = fixture_count(
+        &opts,
+        "SELECT COUNT(*) FROM dbo.shipments WHERE modified_at < TIMESTAMP '2026-11-02 00:00:00'",
+    )
+    .await;
+    assert_eq!(first as i64, want1);
+
+    // Day 2 starts after the committed watermark.
+    ok(&p, "extract", "2026-11-02", "d2");
+    ok(&p, "bronze", "2026-11-02", "d2");
+    let second = rows(&landed(&p, "shipments", "d2"));
+    let want2 = fixture_count(
+        &opts,
+        "SELECT COUNT(*) FROM dbo.shipments WHERE modified_at >= TIMESTAMP '2026-11-02 00:00:00' \
+         AND modified_at < TIMESTAMP '2026-11-03 00:00:00'",
+    )
+    .await;
+    assert!(want2 > 0);
+    assert_eq!(second as i64, want2);
+    let total = p
+        .scalar(&[("b", "bronze/shipments")], "SELECT COUNT(*) FROM b")
+        .await;
+    assert_eq!(total, want1 + want2);
+
+    // The watermark travelled as a bound parameter, never as SQL text.
+    let day2: Vec<_> = s
+        .received()
+        .into_iter()
+        .filter(|r| r.sql.contains("[modified_at] > @P1"))
+        .collect();
+    assert!(!day2.is_empty(), "no incremental query: {:?}", s.received());
+    for r in &day2 {
+        assert!(!r.sql.contains("2026-11"), "literal in {}", r.sql);
+        assert_eq!(r.params.len(), 2, "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_cover_every_key_once() {
+    let s = server(FixtureOptions {
+        big_rows: 10_007,
+        ..Default::default()
+    });
+    let p = project(
+        &s,
+        &[
+            r#"name = "big"
+object = "dbo.Big"
+key = ["id"]
+partitions = 4"#,
+            // A nullable key: the NULL row must land too (first partition).
+            r#"name = "alltypes"
+object = "dbo.AllTypes"
+key = ["c_int"]
+partitions = 3"#,
+        ],
+        "",
+    );
+    ok(&p, "extract", "2026-11-01", "p1");
+    let big = landed(&p, "big", "p1");
+    let files = std::fs::read_dir(p.lake().join("landing/big/run=p1"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "parquet")
+        })
+        .count();
+    assert_eq!(files, 4);
+    let mut ids: Vec<i64> = big
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=10_007).collect::<Vec<_>>());
+    assert_eq!(rows(&landed(&p, "alltypes", "p1")), 4);
+    let range_queries = s
+        .received()
+        .into_iter()
+        .filter(|r| r.sql.contains("FROM [dbo].[Big] WHERE"))
+        .count();
+    assert_eq!(range_queries, 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_connection_and_deadlock_retry_without_duplicates() {
+    let opts = FixtureOptions::default();
+    let s = server(opts.clone());
+    let p = project(
+        &s,
+        &[r#"name = "shipments"
+key = ["shipment_id"]
+watermark = "modified_at"
+partitions = 2"#],
+        "",
+    );
+    let source = fixture_count(
+        &opts,
+        "SELECT COUNT(*) FROM dbo.shipments WHERE modified_at < TIMESTAMP '2026-11-02 00:00:00'",
+    )
+    .await;
+
+    // The connection drops mid-stream: transient.
+    *s.faults.only_matching.lock().unwrap() = Some("FROM [dbo].[shipments] WHERE".into());
+    s.faults.drop_after_rows.store(700, Ordering::SeqCst);
+    s.faults.drops.store(1, Ordering::SeqCst);
+    let out = run(&p, "extract", "2026-11-01", "f1");
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(stderr(&out).contains("shipments"), "{}", stderr(&out));
+
+    // A deadlock victim on the retry: transient again.
+    s.faults.deadlocks.store(1, Ordering::SeqCst);
+    let out = run(&p, "extract", "2026-11-01", "f1");
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(stderr(&out).contains("1205"), "{}", stderr(&out));
+
+    // The next retry of the same run id succeeds; bronze gets every row exactly once.
+    ok(&p, "extract", "2026-11-01", "f1");
+    ok(&p, "bronze", "2026-11-01", "f1");
+    ok(&p, "bronze", "2026-11-01", "f1");
+    let landed_rows = rows(&landed(&p, "shipments", "f1")) as i64;
+    assert_eq!(landed_rows, source);
+    let bronze = p
+        .scalar(&[("b", "bronze/shipments")], "SELECT COUNT(*) FROM b")
+        .await;
+    assert_eq!(bronze, source);
+    let runs = p
+        .scalar(
+            &[("b", "bronze/shipments")],
+            "SELECT COUNT(DISTINCT _run_id) FROM b",
+        )
+        .await;
+    assert_eq!(runs, 1);
+}
+
+#[test]
+fn query_timeout_is_transient() {
+    let s = server(FixtureOptions::default());
+    let p = project(&s, &[r#"name = "carriers""#], "query_timeout_seconds = 1");
+    *s.faults.only_matching.lock().unwrap() = Some("FROM [dbo].[carriers]".into());
+    s.faults.stall_ms.store(4_000, Ordering::SeqCst);
+    s.faults.stalls.store(1, Ordering::SeqCst);
+    let out = run(&p, "extract", "2026-11-01", "t1");
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    ok(&p, "extract", "2026-11-01", "t1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logistics_pipeline_runs_end_to_end_against_the_fixture() {
+    let opts = FixtureOptions::default();
+    let s = TdsServer::start(ServerOptions {
+        fixtures: opts.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let toml = std::fs::read_to_string(repo.join("pipelines/logistics.toml")).unwrap();
+    let p = Project::custom(&toml, &[]);
+    crate::support::copy_dir(&repo.join("sql/demo"), &p.dir.path().join("sql/demo"));
+    let port = s.port.to_string();
+    let env = [
+        ("SMELTER_MSSQL_PORT", port.as_str()),
+        ("SMELTER_MSSQL_ENCRYPT", "false"),
+        ("SMELTER_MSSQL_PASSWORD", "any"),
+    ];
+    let out = p.smelter_env(
+        &[
+            "run",
+            "{p}",
+            "--logical-date",
+            "2026-11-01",
+            "--run-id",
+            "e2e",
+        ],
+        &env,
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for table in tds::fixtures::SAMPLE_TABLES {
+        let landed = rows(&landed(&p, table, "e2e")) as i64;
+        let bronze = p
+            .scalar(
+                &[("b", &format!("bronze/{table}"))],
+                "SELECT COUNT(*) FROM b",
+            )
+            .await;
+        assert_eq!(landed, bronze, "{table}");
+        let source = fixture_count(
+            &opts,
+            &format!(
+                "SELECT COUNT(*) FROM dbo.{table} WHERE modified_at < TIMESTAMP '2026-11-02 00:00:00'"
+            ),
+        )
+        .await;
+        assert_eq!(landed, source, "{table}");
+    }
+    let gold = p
+        .scalar(
+            &[("g", "gold/revenue_by_customer")],
+            "SELECT COUNT(*) FROM g",
+        )
+        .await;
+    assert!(gold > 0);
+}
