@@ -413,14 +413,13 @@ pub fn scrub(text: &str) -> String {
             out = out.replace(s.as_str(), "***");
         }
     }
-    while let Some(i) = out
-        .find("sig=")
-        .filter(|i| !out[i + 4..].starts_with("***"))
-    {
-        let end = out[i + 4..]
+    let mut from = 0;
+    while let Some(i) = out[from..].find("sig=").map(|i| from + i + 4) {
+        let end = out[i..]
             .find(['&', ' ', ')', '"'])
-            .map_or(out.len(), |e| i + 4 + e);
-        out.replace_range(i + 4..end, "***");
+            .map_or(out.len(), |e| i + e);
+        out.replace_range(i..end, "***");
+        from = i + 3;
     }
     out
 }
