@@ -445,8 +445,16 @@ impl Decoder {
 
     /// Appends a row; returns a batch when `batch_size` rows are buffered.
     pub fn push(&mut self, row: tiberius::Row) -> Result<Option<RecordBatch>> {
+        self.push_values(row)
+    }
+
+    /// Appends one row given as its values in column order.
+    pub fn push_values(
+        &mut self,
+        values: impl IntoIterator<Item = ColumnData<'static>>,
+    ) -> Result<Option<RecordBatch>> {
         let mut n = 0;
-        for (i, value) in row.into_iter().enumerate() {
+        for (i, value) in values.into_iter().enumerate() {
             let Some(b) = self.builders.get_mut(i) else {
                 return Err(self.error(i, "more values than columns".into()));
             };

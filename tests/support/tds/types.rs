@@ -397,18 +397,19 @@ impl<'a> Col<'a> {
         }
     }
 
-    fn text(&self, i: usize) -> String {
+    fn text(&self, i: usize) -> std::borrow::Cow<'_, str> {
         match self {
-            Col::Str(a) => a.value(i).to_string(),
-            Col::LStr(a) => a.value(i).to_string(),
-            Col::VStr(a) => a.value(i).to_string(),
+            Col::Str(a) => a.value(i).into(),
+            Col::LStr(a) => a.value(i).into(),
+            Col::VStr(a) => a.value(i).into(),
             Col::Other(a) => a
                 .as_any()
                 .downcast_ref::<StringArray>()
                 .map(|s| s.value(i).to_string())
-                .unwrap_or_default(),
-            Col::Bin(a) => String::from_utf8_lossy(a.value(i)).into_owned(),
-            _ => self.int(i).to_string(),
+                .unwrap_or_default()
+                .into(),
+            Col::Bin(a) => String::from_utf8_lossy(a.value(i)),
+            _ => self.int(i).to_string().into(),
         }
     }
 
@@ -531,7 +532,7 @@ pub fn encode_value(ty: &SqlType, col: &Col<'_>, i: usize, out: &mut Vec<u8>) {
             out.extend_from_slice(&b[8..16]);
         }
         SqlType::Char(n) | SqlType::VarChar(Some(n)) => {
-            let mut s = col.text(i).into_bytes();
+            let mut s = col.text(i).into_owned().into_bytes();
             if matches!(ty, SqlType::Char(_)) {
                 s.resize((*n as usize).max(s.len()), b' ');
             }
@@ -539,19 +540,26 @@ pub fn encode_value(ty: &SqlType, col: &Col<'_>, i: usize, out: &mut Vec<u8>) {
             out.extend_from_slice(&s);
         }
         SqlType::NChar(n) | SqlType::NVarChar(Some(n)) => {
-            let mut units: Vec<u16> = col.text(i).encode_utf16().collect();
-            if matches!(ty, SqlType::NChar(_)) {
-                units.resize((*n as usize).max(units.len()), b' ' as u16);
-            }
-            out.extend_from_slice(&((units.len() * 2) as u16).to_le_bytes());
-            for u in units {
+            let text = col.text(i);
+            let len_at = out.len();
+            out.extend_from_slice(&[0, 0]);
+            let mut units = 0usize;
+            for u in text.encode_utf16() {
                 out.extend_from_slice(&u.to_le_bytes());
+                units += 1;
             }
+            if matches!(ty, SqlType::NChar(_)) {
+                while units < *n as usize {
+                    out.extend_from_slice(&(b' ' as u16).to_le_bytes());
+                    units += 1;
+                }
+            }
+            out[len_at..len_at + 2].copy_from_slice(&((units * 2) as u16).to_le_bytes());
         }
         SqlType::Binary(_) | SqlType::VarBinary(Some(_)) => {
             let b = match col {
                 Col::Bin(a) => a.value(i).to_vec(),
-                _ => col.text(i).into_bytes(),
+                _ => col.text(i).into_owned().into_bytes(),
             };
             out.extend_from_slice(&(b.len() as u16).to_le_bytes());
             out.extend_from_slice(&b);
