@@ -145,6 +145,9 @@ fn bench(c: &mut Criterion) {
         connect_timeout: Duration::from_secs(10),
         query_timeout: Duration::from_secs(60),
         application_name: "smelter-bench".into(),
+        packet_size: 32_767,
+        ca_certificate: None,
+        browser_port: 1434,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sql = format!(

@@ -56,6 +56,12 @@ pub struct MssqlSource {
     pub query_timeout: std::time::Duration,
     /// Application name.
     pub application_name: String,
+    /// TDS packet size asked for at login.
+    pub packet_size: u32,
+    /// CA certificate file trusted for the server certificate.
+    pub ca_certificate: Option<PathBuf>,
+    /// SQL Browser UDP port.
+    pub browser_port: u16,
 }
 
 /// A validated source table.
@@ -63,8 +69,12 @@ pub struct MssqlSource {
 pub struct SourceTable {
     /// Lake table name.
     pub name: String,
-    /// Source object (`schema.table`).
+    /// Source object (`schema.table`); for a `query` table, `query.<name>`.
     pub object: String,
+    /// A SELECT extracted instead of `object` (SQL Server).
+    pub query: Option<String>,
+    /// Explicit casts of unsupported columns: column → SQL Server type (SQL Server).
+    pub casts: std::collections::BTreeMap<String, String>,
     /// Key columns.
     pub key: Vec<String>,
     /// Watermark column, if incremental.
@@ -73,6 +83,49 @@ pub struct SourceTable {
     pub lookback_seconds: i64,
     /// Parallel read partitions.
     pub partitions: usize,
+}
+
+impl SourceTable {
+    /// The source objects the table reads, as `schema.table`: its `object`, or the tables its
+    /// `query` names (schema `dbo` when left out; CTE names and a query the parser does not
+    /// understand give none).
+    pub fn upstream_objects(&self) -> Vec<String> {
+        use datafusion::sql::sqlparser::{ast, dialect::MsSqlDialect, parser::Parser};
+        let Some(query) = &self.query else {
+            return vec![self.object.clone()];
+        };
+        let Ok(statements) = Parser::parse_sql(&MsSqlDialect {}, query) else {
+            return Vec::new();
+        };
+        let mut ctes = std::collections::BTreeSet::new();
+        for st in &statements {
+            if let ast::Statement::Query(q) = st {
+                for cte in q.with.iter().flat_map(|w| &w.cte_tables) {
+                    ctes.insert(cte.alias.name.value.to_ascii_lowercase());
+                }
+            }
+        }
+        let mut out = std::collections::BTreeSet::new();
+        let _ = ast::visit_relations(&statements, |rel: &ast::ObjectName| {
+            let parts: Vec<&str> = rel
+                .0
+                .iter()
+                .filter_map(|p| p.as_ident())
+                .map(|i| i.value.as_str())
+                .collect();
+            match parts.as_slice() {
+                [t] if !ctes.contains(&t.to_ascii_lowercase()) => {
+                    out.insert(format!("dbo.{t}"));
+                }
+                [.., s, t] if parts.len() >= 2 => {
+                    out.insert(format!("{s}.{t}"));
+                }
+                _ => {}
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        out.into_iter().collect()
+    }
 }
 
 /// A validated source.
@@ -501,6 +554,36 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         if t.partitions == Some(0) {
             problem(&format!("{key}.partitions"), "must be at least 1".into());
         }
+        if kind != SourceKind::Mssql {
+            for (field, set) in [("query", t.query.is_some()), ("casts", !t.casts.is_empty())] {
+                if set {
+                    problem(
+                        &format!("{key}.{field}"),
+                        "only applies to `type = \"mssql\"`".into(),
+                    );
+                }
+            }
+        }
+        if let Some(q) = &t.query {
+            if t.object.is_some() {
+                problem(
+                    &format!("{key}.query"),
+                    "give either `object` or `query`, not both".into(),
+                );
+            }
+            if q.trim().is_empty()
+                || !q.trim_start().get(..6).is_some_and(|s| {
+                    s.eq_ignore_ascii_case("select") || s.eq_ignore_ascii_case("with ")
+                })
+            {
+                problem(&format!("{key}.query"), "must be a SELECT statement".into());
+            }
+        }
+        for (col, ty) in &t.casts {
+            if let Err(e) = crate::extract::mssql::types::column_of_type(col, ty, true) {
+                problem(&format!("{key}.casts.{col}"), e);
+            }
+        }
         if kind == SourceKind::Mssql {
             if let Some(o) = &t.object {
                 if o.split('.').count() != 2 || o.split('.').any(|p| p.trim().is_empty()) {
@@ -529,10 +612,16 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         }
         tables.push(SourceTable {
             name: t.name.clone(),
-            object: t
-                .object
-                .clone()
-                .unwrap_or_else(|| format!("dbo.{}", t.name)),
+            object: match (&t.object, &t.query) {
+                (Some(o), _) => o.clone(),
+                (None, Some(_)) => format!("query.{}", t.name),
+                (None, None) => format!("dbo.{}", t.name),
+            },
+            query: t
+                .query
+                .as_ref()
+                .map(|q| q.trim().trim_end_matches(';').trim_end().to_string()),
+            casts: t.casts.clone(),
             key: t.key.clone(),
             watermark: t.watermark.clone(),
             lookback_seconds: t.lookback_seconds.unwrap_or(0),
@@ -840,6 +929,20 @@ fn mssql_source(
             PasswordSource::Env(String::new())
         }
     };
+    if s.packet_size.is_some_and(|p| !(512..=32_767).contains(&p)) {
+        problem(
+            "source.packet_size",
+            "must be between 512 and 32767 bytes".into(),
+        );
+    }
+    if let Some(ca) = s.ca_certificate.as_ref().filter(|c| !c.is_empty()) {
+        if !project_dir.join(ca).is_file() {
+            problem(
+                "source.ca_certificate",
+                format!("`{ca}` is not a file (relative to the project root)"),
+            );
+        }
+    }
     for (v, name) in [
         (s.connect_timeout_seconds, "connect_timeout_seconds"),
         (s.query_timeout_seconds, "query_timeout_seconds"),
@@ -862,5 +965,47 @@ fn mssql_source(
             .application_name
             .clone()
             .unwrap_or_else(|| "smelter".into()),
+        packet_size: s.packet_size.unwrap_or(32_767),
+        ca_certificate: s
+            .ca_certificate
+            .as_ref()
+            .filter(|c| !c.is_empty())
+            .map(|c| project_dir.join(c)),
+        browser_port: s.browser_port.unwrap_or(1434),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SourceTable;
+
+    fn table(query: Option<&str>) -> SourceTable {
+        SourceTable {
+            name: "t".into(),
+            object: "sales.orders".into(),
+            query: query.map(String::from),
+            casts: Default::default(),
+            key: Vec::new(),
+            watermark: None,
+            lookback_seconds: 0,
+            partitions: 1,
+        }
+    }
+
+    #[test]
+    fn upstream_objects_of_object_and_query_tables() {
+        assert_eq!(table(None).upstream_objects(), vec!["sales.orders"]);
+        let q =
+            "WITH recent AS (SELECT * FROM [dbo].[shipments] WHERE modified_at > '2026-01-01') \
+                 SELECT r.shipment_id, c.name FROM recent AS r \
+                 JOIN customers AS c ON c.customer_id = r.customer_id \
+                 WHERE EXISTS (SELECT 1 FROM ops.holds h WHERE h.id = r.shipment_id)";
+        assert_eq!(
+            table(Some(q)).upstream_objects(),
+            vec!["dbo.customers", "dbo.shipments", "ops.holds"]
+        );
+        assert!(table(Some("SELECT FROM WHERE ("))
+            .upstream_objects()
+            .is_empty());
     }
 }

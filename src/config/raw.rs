@@ -102,6 +102,17 @@ pub struct SourceFile {
     /// SQL Server: application name shown in `sys.dm_exec_sessions` (default `smelter`).
     #[serde(default)]
     pub application_name: Option<String>,
+    /// SQL Server: TDS packet size asked for at login, 512 to 32767 bytes (default 32767; the
+    /// server may grant less). Larger packets cost less per row on big reads.
+    #[serde(default)]
+    pub packet_size: Option<u32>,
+    /// SQL Server: PEM or DER file of the CA that signed the server certificate (relative to the
+    /// project root), for servers whose certificate the system trust store does not know.
+    #[serde(default)]
+    pub ca_certificate: Option<String>,
+    /// SQL Server: UDP port of the SQL Browser asked for a named instance's port (default 1434).
+    #[serde(default)]
+    pub browser_port: Option<u16>,
     /// Tables to extract.
     #[serde(default)]
     pub tables: Vec<SourceTableFile>,
@@ -116,6 +127,16 @@ pub struct SourceTableFile {
     /// Source object, `schema.table` (default `dbo.<name>`).
     #[serde(default)]
     pub object: Option<String>,
+    /// SQL Server: a SELECT to extract instead of `object`. It is wrapped as a derived table
+    /// (`SELECT .. FROM (<query>) AS [q] WHERE ..`), so watermark and partition filters apply to
+    /// its output columns; no ORDER BY (unless with TOP) and no trailing `;`.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// SQL Server: explicit casts, `{ column = "sql type" }`, for columns whose type Smelter does
+    /// not map (sql_variant, geography, ...). The server converts the value; the target must be a
+    /// type Smelter maps, for example `nvarchar(max)`.
+    #[serde(default)]
+    pub casts: std::collections::BTreeMap<String, String>,
     /// Key column(s).
     #[serde(default)]
     pub key: Vec<String>,

@@ -221,7 +221,11 @@ pub async fn datasets(
                         layer: Layer::Bronze,
                         name: t.name.clone(),
                     };
-                    let src = source_urn(&t.object);
+                    // A table read through a `query` links to the tables the query names, but
+                    // its columns are not traced through the T-SQL.
+                    let upstreams: Vec<String> =
+                        t.upstream_objects().iter().map(|o| source_urn(o)).collect();
+                    let src = t.query.is_none().then(|| source_urn(&t.object));
                     // The schema as written, whatever the source type.
                     let Some(provider) =
                         rc.format.provider(&rc.ctx, &rc.lake.table_url(&id)).await?
@@ -233,10 +237,11 @@ pub async fn datasets(
                         .fields()
                         .iter()
                         .map(|f| {
-                            let inputs = if f.name().starts_with('_') {
-                                Vec::new()
-                            } else {
-                                vec![(src.clone(), f.name().clone(), super::Kind::Identity)]
+                            let inputs = match &src {
+                                Some(src) if !f.name().starts_with('_') => {
+                                    vec![(src.clone(), f.name().clone(), super::Kind::Identity)]
+                                }
+                                _ => Vec::new(),
                             };
                             (f.name().clone(), inputs)
                         })
@@ -248,7 +253,7 @@ pub async fn datasets(
                         layer: layer.to_string(),
                         schema: schema.as_ref().clone(),
                         columns,
-                        upstreams: vec![src],
+                        upstreams,
                         description: None,
                         profile: None,
                     });

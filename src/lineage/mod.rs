@@ -349,6 +349,7 @@ pub fn for_pipeline(
         .source
         .tables
         .iter()
+        .filter(|t| t.query.is_none())
         .map(|t| {
             (
                 format!("bronze.{}", t.name),

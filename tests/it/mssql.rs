@@ -26,22 +26,28 @@ fn server(fixtures: FixtureOptions) -> TdsServer {
 
 /// A project reading `tables` (TOML `[[source.tables]]` bodies) from the fixture server.
 fn project(server: &TdsServer, tables: &[&str], extra_source: &str) -> Project {
+    project_at(&format!("port = {}", server.port), tables, extra_source)
+}
+
+/// A project reaching the server through `address` (`port = ..` or `instance = ..` lines).
+fn project_at(address: &str, tables: &[&str], extra_source: &str) -> Project {
     let mut toml = format!(
         r#"
 name = "t"
 [source]
 type = "mssql"
 host = "127.0.0.1"
-port = {port}
+{address}
 user = "reader"
 password_env = "T_MSSQL_PASSWORD"
 encrypt = false
 batch_size = 1000
-connect_timeout_seconds = 10
 {extra_source}
-"#,
-        port = server.port
+"#
     );
+    if !extra_source.contains("connect_timeout_seconds") {
+        toml.push_str("connect_timeout_seconds = 10\n");
+    }
     for t in tables {
         toml.push_str("[[source.tables]]\n");
         toml.push_str(t);
@@ -507,4 +513,193 @@ async fn logistics_pipeline_runs_end_to_end_against_the_fixture() {
         )
         .await;
     assert!(gold > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_sources_take_watermarks_partitions_and_exact_types() {
+    let opts = FixtureOptions {
+        big_rows: 3_001,
+        ..Default::default()
+    };
+    let s = server(opts.clone());
+    let p = project(
+        &s,
+        &[
+            r#"name = "even"
+query = "SELECT id, amount, name, CAST(amount * 2 AS decimal(20,4)) AS doubled FROM dbo.Big WHERE id % 2 = 0;"
+key = ["id"]
+partitions = 3"#,
+            r#"name = "recent"
+query = """
+SELECT s.shipment_id, s.modified_at
+FROM dbo.shipments AS s
+"""
+key = ["shipment_id"]
+watermark = "modified_at""#,
+        ],
+        "",
+    );
+    ok(&p, "extract", "2026-11-01", "q1");
+
+    // Types come from the server's description of the query, not from the values.
+    let even = concat(&landed(&p, "even", "q1"));
+    let schema = even.schema();
+    let ty = |n: &str| schema.field_with_name(n).unwrap().data_type().clone();
+    assert_eq!(ty("amount"), DataType::Decimal128(18, 4));
+    assert_eq!(ty("doubled"), DataType::Decimal128(20, 4));
+    assert_eq!(ty("name"), DataType::Utf8);
+    let mut ids: Vec<i64> = even.column(0).as_primitive::<Int64Type>().values().to_vec();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=3_001).filter(|i| i % 2 == 0).collect::<Vec<_>>());
+    let amount = even
+        .column(1)
+        .as_primitive::<arrow::datatypes::Decimal128Type>();
+    let doubled = even
+        .column(3)
+        .as_primitive::<arrow::datatypes::Decimal128Type>();
+    for i in 0..even.num_rows() {
+        assert_eq!(doubled.value(i), amount.value(i) * 2);
+    }
+    let sent = s.received();
+    let reads: Vec<_> = sent
+        .iter()
+        .filter(|r| r.sql.contains("FROM (SELECT id, amount") && r.sql.contains(") AS [q]"))
+        .collect();
+    // MIN/MAX of the key plus three range reads, all over the derived table.
+    assert_eq!(reads.len(), 4, "{sent:?}");
+    assert!(sent.iter().any(
+        |r| r.sql.contains("sys.dm_exec_describe_first_result_set(@P1")
+            && r.params.iter().any(|v| v.contains("FROM dbo.Big"))
+    ));
+
+    // The watermark filter applies to the query's output, as a bound parameter.
+    let recent = rows(&landed(&p, "recent", "q1")) as i64;
+    let want = fixture_count(
+        &opts,
+        "SELECT COUNT(*) FROM dbo.shipments WHERE modified_at < TIMESTAMP '2026-11-02 00:00:00'",
+    )
+    .await;
+    assert_eq!(recent, want);
+    ok(&p, "bronze", "2026-11-01", "q1");
+    ok(&p, "extract", "2026-11-02", "q2");
+    let day2 = rows(&landed(&p, "recent", "q2")) as i64;
+    let want2 = fixture_count(
+        &opts,
+        "SELECT COUNT(*) FROM dbo.shipments WHERE modified_at >= TIMESTAMP '2026-11-02 00:00:00' \
+         AND modified_at < TIMESTAMP '2026-11-03 00:00:00'",
+    )
+    .await;
+    assert_eq!(day2, want2);
+    assert!(s.received().iter().any(|r| r
+        .sql
+        .contains(") AS [q] WHERE [modified_at] > @P1 AND [modified_at] < @P2")));
+
+    // A query the server cannot describe fails before any data moves, naming the table.
+    let bad = project(
+        &s,
+        &[r#"name = "broken"
+query = "SELECT no_such_column FROM dbo.Big""#],
+        "",
+    );
+    let out = run(&bad, "extract", "2026-11-01", "q3");
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains("broken") && err.contains("cannot describe"),
+        "{err}"
+    );
+    assert!(err.contains("no_such_column"), "{err}");
+}
+
+#[test]
+fn casts_opt_in_for_unsupported_types() {
+    let s = server(FixtureOptions::default());
+    let p = project(
+        &s,
+        &[r#"name = "odd"
+object = "dbo.Unsupported"
+casts = { c_variant = "nvarchar(max)", c_geo = "NVARCHAR(max)" }"#],
+        "",
+    );
+    ok(&p, "extract", "2026-11-01", "c1");
+    let got = concat(&landed(&p, "odd", "c1"));
+    let col = |n: &str| {
+        got.column(got.schema().index_of(n).unwrap())
+            .as_string::<i32>()
+            .value(0)
+            .to_string()
+    };
+    assert_eq!(col("c_variant"), "x");
+    assert_eq!(col("c_geo"), "POINT(0 0)");
+    assert!(s
+        .received()
+        .iter()
+        .any(|r| r.sql.contains("CAST([c_geo] AS nvarchar(max)) AS [c_geo]")));
+
+    // A cast target Smelter does not map, or a malformed one, is refused by validation.
+    for (casts, what) in [
+        (r#"{ id = "geography" }"#, "casts.id"),
+        (r#"{ id = "int); DROP TABLE x; --" }"#, "casts.id"),
+    ] {
+        let bad = project(
+            &s,
+            &[&format!(
+                "name = \"odd\"\nobject = \"dbo.Unsupported\"\ncasts = {casts}"
+            )],
+            "",
+        );
+        let out = bad.smelter(&["validate", "{p}"]);
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert!(stderr(&out).contains(what), "{}", stderr(&out));
+    }
+    // A cast of a column the source does not have names it.
+    let missing = project(
+        &s,
+        &[r#"name = "odd"
+object = "dbo.Unsupported"
+casts = { c_nope = "nvarchar(max)" }"#],
+        "",
+    );
+    let out = run(&missing, "extract", "2026-11-01", "c2");
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("c_nope"), "{}", stderr(&out));
+}
+
+#[test]
+fn named_instance_port_comes_from_the_sql_browser() {
+    let s = TdsServer::start(ServerOptions {
+        password: Some(PASSWORD.into()),
+        instance: Some("LOGISTICS".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let browser = s.browser_port.unwrap();
+    let p = project_at(
+        &format!("instance = \"logistics\"\nbrowser_port = {browser}"),
+        &[r#"name = "carriers""#],
+        "packet_size = 8192",
+    );
+    ok(&p, "extract", "2026-11-01", "i1");
+    assert!(rows(&landed(&p, "carriers", "i1")) > 0);
+    // The asked-for packet size was granted on every connection.
+    let sessions = s.sessions();
+    assert!(!sessions.is_empty());
+    assert!(
+        sessions.iter().all(|x| x.packet_size == 8192),
+        "{sessions:?}"
+    );
+
+    // An instance the browser does not know: no answer, a transient error naming it.
+    let p = project_at(
+        &format!("instance = \"OTHER\"\nbrowser_port = {browser}"),
+        &[r#"name = "carriers""#],
+        "connect_timeout_seconds = 1",
+    );
+    let out = run(&p, "extract", "2026-11-01", "i2");
+    let err = stderr(&out);
+    assert_eq!(code(&out), 75, "{err}");
+    assert!(
+        err.contains("SQL Browser") && err.contains("OTHER"),
+        "{err}"
+    );
 }

@@ -123,10 +123,10 @@ pub fn server_label(s: &MssqlSource) -> String {
     }
 }
 
-/// Asks the SQL Browser (UDP 1434) for the TCP port of a named instance.
-async fn browse_port(host: &str, instance: &str, timeout: Duration) -> Result<u16> {
+/// Asks the SQL Browser (UDP, normally 1434) for the TCP port of a named instance.
+async fn browse_port(host: &str, browser: u16, instance: &str, timeout: Duration) -> Result<u16> {
     let fail = |m: String| Error::Source {
-        message: format!("SQL Browser on {host}:1434 for instance `{instance}`: {m}"),
+        message: format!("SQL Browser on {host}:{browser} for instance `{instance}`: {m}"),
         retryable: true,
     };
     let sock = tokio::net::UdpSocket::bind("0.0.0.0:0")
@@ -134,7 +134,7 @@ async fn browse_port(host: &str, instance: &str, timeout: Duration) -> Result<u1
         .map_err(|e| fail(e.to_string()))?;
     let mut msg = vec![0x04];
     msg.extend_from_slice(instance.as_bytes());
-    sock.send_to(&msg, (host, 1434))
+    sock.send_to(&msg, (host, browser))
         .await
         .map_err(|e| fail(e.to_string()))?;
     let mut buf = vec![0u8; 4096];
@@ -158,7 +158,7 @@ pub async fn connect(s: &MssqlSource) -> Result<MssqlClient> {
     let mut host = s.host.clone();
     let mut port = match (s.port, &s.instance) {
         (Some(p), _) => p,
-        (None, Some(i)) => browse_port(&s.host, i, s.connect_timeout).await?,
+        (None, Some(i)) => browse_port(&s.host, s.browser_port, i, s.connect_timeout).await?,
         (None, None) => 1433,
     };
     let password = password(&s.password)?;
@@ -170,11 +170,14 @@ pub async fn connect(s: &MssqlSource) -> Result<MssqlClient> {
             config.instance_name(i);
         }
         config.application_name(&s.application_name);
+        config.packet_size(s.packet_size);
         config.authentication(AuthMethod::sql_server(&s.user, &password));
         if s.encrypt {
             config.encryption(EncryptionLevel::Required);
             if s.trust_server_certificate {
                 config.trust_cert();
+            } else if let Some(ca) = &s.ca_certificate {
+                config.trust_cert_ca(ca.to_string_lossy());
             }
         } else {
             config.encryption(EncryptionLevel::NotSupported);

@@ -88,24 +88,20 @@ pub async fn discover(
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let v: Vec<ColumnData<'static>> = row.into_iter().collect();
-        if v.len() != 7 {
-            return Err(Error::Internal(format!(
+        let [name, data_type, len, p, s, dp, nullable] = <[_; 7]>::try_from(v).map_err(|v| {
+            Error::Internal(format!(
                 "{what}: INFORMATION_SCHEMA.COLUMNS returned {} columns",
                 v.len()
-            )));
-        }
-        let mut it = v.into_iter();
-        let name = text_of(it.next().unwrap_or(ColumnData::I32(None)));
-        let data_type = text_of(it.next().unwrap_or(ColumnData::I32(None)));
-        let rest: Vec<ColumnData<'static>> = it.collect();
+            ))
+        })?;
         out.push(SourceColumn {
-            name,
-            data_type: data_type.to_ascii_lowercase(),
-            max_length: int_of(&rest[0]).map(|x| x as i32),
-            precision: int_of(&rest[1]).map(|x| x as i32),
-            scale: int_of(&rest[2]).map(|x| x as i32),
-            datetime_precision: int_of(&rest[3]).map(|x| x as i32),
-            nullable: matches!(&rest[4], ColumnData::String(Some(s)) if s.eq_ignore_ascii_case("YES")),
+            name: text_of(name),
+            data_type: text_of(data_type).to_ascii_lowercase(),
+            max_length: int_of(&len).map(|x| x as i32),
+            precision: int_of(&p).map(|x| x as i32),
+            scale: int_of(&s).map(|x| x as i32),
+            datetime_precision: int_of(&dp).map(|x| x as i32),
+            nullable: text_of(nullable).eq_ignore_ascii_case("YES"),
         });
     }
     if out.is_empty() {
@@ -117,6 +113,111 @@ pub async fn discover(
         });
     }
     Ok(out)
+}
+
+/// Describes the result columns of a source `query` with
+/// `sys.dm_exec_describe_first_result_set` (SQL Server 2012+, Azure SQL), which reports each
+/// column's full type (`decimal(18,4)`, `datetime2(7)`, `nvarchar(max)`) and nullability without
+/// running the query. A query the server cannot describe is an error with the server's reason.
+pub async fn describe_query(
+    client: &mut MssqlClient,
+    what: &str,
+    query: &str,
+) -> Result<Vec<SourceColumn>> {
+    let sql = "SELECT name, system_type_name, is_nullable, is_hidden, error_number, error_message \
+               FROM sys.dm_exec_describe_first_result_set(@P1, NULL, 0) ORDER BY column_ordinal";
+    let rows = client
+        .query(sql, &[&query])
+        .await
+        .map_err(|e| source_error(what, e))?
+        .into_first_result()
+        .await
+        .map_err(|e| source_error(what, e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let v: Vec<ColumnData<'static>> = row.into_iter().collect();
+        let [name, type_name, nullable, hidden, err_no, err_msg] =
+            <[_; 6]>::try_from(v).map_err(|v| {
+                Error::Internal(format!(
+                    "{what}: sys.dm_exec_describe_first_result_set returned {} columns",
+                    v.len()
+                ))
+            })?;
+        if let Some(n) = int_of(&err_no) {
+            return Err(Error::Source {
+                message: format!(
+                    "{what}: the server cannot describe `source.tables.query` (error {n}): {}",
+                    text_of(err_msg)
+                ),
+                retryable: false,
+            });
+        }
+        if matches!(hidden, ColumnData::Bit(Some(true))) {
+            continue;
+        }
+        let name = text_of(name);
+        let type_name = text_of(type_name);
+        let nullable = !matches!(nullable, ColumnData::Bit(Some(false)));
+        let c = types::column_of_type(&name, &type_name, nullable).unwrap_or(SourceColumn {
+            // An unmapped type: `map_column` names it, or a `casts` entry converts it.
+            name,
+            data_type: type_name
+                .split('(')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+            max_length: None,
+            precision: None,
+            scale: None,
+            datetime_precision: None,
+            nullable,
+        });
+        out.push(c);
+    }
+    if out.is_empty() {
+        return Err(Error::Source {
+            message: format!("{what}: `source.tables.query` returns no columns"),
+            retryable: false,
+        });
+    }
+    Ok(out)
+}
+
+/// Maps the discovered columns, applying the table's `casts`.
+fn map_columns(what: &str, table: &SourceTable, columns: &[SourceColumn]) -> Result<Vec<Mapping>> {
+    for col in table.casts.keys() {
+        if !columns.iter().any(|c| &c.name == col) {
+            return Err(Error::Source {
+                message: format!("{what}: `source.tables.casts` names column `{col}`, which the source does not have"),
+                retryable: false,
+            });
+        }
+    }
+    columns
+        .iter()
+        .map(|c| match table.casts.get(&c.name) {
+            None => types::map_column(&table.object, c),
+            Some(ty) => {
+                let target =
+                    types::column_of_type(&c.name, ty, c.nullable).map_err(|e| Error::Source {
+                        message: format!("{what}: `source.tables.casts.{}`: {e}", c.name),
+                        retryable: false,
+                    })?;
+                let mut m = types::map_column(&table.object, &target)?;
+                let q = quote_ident(&c.name);
+                m.select = format!("CAST({q} AS {}) AS {q}", types::type_sql(&target));
+                Ok(m)
+            }
+        })
+        .collect()
+}
+
+/// The FROM clause of a table: `[schema].[table]`, or the `query` as a derived table.
+fn from_clause(table: &SourceTable) -> String {
+    match &table.query {
+        Some(q) => format!("({q}) AS [q]"),
+        None => quoted_object(&table.object),
+    }
 }
 
 /// A WHERE clause under construction: conditions with `@Pn` placeholders and their values.
@@ -237,11 +338,11 @@ pub async fn start_read(
         server_label(settings)
     );
     let mut client = connect(settings).await?;
-    let columns = discover(&mut client, &what, &table.object).await?;
-    let mappings = columns
-        .iter()
-        .map(|c| types::map_column(&table.object, c))
-        .collect::<Result<Vec<_>>>()?;
+    let columns = match &table.query {
+        Some(q) => describe_query(&mut client, &what, q).await?,
+        None => discover(&mut client, &what, &table.object).await?,
+    };
+    let mappings = map_columns(&what, table, &columns)?;
     let schema = types::arrow_schema(&mappings);
     let lookback = if table
         .watermark
@@ -257,7 +358,7 @@ pub async fn start_read(
         hi_us,
     };
     let base = window_where(&what, table, &mappings, window)?;
-    let object = quoted_object(&table.object);
+    let object = from_clause(table);
 
     let ranges = if table.partitions > 1 {
         let key = &table.key[0];

@@ -121,6 +121,119 @@ pub fn quote_ident(name: &str) -> String {
     format!("[{}]", name.replace(']', "]]"))
 }
 
+/// Parses a SQL Server type as written in T-SQL (`decimal(18,4)`, `nvarchar(max)`,
+/// `datetime2(3)`, `float(24)`) into the catalog fields of a column named `name`; refuses
+/// malformed names and types Smelter does not map. Used for query result columns
+/// (`sys.dm_exec_describe_first_result_set` reports `system_type_name` in this form) and for
+/// the targets of `casts`.
+pub fn column_of_type(
+    name: &str,
+    type_name: &str,
+    nullable: bool,
+) -> std::result::Result<SourceColumn, String> {
+    let t = type_name.trim().to_ascii_lowercase();
+    let (base, args) = match t.split_once('(') {
+        Some((b, rest)) => {
+            let inner = rest
+                .strip_suffix(')')
+                .ok_or_else(|| format!("`{type_name}` is not a SQL Server type name"))?;
+            let args: Vec<&str> = inner.split(',').map(str::trim).collect();
+            (b.trim().to_string(), args)
+        }
+        None => (t.clone(), Vec::new()),
+    };
+    if base.is_empty() || !base.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("`{type_name}` is not a SQL Server type name"));
+    }
+    let num = |i: usize| -> std::result::Result<Option<i32>, String> {
+        match args.get(i) {
+            None => Ok(None),
+            Some(a) if a.eq_ignore_ascii_case("max") && i == 0 => Ok(Some(-1)),
+            Some(a) => a
+                .parse::<i32>()
+                .map(Some)
+                .map_err(|_| format!("`{type_name}`: `{a}` is not a number")),
+        }
+    };
+    let (a0, a1) = (num(0)?, num(1)?);
+    if args.len() > 2 {
+        return Err(format!("`{type_name}` has too many arguments"));
+    }
+    let mut c = SourceColumn {
+        name: name.to_string(),
+        data_type: base.clone(),
+        max_length: None,
+        precision: None,
+        scale: None,
+        datetime_precision: None,
+        nullable,
+    };
+    match base.as_str() {
+        "decimal" | "numeric" => {
+            let p = a0.unwrap_or(18);
+            let s = a1.unwrap_or(0);
+            if !(1..=38).contains(&p) || !(0..=p).contains(&s) {
+                return Err(format!(
+                    "`{type_name}`: precision must be 1..38 and scale 0..precision"
+                ));
+            }
+            c.precision = Some(p);
+            c.scale = Some(s);
+        }
+        "float" => c.precision = Some(a0.unwrap_or(53)),
+        "time" | "datetime2" | "datetimeoffset" => {
+            let d = a0.unwrap_or(7);
+            if !(0..=7).contains(&d) {
+                return Err(format!(
+                    "`{type_name}`: fractional second precision must be 0..7"
+                ));
+            }
+            c.datetime_precision = Some(d);
+        }
+        "datetime" => c.datetime_precision = Some(3),
+        "smalldatetime" => c.datetime_precision = Some(0),
+        "char" | "varchar" | "nchar" | "nvarchar" | "binary" | "varbinary" => {
+            c.max_length = Some(a0.unwrap_or(1));
+        }
+        _ if !args.is_empty() => {
+            return Err(format!("`{type_name}`: `{base}` takes no arguments"));
+        }
+        _ => {}
+    }
+    map_column("", &c).map_err(|_| {
+        format!("`{type_name}` is not a type Smelter maps (see docs/mssql.md for the mapping)")
+    })?;
+    Ok(c)
+}
+
+/// The T-SQL spelling of a parsed column type, rebuilt from its fields (never the user's text).
+pub fn type_sql(c: &SourceColumn) -> String {
+    let len = |l: Option<i32>| match l {
+        Some(-1) => "max".to_string(),
+        Some(n) => n.to_string(),
+        None => "1".to_string(),
+    };
+    match c.data_type.as_str() {
+        "decimal" | "numeric" => format!(
+            "{}({},{})",
+            c.data_type,
+            c.precision.unwrap_or(18),
+            c.scale.unwrap_or(0)
+        ),
+        "float" => format!("float({})", c.precision.unwrap_or(53)),
+        "time" | "datetime2" | "datetimeoffset" => {
+            format!("{}({})", c.data_type, c.datetime_precision.unwrap_or(7))
+        }
+        "char" | "varchar" | "nchar" | "nvarchar" | "binary" | "varbinary" => {
+            format!("{}({})", c.data_type, len(c.max_length))
+        }
+        // money arrives as a float on the wire; its exact form is the decimal it maps to.
+        "money" => "decimal(19,4)".into(),
+        "smallmoney" => "decimal(10,4)".into(),
+        other => other.to_string(),
+    }
+}
+
 /// Maps one column, or explains why it cannot be extracted.
 pub fn map_column(table: &str, c: &SourceColumn) -> Result<Mapping> {
     let q = quote_ident(&c.name);
@@ -158,8 +271,8 @@ pub fn map_column(table: &str, c: &SourceColumn) -> Result<Mapping> {
         other => {
             return Err(Error::Source {
                 message: format!(
-                    "table `{table}` column `{}` has type `{other}`, which Smelter cannot extract losslessly; leave the column out with a view or a query source that converts it (for example CAST({} AS nvarchar(max)))",
-                    c.name, q
+                    "table `{table}` column `{}` has type `{other}`, which Smelter cannot extract losslessly; convert it explicitly with `casts = {{ {} = \"nvarchar(max)\" }}` in its `[[source.tables]]` entry, or leave it out with a `query`",
+                    c.name, c.name
                 ),
                 retryable: false,
             })
@@ -493,6 +606,45 @@ impl Decoder {
         Error::Source {
             message: format!("table `{}` column {col}: {m}", self.table),
             retryable: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{column_of_type, map_column, type_sql, Kind};
+
+    #[test]
+    fn type_names_parse_into_exact_mappings() {
+        let kind = |t: &str| {
+            map_column("t", &column_of_type("c", t, true).unwrap())
+                .unwrap()
+                .kind
+        };
+        assert_eq!(kind("decimal(38, 38)"), Kind::Decimal(38, 38));
+        assert_eq!(kind("NUMERIC"), Kind::Decimal(18, 0));
+        assert_eq!(kind("datetime2(7)"), Kind::TimestampNs);
+        assert_eq!(kind("datetime2(3)"), Kind::TimestampUs);
+        assert_eq!(kind("float(24)"), Kind::F32);
+        assert_eq!(kind("money"), Kind::Decimal(19, 4));
+        assert_eq!(kind("nvarchar(max)"), Kind::Utf8);
+        let c = column_of_type("c", "NVarChar(MAX)", false).unwrap();
+        assert_eq!(type_sql(&c), "nvarchar(max)");
+        assert_eq!(
+            type_sql(&column_of_type("c", "money", true).unwrap()),
+            "decimal(19,4)"
+        );
+        for bad in [
+            "geography",
+            "decimal(39,2)",
+            "decimal(10,11)",
+            "datetime2(8)",
+            "int(4)",
+            "nvarchar(x)",
+            "int); DROP TABLE t; --",
+            "",
+        ] {
+            assert!(column_of_type("c", bad, true).is_err(), "{bad} accepted");
         }
     }
 }

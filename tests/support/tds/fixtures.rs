@@ -56,7 +56,10 @@ pub const SAMPLE_TABLES: &[&str] = &[
 
 /// Builds the session with every fixture table.
 pub fn session(opts: &FixtureOptions) -> datafusion::error::Result<SessionContext> {
-    let ctx = SessionContext::new();
+    // Unquoted names keep their case (`dbo.Big`), like SQL Server's default collation matching.
+    let config = datafusion::prelude::SessionConfig::new()
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
+    let ctx = SessionContext::new_with_config(config);
     let catalog = ctx.catalog("datafusion").expect("default catalog");
     let dbo = Arc::new(MemorySchemaProvider::new());
     let meta = Arc::new(MemorySchemaProvider::new());
@@ -532,16 +535,16 @@ impl CatalogRows {
         let s = |n: &str| Field::new(n, DataType::Utf8, false);
         let i = |n: &str, null: bool| Field::new(n, DataType::Int32, null);
         let schema = Schema::new(vec![
-            s("table_schema"),
-            s("table_name"),
-            s("column_name"),
-            i("ordinal_position", false),
-            s("data_type"),
-            i("character_maximum_length", true),
-            i("numeric_precision", true),
-            i("numeric_scale", true),
-            i("datetime_precision", true),
-            s("is_nullable"),
+            s("TABLE_SCHEMA"),
+            s("TABLE_NAME"),
+            s("COLUMN_NAME"),
+            i("ORDINAL_POSITION", false),
+            s("DATA_TYPE"),
+            i("CHARACTER_MAXIMUM_LENGTH", true),
+            i("NUMERIC_PRECISION", true),
+            i("NUMERIC_SCALE", true),
+            i("DATETIME_PRECISION", true),
+            s("IS_NULLABLE"),
         ]);
         Ok(RecordBatch::try_new(
             Arc::new(schema),

@@ -27,7 +27,9 @@ use tokio::net::{TcpListener, TcpStream};
 pub use fixtures::FixtureOptions;
 use types::{encode_value, Col, SqlType};
 
+/// Packet size before login, and the most the server grants (SQL Server's limit).
 const PACKET_SIZE: usize = 4096;
+const MAX_PACKET_SIZE: usize = 32_767;
 
 /// Faults the server injects; counters say how many more times each fires.
 #[derive(Debug, Default)]
@@ -75,6 +77,17 @@ pub struct ServerOptions {
     pub password: Option<String>,
     /// Fixture data.
     pub fixtures: FixtureOptions,
+    /// Answer SQL Browser (SSRP) requests for this instance name on a UDP port of its own.
+    pub instance: Option<String>,
+}
+
+/// A login as the server accepted it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Login name.
+    pub user: String,
+    /// Packet size the server granted.
+    pub packet_size: usize,
 }
 
 /// A query as the server received it.
@@ -91,6 +104,7 @@ struct Shared {
     faults: Arc<Faults>,
     password: Option<String>,
     log: Mutex<Vec<Received>>,
+    sessions: Mutex<Vec<Session>>,
 }
 
 /// A running server; stops when dropped.
@@ -99,6 +113,8 @@ pub struct TdsServer {
     pub port: u16,
     /// Fault switches.
     pub faults: Arc<Faults>,
+    /// UDP port of the SQL Browser responder, when `ServerOptions::instance` is set.
+    pub browser_port: Option<u16>,
     shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -114,11 +130,24 @@ impl TdsServer {
             faults: faults.clone(),
             password: opts.password.clone(),
             log: Mutex::new(Vec::new()),
+            sessions: Mutex::new(Vec::new()),
         });
         let std_listener = std::net::TcpListener::bind(("127.0.0.1", opts.port))?;
         std_listener.set_nonblocking(true)?;
         let port = std_listener.local_addr()?.port();
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let browser = match &opts.instance {
+            Some(name) => {
+                let udp = std::net::UdpSocket::bind(("127.0.0.1", 0))?;
+                udp.set_nonblocking(true)?;
+                Some((udp, name.clone()))
+            }
+            None => None,
+        };
+        let browser_port = match &browser {
+            Some((udp, _)) => Some(udp.local_addr()?.port()),
+            None => None,
+        };
         let s = shared.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -128,6 +157,10 @@ impl TdsServer {
                 .expect("server runtime");
             rt.block_on(async move {
                 let listener = TcpListener::from_std(std_listener).expect("listener");
+                if let Some((udp, name)) = browser {
+                    let udp = tokio::net::UdpSocket::from_std(udp).expect("browser socket");
+                    tokio::spawn(ssrp(udp, name, port));
+                }
                 loop {
                     tokio::select! {
                         _ = &mut stopped => break,
@@ -147,10 +180,16 @@ impl TdsServer {
         Ok(TdsServer {
             port,
             faults,
+            browser_port,
             shared,
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+
+    /// Logins accepted so far.
+    pub fn sessions(&self) -> Vec<Session> {
+        self.shared.sessions.lock().expect("sessions lock").clone()
     }
 
     /// Queries received so far.
@@ -167,6 +206,26 @@ impl Drop for TdsServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Answers SQL Browser unicast instance requests (SSRP `CLNT_UCAST_INST`, 0x04 + name) with the
+/// instance's TCP port (`SVR_RESP`, 0x05); other names get no answer, as on a real server.
+async fn ssrp(udp: tokio::net::UdpSocket, instance: String, port: u16) {
+    let mut buf = [0u8; 512];
+    while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+        let asked = String::from_utf8_lossy(&buf[1.min(n)..n]);
+        let asked = asked.trim_end_matches('\0');
+        if buf[0] != 0x04 || !asked.eq_ignore_ascii_case(&instance) {
+            continue;
+        }
+        let text = format!(
+            "ServerName;FIXTURE;InstanceName;{instance};IsClustered;No;Version;16.0.2000.5;tcp;{port};;"
+        );
+        let mut reply = vec![0x05];
+        reply.extend_from_slice(&(text.len() as u16).to_le_bytes());
+        reply.extend_from_slice(text.as_bytes());
+        let _ = udp.send_to(&reply, from).await;
     }
 }
 
@@ -194,6 +253,8 @@ async fn read_message(sock: &mut TcpStream) -> std::io::Result<Option<(u8, Vec<u
 struct Writer {
     buf: Vec<u8>,
     packet_id: u8,
+    /// Negotiated packet size.
+    size: usize,
 }
 
 impl Writer {
@@ -201,12 +262,13 @@ impl Writer {
         Writer {
             buf: Vec::with_capacity(PACKET_SIZE * 2),
             packet_id: 1,
+            size: PACKET_SIZE,
         }
     }
 
     /// Sends every full packet in the buffer.
     async fn flush_full(&mut self, sock: &mut TcpStream) -> std::io::Result<()> {
-        let body = PACKET_SIZE - 8;
+        let body = self.size - 8;
         if self.buf.len() <= body {
             return Ok(());
         }
@@ -314,6 +376,7 @@ fn prelogin_response() -> Vec<u8> {
 }
 
 struct Login {
+    packet_size: usize,
     user: String,
     password: String,
     database: String,
@@ -355,6 +418,9 @@ fn parse_login(p: &[u8]) -> Login {
         })
         .collect();
     Login {
+        packet_size: p
+            .get(8..12)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize),
         user: utf16_at(p, uo, ul),
         password: utf16_at(&pw, 0, pl),
         database: utf16_at(p, dbo, dbl),
@@ -409,12 +475,19 @@ async fn serve(mut sock: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
     w.buf.push(5);
     w.buf.extend_from_slice(&types::COLLATION);
     w.buf.push(0);
-    env_change(
-        &mut w.buf,
-        4,
-        &PACKET_SIZE.to_string(),
-        &PACKET_SIZE.to_string(),
-    );
+    // The client's packet size (0: keep the server's), capped as SQL Server does.
+    if login.packet_size >= 512 {
+        w.size = login.packet_size.min(MAX_PACKET_SIZE);
+    }
+    env_change(&mut w.buf, 4, &w.size.to_string(), &PACKET_SIZE.to_string());
+    shared
+        .sessions
+        .lock()
+        .expect("sessions lock")
+        .push(Session {
+            user: login.user.clone(),
+            packet_size: w.size,
+        });
     let mut ack = vec![1u8, 0x74, 0x00, 0x00, 0x04];
     b_varchar(&mut ack, "Microsoft SQL Server");
     ack.extend_from_slice(&[16, 0, 0x07, 0xD0]);
@@ -775,9 +848,10 @@ pub fn rewrite(sql: &str) -> String {
             "fixture_catalog.columns",
         );
     }
-    let sql = sql
-        .replace("COUNT_BIG(", "COUNT(")
-        .replace("count_big(", "count(");
+    let sql = cast_targets(
+        &sql.replace("COUNT_BIG(", "COUNT(")
+            .replace("count_big(", "count("),
+    );
     // SELECT TOP (n) / TOP n → LIMIT n.
     let upper = sql.to_ascii_uppercase();
     if let Some(i) = upper.find("SELECT TOP") {
@@ -796,6 +870,52 @@ pub fn rewrite(sql: &str) -> String {
         return format!("{}SELECT{} LIMIT {}", &sql[..i], after, n);
     }
     sql
+}
+
+/// Rewrites the T-SQL target types of `CAST(x AS type)` that DataFusion does not know.
+fn cast_targets(sql: &str) -> String {
+    let upper = sql.to_ascii_uppercase();
+    let mut out = String::with_capacity(sql.len());
+    let mut from = 0;
+    while let Some(i) = upper[from..].find("CAST(") {
+        let start = from + i + 5;
+        let mut depth = 1;
+        let mut end = sql.len();
+        let mut last_as = None;
+        for (j, c) in sql[start..].char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ if depth == 1 && upper[start + j..].starts_with(" AS ") => {
+                    last_as = Some(start + j + 4)
+                }
+                _ => {}
+            }
+            if depth == 0 {
+                end = start + j;
+                break;
+            }
+        }
+        let Some(t) = last_as else {
+            out.push_str(&sql[from..start]);
+            from = start;
+            continue;
+        };
+        let ty = upper[t..end].trim();
+        let base = ty.split('(').next().unwrap_or("").trim();
+        let mapped = match base {
+            "NVARCHAR" | "VARCHAR" | "NCHAR" | "CHAR" | "SYSNAME" => Some("VARCHAR"),
+            "DATETIME2" | "DATETIME" | "SMALLDATETIME" => Some("TIMESTAMP"),
+            "FLOAT" => Some("DOUBLE"),
+            "BIT" => Some("BOOLEAN"),
+            _ => None,
+        };
+        out.push_str(&sql[from..t]);
+        out.push_str(mapped.unwrap_or(&sql[t..end]));
+        from = end;
+    }
+    out.push_str(&sql[from..]);
+    out
 }
 
 /// Output names of `CAST(...) AS "name"` expressions in rewritten SQL.
@@ -830,6 +950,104 @@ fn cast_aliases(sql: &str) -> Vec<String> {
         from = end.max(start);
     }
     out
+}
+
+/// The SQL types of a result: a CAST makes a new typed value whose type comes from Arrow; other
+/// columns keep the fixture declaration.
+fn result_types(sql: &str, schema: &arrow::datatypes::Schema) -> Vec<SqlType> {
+    let cast_aliases = cast_aliases(sql);
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if cast_aliases.iter().any(|a| a == f.name()) {
+                SqlType::for_arrow(f.data_type())
+            } else {
+                SqlType::of_field(f)
+            }
+        })
+        .collect()
+}
+
+const DESCRIBE: &str = "sys.dm_exec_describe_first_result_set(";
+
+/// Serves `sys.dm_exec_describe_first_result_set(@P1, NULL, 0)`: plans the query in `$1`
+/// and registers its description (or its error) as a table the statement reads instead.
+/// Returns the statement rewritten to read that table, and the table's name to drop after.
+async fn describe_first_result_set(
+    shared: &Shared,
+    sql: &str,
+    params: &[ScalarValue],
+) -> datafusion::error::Result<Option<(String, String)>> {
+    let Some(at) = sql.to_ascii_lowercase().find(DESCRIBE) else {
+        return Ok(None);
+    };
+    let end = sql[at..].find(')').map_or(sql.len(), |e| at + e + 1);
+    let inner = match params.first() {
+        Some(ScalarValue::Utf8(Some(q))) => rewrite(q),
+        _ => String::new(),
+    };
+    let mut rows: Vec<(String, String, bool, Option<i32>, Option<String>)> = Vec::new();
+    match shared.ctx.sql(&inner).await {
+        Ok(df) => {
+            let schema = df.schema().as_arrow().clone();
+            for (f, t) in schema.fields().iter().zip(result_types(&inner, &schema)) {
+                rows.push((f.name().clone(), t.type_name(), f.is_nullable(), None, None));
+            }
+        }
+        Err(e) => rows.push((
+            String::new(),
+            String::new(),
+            true,
+            Some(11501),
+            Some(e.to_string()),
+        )),
+    }
+    use arrow::array::{BooleanArray, Int32Array, StringArray};
+    let fields = vec![
+        types::field("column_ordinal", "int", false),
+        types::field("name", "nvarchar(128)", true),
+        types::field("system_type_name", "nvarchar(256)", true),
+        types::field("is_nullable", "bit", true),
+        types::field("is_hidden", "bit", true),
+        types::field("error_number", "int", true),
+        types::field("error_message", "nvarchar(4000)", true),
+    ];
+    let errored = rows.iter().any(|r| r.3.is_some());
+    let text = |v: Vec<Option<String>>| Arc::new(StringArray::from(v)) as arrow::array::ArrayRef;
+    let columns: Vec<arrow::array::ArrayRef> = vec![
+        Arc::new(Int32Array::from_iter_values(1..=rows.len() as i32)),
+        text(
+            rows.iter()
+                .map(|r| (!errored).then(|| r.0.clone()))
+                .collect(),
+        ),
+        text(
+            rows.iter()
+                .map(|r| (!errored).then(|| r.1.clone()))
+                .collect(),
+        ),
+        Arc::new(BooleanArray::from(
+            rows.iter()
+                .map(|r| (!errored).then_some(r.2))
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(BooleanArray::from(
+            rows.iter()
+                .map(|_| (!errored).then_some(false))
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(Int32Array::from(
+            rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+        )),
+        text(rows.iter().map(|r| r.4.clone()).collect()),
+    ];
+    let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!("describe_{}", NEXT.fetch_add(1, Ordering::SeqCst));
+    let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+    shared.ctx.register_table(name.as_str(), Arc::new(table))?;
+    Ok(Some((format!("{}{name}{}", &sql[..at], &sql[end..]), name)))
 }
 
 /// Runs one statement; `false` when the connection was dropped on purpose.
@@ -874,7 +1092,23 @@ async fn run_statement(
     let drop_after = faults.drop_after_rows.load(Ordering::SeqCst);
     let drop_after = (faulted && drop_after > 0).then_some(drop_after);
 
-    let sql = rewrite(text);
+    let mut sql = rewrite(text);
+    let mut params = params;
+    let mut temp = None;
+    match describe_first_result_set(shared, &sql, &params).await {
+        Ok(Some((rewritten, name))) => {
+            sql = rewritten;
+            params.clear();
+            temp = Some(name);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            error_token(&mut w.buf, 102, 15, &format!("{e}"));
+            done(&mut w.buf, final_token, DONE_ERROR, 0);
+            w.finish(sock).await?;
+            return Ok(true);
+        }
+    }
     let stream = async {
         let df = shared.ctx.sql(&sql).await?;
         let df = if params.is_empty() {
@@ -885,6 +1119,9 @@ async fn run_statement(
         df.execute_stream().await
     }
     .await;
+    if let Some(name) = temp {
+        let _ = shared.ctx.deregister_table(name.as_str());
+    }
     let mut stream = match stream {
         Ok(s) => s,
         Err(e) => {
@@ -895,19 +1132,7 @@ async fn run_statement(
         }
     };
     let schema = stream.schema();
-    // A CAST makes a new typed value: its type comes from Arrow, not the fixture declaration.
-    let cast_aliases = cast_aliases(&sql);
-    let sql_types: Vec<SqlType> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            if cast_aliases.iter().any(|a| a == f.name()) {
-                SqlType::for_arrow(f.data_type())
-            } else {
-                SqlType::of_field(f)
-            }
-        })
-        .collect();
+    let sql_types = result_types(&sql, &schema);
     // COLMETADATA.
     w.buf.push(0x81);
     w.buf
@@ -960,7 +1185,7 @@ async fn run_statement(
                 }
             }
             rows += 1;
-            if w.buf.len() >= PACKET_SIZE * 16 {
+            if w.buf.len() >= w.size * 16 {
                 w.flush_full(sock).await?;
             }
         }

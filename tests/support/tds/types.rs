@@ -209,6 +209,30 @@ impl SqlType {
         }
     }
 
+    /// The type as `sys.dm_exec_describe_first_result_set` spells it in `system_type_name`.
+    pub fn type_name(&self) -> String {
+        let (name, len, p, s, dp) = self.catalog();
+        let size = |l: Option<i32>| match l {
+            Some(l) if l >= 0 => l.to_string(),
+            _ => "max".to_string(),
+        };
+        match self {
+            SqlType::Decimal(..) | SqlType::Numeric(..) => {
+                format!("{name}({},{})", p.unwrap_or(18), s.unwrap_or(0))
+            }
+            SqlType::Time(_) | SqlType::DateTime2(_) | SqlType::DateTimeOffset(_) => {
+                format!("{name}({})", dp.unwrap_or(7))
+            }
+            SqlType::Char(_)
+            | SqlType::VarChar(_)
+            | SqlType::NChar(_)
+            | SqlType::NVarChar(_)
+            | SqlType::Binary(_)
+            | SqlType::VarBinary(_) => format!("{name}({})", size(len)),
+            _ => name,
+        }
+    }
+
     /// TYPE_INFO of COLMETADATA.
     pub fn type_info(&self, out: &mut Vec<u8>) {
         match self {
