@@ -703,3 +703,60 @@ fn named_instance_port_comes_from_the_sql_browser() {
         "{err}"
     );
 }
+
+#[test]
+fn encryption_is_on_by_default_and_verifies_the_server_certificate() {
+    let s = TdsServer::start(ServerOptions {
+        password: Some(PASSWORD.into()),
+        tls: Some(tds::test_identity()),
+        ..Default::default()
+    })
+    .unwrap();
+    let address = format!("port = {}", s.port);
+    // `encrypt` is left at its default (on) in every project below.
+    let tls_project = |extra: &str| {
+        let toml = format!(
+            r#"
+name = "t"
+[source]
+type = "mssql"
+host = "127.0.0.1"
+{address}
+user = "reader"
+password_env = "T_MSSQL_PASSWORD"
+connect_timeout_seconds = 10
+{extra}
+[[source.tables]]
+name = "carriers"
+[storage]
+root = "lake"
+"#
+        );
+        let p = Project::custom(&toml, &[]);
+        std::fs::write(p.dir.path().join("ca.pem"), tds::TEST_CA).unwrap();
+        p
+    };
+
+    // The server's CA given as a file: verified, encrypted, and the data arrives.
+    let p = tls_project(r#"ca_certificate = "ca.pem""#);
+    ok(&p, "extract", "2026-11-01", "tls1");
+    let plain = rows(&landed(&p, "carriers", "tls1"));
+    assert!(plain > 0);
+    let sessions = s.sessions();
+    assert!(!sessions.is_empty());
+    assert!(sessions.iter().all(|x| x.encrypted), "{sessions:?}");
+
+    // Trusting any certificate is an explicit choice, and it works too.
+    let p = tls_project("trust_server_certificate = true");
+    ok(&p, "extract", "2026-11-01", "tls2");
+    assert_eq!(rows(&landed(&p, "carriers", "tls2")), plain);
+
+    // Without either, the unknown CA is refused: a fatal error with the way out.
+    let p = tls_project("");
+    let out = run(&p, "extract", "2026-11-01", "tls3");
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.contains("TLS"), "{err}");
+    assert!(err.contains("trust_server_certificate"), "{err}");
+    assert!(!err.contains(PASSWORD));
+}

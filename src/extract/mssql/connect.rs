@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 ///
 /// A hand-written adapter instead of `tokio-util`'s `compat` feature keeps the dependency
 /// features of the whole tree unchanged.
-pub struct Compat(TcpStream);
+pub struct Compat(pub TcpStream);
 
 impl futures::io::AsyncRead for Compat {
     fn poll_read(
@@ -84,7 +84,7 @@ pub fn source_error(what: &str, e: tiberius::error::Error) -> Error {
         T::Protocol(m) => (true, format!("protocol error (connection cut?): {m}")),
         T::Tls(m) => (
             false,
-            format!("TLS failed: {m}; set `trust_server_certificate = true` for a self-signed server, or `encrypt = false` for a plaintext test server"),
+            format!("TLS failed: {m}; give the CA that signed the server certificate as `source.ca_certificate`, set `trust_server_certificate = true` to accept any certificate (self-signed dev servers), or `encrypt = false` for a plaintext test server"),
         ),
         other => (false, other.to_string()),
     };

@@ -21,7 +21,8 @@ use arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use smelter::extract::mssql::connect::Compat;
 use tokio::net::{TcpListener, TcpStream};
 
 pub use fixtures::FixtureOptions;
@@ -79,7 +80,22 @@ pub struct ServerOptions {
     pub fixtures: FixtureOptions,
     /// Answer SQL Browser (SSRP) requests for this instance name on a UDP port of its own.
     pub instance: Option<String>,
+    /// Offer TLS with this identity (PEM certificate chain, PKCS#8 PEM key) and encrypt every
+    /// connection whose client asks for it.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
 }
+
+/// The test identity: a server certificate for `localhost` and 127.0.0.1, and the CA that
+/// signed it (`ca.pem`, for `source.ca_certificate`). Test-only keys, valid until 2126.
+pub fn test_identity() -> (Vec<u8>, Vec<u8>) {
+    (
+        include_bytes!("tls/server.pem").to_vec(),
+        include_bytes!("tls/server.key").to_vec(),
+    )
+}
+
+/// The CA certificate of [`test_identity`], PEM.
+pub const TEST_CA: &[u8] = include_bytes!("tls/ca.pem");
 
 /// A login as the server accepted it.
 #[derive(Debug, Clone)]
@@ -88,6 +104,8 @@ pub struct Session {
     pub user: String,
     /// Packet size the server granted.
     pub packet_size: usize,
+    /// Whether the session ran over TLS.
+    pub encrypted: bool,
 }
 
 /// A query as the server received it.
@@ -105,6 +123,7 @@ struct Shared {
     password: Option<String>,
     log: Mutex<Vec<Received>>,
     sessions: Mutex<Vec<Session>>,
+    tls: Option<async_native_tls::TlsAcceptor>,
 }
 
 /// A running server; stops when dropped.
@@ -125,7 +144,21 @@ impl TdsServer {
     pub fn start(opts: ServerOptions) -> std::io::Result<TdsServer> {
         let ctx = fixtures::session(&opts.fixtures).map_err(std::io::Error::other)?;
         let faults = Arc::new(Faults::default());
+        let tls = match &opts.tls {
+            Some((cert, key)) => {
+                let id =
+                    native_tls::Identity::from_pkcs8(cert, key).map_err(std::io::Error::other)?;
+                // TDS 7.x encrypts with TLS 1.2, as SQL Server does (TLS 1.3 needs TDS 8).
+                let acceptor = native_tls::TlsAcceptor::builder(id)
+                    .max_protocol_version(Some(native_tls::Protocol::Tlsv12))
+                    .build()
+                    .map_err(std::io::Error::other)?;
+                Some(async_native_tls::TlsAcceptor::from(acceptor))
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            tls,
             ctx,
             faults: faults.clone(),
             password: opts.password.clone(),
@@ -229,8 +262,140 @@ async fn ssrp(udp: tokio::net::UdpSocket, instance: String, port: u16) {
     }
 }
 
+/// The server's byte stream: plain TCP, or TLS over it.
+trait Wire: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Wire for T {}
+
+/// TDS framing of the TLS handshake: until it completes, TLS records travel inside PRELOGIN
+/// (0x12) packets, one packet per flushed flight; afterwards they flow bare on the socket.
+struct HandshakeFraming<S> {
+    inner: S,
+    handshaking: bool,
+    header: [u8; 8],
+    header_len: usize,
+    body_left: usize,
+    out: Vec<u8>,
+    packet: Vec<u8>,
+    sent: usize,
+}
+
+impl<S: Wire> HandshakeFraming<S> {
+    fn new(inner: S) -> Self {
+        HandshakeFraming {
+            inner,
+            handshaking: true,
+            header: [0; 8],
+            header_len: 0,
+            body_left: 0,
+            out: Vec::new(),
+            packet: Vec::new(),
+            sent: 0,
+        }
+    }
+}
+
+impl<S: Wire> AsyncRead for HandshakeFraming<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if !this.handshaking {
+            return std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        while this.body_left == 0 {
+            if this.header_len < 8 {
+                let n = futures::ready!(std::pin::Pin::new(&mut this.inner)
+                    .poll_read(cx, &mut this.header[this.header_len..]))?;
+                if n == 0 {
+                    return Poll::Ready(Ok(0));
+                }
+                this.header_len += n;
+                continue;
+            }
+            if this.header[0] != 0x12 {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "expected a PRELOGIN packet during the TLS handshake",
+                )));
+            }
+            let len = u16::from_be_bytes([this.header[2], this.header[3]]) as usize;
+            this.body_left = len.saturating_sub(8);
+            this.header_len = 0;
+        }
+        let max = this.body_left.min(buf.len());
+        let n =
+            futures::ready!(std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut buf[..max]))?;
+        this.body_left -= n;
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<S: Wire> AsyncWrite for HandshakeFraming<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if !this.handshaking {
+            return std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        this.out.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.packet.is_empty() && !this.out.is_empty() {
+            let len = (this.out.len() + 8) as u16;
+            this.packet.extend_from_slice(&[0x12, 0x01]);
+            this.packet.extend_from_slice(&len.to_be_bytes());
+            this.packet.extend_from_slice(&[0, 0, 1, 0]);
+            this.packet.append(&mut this.out);
+            this.sent = 0;
+        }
+        while this.sent < this.packet.len() {
+            let n = futures::ready!(
+                std::pin::Pin::new(&mut this.inner).poll_write(cx, &this.packet[this.sent..])
+            )?;
+            if n == 0 {
+                return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            this.sent += n;
+        }
+        this.packet.clear();
+        std::pin::Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
+/// The ENCRYPTION option (token 1) of a client PRELOGIN message.
+fn prelogin_encryption(p: &[u8]) -> Option<u8> {
+    let mut i = 0;
+    while i + 5 <= p.len() && p[i] != 0xFF {
+        if p[i] == 1 {
+            let off = u16::from_be_bytes([p[i + 1], p[i + 2]]) as usize;
+            return p.get(off).copied();
+        }
+        i += 5;
+    }
+    None
+}
+
 /// One request message: packet type and the reassembled payload.
-async fn read_message(sock: &mut TcpStream) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+async fn read_message<S: Wire>(sock: &mut S) -> std::io::Result<Option<(u8, Vec<u8>)>> {
     let mut payload = Vec::new();
     loop {
         let mut header = [0u8; 8];
@@ -267,7 +432,7 @@ impl Writer {
     }
 
     /// Sends every full packet in the buffer.
-    async fn flush_full(&mut self, sock: &mut TcpStream) -> std::io::Result<()> {
+    async fn flush_full<S: Wire>(&mut self, sock: &mut S) -> std::io::Result<()> {
         let body = self.size - 8;
         if self.buf.len() <= body {
             return Ok(());
@@ -283,13 +448,14 @@ impl Writer {
     }
 
     /// Sends the rest as the final packet of the message.
-    async fn finish(&mut self, sock: &mut TcpStream) -> std::io::Result<()> {
+    async fn finish<S: Wire>(&mut self, sock: &mut S) -> std::io::Result<()> {
         self.flush_full(sock).await?;
         let mut out = Vec::with_capacity(self.buf.len() + 8);
         self.packet(&mut out, 0, self.buf.len(), true);
         self.buf.clear();
         self.packet_id = 1;
-        sock.write_all(&out).await
+        sock.write_all(&out).await?;
+        sock.flush().await
     }
 
     fn packet(&mut self, out: &mut Vec<u8>, from: usize, to: usize, last: bool) {
@@ -352,11 +518,11 @@ fn env_change(out: &mut Vec<u8>, kind: u8, new: &str, old: &str) {
     out.extend_from_slice(&body);
 }
 
-fn prelogin_response() -> Vec<u8> {
-    // Options: VERSION(6), ENCRYPTION(1) = NOT_SUP, INSTOPT(1), THREADID(4), MARS(1).
+fn prelogin_response(encryption: u8) -> Vec<u8> {
+    // Options: VERSION(6), ENCRYPTION(1), INSTOPT(1), THREADID(4), MARS(1).
     let opts: [(u8, &[u8]); 5] = [
         (0, &[16, 0, 0x07, 0xD0, 0, 0]),
-        (1, &[2]),
+        (1, &[encryption]),
         (2, &[0]),
         (3, &[0, 0, 0, 1]),
         (4, &[0]),
@@ -427,18 +593,46 @@ fn parse_login(p: &[u8]) -> Login {
     }
 }
 
-async fn serve(mut sock: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
-    sock.set_nodelay(true)?;
+async fn serve(tcp: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
+    tcp.set_nodelay(true)?;
+    let mut sock = Compat(tcp);
     let mut w = Writer::new();
     // PRELOGIN.
-    let Some((ty, _)) = read_message(&mut sock).await? else {
+    let Some((ty, payload)) = read_message(&mut sock).await? else {
         return Ok(());
     };
     if ty != 0x12 {
         return Ok(());
     }
-    w.buf.extend_from_slice(&prelogin_response());
+    // ENCRYPT_ON when the server has a certificate (ENCRYPT_REQ if the client said it has no
+    // TLS, which then ends the connection), NOT_SUP otherwise.
+    let encryption = match (&shared.tls, prelogin_encryption(&payload)) {
+        (None, _) => 2,
+        (Some(_), Some(2)) => 3,
+        (Some(_), _) => 1,
+    };
+    w.buf.extend_from_slice(&prelogin_response(encryption));
     w.finish(&mut sock).await?;
+    match &shared.tls {
+        Some(acceptor) => {
+            let mut tls = acceptor
+                .accept(HandshakeFraming::new(sock))
+                .await
+                .map_err(std::io::Error::other)?;
+            tls.get_mut().handshaking = false;
+            session(tls, w, shared, true).await
+        }
+        None => session(sock, w, shared, false).await,
+    }
+}
+
+/// LOGIN7 and the requests of one logged-in session.
+async fn session<S: Wire>(
+    mut sock: S,
+    mut w: Writer,
+    shared: Arc<Shared>,
+    encrypted: bool,
+) -> std::io::Result<()> {
     // LOGIN7.
     let Some((ty, payload)) = read_message(&mut sock).await? else {
         return Ok(());
@@ -487,6 +681,7 @@ async fn serve(mut sock: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> 
         .push(Session {
             user: login.user.clone(),
             packet_size: w.size,
+            encrypted,
         });
     let mut ack = vec![1u8, 0x74, 0x00, 0x00, 0x04];
     b_varchar(&mut ack, "Microsoft SQL Server");
@@ -1051,8 +1246,8 @@ async fn describe_first_result_set(
 }
 
 /// Runs one statement; `false` when the connection was dropped on purpose.
-async fn run_statement(
-    sock: &mut TcpStream,
+async fn run_statement<S: Wire>(
+    sock: &mut S,
     w: &mut Writer,
     shared: &Shared,
     text: &str,
@@ -1163,7 +1358,7 @@ async fn run_statement(
                 let cut = w.buf.len();
                 w.flush_full(sock).await?;
                 let _ = cut;
-                sock.shutdown().await.ok();
+                sock.close().await.ok();
                 return Ok(false);
             }
             let any_null = cols.iter().any(|c| c.is_null(i));
