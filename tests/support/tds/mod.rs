@@ -1182,23 +1182,21 @@ async fn describe_first_result_set(
         Some(ScalarValue::Utf8(Some(q))) => rewrite(q),
         _ => String::new(),
     };
-    let mut rows: Vec<(String, String, bool, Option<i32>, Option<String>)> = Vec::new();
-    match shared.ctx.sql(&inner).await {
+    // (name, system_type_name, is_nullable) per column, or the reason the query cannot run.
+    let described: Result<Vec<(String, String, bool)>, String> = match shared.ctx.sql(&inner).await
+    {
         Ok(df) => {
             let schema = df.schema().as_arrow().clone();
-            for (f, t) in schema.fields().iter().zip(result_types(&inner, &schema)) {
-                rows.push((f.name().clone(), t.type_name(), f.is_nullable(), None, None));
-            }
+            Ok(schema
+                .fields()
+                .iter()
+                .zip(result_types(&inner, &schema))
+                .map(|(f, t)| (f.name().clone(), t.type_name(), f.is_nullable()))
+                .collect())
         }
-        Err(e) => rows.push((
-            String::new(),
-            String::new(),
-            true,
-            Some(11501),
-            Some(e.to_string()),
-        )),
-    }
-    use arrow::array::{BooleanArray, Int32Array, StringArray};
+        Err(e) => Err(e.to_string()),
+    };
+    use arrow::array::{ArrayRef, BooleanArray, Int32Array, StringArray};
     let fields = vec![
         types::field("column_ordinal", "int", false),
         types::field("name", "nvarchar(128)", true),
@@ -1208,35 +1206,29 @@ async fn describe_first_result_set(
         types::field("error_number", "int", true),
         types::field("error_message", "nvarchar(4000)", true),
     ];
-    let errored = rows.iter().any(|r| r.3.is_some());
-    let text = |v: Vec<Option<String>>| Arc::new(StringArray::from(v)) as arrow::array::ArrayRef;
-    let columns: Vec<arrow::array::ArrayRef> = vec![
-        Arc::new(Int32Array::from_iter_values(1..=rows.len() as i32)),
-        text(
-            rows.iter()
-                .map(|r| (!errored).then(|| r.0.clone()))
-                .collect(),
-        ),
-        text(
-            rows.iter()
-                .map(|r| (!errored).then(|| r.1.clone()))
-                .collect(),
-        ),
-        Arc::new(BooleanArray::from(
-            rows.iter()
-                .map(|r| (!errored).then_some(r.2))
-                .collect::<Vec<_>>(),
-        )),
-        Arc::new(BooleanArray::from(
-            rows.iter()
-                .map(|_| (!errored).then_some(false))
-                .collect::<Vec<_>>(),
-        )),
-        Arc::new(Int32Array::from(
-            rows.iter().map(|r| r.3).collect::<Vec<_>>(),
-        )),
-        text(rows.iter().map(|r| r.4.clone()).collect()),
-    ];
+    let columns: Vec<ArrayRef> = match described {
+        Ok(cols) => vec![
+            Arc::new(Int32Array::from_iter_values(1..=cols.len() as i32)),
+            Arc::new(StringArray::from_iter_values(cols.iter().map(|c| &c.0))),
+            Arc::new(StringArray::from_iter_values(cols.iter().map(|c| &c.1))),
+            Arc::new(BooleanArray::from(
+                cols.iter().map(|c| c.2).collect::<Vec<_>>(),
+            )),
+            Arc::new(BooleanArray::from(vec![false; cols.len()])),
+            Arc::new(Int32Array::from(vec![None; cols.len()])),
+            Arc::new(StringArray::from(vec![None::<&str>; cols.len()])),
+        ],
+        // One row with the error, as SQL Server reports a query it cannot describe.
+        Err(message) => vec![
+            Arc::new(Int32Array::from(vec![1])),
+            Arc::new(StringArray::from(vec![None::<&str>])),
+            Arc::new(StringArray::from(vec![None::<&str>])),
+            Arc::new(BooleanArray::from(vec![None])),
+            Arc::new(BooleanArray::from(vec![None])),
+            Arc::new(Int32Array::from(vec![11501])),
+            Arc::new(StringArray::from(vec![message])),
+        ],
+    };
     let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = format!("describe_{}", NEXT.fetch_add(1, Ordering::SeqCst));
