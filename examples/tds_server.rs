@@ -1,7 +1,8 @@
 //! The TDS 7.4 fixture server as a program, for Python clients and manual runs of
 //! `smelter run pipelines/logistics.toml --layer extract`.
 //!
-//! Usage: `tds_server [--port N] [--scale F] [--days N] [--big-rows N] [--password-env NAME]`.
+//! Usage: `tds_server [--port N] [--scale F] [--days N] [--big-rows N] [--password-env NAME] [--tls]`
+//! (`--tls`: encrypt with the test certificate of `tests/support/tds/tls/`).
 //! Prints the bound port on stdout when ready, then serves until killed. Fault switches come from
 //! the `TDS_FAULT_*` environment variables (see `tests/support/tds/mod.rs`).
 

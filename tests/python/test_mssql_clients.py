@@ -35,9 +35,8 @@ pytds = pytest.importorskip("pytds") if not REQUIRED else __import__("pytds")
 QUERY = "SELECT * FROM [dbo].[AllTypes] ORDER BY [id]"
 
 
-@pytest.fixture(scope="module")
-def server():
-    proc = subprocess.Popen([SERVER, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def run_server(*args):
+    proc = subprocess.Popen([SERVER, "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 60)
         assert ready, "fixture server did not print its port within 60 s"
@@ -50,6 +49,17 @@ def server():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from run_server()
+
+
+@pytest.fixture(scope="module")
+def tls_server():
+    """The same server encrypting every connection with the test certificate."""
+    yield from run_server("--tls")
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +98,9 @@ root = "lake"
     return table.sort_by("id")
 
 
-def pymssql_rows(port):
+def pymssql_rows(port, **tls):
     conn = pymssql.connect(server="127.0.0.1", port=port, user="reader", password=PASSWORD,
-                           database="LogisticsDB", login_timeout=10, timeout=30)
+                           database="LogisticsDB", login_timeout=10, timeout=30, **tls)
     try:
         cur = conn.cursor()
         cur.execute(QUERY)
@@ -100,9 +110,10 @@ def pymssql_rows(port):
         conn.close()
 
 
-def pytds_rows(port):
+def pytds_rows(port, **tls):
     with pytds.connect(server="127.0.0.1", port=port, user="reader", password=PASSWORD,
-                       database="LogisticsDB", autocommit=True, login_timeout=10, timeout=30) as conn:
+                       database="LogisticsDB", autocommit=True, login_timeout=10, timeout=30,
+                       **tls) as conn:
         with conn.cursor() as cur:
             cur.execute(QUERY)
             names = [d[0] for d in cur.description]
@@ -188,6 +199,19 @@ def test_python_tds_reads_what_smelter_landed(server, landed):
     names, rows = pytds_rows(server)
     assert len(rows) == 4
     check(names, rows, landed, "python-tds")
+
+
+def test_both_clients_read_the_same_values_over_tls(tls_server, landed):
+    """The server's TLS (framed in PRELOGIN packets) is checked by two independent TLS stacks:
+    FreeTDS with encryption required, and python-tds (pyOpenSSL) verifying the test CA."""
+    names, rows = pymssql_rows(tls_server, encryption="require")
+    check(names, rows, landed, "pymssql over TLS")
+    ca = str(REPO / "tests/support/tds/tls/ca.pem")
+    names, rows = pytds_rows(tls_server, cafile=ca, validate_host=False, enc_login_only=False)
+    check(names, rows, landed, "python-tds over TLS")
+    # A client that refuses encryption gets no data from this server.
+    with pytest.raises(pytds.tds_base.Error, match="encryption"):
+        pytds_rows(tls_server)
 
 
 def test_both_clients_agree_on_a_parameterised_query(server):

@@ -1412,6 +1412,7 @@ pub fn options_from_args(args: &[String]) -> Result<ServerOptions, String> {
                 opts.fixtures.big_rows = val()?.parse().map_err(|e| format!("--big-rows: {e}"))?
             }
             "--password-env" => opts.password = std::env::var(val()?).ok(),
+            "--tls" => opts.tls = Some(test_identity()),
             other => return Err(format!("unknown argument {other}")),
         }
     }
