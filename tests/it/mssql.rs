@@ -85,6 +85,14 @@ fn ok(p: &Project, layer: &str, date: &str, run_id: &str) {
     );
 }
 
+/// Runs a layer that must fail with exit `want`; returns its stderr.
+fn fails(p: &Project, layer: &str, date: &str, run_id: &str, want: i32) -> String {
+    let out = run(p, layer, date, run_id);
+    let err = stderr(&out);
+    assert_eq!(code(&out), want, "{layer} {date} {run_id}:\n{err}");
+    err
+}
+
 /// Every landed batch of a table and run.
 fn landed(p: &Project, table: &str, run_id: &str) -> Vec<RecordBatch> {
     let dir = p.lake().join(format!("landing/{table}/run={run_id}"));
@@ -247,9 +255,7 @@ fn unsupported_type_names_table_and_column() {
 object = "dbo.Unsupported""#],
         "",
     );
-    let out = run(&p, "extract", "2026-11-01", "odd");
-    let err = stderr(&out);
-    assert_eq!(code(&out), 2, "{err}");
+    let err = fails(&p, "extract", "2026-11-01", "odd", 2);
     assert!(err.contains("dbo.Unsupported"), "{err}");
     assert!(
         err.contains("c_variant") && err.contains("sql_variant"),
@@ -601,9 +607,7 @@ watermark = "modified_at""#,
 query = "SELECT no_such_column FROM dbo.Big""#],
         "",
     );
-    let out = run(&bad, "extract", "2026-11-01", "q3");
-    let err = stderr(&out);
-    assert_eq!(code(&out), 2, "{err}");
+    let err = fails(&bad, "extract", "2026-11-01", "q3", 2);
     assert!(
         err.contains("broken") && err.contains("cannot describe"),
         "{err}"
@@ -695,9 +699,7 @@ fn named_instance_port_comes_from_the_sql_browser() {
         &[r#"name = "carriers""#],
         "connect_timeout_seconds = 1",
     );
-    let out = run(&p, "extract", "2026-11-01", "i2");
-    let err = stderr(&out);
-    assert_eq!(code(&out), 75, "{err}");
+    let err = fails(&p, "extract", "2026-11-01", "i2", 75);
     assert!(
         err.contains("SQL Browser") && err.contains("OTHER"),
         "{err}"
@@ -753,9 +755,7 @@ root = "lake"
 
     // Without either, the unknown CA is refused: a fatal error with the way out.
     let p = tls_project("");
-    let out = run(&p, "extract", "2026-11-01", "tls3");
-    let err = stderr(&out);
-    assert_eq!(code(&out), 2, "{err}");
+    let err = fails(&p, "extract", "2026-11-01", "tls3", 2);
     assert!(err.contains("TLS"), "{err}");
     assert!(err.contains("trust_server_certificate"), "{err}");
     assert!(!err.contains(PASSWORD));

@@ -68,6 +68,33 @@ fn text_of(v: ColumnData<'_>) -> String {
     }
 }
 
+/// Runs a catalog query; every row must have exactly `N` values.
+async fn catalog_rows<const N: usize>(
+    client: &mut MssqlClient,
+    what: &str,
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> Result<Vec<[ColumnData<'static>; N]>> {
+    let rows = client
+        .query(sql, params)
+        .await
+        .map_err(|e| source_error(what, e))?
+        .into_first_result()
+        .await
+        .map_err(|e| source_error(what, e))?;
+    rows.into_iter()
+        .map(|row| {
+            let v: Vec<ColumnData<'static>> = row.into_iter().collect();
+            <[_; N]>::try_from(v).map_err(|v| {
+                Error::Internal(format!(
+                    "{what}: a catalog query returned {} columns, not {N}: {sql}",
+                    v.len()
+                ))
+            })
+        })
+        .collect()
+}
+
 /// Reads the columns of `object` (`schema.table`) from `INFORMATION_SCHEMA.COLUMNS`.
 pub async fn discover(
     client: &mut MssqlClient,
@@ -78,22 +105,9 @@ pub async fn discover(
     let sql = "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, \
                NUMERIC_SCALE, DATETIME_PRECISION, IS_NULLABLE FROM INFORMATION_SCHEMA.COLUMNS \
                WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2 ORDER BY ORDINAL_POSITION";
-    let rows = client
-        .query(sql, &[&schema, &table])
-        .await
-        .map_err(|e| source_error(what, e))?
-        .into_first_result()
-        .await
-        .map_err(|e| source_error(what, e))?;
+    let rows = catalog_rows::<7>(client, what, sql, &[&schema, &table]).await?;
     let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let v: Vec<ColumnData<'static>> = row.into_iter().collect();
-        let [name, data_type, len, p, s, dp, nullable] = <[_; 7]>::try_from(v).map_err(|v| {
-            Error::Internal(format!(
-                "{what}: INFORMATION_SCHEMA.COLUMNS returned {} columns",
-                v.len()
-            ))
-        })?;
+    for [name, data_type, len, p, s, dp, nullable] in rows {
         out.push(SourceColumn {
             name: text_of(name),
             data_type: text_of(data_type).to_ascii_lowercase(),
@@ -126,23 +140,9 @@ pub async fn describe_query(
 ) -> Result<Vec<SourceColumn>> {
     let sql = "SELECT name, system_type_name, is_nullable, is_hidden, error_number, error_message \
                FROM sys.dm_exec_describe_first_result_set(@P1, NULL, 0) ORDER BY column_ordinal";
-    let rows = client
-        .query(sql, &[&query])
-        .await
-        .map_err(|e| source_error(what, e))?
-        .into_first_result()
-        .await
-        .map_err(|e| source_error(what, e))?;
+    let rows = catalog_rows::<6>(client, what, sql, &[&query]).await?;
     let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let v: Vec<ColumnData<'static>> = row.into_iter().collect();
-        let [name, type_name, nullable, hidden, err_no, err_msg] =
-            <[_; 6]>::try_from(v).map_err(|v| {
-                Error::Internal(format!(
-                    "{what}: sys.dm_exec_describe_first_result_set returned {} columns",
-                    v.len()
-                ))
-            })?;
+    for [name, type_name, nullable, hidden, err_no, err_msg] in rows {
         if let Some(n) = int_of(&err_no) {
             return Err(Error::Source {
                 message: format!(
