@@ -760,3 +760,116 @@ root = "lake"
     assert!(err.contains("trust_server_certificate"), "{err}");
     assert!(!err.contains(PASSWORD));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rowversion_watermark_lookback_and_password_file() {
+    let opts = FixtureOptions::default();
+    let s = server(opts.clone());
+    let toml = format!(
+        r#"
+name = "t"
+[source]
+type = "mssql"
+host = "127.0.0.1"
+port = {port}
+user = "reader"
+password_file = "secrets/mssql"
+encrypt = false
+connect_timeout_seconds = 10
+[[source.tables]]
+name = "versioned"
+object = "dbo.Versioned"
+key = ["id"]
+watermark = "rv"
+[[source.tables]]
+name = "shipments"
+key = ["shipment_id"]
+watermark = "modified_at"
+lookback_seconds = 3600
+[storage]
+root = "lake"
+"#,
+        port = s.port
+    );
+    // The password comes from a mounted secret file; its trailing newline is not part of it.
+    let p = Project::custom(&toml, &[]);
+    std::fs::create_dir_all(p.dir.path().join("secrets")).unwrap();
+    std::fs::write(p.dir.path().join("secrets/mssql"), format!("{PASSWORD}\n")).unwrap();
+    let day = |date: &str, run: &str| {
+        let out = p.smelter(&[
+            "run",
+            "{p}",
+            "--layer",
+            "extract",
+            "--logical-date",
+            date,
+            "--run-id",
+            run,
+        ]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let out = p.smelter(&[
+            "run",
+            "{p}",
+            "--layer",
+            "bronze",
+            "--logical-date",
+            date,
+            "--run-id",
+            run,
+        ]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    };
+    day("2026-11-01", "r1");
+
+    // rowversion lands as its big-endian counter.
+    let v = concat(&landed(&p, "versioned", "r1"));
+    let rv = v
+        .column(v.schema().index_of("rv").unwrap())
+        .as_primitive::<Int64Type>();
+    let ids = v.column(0).as_primitive::<arrow::datatypes::Int32Type>();
+    for i in 0..v.num_rows() {
+        assert_eq!(
+            rv.value(i),
+            tds::fixtures::ROW_VERSIONS[ids.value(i) as usize - 1]
+        );
+    }
+    assert_eq!(v.num_rows(), tds::fixtures::ROW_VERSIONS.len());
+
+    day("2026-11-02", "r2");
+    // Nothing is newer than the committed rowversion: the bound watermark filters every row.
+    assert_eq!(rows(&landed(&p, "versioned", "r2")), 0);
+    let max = tds::fixtures::ROW_VERSIONS
+        .iter()
+        .max()
+        .unwrap()
+        .to_string();
+    assert!(
+        s.received()
+            .iter()
+            .any(|r| r.sql.contains("[rv] > CONVERT(binary(8), @P1)")
+                && r.params == vec![max.clone()]),
+        "{:?}",
+        s.received()
+    );
+
+    // Day 2 of the timestamp watermark re-reads the last hour of day 1 (the lookback).
+    let want = fixture_count(
+        &opts,
+        "SELECT COUNT(*) FROM dbo.shipments WHERE modified_at < TIMESTAMP '2026-11-03 00:00:00' AND \
+         modified_at > (SELECT MAX(modified_at) FROM dbo.shipments \
+                        WHERE modified_at < TIMESTAMP '2026-11-02 00:00:00') - INTERVAL '1 hour'",
+    )
+    .await;
+    let only_day2 = fixture_count(
+        &opts,
+        "SELECT COUNT(*) FROM dbo.shipments WHERE modified_at >= TIMESTAMP '2026-11-02 00:00:00' \
+         AND modified_at < TIMESTAMP '2026-11-03 00:00:00'",
+    )
+    .await;
+    let got = rows(&landed(&p, "shipments", "r2")) as i64;
+    assert_eq!(got, want);
+    assert!(
+        want > only_day2,
+        "the lookback re-read nothing: {want} vs {only_day2}"
+    );
+}

@@ -54,12 +54,35 @@ pub const SAMPLE_TABLES: &[&str] = &[
     "invoices",
 ];
 
+/// `rowversion_bytes(bigint)`: the 8 big-endian bytes SQL Server's `CONVERT(binary(8), @n)` gives.
+fn rowversion_bytes() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::logical_expr::{ColumnarValue, Volatility};
+    let f = Arc::new(|args: &[ColumnarValue]| {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let a = arrow::compute::cast(&arrays[0], &DataType::Int64)?;
+        let a = a
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("cast to int64");
+        let out: arrow::array::BinaryArray = a.iter().map(|v| v.map(|v| v.to_be_bytes())).collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    });
+    datafusion::logical_expr::create_udf(
+        "rowversion_bytes",
+        vec![DataType::Int64],
+        DataType::Binary,
+        Volatility::Immutable,
+        f,
+    )
+}
+
 /// Builds the session with every fixture table.
 pub fn session(opts: &FixtureOptions) -> datafusion::error::Result<SessionContext> {
     // Unquoted names keep their case (`dbo.Big`), like SQL Server's default collation matching.
     let config = datafusion::prelude::SessionConfig::new()
         .set_bool("datafusion.sql_parser.enable_ident_normalization", false);
     let ctx = SessionContext::new_with_config(config);
+    ctx.register_udf(rowversion_bytes());
     let catalog = ctx.catalog("datafusion").expect("default catalog");
     let dbo = Arc::new(MemorySchemaProvider::new());
     let meta = Arc::new(MemorySchemaProvider::new());
@@ -73,6 +96,7 @@ pub fn session(opts: &FixtureOptions) -> datafusion::error::Result<SessionContex
     tables.push(("AllTypes".into(), all_types()?));
     tables.push(("Unsupported".into(), unsupported()?));
     tables.push(("Big".into(), big(opts.big_rows)?));
+    tables.push(("Versioned".into(), versioned()?));
     let mut catalog_rows = CatalogRows::default();
     for (name, batch) in &tables {
         catalog_rows.add("dbo", name, batch.schema_ref());
@@ -453,6 +477,37 @@ pub const BIG: &[(&str, &str)] = &[
     ("day", "date"),
     ("ref", "uniqueidentifier"),
 ];
+
+/// The rowversion values of `dbo.Versioned`, in id order: not monotonic in id, and chosen so
+/// that comparing them as little-endian bytes would order them differently.
+pub const ROW_VERSIONS: [i64; 6] = [
+    0x07D1,
+    0x0001_0000_0000,
+    0x00FF,
+    0x0100,
+    0x0001_0000_00FF,
+    0x0200,
+];
+
+/// `dbo.Versioned`: a table with a `rowversion` column (`rv`).
+fn versioned() -> datafusion::error::Result<RecordBatch> {
+    let fields = vec![
+        field("id", "int", false),
+        field("payload", "nvarchar(20)", true),
+        field("rv", "rowversion", false),
+    ];
+    let n = ROW_VERSIONS.len() as i32;
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from_iter_values(1..=n)),
+        Arc::new(StringArray::from_iter_values(
+            (1..=n).map(|i| format!("v{i}")),
+        )),
+        Arc::new(arrow::array::BinaryArray::from_iter_values(
+            ROW_VERSIONS.iter().map(|v| v.to_be_bytes()),
+        )),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
 
 /// `dbo.Big` with `n` rows (ids 1..=n), deterministic values, some NULLs.
 pub fn big(n: usize) -> datafusion::error::Result<RecordBatch> {

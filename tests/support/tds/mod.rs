@@ -1045,7 +1045,8 @@ pub fn rewrite(sql: &str) -> String {
     }
     let sql = cast_targets(
         &sql.replace("COUNT_BIG(", "COUNT(")
-            .replace("count_big(", "count("),
+            .replace("count_big(", "count(")
+            .replace("CONVERT(binary(8), ", "rowversion_bytes("),
     );
     // SELECT TOP (n) / TOP n → LIMIT n.
     let upper = sql.to_ascii_uppercase();

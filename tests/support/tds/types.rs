@@ -46,6 +46,8 @@ pub enum SqlType {
     NVarChar(Option<u16>),
     Binary(u16),
     VarBinary(Option<u16>),
+    /// rowversion (`timestamp` in the catalog): binary(8) on the wire, a big-endian counter.
+    RowVersion,
     Xml,
     /// A type the fixture only declares in its catalog (sql_variant, geography, ...).
     Other(String),
@@ -96,6 +98,7 @@ impl SqlType {
             "nvarchar" => SqlType::NVarChar(len(1)),
             "binary" => SqlType::Binary(n(0, 1)),
             "varbinary" => SqlType::VarBinary(len(1)),
+            "rowversion" | "timestamp" => SqlType::RowVersion,
             "xml" => SqlType::Xml,
             _ => SqlType::Other(name),
         }
@@ -156,7 +159,7 @@ impl SqlType {
             }
             SqlType::DateTime2(n) if *n <= 6 => DataType::Timestamp(TimeUnit::Microsecond, None),
             SqlType::DateTime2(_) => DataType::Timestamp(TimeUnit::Nanosecond, None),
-            SqlType::Binary(_) | SqlType::VarBinary(_) => DataType::Binary,
+            SqlType::Binary(_) | SqlType::VarBinary(_) | SqlType::RowVersion => DataType::Binary,
             _ => DataType::Utf8,
         }
     }
@@ -204,6 +207,7 @@ impl SqlType {
             SqlType::NVarChar(l) => ("nvarchar".into(), max(l), None, None, None),
             SqlType::Binary(n) => ("binary".into(), Some(*n as i32), None, None, None),
             SqlType::VarBinary(l) => ("varbinary".into(), max(l), None, None, None),
+            SqlType::RowVersion => ("timestamp".into(), None, None, None, None),
             SqlType::Xml => ("xml".into(), Some(-1), None, None, None),
             SqlType::Other(name) => (name.clone(), None, None, None, None),
         }
@@ -259,6 +263,7 @@ impl SqlType {
             SqlType::NChar(n) => string_info(out, 0xEF, Some(n * 2), true),
             SqlType::NVarChar(l) => string_info(out, 0xE7, l.map(|n| n * 2), true),
             SqlType::Binary(n) => string_info(out, 0xAD, Some(*n), false),
+            SqlType::RowVersion => string_info(out, 0xAD, Some(8), false),
             SqlType::VarBinary(l) => string_info(out, 0xA5, *l, false),
             SqlType::Xml => out.extend_from_slice(&[0xF1, 0]),
         }
@@ -286,6 +291,7 @@ impl SqlType {
                 | SqlType::NVarChar(_)
                 | SqlType::Binary(_)
                 | SqlType::VarBinary(_)
+                | SqlType::RowVersion
         ) {
             out.extend_from_slice(&0xFFFFu16.to_le_bytes());
         } else {
@@ -580,7 +586,7 @@ pub fn encode_value(ty: &SqlType, col: &Col<'_>, i: usize, out: &mut Vec<u8>) {
             }
             out[len_at..len_at + 2].copy_from_slice(&((units * 2) as u16).to_le_bytes());
         }
-        SqlType::Binary(_) | SqlType::VarBinary(Some(_)) => {
+        SqlType::Binary(_) | SqlType::VarBinary(Some(_)) | SqlType::RowVersion => {
             let b = match col {
                 Col::Bin(a) => a.value(i).to_vec(),
                 _ => col.text(i).into_owned().into_bytes(),
