@@ -7,6 +7,7 @@
 //!   are handed over, as `Decoder::push` does with a `Row` from the wire).
 //! - `decode/wire_to_arrow`: one connection to the in-process TDS fixture server, reading the
 //!   table through tiberius and the decoder (server encoding shares the same cores).
+//! - `decode/wire_tls_to_arrow`: the same over TLS 1.2.
 
 #[path = "../tests/support/tds/mod.rs"]
 mod tds;
@@ -125,31 +126,8 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    let server = tds::TdsServer::start(tds::ServerOptions {
-        fixtures: tds::FixtureOptions {
-            big_rows: ROWS,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .unwrap();
-    std::env::set_var("SMELTER_BENCH_PASSWORD", "bench");
-    let settings = MssqlSource {
-        host: "127.0.0.1".into(),
-        port: Some(server.port),
-        instance: None,
-        user: "bench".into(),
-        password: PasswordSource::Env("SMELTER_BENCH_PASSWORD".into()),
-        encrypt: false,
-        trust_server_certificate: false,
-        connect_timeout: Duration::from_secs(10),
-        query_timeout: Duration::from_secs(60),
-        application_name: "smelter-bench".into(),
-        packet_size: 32_767,
-        ca_certificate: None,
-        browser_port: 1434,
-    };
     let rt = tokio::runtime::Runtime::new().unwrap();
+    std::env::set_var("SMELTER_BENCH_PASSWORD", "bench");
     let sql = format!(
         "SELECT {} FROM [dbo].[Big]",
         mappings()
@@ -158,24 +136,51 @@ fn bench(c: &mut Criterion) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    group.bench_function("wire_to_arrow", |b| {
-        b.to_async(&rt).iter(|| async {
-            let mut client = connect(&settings).await.unwrap();
-            let mut d = Decoder::new("dbo.Big", mappings(), 65_536);
-            let mut stream = client
-                .query(sql.as_str(), &[])
-                .await
-                .unwrap()
-                .into_row_stream();
-            let mut n = 0;
-            while let Some(r) = stream.next().await {
-                if let Some(batch) = d.push(r.unwrap()).unwrap() {
-                    n += batch.num_rows();
-                }
-            }
-            n + d.finish().unwrap().map_or(0, |b| b.num_rows())
+    // Plaintext, then TLS 1.2 (the certificate trusted explicitly).
+    for (name, tls) in [("wire_to_arrow", false), ("wire_tls_to_arrow", true)] {
+        let server = tds::TdsServer::start(tds::ServerOptions {
+            fixtures: tds::FixtureOptions {
+                big_rows: ROWS,
+                ..Default::default()
+            },
+            tls: tls.then(tds::test_identity),
+            ..Default::default()
         })
-    });
+        .unwrap();
+        let settings = MssqlSource {
+            host: "127.0.0.1".into(),
+            port: Some(server.port),
+            instance: None,
+            user: "bench".into(),
+            password: PasswordSource::Env("SMELTER_BENCH_PASSWORD".into()),
+            encrypt: tls,
+            trust_server_certificate: tls,
+            connect_timeout: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(60),
+            application_name: "smelter-bench".into(),
+            packet_size: 32_767,
+            ca_certificate: None,
+            browser_port: 1434,
+        };
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let mut client = connect(&settings).await.unwrap();
+                let mut d = Decoder::new("dbo.Big", mappings(), 65_536);
+                let mut stream = client
+                    .query(sql.as_str(), &[])
+                    .await
+                    .unwrap()
+                    .into_row_stream();
+                let mut n = 0;
+                while let Some(r) = stream.next().await {
+                    if let Some(batch) = d.push(r.unwrap()).unwrap() {
+                        n += batch.num_rows();
+                    }
+                }
+                n + d.finish().unwrap().map_or(0, |b| b.num_rows())
+            })
+        });
+    }
     group.finish();
 }
 

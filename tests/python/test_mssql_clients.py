@@ -111,7 +111,7 @@ def pymssql_rows(port, **tls):
 
 
 def pytds_rows(port, **tls):
-    with pytds.connect(server="127.0.0.1", port=port, user="reader", password=PASSWORD,
+    with pytds.connect(dsn="127.0.0.1", port=port, user="reader", password=PASSWORD,
                        database="LogisticsDB", autocommit=True, login_timeout=10, timeout=30,
                        **tls) as conn:
         with conn.cursor() as cur:
@@ -217,7 +217,7 @@ def test_both_clients_read_the_same_values_over_tls(tls_server, landed):
 def test_both_clients_agree_on_a_parameterised_query(server):
     """python-tds sends parameters through RPC sp_executesql; pymssql substitutes them itself."""
     sql = "SELECT [id], [c_nvarchar40] FROM [dbo].[AllTypes] WHERE [id] > %s ORDER BY [id]"
-    with pytds.connect(server="127.0.0.1", port=server, user="reader", password=PASSWORD,
+    with pytds.connect(dsn="127.0.0.1", port=server, user="reader", password=PASSWORD,
                        autocommit=True, login_timeout=10, timeout=30) as conn:
         with conn.cursor() as cur:
             cur.execute(sql, (2,))
