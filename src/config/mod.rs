@@ -441,7 +441,8 @@ pub struct Lineage {
     pub retries: u32,
 }
 
-const SAMPLE_TABLES: &[&str] = &[
+/// The LogisticsDB tables the built-in sample source generates.
+pub const SAMPLE_TABLES: &[&str] = &[
     "customers",
     "carriers",
     "warehouses",

@@ -45,14 +45,7 @@ impl Default for FixtureOptions {
 }
 
 /// The LogisticsDB tables of the sample generator.
-pub const SAMPLE_TABLES: &[&str] = &[
-    "customers",
-    "carriers",
-    "warehouses",
-    "shipments",
-    "shipment_events",
-    "invoices",
-];
+pub use smelter::config::SAMPLE_TABLES;
 
 /// `rowversion_bytes(bigint)`: the 8 big-endian bytes SQL Server's `CONVERT(binary(8), @n)` gives.
 fn rowversion_bytes() -> datafusion::logical_expr::ScalarUDF {
