@@ -4,6 +4,7 @@ pub mod lineage;
 pub mod plan;
 pub mod profile;
 pub mod run;
+pub mod source;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -53,6 +54,9 @@ pub enum Command {
     Lineage(lineage::LineageCommand),
     /// Profile the current version of lake tables (with drift against the last stored profile).
     Profile(profile::ProfileArgs),
+    /// Source commands: `sync` writes the source schema contracts.
+    #[command(subcommand)]
+    Source(source::SourceCommand),
 }
 
 /// Runs a parsed command.
@@ -63,6 +67,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Plan(args) => plan::execute(args).await,
         Command::Lineage(cmd) => lineage::execute(cmd).await,
         Command::Profile(args) => profile::execute(args).await,
+        Command::Source(cmd) => source::execute(cmd).await,
     }
 }
 

@@ -39,7 +39,10 @@ pub struct PlanArgs {
 pub async fn execute(args: PlanArgs) -> Result<()> {
     let plan = Plan::load(&args.pipeline)?;
     if args.lineage {
-        let (planned, problems) = crate::layers::model::plan_all(&plan).await?;
+        let lake = crate::storage::Lake::open(&plan.pipeline)?;
+        let format = crate::table::for_pipeline(&plan.pipeline, &lake);
+        let (planned, problems) =
+            crate::layers::model::plan_all(&plan, Some((&lake, format.as_ref()))).await?;
         if !problems.is_empty() {
             return Err(crate::error::Error::Invalid(problems));
         }

@@ -1,5 +1,6 @@
 //! `smelter validate`: load the config and every SQL file, plan every model against the known
-//! schemas (no lake access, no data), and report all problems at once with file:line:col.
+//! schemas (bronze tables from the lake when they exist, else from the source schema contracts;
+//! no data is read, no source is contacted), and report all problems at once with file:line:col.
 
 use std::path::Path;
 
@@ -11,7 +12,9 @@ use crate::plan::Plan;
 pub async fn execute(pipeline: &Path) -> Result<()> {
     let plan = Plan::load(pipeline)?;
     crate::storage::check(&plan.pipeline)?;
-    let (_, problems) = plan_all(&plan).await?;
+    let lake = crate::storage::Lake::open(&plan.pipeline)?;
+    let format = crate::table::for_pipeline(&plan.pipeline, &lake);
+    let (_, problems) = plan_all(&plan, Some((&lake, format.as_ref()))).await?;
     if !problems.is_empty() {
         return Err(Error::Invalid(problems));
     }

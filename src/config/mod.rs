@@ -83,6 +83,8 @@ pub struct SourceTable {
     pub lookback_seconds: i64,
     /// Parallel read partitions.
     pub partitions: usize,
+    /// What a changed source schema does (the table's setting, else the pipeline's).
+    pub on_schema_change: crate::schema::OnSchemaChange,
 }
 
 impl SourceTable {
@@ -219,6 +221,10 @@ pub struct Pipeline {
     pub project_dir: PathBuf,
     /// Directory of SQL models.
     pub models_dir: PathBuf,
+    /// Directory of the source schema contracts (`<table>.toml` each).
+    pub schemas_dir: PathBuf,
+    /// Default `on_schema_change` policy of bronze tables and incremental models.
+    pub on_schema_change: crate::schema::OnSchemaChange,
     /// Source.
     pub source: Source,
     /// Storage.
@@ -492,6 +498,43 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             .unwrap_or_else(|| format!("sql/{}", raw.name)),
     );
 
+    let schemas_dir = project_dir.join(
+        raw.schemas_dir
+            .clone()
+            .unwrap_or_else(|| format!("schemas/{}", raw.name)),
+    );
+    let mut policy = |key: &str, value: Option<&String>, default| match value {
+        None => default,
+        Some(v) => crate::schema::OnSchemaChange::parse(v).unwrap_or_else(|| {
+            problem(
+                key,
+                format!(
+                    "unknown policy `{v}`; valid choices: {}",
+                    crate::schema::OnSchemaChange::CHOICES
+                ),
+            );
+            default
+        }),
+    };
+    let on_schema_change = policy(
+        "on_schema_change",
+        raw.on_schema_change.as_ref(),
+        crate::schema::OnSchemaChange::default(),
+    );
+    let table_policies: Vec<_> = raw
+        .source
+        .tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            policy(
+                &format!("source.tables[{i}].on_schema_change"),
+                t.on_schema_change.as_ref(),
+                on_schema_change,
+            )
+        })
+        .collect();
+
     // Source.
     let kind = match raw.source.kind.as_str() {
         "sample" => SourceKind::Sample,
@@ -627,6 +670,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             watermark: t.watermark.clone(),
             lookback_seconds: t.lookback_seconds.unwrap_or(0),
             partitions: t.partitions.unwrap_or(1),
+            on_schema_change: table_policies[i],
         });
     }
 
@@ -801,6 +845,8 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         file: path.to_path_buf(),
         project_dir: project_dir.clone(),
         models_dir,
+        schemas_dir,
+        on_schema_change,
         source: Source {
             kind,
             database: raw.source.database.unwrap_or_else(|| "LogisticsDB".into()),
@@ -990,6 +1036,7 @@ mod tests {
             watermark: None,
             lookback_seconds: 0,
             partitions: 1,
+            on_schema_change: Default::default(),
         }
     }
 

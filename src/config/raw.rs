@@ -19,6 +19,15 @@ pub struct PipelineFile {
     /// Directory of the SQL models, relative to the project root (the parent of `pipelines/`).
     #[serde(default)]
     pub models_dir: Option<String>,
+    /// Directory of the source schema contracts written by `smelter source sync`, relative to the
+    /// project root (default `schemas/<name>`).
+    #[serde(default)]
+    pub schemas_dir: Option<String>,
+    /// What a changed schema does, for every bronze table and incremental model unless a
+    /// `[[source.tables]]` entry or a model header says otherwise: `fail`, `append_new_columns`
+    /// (default) or `sync_all_columns` (see docs/schemas.md).
+    #[serde(default)]
+    pub on_schema_change: Option<String>,
     /// Where the data comes from.
     pub source: SourceFile,
     /// Where the lake lives.
@@ -150,6 +159,10 @@ pub struct SourceTableFile {
     /// each partition reads one key range over its own connection.
     #[serde(default)]
     pub partitions: Option<usize>,
+    /// What a changed source schema does for this table (overrides the pipeline's
+    /// `on_schema_change`): `fail`, `append_new_columns` or `sync_all_columns`.
+    #[serde(default)]
+    pub on_schema_change: Option<String>,
 }
 
 /// `[storage]`.

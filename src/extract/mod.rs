@@ -6,8 +6,10 @@
 //! manifest only: bronze commits it to state after its own commit, so a crash in between
 //! re-extracts instead of skipping rows.
 
+pub mod contract;
 pub mod mssql;
 pub mod sample;
+pub mod source;
 
 use std::time::Instant;
 
@@ -23,14 +25,13 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use arrow::record_batch::RecordBatch;
-
-use crate::config::{SourceKind, SourceTable};
+use crate::config::{Pipeline, SourceTable};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, RunParams};
+use crate::schema::{ColumnChange, ColumnShape};
 use crate::state::{State, Watermark};
 use crate::storage::Lake;
-use sample::{Sample, Window};
+use source::{ReadRequest, Source};
 
 /// What landed for one table in one run; written as `_manifest.json` after the data files.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,18 +74,17 @@ pub async fn run(
     state: &State,
     params: &RunParams,
 ) -> Result<Vec<ExtractMetrics>> {
+    let source = source::open(&plan.pipeline);
     let mut out = Vec::new();
     for table in &plan.pipeline.source.tables {
-        out.push(extract_table(plan, lake, state, params, table).await?);
+        out.push(extract_table(plan, source.as_ref(), lake, state, params, table).await?);
     }
     Ok(out)
 }
 
-/// Batches of one partition, produced by a task and drained by the landing writer.
-type Partition = tokio::sync::mpsc::Receiver<Result<RecordBatch>>;
-
 async fn extract_table(
     plan: &Plan,
+    source: &dyn Source,
     lake: &Lake,
     state: &State,
     params: &RunParams,
@@ -108,25 +108,19 @@ async fn extract_table(
         Some(_) => state.watermark(&table.name).await?,
         None => None,
     };
-    let hi = (sample::days_since_epoch(params.logical_date) as i64 + 1) * 86_400_000_000;
-    let source = &plan.pipeline.source;
-    let (kind, partitions, wm_col) = match (source.kind, &source.mssql) {
-        (SourceKind::Mssql, Some(settings)) => {
-            let read = mssql::start_read(
-                settings,
-                table,
-                watermark_from.as_ref(),
-                hi,
-                source.batch_size,
-            )
-            .await?;
-            ("mssql", read.partitions, read.watermark_col)
-        }
-        _ => {
-            let (parts, wm_col) = sample_partitions(plan, source, table, &watermark_from, hi)?;
-            ("sample", parts, wm_col)
-        }
-    };
+    let read = source
+        .read(ReadRequest {
+            table,
+            watermark_from: watermark_from.as_ref(),
+            hi_us: params.window_end_us(),
+            run_id: &params.run_id,
+            lake,
+            state,
+        })
+        .await?;
+    check_contract(&plan.pipeline, table, &read.columns)?;
+    let wm_col = read.watermark_col;
+    let partitions = read.partitions;
 
     let tasks = partitions.into_iter().enumerate().map(|(i, mut rx)| {
         let store = store.clone();
@@ -193,7 +187,7 @@ async fn extract_table(
         table: table.name.clone(),
         run_id: params.run_id.clone(),
         logical_date: params.logical_date.to_string(),
-        source: format!("{kind}:{}.{}", source.database, table.object),
+        source: source.label(&plan.pipeline, table),
         rows,
         files: files.clone(),
         watermark_from,
@@ -216,46 +210,155 @@ async fn extract_table(
     })
 }
 
-/// Starts the sample generator's partitions, each on a blocking thread feeding a channel.
-fn sample_partitions(
-    plan: &Plan,
-    source: &crate::config::Source,
-    table: &SourceTable,
-    watermark_from: &Option<Watermark>,
-    hi: i64,
-) -> Result<(Vec<Partition>, Option<usize>)> {
-    let sample = Sample::new(source);
-    let lo = watermark_from
-        .as_ref()
-        .map(|w| w.value - table.lookback_seconds * 1_000_000);
-    let window = Window { lo, hi };
-    let schema = Sample::schema(&table.name)?;
-    let wm_col = match &table.watermark {
-        Some(c) => Some(schema.index_of(c).map_err(|_| {
+/// Compares the columns the source has now with the table's contract (if it has one) and
+/// applies the table's `on_schema_change` policy: every change is logged, column by column; a
+/// change the policy refuses stops the extraction before anything lands (exit 2).
+fn check_contract(pipeline: &Pipeline, table: &SourceTable, columns: &[ColumnShape]) -> Result<()> {
+    let Some((_, expected)) = contract::read(pipeline, &table.name)? else {
+        return Ok(());
+    };
+    let changes = crate::schema::diff(&expected, columns);
+    for change in &changes {
+        tracing::warn!(table = %table.name, change = %change, policy = %table.on_schema_change, "Source schema differs from its contract.");
+    }
+    let refused: Vec<&ColumnChange> = table.on_schema_change.refused(&changes);
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Source {
+        message: format!(
+            "table `{}`: the source schema no longer matches its contract {} and `on_schema_change = \"{}\"` does not allow: {}; review the change, then run `smelter source sync {}` (or choose another on_schema_change policy)",
+            table.name,
+            crate::plan::display_path(pipeline, &contract::path(pipeline, &table.name)),
+            table.on_schema_change,
+            refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            crate::plan::display_path(pipeline, &pipeline.file),
+        ),
+        retryable: false,
+    })
+}
+
+/// The source columns planning uses for a table whose bronze table does not exist yet: its
+/// contract, else the source's built-in schema (the sample). Without either, the error names the
+/// table and the command that writes the contract (exit 2).
+pub fn planning_columns(pipeline: &Pipeline, table: &SourceTable) -> Result<Vec<ColumnShape>> {
+    if let Some((_, columns)) = contract::read(pipeline, &table.name)? {
+        return Ok(columns);
+    }
+    source::open(pipeline)
+        .builtin_columns(table)
+        .ok_or_else(|| {
             Error::config(
-                plan.pipeline.file.display(),
+                crate::plan::display_path(pipeline, &pipeline.file),
                 format!(
-                    "key `source.tables.watermark`: table `{}` has no column `{c}`",
-                    table.name
+                    "table `bronze.{}` has no schema contract ({} is missing) and does not exist in the lake yet; run `smelter source sync {}` to write it from the source",
+                    table.name,
+                    crate::plan::display_path(pipeline, &contract::path(pipeline, &table.name)),
+                    crate::plan::display_path(pipeline, &pipeline.file),
                 ),
             )
-        })?),
-        None => None,
-    };
-    let mut parts = Vec::new();
-    for range in sample.partitions(&table.name, window, table.partitions) {
-        let reader = sample.read(&table.name, window, range)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::task::spawn_blocking(move || {
-            for batch in reader {
-                if tx.blocking_send(batch).is_err() {
-                    break;
+        })
+}
+
+/// What `source sync` found for one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncResult {
+    /// Table.
+    pub table: String,
+    /// Contract file, as shown (relative to the project root).
+    pub file: String,
+    /// `new`, `unchanged` or `changed`.
+    pub status: &'static str,
+    /// Column changes from the old contract to the source (empty for new or unchanged).
+    pub changes: Vec<ColumnChange>,
+    /// Other differences (source label, key, watermark).
+    pub notes: Vec<String>,
+}
+
+/// Discovers the schema of each table (all, or those named in `only`) from the source and
+/// writes its contract file, unless `check` is set; returns what changed per table. Unknown
+/// table names are an error listing the valid ones (exit 2).
+pub async fn sync_contracts(
+    pipeline: &Pipeline,
+    only: Option<&[String]>,
+    check: bool,
+) -> Result<Vec<SyncResult>> {
+    let tables: Vec<&SourceTable> = match only {
+        None => pipeline.source.tables.iter().collect(),
+        Some(names) => {
+            let mut out = Vec::new();
+            for n in names {
+                match pipeline.source.tables.iter().find(|t| &t.name == n) {
+                    Some(t) => out.push(t),
+                    None => {
+                        return Err(Error::Usage(format!(
+                            "--tables: `{n}` is not a source table of {}; valid choices: {}{}",
+                            crate::plan::display_path(pipeline, &pipeline.file),
+                            pipeline
+                                .source
+                                .tables
+                                .iter()
+                                .map(|t| t.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            crate::plan::suggest(
+                                n,
+                                pipeline.source.tables.iter().map(|t| t.name.as_str())
+                            )
+                        )))
+                    }
                 }
             }
+            out
+        }
+    };
+    let source = source::open(pipeline);
+    let mut results = Vec::new();
+    for table in tables {
+        let columns = source.discover(table).await?;
+        let new = contract::Contract::new(source.label(pipeline, table), table, &columns);
+        let file = contract::path(pipeline, &table.name);
+        let shown = crate::plan::display_path(pipeline, &file);
+        let (status, changes, notes) = match contract::read(pipeline, &table.name) {
+            Ok(Some((old, old_columns))) => {
+                let changes = crate::schema::diff(&old_columns, &columns);
+                let mut notes = Vec::new();
+                if old.source != new.source {
+                    notes.push(format!("source `{}` → `{}`", old.source, new.source));
+                }
+                if old.key != new.key {
+                    notes.push(format!("key {:?} → {:?}", old.key, new.key));
+                }
+                if old.watermark != new.watermark {
+                    notes.push(format!(
+                        "watermark {:?} → {:?}",
+                        old.watermark, new.watermark
+                    ));
+                }
+                let same = changes.is_empty() && notes.is_empty() && old == new;
+                (if same { "unchanged" } else { "changed" }, changes, notes)
+            }
+            // A contract that no longer parses is replaced.
+            Ok(None) | Err(_) => ("new", Vec::new(), Vec::new()),
+        };
+        if !check && status != "unchanged" {
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::config(&shown, format!("cannot create directory: {e}")))?;
+            }
+            std::fs::write(&file, new.render()?)
+                .map_err(|e| Error::config(&shown, format!("cannot write contract: {e}")))?;
+        }
+        info!(table = %table.name, file = %shown, status, changes = changes.len(), "Synced source schema contract.");
+        results.push(SyncResult {
+            table: table.name.clone(),
+            file: shown,
+            status,
+            changes,
+            notes,
         });
-        parts.push(rx);
     }
-    Ok((parts, wm_col))
+    Ok(results)
 }
 
 /// Reads the manifest of a table's landing for a run, if the extraction finished.

@@ -47,6 +47,7 @@ pub async fn run(rc: &RunContext<'_>) -> Result<Vec<RunRecord>> {
         };
         let url = rc.lake.table_url(&id);
         let txn = format!("smelter:{}", rc.params.run_id);
+        let mut schema_changes = Vec::new();
         let metrics = if manifest.rows == 0 {
             WriteMetrics {
                 skipped: true,
@@ -78,6 +79,27 @@ pub async fn run(rc: &RunContext<'_>) -> Result<Vec<RunRecord>> {
             );
             exprs.push(lit(manifest.source.as_str()).alias("_source"));
             let input = df.select(exprs)?;
+            let policy = rc
+                .plan
+                .pipeline
+                .source
+                .tables
+                .iter()
+                .find(|t| t.name == id.name)
+                .map(|t| t.on_schema_change)
+                .unwrap_or(rc.plan.pipeline.on_schema_change);
+            let shown_landing = crate::storage::redact(&landing);
+            let (input, changes) = super::evolve_schema(rc, &id, input, policy, |m| {
+                Error::Source {
+                    message: format!(
+                        "table `{id}`: the files landed for run `{}` at {shown_landing} no longer match the table: {m}; review the source change, set `on_schema_change` on the table in the pipeline file, or rebuild the bronze table",
+                        rc.params.run_id
+                    ),
+                    retryable: false,
+                }
+            })
+            .await?;
+            schema_changes = changes;
             rc.format
                 .write(WriteRequest {
                     ctx: &rc.ctx,
@@ -123,6 +145,7 @@ pub async fn run(rc: &RunContext<'_>) -> Result<Vec<RunRecord>> {
             &metrics,
             serde_json::json!({
                 "landed_rows": manifest.rows,
+                "schema_changes": schema_changes,
                 "version": metrics.version,
                 "drift": profile.as_ref().map(|p| &p.drift),
             }),

@@ -7,7 +7,9 @@ pub mod model;
 
 use std::sync::Arc;
 
-use datafusion::prelude::SessionContext;
+use datafusion::common::Column;
+use datafusion::logical_expr::{lit, when, Expr};
+use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::plan::{Layer, Plan, RunParams, TableId};
@@ -101,7 +103,7 @@ impl RunContext<'_> {
             .into(),
             rows: metrics.rows_inserted,
             rows_updated: metrics.rows_updated,
-            logical_date: crate::extract::sample::days_since_epoch(self.params.logical_date),
+            logical_date: self.params.logical_day(),
             started_at: started,
             duration_ms,
             message: None,
@@ -133,6 +135,109 @@ impl RunContext<'_> {
         schema.register_table(id.name.clone(), provider)?;
         Ok(())
     }
+}
+
+/// Applies the `on_schema_change` policy before a write into table `id`, if it exists: compares
+/// the table's columns with `new` (the columns about to be written), refuses the changes the
+/// policy does not allow with the error `refuse` builds from the list (it names the model or
+/// table), and applies to the table the allowed changes the write cannot make itself (lossless
+/// widenings; NOT NULL columns that are no longer written, or now hold NULLs, become
+/// nullable). Added columns are merged by the write, declared nullable (the table's older rows
+/// hold NULL in them). Returns the input to write and the changes, for the run log.
+pub async fn evolve_schema(
+    rc: &RunContext<'_>,
+    id: &TableId,
+    input: DataFrame,
+    policy: crate::schema::OnSchemaChange,
+    refuse: impl FnOnce(String) -> Error,
+) -> Result<(DataFrame, Vec<crate::schema::ColumnChange>)> {
+    use crate::schema::{diff, ColumnChange, ColumnShape};
+    let url = rc.lake.table_url(id);
+    let Some(provider) = rc.format.provider(&rc.ctx, &url).await? else {
+        return Ok((input, Vec::new()));
+    };
+    let new = input.schema().as_arrow().clone();
+    let new = &new;
+    let old_schema = provider.schema();
+    let changes = diff(
+        &ColumnShape::of_schema(&old_schema),
+        &ColumnShape::of_schema(new),
+    );
+    let refused = policy.refused(&changes);
+    if !refused.is_empty() {
+        return Err(refuse(format!(
+            "`on_schema_change = \"{policy}\"` does not allow: {}",
+            refused
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    }
+    let mut alters: Vec<crate::table::ColumnAlter> = Vec::new();
+    for change in &changes {
+        let Ok(old) = old_schema.field_with_name(change.column()) else {
+            continue;
+        };
+        let wanted = match change {
+            ColumnChange::TypeChanged { .. } => {
+                new.field_with_name(old.name())
+                    .ok()
+                    .map(|n| crate::table::ColumnAlter {
+                        name: old.name().clone(),
+                        data_type: n.data_type().clone(),
+                        nullable: old.is_nullable() || n.is_nullable(),
+                    })
+            }
+            ColumnChange::Removed { .. } | ColumnChange::NowNullable { .. }
+                if !old.is_nullable() =>
+            {
+                Some(crate::table::ColumnAlter {
+                    name: old.name().clone(),
+                    data_type: new
+                        .field_with_name(old.name())
+                        .map(|n| n.data_type().clone())
+                        .unwrap_or_else(|_| old.data_type().clone()),
+                    nullable: true,
+                })
+            }
+            _ => None,
+        };
+        if let Some(w) = wanted {
+            match alters.iter_mut().find(|a| a.name == w.name) {
+                Some(a) => a.nullable |= w.nullable,
+                None => alters.push(w),
+            }
+        }
+    }
+    if !alters.is_empty() {
+        rc.format.alter_columns(&rc.ctx, &url, &alters).await?;
+    }
+    for change in &changes {
+        tracing::warn!(table = %id, change = %change, policy = %policy, "Schema changed; applied per on_schema_change.");
+    }
+    let added: Vec<&str> = changes
+        .iter()
+        .filter(|c| matches!(c, ColumnChange::Added { .. }))
+        .map(ColumnChange::column)
+        .filter(|c| new.field_with_name(c).is_ok_and(|f| !f.is_nullable()))
+        .collect();
+    let input = if added.is_empty() {
+        input
+    } else {
+        let mut exprs = Vec::new();
+        for f in new.fields() {
+            let c = Expr::Column(Column::new_unqualified(f.name()));
+            exprs.push(if added.contains(&f.name().as_str()) {
+                // A CASE without ELSE is nullable.
+                when(lit(true), c).end()?.alias(f.name())
+            } else {
+                c
+            });
+        }
+        input.select(exprs)?
+    };
+    Ok((input, changes))
 }
 
 /// Runs one layer and records its steps in the run log.

@@ -47,7 +47,6 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         rc.register(dep).await?;
     }
     let df = plan_model(&rc.ctx, rc.plan, model, rc.params).await?;
-    let (df, expectations, quarantined) = check_expectations(rc, model, df).await?;
     let mode = match (model.header.materialized, rc.full_refresh) {
         (_, true) | (Materialization::Table, _) => WriteMode::Overwrite,
         (Materialization::Append, _) => WriteMode::Append,
@@ -55,6 +54,25 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
             keys: model.header.unique_key.clone(),
         },
     };
+    // Incremental models keep their table: its schema changes only as the policy allows.
+    let (df, schema_changes) = if mode == WriteMode::Overwrite {
+        (df, Vec::new())
+    } else {
+        let shown = display_path(&rc.plan.pipeline, &model.file);
+        let policy = model
+            .header
+            .on_schema_change
+            .unwrap_or(rc.plan.pipeline.on_schema_change);
+        super::evolve_schema(rc, &model.id, df, policy, |m| Error::Sql {
+            location: shown,
+            message: format!(
+                "the output of `{}` no longer matches its table: {m}; cast the column in SQL to the table's type, set another `-- on_schema_change:`, or rebuild the table with `--full-refresh`",
+                model.id
+            ),
+        })
+        .await?
+    };
+    let (df, expectations, quarantined) = check_expectations(rc, model, df).await?;
     if let WriteMode::Merge { keys } = &mode {
         check_merge_keys(rc.plan, model, &df, keys).await?;
     }
@@ -104,6 +122,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
             "files_added": metrics.files_added,
             "expectations": expectations,
             "quarantined": quarantined,
+            "schema_changes": schema_changes,
             "drift": profile.as_ref().map(|p| &p.drift),
         }),
     );
@@ -269,9 +288,21 @@ async fn check_merge_keys(
     Ok(())
 }
 
-/// Plans every model in run order against empty tables of the known schemas (no lake access):
-/// returns each model's optimized plan and every problem found, with file:line:col.
-pub async fn plan_all(plan: &Plan) -> Result<(Vec<(TableId, LogicalPlan)>, Vec<String>)> {
+/// The lake tables planning may read schemas from: bronze tables that exist take their schema
+/// from the lake.
+pub type LakeTables<'a> = (&'a crate::storage::Lake, &'a dyn crate::table::TableFormat);
+
+/// Plans every model in run order against empty tables (no data is read): returns each model's
+/// optimized plan and every problem found, with file:line:col.
+///
+/// A bronze table's schema comes from, in order: the table in the lake (when `lake` is given and
+/// the table exists), the source's schema contract, the source's built-in schema (the sample);
+/// otherwise the table is a problem naming `smelter source sync`, and the models reading it are
+/// not planned. A lake that cannot be read is logged and skipped, so planning works offline.
+pub async fn plan_all(
+    plan: &Plan,
+    lake: Option<LakeTables<'_>>,
+) -> Result<(Vec<(TableId, LogicalPlan)>, Vec<String>)> {
     let ctx = crate::engine::session(&plan.pipeline, None)?;
     let register = |id: &TableId, schema| -> Result<()> {
         let table = MemTable::try_new(schema, vec![vec![]])?;
@@ -282,17 +313,41 @@ pub async fn plan_all(plan: &Plan) -> Result<(Vec<(TableId, LogicalPlan)>, Vec<S
         catalog.register_table(id.name.clone(), Arc::new(table))?;
         Ok(())
     };
-    for id in plan.bronze_tables() {
-        let source = crate::extract::sample::Sample::schema(&id.name)?;
-        register(&id, super::bronze::bronze_schema(&source))?;
+    let mut problems = Vec::new();
+    let mut failed: BTreeSet<TableId> = BTreeSet::new();
+    for table in &plan.pipeline.source.tables {
+        let id = TableId {
+            layer: Layer::Bronze,
+            name: table.name.clone(),
+        };
+        let existing = match lake {
+            Some((lake, format)) => match format.provider(&ctx, &lake.table_url(&id)).await {
+                Ok(p) => p.map(|p| p.schema()),
+                Err(e) => {
+                    tracing::warn!(table = %id, error = %e, "Cannot read the lake table's schema; planning from the contract.");
+                    None
+                }
+            },
+            None => None,
+        };
+        let schema = match existing {
+            Some(schema) => schema,
+            None => match crate::extract::planning_columns(&plan.pipeline, table) {
+                Ok(columns) => super::bronze::bronze_schema(&crate::schema::arrow_schema(&columns)),
+                Err(e) => {
+                    problems.push(e.to_string());
+                    failed.insert(id);
+                    continue;
+                }
+            },
+        };
+        register(&id, schema)?;
     }
     let params = RunParams {
         logical_date: chrono::Utc::now().date_naive(),
         run_id: "validate".into(),
     };
     let mut planned = Vec::new();
-    let mut problems = Vec::new();
-    let mut failed: BTreeSet<TableId> = BTreeSet::new();
     for model in &plan.models {
         if let Some(dep) = model.depends_on.iter().find(|d| failed.contains(*d)) {
             failed.insert(model.id.clone());

@@ -50,6 +50,9 @@ pub struct Header {
     pub description: Option<String>,
     /// Data-quality rules, parsed by [`crate::quality`].
     pub expect: Vec<RawRule>,
+    /// What a changed output schema does for an incremental model (overrides the pipeline's
+    /// `on_schema_change`).
+    pub on_schema_change: Option<crate::schema::OnSchemaChange>,
 }
 
 const KEYS: &[&str] = &[
@@ -58,6 +61,7 @@ const KEYS: &[&str] = &[
     "partition_by",
     "description",
     "expect",
+    "on_schema_change",
 ];
 
 /// Parses the header of `sql`; problems are pushed as `file:line: message`.
@@ -68,6 +72,7 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
         partition_by: Vec::new(),
         description: None,
         expect: Vec::new(),
+        on_schema_change: None,
     };
     for (idx, line) in sql.lines().enumerate() {
         let lineno = idx + 1;
@@ -103,6 +108,13 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
             "unique_key" => header.unique_key = split_list(value),
             "partition_by" => header.partition_by = split_list(value),
             "description" => header.description = Some(value.to_string()),
+            "on_schema_change" => match crate::schema::OnSchemaChange::parse(value) {
+                Some(p) => header.on_schema_change = Some(p),
+                None => problems.push(format!(
+                    "{file}:{lineno}: unknown on_schema_change `{value}`; valid choices: {}",
+                    crate::schema::OnSchemaChange::CHOICES
+                )),
+            },
             "expect" => header.expect.extend(
                 value
                     .split(';')

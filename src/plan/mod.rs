@@ -100,6 +100,21 @@ pub struct RunParams {
     pub run_id: String,
 }
 
+impl RunParams {
+    /// The logical date as days since 1970-01-01.
+    pub fn logical_day(&self) -> i32 {
+        self.logical_date
+            .signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch"))
+            .num_days() as i32
+    }
+
+    /// The end of the logical date (exclusive), in microseconds since the epoch (UTC): the upper
+    /// bound of timestamp-watermark extraction windows.
+    pub fn window_end_us(&self) -> i64 {
+        (self.logical_day() as i64 + 1) * 86_400_000_000
+    }
+}
+
 /// A validated pipeline with its models in run order.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -135,11 +150,10 @@ impl Plan {
     /// Parameter values for a run: `logical_date`, `run_id` and every `var_<name>`.
     pub fn param_values(&self, params: &RunParams) -> ParamValues {
         let mut map: BTreeMap<String, ScalarValue> = BTreeMap::new();
-        let days = params
-            .logical_date
-            .signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch"))
-            .num_days() as i32;
-        map.insert("logical_date".into(), ScalarValue::Date32(Some(days)));
+        map.insert(
+            "logical_date".into(),
+            ScalarValue::Date32(Some(params.logical_day())),
+        );
         map.insert(
             "run_id".into(),
             ScalarValue::Utf8(Some(params.run_id.clone())),

@@ -42,8 +42,10 @@ impl Delta {
         }
     }
 
-    async fn open(&self, url: &Url) -> Result<DeltaTable> {
-        if url.scheme() == "file" {
+    /// Opens the table at `url` for writing (no version loaded if none exists yet); a local
+    /// directory is created first.
+    async fn open_with(&self, url: &Url, create: bool) -> Result<DeltaTable> {
+        if url.scheme() == "file" && create {
             if let Ok(path) = url.to_file_path() {
                 std::fs::create_dir_all(&path)?;
             }
@@ -64,6 +66,15 @@ impl Delta {
             table.load().await.map_err(|e| storage_error(url, e))?;
         }
         Ok(table)
+    }
+
+    /// Opens the table at `url` for reading; `None` when a local table directory does not exist
+    /// (so reading or planning leaves no empty folders behind).
+    async fn open(&self, url: &Url) -> Result<Option<DeltaTable>> {
+        if url.scheme() == "file" && url.to_file_path().is_ok_and(|p| !p.exists()) {
+            return Ok(None);
+        }
+        self.open_with(url, false).await.map(Some)
     }
 
     fn writer_properties(&self) -> WriterProperties {
@@ -109,7 +120,9 @@ impl TableFormat for Delta {
         ctx: &SessionContext,
         url: &Url,
     ) -> Result<Option<Arc<dyn TableProvider>>> {
-        let table = self.open(url).await?;
+        let Some(table) = self.open(url).await? else {
+            return Ok(None);
+        };
         if table.version().is_none() {
             return Ok(None);
         }
@@ -118,7 +131,9 @@ impl TableFormat for Delta {
     }
 
     async fn stats(&self, url: &Url) -> Result<Option<super::TableStats>> {
-        let table = self.open(url).await?;
+        let Some(table) = self.open(url).await? else {
+            return Ok(None);
+        };
         let Some(version) = table.version() else {
             return Ok(None);
         };
@@ -140,7 +155,9 @@ impl TableFormat for Delta {
     }
 
     async fn committed(&self, url: &Url, txn_id: &str) -> Result<bool> {
-        let table = self.open(url).await?;
+        let Some(table) = self.open(url).await? else {
+            return Ok(false);
+        };
         if table.version().is_none() {
             return Ok(false);
         }
@@ -151,8 +168,65 @@ impl TableFormat for Delta {
         Ok(version.is_some())
     }
 
+    async fn alter_columns(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+        columns: &[super::ColumnAlter],
+    ) -> Result<()> {
+        use datafusion::common::Column;
+        use datafusion::logical_expr::{cast, lit, when, Expr};
+        let Some(table) = self.open(url).await? else {
+            return Ok(());
+        };
+        if table.version().is_none() || columns.is_empty() {
+            return Ok(());
+        }
+        table.update_datafusion_session(&ctx.state())?;
+        let partition_columns: Vec<String> =
+            table.snapshot()?.metadata().partition_columns().to_vec();
+        let df = ctx.read_table(table.table_provider().await?)?;
+        let mut exprs: Vec<Expr> = Vec::new();
+        for f in df.schema().fields() {
+            let c = Expr::Column(Column::new_unqualified(f.name()));
+            let Some(a) = columns.iter().find(|a| &a.name == f.name()) else {
+                exprs.push(c);
+                continue;
+            };
+            let mut e = if &a.data_type == f.data_type() {
+                c
+            } else {
+                cast(c, a.data_type.clone())
+            };
+            if a.nullable && !f.is_nullable() {
+                // A CASE without ELSE is nullable: the planner then declares the column
+                // nullable in the rewritten table's schema.
+                e = when(lit(true), e).end()?;
+            }
+            exprs.push(e.alias(f.name()));
+        }
+        let input = df.select(exprs)?;
+        let mut builder = table
+            .write(Vec::new())
+            .with_input_plan(input.logical_plan().clone())
+            .with_session_state(Arc::new(ctx.state()))
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(SchemaMode::Overwrite)
+            .with_writer_properties(self.writer_properties())
+            .with_target_file_size(NonZeroU64::new(self.target_file_size))
+            .with_commit_properties(CommitProperties::default().with_metadata([(
+                "smelter.operation".to_string(),
+                serde_json::Value::String("alter_columns".into()),
+            )]));
+        if !partition_columns.is_empty() {
+            builder = builder.with_partition_columns(partition_columns);
+        }
+        builder.await?;
+        Ok(())
+    }
+
     async fn write(&self, req: WriteRequest<'_>) -> Result<WriteMetrics> {
-        let table = self.open(req.url).await?;
+        let table = self.open_with(req.url, true).await?;
         if let Some(id) = &req.txn_id {
             if table.version().is_some()
                 && table

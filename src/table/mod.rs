@@ -97,6 +97,29 @@ pub trait TableFormat: Send + Sync + std::fmt::Debug {
 
     /// Whether a write with this idempotency id has been committed to the table.
     async fn committed(&self, url: &Url, txn_id: &str) -> Result<bool>;
+
+    /// Changes the type and/or nullability of existing columns (the schema evolution that
+    /// `on_schema_change = "sync_all_columns"` allows: lossless widenings, and NOT NULL columns
+    /// that a source stopped sending becoming nullable). Rewrites the data copy-on-write in one
+    /// commit, keeping partitioning and committed transaction ids; values are unchanged because
+    /// callers only pass lossless changes ([`crate::schema::is_widening`]).
+    async fn alter_columns(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+        columns: &[ColumnAlter],
+    ) -> Result<()>;
+}
+
+/// One column change for [`TableFormat::alter_columns`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnAlter {
+    /// Column name.
+    pub name: String,
+    /// New type (a lossless widening of the old one, or the same type).
+    pub data_type: arrow::datatypes::DataType,
+    /// Make the column nullable.
+    pub nullable: bool,
 }
 
 /// The table format configured for a pipeline.

@@ -2,6 +2,7 @@
 //! (a copy of the demo SQL with a small scale factor) and reads the lake back with DataFusion.
 
 mod cli_errors;
+mod contracts;
 mod emit;
 mod http;
 mod lineage;

@@ -15,7 +15,7 @@ use crate::tds::{self, FixtureOptions, ServerOptions, TdsServer};
 
 const PASSWORD: &str = "Fixture-S3cret!pw";
 
-fn server(fixtures: FixtureOptions) -> TdsServer {
+pub(crate) fn server(fixtures: FixtureOptions) -> TdsServer {
     TdsServer::start(ServerOptions {
         password: Some(PASSWORD.into()),
         fixtures,
@@ -25,7 +25,7 @@ fn server(fixtures: FixtureOptions) -> TdsServer {
 }
 
 /// A project reading `tables` (TOML `[[source.tables]]` bodies) from the fixture server.
-fn project(server: &TdsServer, tables: &[&str], extra_source: &str) -> Project {
+pub(crate) fn project(server: &TdsServer, tables: &[&str], extra_source: &str) -> Project {
     project_at(&format!("port = {}", server.port), tables, extra_source)
 }
 
@@ -57,7 +57,7 @@ batch_size = 1000
     Project::custom(&toml, &[])
 }
 
-const ENV: &[(&str, &str)] = &[("T_MSSQL_PASSWORD", PASSWORD)];
+pub(crate) const ENV: &[(&str, &str)] = &[("T_MSSQL_PASSWORD", PASSWORD)];
 
 fn run(p: &Project, layer: &str, date: &str, run_id: &str) -> std::process::Output {
     p.smelter_env(

@@ -11,26 +11,105 @@ pub mod connect;
 pub mod partition;
 pub mod types;
 
-use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use tiberius::{ColumnData, ToSql};
 
+use super::source::{ReadRequest, Source, TableRead};
 use crate::config::{MssqlSource, SourceTable};
 use crate::error::{Error, Result};
+use crate::schema::ColumnShape;
 use crate::state::Watermark;
 use connect::{connect, server_label, source_error, MssqlClient};
 use partition::KeyRange;
 use types::{quote_ident, Kind, Mapping, SourceColumn};
 
-/// What the extract layer needs to land one table.
-pub struct TableRead {
-    /// Arrow schema of the landed files.
-    pub schema: SchemaRef,
-    /// Index of the watermark column in `schema`, if incremental.
-    pub watermark_col: Option<usize>,
-    /// One receiver of batches per partition; each is fed by its own connection task.
-    pub partitions: Vec<tokio::sync::mpsc::Receiver<Result<RecordBatch>>>,
+/// SQL Server (or Azure SQL) as a [`Source`]: discovery from the catalog, reads over tiberius.
+pub struct SqlServer {
+    settings: MssqlSource,
+    batch_size: usize,
+}
+
+impl SqlServer {
+    /// A source over the validated connection settings; nothing connects until used.
+    pub fn new(settings: MssqlSource, batch_size: usize) -> Self {
+        SqlServer {
+            settings,
+            batch_size,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for SqlServer {
+    fn kind(&self) -> &'static str {
+        "mssql"
+    }
+
+    async fn discover(&self, table: &SourceTable) -> Result<Vec<ColumnShape>> {
+        let what = describe_table(&self.settings, table);
+        let mut client = connect(&self.settings).await?;
+        let mappings = discover_mappings(&mut client, &what, table).await?;
+        Ok(shapes(&mappings))
+    }
+
+    async fn read(&self, req: ReadRequest<'_>) -> Result<TableRead> {
+        start_read(
+            &self.settings,
+            req.table,
+            req.watermark_from,
+            req.hi_us,
+            self.batch_size,
+        )
+        .await
+    }
+}
+
+/// `table `x` (dbo.x on host:port)`, the prefix of every message about one source table.
+fn describe_table(settings: &MssqlSource, table: &SourceTable) -> String {
+    format!(
+        "table `{}` ({} on {})",
+        table.name,
+        table.object,
+        server_label(settings)
+    )
+}
+
+/// Discovers (or describes, for a `query`) the columns and maps them, applying `casts`.
+async fn discover_mappings(
+    client: &mut MssqlClient,
+    what: &str,
+    table: &SourceTable,
+) -> Result<Vec<Mapping>> {
+    let columns = match &table.query {
+        Some(q) => describe_query(client, what, q).await?,
+        None => discover(client, what, &table.object).await?,
+    };
+    map_columns(what, table, &columns)
+}
+
+/// The column shapes of mapped columns: Arrow type and nullability of [`types::arrow_schema`],
+/// with the declared SQL Server type (the cast target for cast columns). The extra
+/// `<col>_offset_minutes` column of a datetimeoffset is declared `smallint`.
+fn shapes(mappings: &[Mapping]) -> Vec<ColumnShape> {
+    let schema = types::arrow_schema(mappings);
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let declared = mappings
+                .iter()
+                .find(|m| &m.column.name == f.name())
+                .map(|m| types::type_sql(&m.column))
+                .unwrap_or_else(|| "smallint".into());
+            ColumnShape {
+                name: f.name().clone(),
+                data_type: f.data_type().clone(),
+                nullable: f.is_nullable(),
+                source_type: Some(declared),
+            }
+        })
+        .collect()
 }
 
 /// The extraction window of one run.
@@ -324,25 +403,16 @@ pub fn is_timestamp_watermark(mappings: &[Mapping], col: &str) -> bool {
 }
 
 /// Plans and starts the read of one table: discovery, window, partitions, one task per partition.
-pub async fn start_read(
+async fn start_read(
     settings: &MssqlSource,
     table: &SourceTable,
     watermark_from: Option<&Watermark>,
     hi_us: i64,
     batch_size: usize,
 ) -> Result<TableRead> {
-    let what = format!(
-        "table `{}` ({} on {})",
-        table.name,
-        table.object,
-        server_label(settings)
-    );
+    let what = describe_table(settings, table);
     let mut client = connect(settings).await?;
-    let columns = match &table.query {
-        Some(q) => describe_query(&mut client, &what, q).await?,
-        None => discover(&mut client, &what, &table.object).await?,
-    };
-    let mappings = map_columns(&what, table, &columns)?;
+    let mappings = discover_mappings(&mut client, &what, table).await?;
     let schema = types::arrow_schema(&mappings);
     let lookback = if table
         .watermark
@@ -452,6 +522,7 @@ pub async fn start_read(
         partitions.push(rx);
     }
     Ok(TableRead {
+        columns: shapes(&mappings),
         schema,
         watermark_col: wm_col,
         partitions,

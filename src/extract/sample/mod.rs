@@ -152,7 +152,13 @@ impl Sample {
                 f("modified_at", ts(), false),
             ],
             other => {
-                return Err(Error::Internal(format!("unknown sample table `{other}`")));
+                return Err(Error::Source {
+                    message: format!(
+                        "the sample source has no table `{other}`; valid choices: {}",
+                        crate::config::SAMPLE_TABLES.join(", ")
+                    ),
+                    retryable: false,
+                });
             }
         };
         Ok(Arc::new(Schema::new(fields)))
@@ -745,5 +751,86 @@ mod tests {
             .map(|b| b.unwrap())
             .collect();
         assert_eq!(a, b);
+    }
+}
+
+/// The sample generator as a [`super::source::Source`]: its schema is built in, and every
+/// partition runs on a blocking thread feeding a bounded channel.
+pub struct SampleSource {
+    gen: Sample,
+}
+
+impl SampleSource {
+    /// The generator configured by `[source]`.
+    pub fn new(source: &Source) -> Self {
+        SampleSource {
+            gen: Sample::new(source),
+        }
+    }
+
+    fn columns(table: &str) -> Result<Vec<crate::schema::ColumnShape>> {
+        Ok(crate::schema::ColumnShape::of_schema(
+            Sample::schema(table)?.as_ref(),
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl super::source::Source for SampleSource {
+    fn kind(&self) -> &'static str {
+        "sample"
+    }
+
+    fn builtin_columns(
+        &self,
+        table: &crate::config::SourceTable,
+    ) -> Option<Vec<crate::schema::ColumnShape>> {
+        Self::columns(&table.name).ok()
+    }
+
+    async fn discover(
+        &self,
+        table: &crate::config::SourceTable,
+    ) -> Result<Vec<crate::schema::ColumnShape>> {
+        Self::columns(&table.name)
+    }
+
+    async fn read(&self, req: super::source::ReadRequest<'_>) -> Result<super::source::TableRead> {
+        let table = req.table;
+        let lo = req
+            .watermark_from
+            .map(|w| w.value - table.lookback_seconds * 1_000_000);
+        let window = Window { lo, hi: req.hi_us };
+        let schema = Sample::schema(&table.name)?;
+        let watermark_col = match &table.watermark {
+            Some(c) => Some(schema.index_of(c).map_err(|_| Error::Source {
+                message: format!(
+                    "table `{}`: watermark column `{c}` (source.tables.watermark) does not exist; columns: {}",
+                    table.name,
+                    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                ),
+                retryable: false,
+            })?),
+            None => None,
+        };
+        let mut partitions = Vec::new();
+        for range in self.gen.partitions(&table.name, window, table.partitions) {
+            let reader = self.gen.read(&table.name, window, range)?;
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::task::spawn_blocking(move || {
+                for batch in reader {
+                    if tx.blocking_send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
+            partitions.push(rx);
+        }
+        Ok(super::source::TableRead {
+            columns: crate::schema::ColumnShape::of_schema(&schema),
+            schema,
+            watermark_col,
+            partitions,
+        })
     }
 }

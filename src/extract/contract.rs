@@ -1,0 +1,185 @@
+//! Source schema contracts: one reviewable TOML file per source table,
+//! `schemas/<pipeline>/<table>.toml`, written by `smelter source sync` and committed with the
+//! project. Planning (`validate`, `plan`, lineage) reads a bronze table's source columns from it
+//! when the bronze table does not exist yet, so planning works offline; extraction compares the
+//! live source with it and applies the table's `on_schema_change` policy.
+//!
+//! Format (see docs/schemas.md):
+//! ```toml
+//! table = "orders"
+//! source = "mssql:TPCH.tpch.orders"
+//! key = ["o_orderkey"]
+//! watermark = "o_orderdate"          # absent for full extraction
+//!
+//! [[columns]]
+//! name = "o_totalprice"
+//! source_type = "decimal(15,2)"      # as the source declares it (absent when it has none)
+//! arrow_type = "Decimal128(15, 2)"   # Arrow's `DataType` display form, parsed back exactly
+//! nullable = false
+//! ```
+
+use std::path::PathBuf;
+
+use arrow::datatypes::DataType;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Pipeline, SourceTable};
+use crate::error::{Error, Result};
+use crate::schema::ColumnShape;
+
+/// A table's contract, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contract {
+    /// Lake table name (bronze table `bronze.<table>`).
+    pub table: String,
+    /// `<kind>:<database>.<object>` of the source.
+    pub source: String,
+    /// Key columns, as configured when the contract was written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<String>,
+    /// Watermark column, as configured when the contract was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
+    /// Columns in source order.
+    pub columns: Vec<ContractColumn>,
+}
+
+/// One column of a contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractColumn {
+    /// Column name, exactly as the source spells it.
+    pub name: String,
+    /// Type as the source declares it (SQL Server `decimal(15,2)`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_type: Option<String>,
+    /// Arrow type in Arrow's display form (`Int64`, `Decimal128(15, 2)`, `Timestamp(µs)`).
+    pub arrow_type: String,
+    /// Whether the column may hold NULL.
+    pub nullable: bool,
+}
+
+impl Contract {
+    /// A contract for `table` with the discovered `columns`.
+    pub fn new(source: String, table: &SourceTable, columns: &[ColumnShape]) -> Contract {
+        Contract {
+            table: table.name.clone(),
+            source,
+            key: table.key.clone(),
+            watermark: table.watermark.clone(),
+            columns: columns
+                .iter()
+                .map(|c| ContractColumn {
+                    name: c.name.clone(),
+                    source_type: c.source_type.clone(),
+                    arrow_type: c.data_type.to_string(),
+                    nullable: c.nullable,
+                })
+                .collect(),
+        }
+    }
+
+    /// The contract's columns with their Arrow types parsed; an unparsable type names the file
+    /// and the column (exit 2).
+    pub fn columns(&self, file: &str) -> Result<Vec<ColumnShape>> {
+        self.columns
+            .iter()
+            .map(|c| {
+                let data_type: DataType = c.arrow_type.parse().map_err(|e| {
+                    Error::config(
+                        file,
+                        format!(
+                            "column `{}`: `arrow_type = \"{}\"` is not an Arrow type ({e}); re-run `smelter source sync`",
+                            c.name, c.arrow_type
+                        ),
+                    )
+                })?;
+                Ok(ColumnShape {
+                    name: c.name.clone(),
+                    data_type,
+                    nullable: c.nullable,
+                    source_type: c.source_type.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The file's text: a comment header, then the TOML.
+    pub fn render(&self) -> Result<String> {
+        let body = toml::to_string(self)
+            .map_err(|e| Error::Internal(format!("contract of `{}`: {e}", self.table)))?;
+        Ok(format!(
+            "# Source schema contract of `bronze.{}`, written by `smelter source sync`.\n\
+             # Review changes like code: planning reads it, and extraction compares the source with it.\n\n{body}",
+            self.table
+        ))
+    }
+}
+
+/// Path of a table's contract file.
+pub fn path(pipeline: &Pipeline, table: &str) -> PathBuf {
+    pipeline.schemas_dir.join(format!("{table}.toml"))
+}
+
+/// Reads a table's contract, if its file exists. A file that does not parse names the file and
+/// what is wrong (exit 2).
+pub fn read(pipeline: &Pipeline, table: &str) -> Result<Option<(Contract, Vec<ColumnShape>)>> {
+    let file = path(pipeline, table);
+    let shown = crate::plan::display_path(pipeline, &file);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::config(&shown, format!("cannot read contract: {e}"))),
+    };
+    let contract: Contract = toml::from_str(&text)
+        .map_err(|e| Error::config(&shown, e.to_string().trim().to_string()))?;
+    if contract.table != table {
+        return Err(Error::config(
+            &shown,
+            format!(
+                "key `table`: the contract is for `{}`, but the file is for `{table}`",
+                contract.table
+            ),
+        ));
+    }
+    let columns = contract.columns(&shown)?;
+    Ok(Some((contract, columns)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrow_types_round_trip() {
+        use arrow::datatypes::TimeUnit;
+        for t in [
+            DataType::Int64,
+            DataType::Decimal128(15, 2),
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into())),
+            DataType::Date32,
+            DataType::Utf8,
+            DataType::Binary,
+            DataType::Time64(TimeUnit::Nanosecond),
+        ] {
+            let c = ContractColumn {
+                name: "c".into(),
+                source_type: None,
+                arrow_type: t.to_string(),
+                nullable: true,
+            };
+            let contract = Contract {
+                table: "t".into(),
+                source: "s".into(),
+                key: vec![],
+                watermark: None,
+                columns: vec![c],
+            };
+            let text = contract.render().unwrap();
+            let back: Contract = toml::from_str(&text).unwrap();
+            assert_eq!(back.columns("t.toml").unwrap()[0].data_type, t, "{text}");
+        }
+    }
+}

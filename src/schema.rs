@@ -1,0 +1,454 @@
+//! Schema changes and the `on_schema_change` policy, shared by every stage that compares an
+//! expected schema with a new one: extraction (contract → discovered source schema), bronze
+//! (table → landed files) and incremental models (table → model output).
+//!
+//! [`diff`] lists the changes column by column; [`OnSchemaChange::check`] decides which of them
+//! the policy allows. The policy names are dbt's (`on_schema_change` of incremental models),
+//! without dbt's `ignore`: Smelter never casts silently.
+
+use std::fmt;
+
+use arrow::datatypes::{DataType, Schema};
+use serde::{Deserialize, Serialize};
+
+/// What a changed schema does.
+///
+/// | change | `fail` | `append_new_columns` (default) | `sync_all_columns` |
+/// |---|---|---|---|
+/// | column added | refused | added to the table | added to the table |
+/// | column removed | refused | kept, NULL from then on | kept, NULL from then on |
+/// | lossless widening (int → bigint, decimal(p,s) → decimal(p',s) with p' > p, varchar(n) → varchar(m > n)) | refused | refused | table widened |
+/// | any other type change | refused | refused | refused |
+/// | NOT NULL → nullable | refused | allowed | allowed |
+/// | nullable → NOT NULL | allowed | allowed | allowed |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSchemaChange {
+    /// Any difference stops the run (exit 2).
+    Fail,
+    /// New columns are added; removed columns stay, NULL from then on; type changes stop the run.
+    #[default]
+    AppendNewColumns,
+    /// Like `append_new_columns`, and lossless type widenings are applied to the table.
+    SyncAllColumns,
+}
+
+impl OnSchemaChange {
+    /// The valid spellings, for error messages.
+    pub const CHOICES: &'static str = "`fail`, `append_new_columns`, `sync_all_columns`";
+
+    /// Parses a policy name as written in a pipeline file or a model header.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "fail" => Some(Self::Fail),
+            "append_new_columns" => Some(Self::AppendNewColumns),
+            "sync_all_columns" => Some(Self::SyncAllColumns),
+            _ => None,
+        }
+    }
+
+    /// The policy's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::AppendNewColumns => "append_new_columns",
+            Self::SyncAllColumns => "sync_all_columns",
+        }
+    }
+
+    /// Whether the policy allows `change`.
+    pub fn allows(self, change: &ColumnChange) -> bool {
+        match (self, change) {
+            // Stricter data than the table's: nothing to change, nothing stored is affected.
+            (_, ColumnChange::NowNotNull { .. }) => true,
+            (Self::Fail, _) => false,
+            (_, ColumnChange::Added { .. } | ColumnChange::Removed { .. }) => true,
+            (_, ColumnChange::NowNullable { .. }) => true,
+            (Self::SyncAllColumns, ColumnChange::TypeChanged { widening, .. }) => *widening,
+            (_, ColumnChange::TypeChanged { .. }) => false,
+        }
+    }
+
+    /// The changes the policy refuses (empty: the new schema may be written).
+    pub fn refused(self, changes: &[ColumnChange]) -> Vec<&ColumnChange> {
+        changes.iter().filter(|c| !self.allows(c)).collect()
+    }
+}
+
+impl fmt::Display for OnSchemaChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One column's difference between an old and a new schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum ColumnChange {
+    /// The new schema has a column the old one lacks.
+    Added {
+        /// Column.
+        column: String,
+        /// Its type.
+        data_type: String,
+    },
+    /// The old schema has a column the new one lacks.
+    Removed {
+        /// Column.
+        column: String,
+        /// Its type.
+        data_type: String,
+    },
+    /// The column's type changed.
+    TypeChanged {
+        /// Column.
+        column: String,
+        /// Old type (the declared source type when known, else the Arrow type).
+        from: String,
+        /// New type.
+        to: String,
+        /// Whether every old value fits the new type exactly ([`is_widening`]).
+        widening: bool,
+    },
+    /// A NOT NULL column became nullable.
+    NowNullable {
+        /// Column.
+        column: String,
+    },
+    /// A nullable column became NOT NULL (never a problem for the data already stored).
+    NowNotNull {
+        /// Column.
+        column: String,
+    },
+}
+
+impl ColumnChange {
+    /// The column the change is about.
+    pub fn column(&self) -> &str {
+        match self {
+            Self::Added { column, .. }
+            | Self::Removed { column, .. }
+            | Self::TypeChanged { column, .. }
+            | Self::NowNullable { column }
+            | Self::NowNotNull { column } => column,
+        }
+    }
+}
+
+impl fmt::Display for ColumnChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Added { column, data_type } => write!(f, "column `{column}` added ({data_type})"),
+            Self::Removed { column, data_type } => {
+                write!(f, "column `{column}` removed (was {data_type})")
+            }
+            Self::TypeChanged {
+                column,
+                from,
+                to,
+                widening,
+            } => write!(
+                f,
+                "column `{column}` changed type from {from} to {to} ({})",
+                if *widening {
+                    "a lossless widening"
+                } else {
+                    "not a lossless widening"
+                }
+            ),
+            Self::NowNullable { column } => write!(f, "column `{column}` became nullable"),
+            Self::NowNotNull { column } => write!(f, "column `{column}` became NOT NULL"),
+        }
+    }
+}
+
+/// A column as compared: name, Arrow type, nullability, and the source's declared type when
+/// known (`varchar(20)`, which Arrow spells `Utf8` whatever the length).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnShape {
+    /// Column name (compared exactly: quoted identifiers keep their case).
+    pub name: String,
+    /// Arrow type.
+    pub data_type: DataType,
+    /// Nullable.
+    pub nullable: bool,
+    /// Declared source type, e.g. SQL Server `decimal(19,4)`.
+    pub source_type: Option<String>,
+}
+
+impl ColumnShape {
+    /// The shapes of an Arrow schema's fields (no declared types).
+    pub fn of_schema(schema: &Schema) -> Vec<ColumnShape> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| ColumnShape {
+                name: f.name().clone(),
+                data_type: f.data_type().clone(),
+                nullable: f.is_nullable(),
+                source_type: None,
+            })
+            .collect()
+    }
+
+    fn shown_type(&self) -> String {
+        match &self.source_type {
+            Some(t) => format!("{t} ({})", self.data_type),
+            None => self.data_type.to_string(),
+        }
+    }
+}
+
+/// The Arrow schema of column shapes (declared types are dropped).
+pub fn arrow_schema(columns: &[ColumnShape]) -> Schema {
+    Schema::new(
+        columns
+            .iter()
+            .map(|c| arrow::datatypes::Field::new(&c.name, c.data_type.clone(), c.nullable))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The changes from `old` to `new`, in the order of `old`'s columns, then the added ones.
+pub fn diff(old: &[ColumnShape], new: &[ColumnShape]) -> Vec<ColumnChange> {
+    let mut out = Vec::new();
+    for o in old {
+        match new.iter().find(|n| n.name == o.name) {
+            None => out.push(ColumnChange::Removed {
+                column: o.name.clone(),
+                data_type: o.shown_type(),
+            }),
+            Some(n) => {
+                let declared_differs = matches!((&o.source_type, &n.source_type), (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b));
+                if storage_type(&o.data_type) != storage_type(&n.data_type) || declared_differs {
+                    out.push(ColumnChange::TypeChanged {
+                        column: o.name.clone(),
+                        from: o.shown_type(),
+                        to: n.shown_type(),
+                        widening: is_widening(&o.data_type, &n.data_type)
+                            && declared_widening(
+                                o.source_type.as_deref(),
+                                n.source_type.as_deref(),
+                            ),
+                    });
+                }
+                match (o.nullable, n.nullable) {
+                    (false, true) => out.push(ColumnChange::NowNullable {
+                        column: o.name.clone(),
+                    }),
+                    (true, false) => out.push(ColumnChange::NowNotNull {
+                        column: o.name.clone(),
+                    }),
+                    _ => {}
+                }
+            }
+        }
+    }
+    for n in new {
+        if !old.iter().any(|o| o.name == n.name) {
+            out.push(ColumnChange::Added {
+                column: n.name.clone(),
+                data_type: n.shown_type(),
+            });
+        }
+    }
+    out
+}
+
+/// The type as stored: Arrow's several layouts of one logical type (`Utf8`, `LargeUtf8` and
+/// `Utf8View`; the binary ones; dictionary encoding) are one type in Parquet and Delta, and
+/// DataFusion reads tables back with the view layouts, so they never count as a change.
+fn storage_type(t: &DataType) -> DataType {
+    match t {
+        DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+        DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
+        DataType::Dictionary(_, v) => storage_type(v),
+        other => other.clone(),
+    }
+}
+
+/// Whether every value of Arrow type `from` is exactly representable in `to` (a lossless
+/// widening): integers to wider integers (or to a float with enough mantissa: int8/16/32 →
+/// float64), float32 → float64, decimal(p,s) → decimal(p',s') with s' ≥ s and p' − s' ≥ p − s,
+/// integers to a decimal with enough integer digits, and string/binary to their large or view
+/// forms. Equal types are a widening too.
+pub fn is_widening(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    fn int_digits(t: &DataType) -> Option<u8> {
+        match t {
+            Int8 => Some(3),
+            Int16 => Some(5),
+            Int32 => Some(10),
+            Int64 => Some(19),
+            _ => None,
+        }
+    }
+    fn int_rank(t: &DataType) -> Option<u8> {
+        match t {
+            Int8 => Some(1),
+            Int16 => Some(2),
+            Int32 => Some(3),
+            Int64 => Some(4),
+            _ => None,
+        }
+    }
+    if from == to {
+        return true;
+    }
+    match (from, to) {
+        (a, b) if int_rank(a).is_some() && int_rank(b).is_some() => int_rank(a) < int_rank(b),
+        (Int8 | Int16 | Int32, Float64) | (Int8 | Int16, Float32) | (Float32, Float64) => true,
+        (Decimal128(p, s), Decimal128(p2, s2)) | (Decimal128(p, s), Decimal256(p2, s2)) => {
+            s2 >= s && (*p2 as i16 - *s2 as i16) >= (*p as i16 - *s as i16)
+        }
+        (a, Decimal128(p, s) | Decimal256(p, s)) if int_digits(a).is_some() => {
+            (*p as i16 - *s as i16) >= int_digits(a).unwrap_or(u8::MAX) as i16
+        }
+        (Utf8, LargeUtf8 | Utf8View) | (Binary, LargeBinary | BinaryView) => true,
+        (Timestamp(u1, tz1), Timestamp(u2, tz2)) => {
+            // Finer units keep every instant of the coarser one within Arrow's range used here.
+            tz1 == tz2 && unit_rank(u1) <= unit_rank(u2)
+        }
+        _ => false,
+    }
+}
+
+fn unit_rank(u: &arrow::datatypes::TimeUnit) -> u8 {
+    use arrow::datatypes::TimeUnit::*;
+    match u {
+        Second => 0,
+        Millisecond => 1,
+        Microsecond => 2,
+        Nanosecond => 3,
+    }
+}
+
+/// Whether a declared source type widens: `varchar(10)` → `varchar(50)` or `varchar(max)`
+/// (same family of character or binary type, longer or unlimited), or an unchanged or unknown
+/// declared type (the Arrow types then decide).
+fn declared_widening(from: Option<&str>, to: Option<&str>) -> bool {
+    let (Some(from), Some(to)) = (from, to) else {
+        return true;
+    };
+    if from.eq_ignore_ascii_case(to) {
+        return true;
+    }
+    let split = |t: &str| -> (String, Option<String>) {
+        let t = t.trim().to_ascii_lowercase();
+        match t.split_once('(') {
+            Some((base, rest)) => (
+                base.trim().to_string(),
+                Some(rest.trim_end_matches(')').trim().to_string()),
+            ),
+            None => (t, None),
+        }
+    };
+    let (fb, fl) = split(from);
+    let (tb, tl) = split(to);
+    let family = |b: &str| match b {
+        "char" | "varchar" => Some(1),
+        "nchar" | "nvarchar" => Some(2),
+        "binary" | "varbinary" => Some(3),
+        _ => None,
+    };
+    let len = |l: &Option<String>| -> Option<u64> {
+        match l.as_deref() {
+            Some("max") => Some(u64::MAX),
+            Some(n) => n.parse().ok(),
+            None => Some(1),
+        }
+    };
+    // char(n) → varchar(m ≥ n) keeps values, nchar/nvarchar likewise; varchar → char pads: not lossless.
+    let fixed_to_var_ok = !(fb.starts_with('v') || fb.starts_with("nv")) || tb.contains("var");
+    match (family(&fb), family(&tb)) {
+        (Some(a), Some(b)) if a == b => {
+            fixed_to_var_ok && len(&fl).zip(len(&tl)).is_some_and(|(f, t)| t >= f)
+        }
+        // varchar → nvarchar widens the character set.
+        (Some(1), Some(2)) => len(&fl).zip(len(&tl)).is_some_and(|(f, t)| t >= f),
+        // Other declared types: the Arrow types decide (decimal precision lives there).
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(name: &str, t: DataType, nullable: bool, src: Option<&str>) -> ColumnShape {
+        ColumnShape {
+            name: name.into(),
+            data_type: t,
+            nullable,
+            source_type: src.map(String::from),
+        }
+    }
+
+    #[test]
+    fn widenings() {
+        use DataType::*;
+        assert!(is_widening(&Int32, &Int64));
+        assert!(!is_widening(&Int64, &Int32));
+        assert!(!is_widening(&Int64, &Float64));
+        assert!(is_widening(&Decimal128(10, 2), &Decimal128(12, 2)));
+        assert!(is_widening(&Decimal128(10, 2), &Decimal128(13, 4)));
+        assert!(!is_widening(&Decimal128(10, 2), &Decimal128(10, 3)));
+        assert!(!is_widening(&Decimal128(10, 2), &Decimal128(12, 1)));
+        assert!(is_widening(&Int32, &Decimal128(10, 0)));
+        assert!(!is_widening(&Int64, &Decimal128(18, 0)));
+        assert!(!is_widening(&Utf8, &Int64));
+        assert!(!is_widening(&Float64, &Float32));
+    }
+
+    #[test]
+    fn layouts_of_one_type_are_no_change() {
+        let old = vec![shape("s", DataType::Utf8View, false, None)];
+        let new = vec![shape("s", DataType::Utf8, false, None)];
+        assert!(diff(&old, &new).is_empty());
+    }
+
+    #[test]
+    fn declared_lengths() {
+        assert!(declared_widening(Some("varchar(10)"), Some("varchar(50)")));
+        assert!(declared_widening(Some("varchar(10)"), Some("varchar(max)")));
+        assert!(!declared_widening(Some("varchar(50)"), Some("varchar(10)")));
+        assert!(declared_widening(Some("char(3)"), Some("varchar(3)")));
+        assert!(!declared_widening(Some("varchar(3)"), Some("char(3)")));
+        assert!(declared_widening(Some("varchar(3)"), Some("nvarchar(3)")));
+        assert!(declared_widening(Some("int"), Some("bigint")));
+    }
+
+    #[test]
+    fn diff_and_policies() {
+        use DataType::*;
+        let old = vec![
+            shape("id", Int32, false, Some("int")),
+            shape("code", Utf8, true, Some("varchar(10)")),
+            shape("gone", Utf8, true, None),
+            shape("amount", Decimal128(10, 2), true, None),
+        ];
+        let new = vec![
+            shape("id", Int64, false, Some("bigint")),
+            shape("code", Utf8, true, Some("varchar(5)")),
+            shape("amount", Decimal128(10, 2), true, None),
+            shape("extra", Utf8, true, None),
+        ];
+        let changes = diff(&old, &new);
+        assert_eq!(changes.len(), 4, "{changes:?}");
+        assert!(
+            matches!(&changes[0], ColumnChange::TypeChanged { column, widening: true, .. } if column == "id")
+        );
+        assert!(
+            matches!(&changes[1], ColumnChange::TypeChanged { column, widening: false, .. } if column == "code")
+        );
+        assert!(matches!(&changes[2], ColumnChange::Removed { column, .. } if column == "gone"));
+        assert!(matches!(&changes[3], ColumnChange::Added { column, .. } if column == "extra"));
+        assert_eq!(OnSchemaChange::Fail.refused(&changes).len(), 4);
+        assert_eq!(OnSchemaChange::AppendNewColumns.refused(&changes).len(), 2);
+        let refused = OnSchemaChange::SyncAllColumns.refused(&changes);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].column(), "code");
+        assert!(diff(&old, &old).is_empty());
+    }
+}
