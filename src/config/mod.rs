@@ -92,40 +92,29 @@ impl SourceTable {
     /// `query` names (schema `dbo` when left out; CTE names and a query the parser does not
     /// understand give none).
     pub fn upstream_objects(&self) -> Vec<String> {
-        use datafusion::sql::sqlparser::{ast, dialect::MsSqlDialect, parser::Parser};
+        use datafusion::sql::sqlparser::{dialect::MsSqlDialect, parser::Parser};
         let Some(query) = &self.query else {
             return vec![self.object.clone()];
         };
         let Ok(statements) = Parser::parse_sql(&MsSqlDialect {}, query) else {
             return Vec::new();
         };
-        let mut ctes = std::collections::BTreeSet::new();
-        for st in &statements {
-            if let ast::Statement::Query(q) = st {
-                for cte in q.with.iter().flat_map(|w| &w.cte_tables) {
-                    ctes.insert(cte.alias.name.value.to_ascii_lowercase());
-                }
-            }
-        }
+        // SQL Server compares names case-insensitively.
+        let refs =
+            crate::plan::relations::table_refs(&statements, |i| i.value.to_ascii_lowercase());
         let mut out = std::collections::BTreeSet::new();
-        let _ = ast::visit_relations(&statements, |rel: &ast::ObjectName| {
-            let parts: Vec<&str> = rel
-                .0
-                .iter()
-                .filter_map(|p| p.as_ident())
-                .map(|i| i.value.as_str())
-                .collect();
+        for table in refs {
+            let parts: Vec<&str> = table.name.iter().map(|i| i.value.as_str()).collect();
             match parts.as_slice() {
-                [t] if !ctes.contains(&t.to_ascii_lowercase()) => {
+                [t] => {
                     out.insert(format!("dbo.{t}"));
                 }
-                [.., s, t] if parts.len() >= 2 => {
+                [.., s, t] => {
                     out.insert(format!("{s}.{t}"));
                 }
-                _ => {}
+                [] => {}
             }
-            std::ops::ControlFlow::<()>::Continue(())
-        });
+        }
         out.into_iter().collect()
     }
 }
@@ -1051,6 +1040,13 @@ mod tests {
         assert_eq!(
             table(Some(q)).upstream_objects(),
             vec!["dbo.customers", "dbo.shipments", "ops.holds"]
+        );
+        // A CTE declared inside a derived table hides only that table's name.
+        let nested =
+            "SELECT * FROM (WITH x AS (SELECT * FROM ops.y) SELECT * FROM x) AS t JOIN X ON 1 = 1";
+        assert_eq!(
+            table(Some(nested)).upstream_objects(),
+            vec!["dbo.X", "ops.y"]
         );
         assert!(table(Some("SELECT FROM WHERE ("))
             .upstream_objects()

@@ -47,6 +47,13 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         rc.register(dep).await?;
     }
     let df = plan_model(&rc.ctx, rc.plan, model, rc.params).await?;
+    // Refuse an output type the format cannot store before any table folder is created.
+    let shown = display_path(&rc.plan.pipeline, &model.file);
+    let unstorable =
+        crate::table::unstorable_problems(rc.format.as_ref(), &shown, df.schema().as_arrow());
+    if !unstorable.is_empty() {
+        return Err(Error::Invalid(unstorable));
+    }
     let mode = match (model.header.materialized, rc.full_refresh) {
         (_, true) | (Materialization::Table, _) => WriteMode::Overwrite,
         (Materialization::Append, _) => WriteMode::Append,
@@ -58,7 +65,6 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     let (df, schema_changes) = if mode == WriteMode::Overwrite {
         (df, Vec::new())
     } else {
-        let shown = display_path(&rc.plan.pipeline, &model.file);
         let policy = model
             .header
             .on_schema_change
@@ -348,6 +354,7 @@ pub async fn plan_all(
         run_id: "validate".into(),
     };
     let mut planned = Vec::new();
+    let format = crate::table::for_pipeline(&plan.pipeline, &crate::storage::Lake::in_memory());
     for model in &plan.models {
         if let Some(dep) = model.depends_on.iter().find(|d| failed.contains(*d)) {
             failed.insert(model.id.clone());
@@ -359,11 +366,16 @@ pub async fn plan_all(
         }
         match plan_model(&ctx, plan, model, &params).await {
             Ok(df) => {
+                let shown = display_path(&plan.pipeline, &model.file);
+                problems.extend(crate::table::unstorable_problems(
+                    format.as_ref(),
+                    &shown,
+                    df.schema().as_arrow(),
+                ));
                 register(&model.id, Arc::new(df.schema().as_arrow().clone()))?;
                 match df.into_optimized_plan() {
                     Ok(p) => planned.push((model.id.clone(), p)),
-                    Err(e) => problems
-                        .push(sql_error(&display_path(&plan.pipeline, &model.file), e).to_string()),
+                    Err(e) => problems.push(sql_error(&shown, e).to_string()),
                 }
             }
             Err(e) => {

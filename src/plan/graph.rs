@@ -1,10 +1,10 @@
 //! Dependencies between models, found by parsing their SQL, and the topological run order.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::ControlFlow;
 
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{visit_relations, ObjectName, ObjectNamePart, Statement};
+use datafusion::sql::planner::IdentNormalizer;
+use datafusion::sql::sqlparser::ast::{Ident, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 
 use super::{display_path, suggest, Layer, Model, TableId};
@@ -116,77 +116,77 @@ fn dependencies(
     known: &BTreeSet<TableId>,
     problems: &mut Vec<String>,
 ) -> Vec<TableId> {
-    let stmt = match parse_query(shown, &model.sql) {
-        Ok(s) => s,
+    match parse_query(shown, &model.sql) {
+        Ok(stmt) => resolve(shown, &stmt, model.id.layer, known, problems),
         Err(e) => {
             problems.push(e);
-            return Vec::new();
+            Vec::new()
         }
-    };
-    let ctes: BTreeSet<String> = match &stmt {
-        Statement::Query(q) => q
-            .with
-            .iter()
-            .flat_map(|w| w.cte_tables.iter())
-            .map(|c| c.alias.name.value.to_lowercase())
-            .collect(),
-        _ => BTreeSet::new(),
-    };
-    let mut relations: Vec<ObjectName> = Vec::new();
-    let _ = visit_relations(&stmt, |name: &ObjectName| {
-        relations.push(name.clone());
-        ControlFlow::<()>::Continue(())
-    });
+    }
+}
+
+/// Resolves the tables `stmt` reads against the plan's tables: returns the dependencies and
+/// pushes `file:line:col` problems for unknown tables and reads the `reader` layer may not do.
+fn resolve(
+    shown: &str,
+    stmt: &Statement,
+    reader: Layer,
+    known: &BTreeSet<TableId>,
+    problems: &mut Vec<String>,
+) -> Vec<TableId> {
     let known_names: Vec<String> = known.iter().map(ToString::to_string).collect();
     let mut deps = BTreeSet::new();
-    for name in relations {
-        let idents: Vec<_> = name
-            .0
-            .iter()
-            .filter_map(|p| match p {
-                ObjectNamePart::Identifier(i) => Some(i.clone()),
-                _ => None,
-            })
-            .collect();
-        let Some(first) = idents.first() else {
+    // DataFusion's identifier rule: unquoted parts are lowercased, quoted ones kept.
+    let normalize = |i: &Ident| IdentNormalizer::default().normalize(i.clone());
+    for table in super::relations::table_refs(stmt, normalize) {
+        // A table function (`generate_series(1, 3)`) is resolved by DataFusion, not the lake.
+        if table.is_function {
+            continue;
+        }
+        let Some(first) = table.name.first() else {
             continue;
         };
         let at = format!(
             "{shown}:{}:{}",
             first.span.start.line, first.span.start.column
         );
-        let parts: Vec<String> = idents.iter().map(|i| i.value.to_lowercase()).collect();
-        match parts.as_slice() {
-            [single] if ctes.contains(single) => {}
-            [layer, table] => {
+        match table.parts.as_slice() {
+            [layer, name] => {
                 let id = Layer::table_layer(layer).map(|layer| TableId {
                     layer,
-                    name: table.clone(),
+                    name: name.clone(),
                 });
                 match id {
                     Some(id) if known.contains(&id) => {
-                        if !may_read(model.id.layer, id.layer) {
+                        if !may_read(reader, id.layer) {
                             problems.push(format!(
-                                "{at}: {} models cannot read `{id}`; silver reads bronze and silver, gold reads silver and gold",
-                                model.id.layer
+                                "{at}: {reader} models cannot read `{id}`; silver reads bronze and silver, gold reads silver and gold",
                             ));
                         }
                         deps.insert(id);
                     }
                     _ => problems.push(format!(
-                        "{at}: unknown table `{layer}.{table}`{}",
+                        "{at}: unknown table `{layer}.{name}`{}",
                         suggest(
-                            &format!("{layer}.{table}"),
+                            &format!("{layer}.{name}"),
                             known_names.iter().map(String::as_str)
                         )
                     )),
                 }
             }
-            _ => problems.push(format!(
-                "{at}: unknown table `{}`; refer to lake tables as `<layer>.<table>` (bronze, silver or gold){}",
-                parts.join("."),
-                suggest(&parts.join("."), known_names.iter().map(String::as_str))
-            )),
+            parts => {
+                let name = parts.join(".");
+                problems.push(format!(
+                    "{at}: unknown table `{name}`; refer to lake tables as `<layer>.<table>` (bronze, silver or gold){}",
+                    suggest(
+                        &name,
+                        known_names
+                            .iter()
+                            .chain(table.ctes_in_scope.iter())
+                            .map(String::as_str)
+                    )
+                ));
+            }
         }
     }
     deps.into_iter().collect()
@@ -268,5 +268,156 @@ fn find_cycle(
         }
         path.push(next.clone());
         current = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dependencies and problems of `sql` read by a silver model, with bronze `orders` and
+    /// `shipments` and silver `orders` in the plan.
+    fn deps(sql: &str) -> (Vec<String>, Vec<String>) {
+        deps_as(Layer::Silver, sql)
+    }
+
+    fn deps_as(reader: Layer, sql: &str) -> (Vec<String>, Vec<String>) {
+        let known: BTreeSet<TableId> = [
+            (Layer::Bronze, "orders"),
+            (Layer::Bronze, "shipments"),
+            (Layer::Silver, "orders"),
+        ]
+        .into_iter()
+        .map(|(layer, name)| TableId {
+            layer,
+            name: name.into(),
+        })
+        .collect();
+        let stmt = parse_query("m.sql", sql).expect("parses");
+        let mut problems = Vec::new();
+        let deps = resolve("m.sql", &stmt, reader, &known, &mut problems);
+        (deps.iter().map(ToString::to_string).collect(), problems)
+    }
+
+    fn ok(sql: &str) -> Vec<String> {
+        let (deps, problems) = deps(sql);
+        assert!(problems.is_empty(), "{sql}\n{problems:?}");
+        deps
+    }
+
+    #[test]
+    fn cte_inside_a_derived_table() {
+        assert_eq!(
+            ok("SELECT * FROM (WITH x AS (SELECT * FROM bronze.orders) SELECT * FROM x) t"),
+            ["bronze.orders"]
+        );
+    }
+
+    #[test]
+    fn outer_cte_seen_in_where_exists_in_and_scalar_subqueries() {
+        let sql = "WITH recent AS (SELECT * FROM bronze.orders)
+            SELECT s.*, (SELECT COUNT(*) FROM recent) AS n
+            FROM bronze.shipments s
+            WHERE EXISTS (SELECT 1 FROM recent r WHERE r.id = s.id)
+              AND s.id IN (SELECT id FROM recent)";
+        assert_eq!(ok(sql), ["bronze.orders", "bronze.shipments"]);
+    }
+
+    #[test]
+    fn cte_seen_on_both_sides_of_a_set_operation() {
+        let sql = "WITH a AS (SELECT id FROM silver.orders)
+            SELECT id FROM a UNION ALL SELECT id FROM a EXCEPT SELECT id FROM bronze.shipments";
+        assert_eq!(ok(sql), ["bronze.shipments", "silver.orders"]);
+    }
+
+    #[test]
+    fn cte_body_reads_an_earlier_cte() {
+        let sql = "WITH a AS (SELECT * FROM bronze.orders), b AS (SELECT * FROM a)
+            SELECT * FROM b JOIN a USING (id)";
+        assert_eq!(ok(sql), ["bronze.orders"]);
+    }
+
+    #[test]
+    fn recursive_cte_reads_itself() {
+        let sql = "WITH RECURSIVE r AS (
+                SELECT id, 1 AS depth FROM bronze.orders
+                UNION ALL SELECT id, depth + 1 FROM r WHERE depth < 3)
+            SELECT * FROM r";
+        assert_eq!(ok(sql), ["bronze.orders"]);
+    }
+
+    #[test]
+    fn cte_shadowing_a_table_name_is_not_a_table() {
+        let sql = "WITH orders AS (SELECT * FROM bronze.orders) SELECT * FROM orders o JOIN ORDERS p USING (id)";
+        assert_eq!(ok(sql), ["bronze.orders"]);
+    }
+
+    #[test]
+    fn table_functions_are_not_tables() {
+        assert!(ok("SELECT * FROM generate_series(1, 3)").is_empty());
+    }
+
+    #[test]
+    fn cte_of_a_subquery_is_not_visible_outside_it() {
+        let (_, problems) =
+            deps("SELECT * FROM (WITH x AS (SELECT 1 AS a) SELECT * FROM x) t\nJOIN x ON true");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "m.sql:2:6: unknown table `x`; refer to lake tables as `<layer>.<table>`"
+            ),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn non_recursive_cte_does_not_see_later_ctes() {
+        let (_, problems) =
+            deps("WITH a AS (SELECT * FROM b), b AS (SELECT * FROM bronze.orders) SELECT * FROM a");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("m.sql:1:26: unknown table `b`"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_table_inside_a_cte_keeps_location_and_suggestion() {
+        let (deps, problems) = deps(
+            "WITH x AS (SELECT * FROM bronze.order)\nSELECT * FROM x WHERE id IN (SELECT id FROM silver.ordrs)",
+        );
+        assert!(deps.is_empty(), "{deps:?}");
+        assert_eq!(
+            problems,
+            [
+                "m.sql:1:26: unknown table `bronze.order`; did you mean `bronze.orders`?",
+                "m.sql:2:45: unknown table `silver.ordrs`; did you mean `silver.orders`?",
+            ]
+        );
+    }
+
+    #[test]
+    fn misspelt_cte_name_suggests_the_cte() {
+        let (_, problems) =
+            deps("WITH recent_orders AS (SELECT * FROM bronze.orders) SELECT * FROM recent_ordrs");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].ends_with("did you mean `recent_orders`?"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn layer_rules_apply_inside_nested_queries() {
+        let (deps, problems) = deps_as(
+            Layer::Gold,
+            "SELECT * FROM silver.orders WHERE id IN (WITH b AS (SELECT id FROM bronze.orders) SELECT id FROM b)",
+        );
+        assert_eq!(deps, ["bronze.orders", "silver.orders"]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("gold models cannot read `bronze.orders`"),
+            "{problems:?}"
+        );
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod graph;
 pub mod header;
+pub mod relations;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

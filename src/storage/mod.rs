@@ -72,6 +72,16 @@ impl Lake {
         })
     }
 
+    /// A lake that lives in memory (`memory:///`) and persists nothing. Planning uses it to get
+    /// the pipeline's table format (for its type checks) without touching real storage.
+    pub fn in_memory() -> Lake {
+        Lake {
+            root: Url::parse("memory:///").expect("a constant, valid URL"),
+            options: HashMap::new(),
+            store: Arc::new(object_store::memory::InMemory::new()),
+        }
+    }
+
     /// The root URL.
     pub fn root(&self) -> &Url {
         &self.root

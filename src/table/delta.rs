@@ -5,8 +5,11 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
+use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
+use deltalake::kernel::schema::cast::normalize_for_delta;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::operations::write::SchemaMode;
@@ -17,7 +20,7 @@ use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use url::Url;
 
-use super::{TableFormat, WriteMetrics, WriteMode, WriteRequest};
+use super::{TableFormat, UnstorableColumn, WriteMetrics, WriteMode, WriteRequest};
 use crate::config::{Compression, Pipeline};
 use crate::error::{Error, Result};
 use crate::storage::Lake;
@@ -225,6 +228,14 @@ impl TableFormat for Delta {
         Ok(())
     }
 
+    fn unstorable_columns(&self, schema: &Schema) -> Vec<UnstorableColumn> {
+        schema
+            .fields()
+            .iter()
+            .filter_map(|f| unstorable(f.name().clone(), f.data_type()))
+            .collect()
+    }
+
     async fn write(&self, req: WriteRequest<'_>) -> Result<WriteMetrics> {
         let table = self.open_with(req.url, true).await?;
         if let Some(id) = &req.txn_id {
@@ -318,6 +329,112 @@ impl TableFormat for Delta {
     }
 }
 
+/// Maps an Arrow type to its Delta type the way delta-rs' writer does (`normalize_for_delta`
+/// first turns second/milli/nanosecond timestamps into microseconds and Date64 into Date32, then
+/// the kernel maps the rest), so a type is refused exactly when the writer would refuse it.
+fn delta_type(dt: &DataType) -> std::result::Result<(), String> {
+    let schema = Arc::new(Schema::new(vec![Field::new("c", dt.clone(), true)]));
+    let normalized = normalize_for_delta(&schema);
+    deltalake::kernel::DataType::try_from_arrow(normalized.field(0).data_type())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The innermost part of column `path` (of type `dt`) that Delta cannot store, if any.
+fn unstorable(path: String, dt: &DataType) -> Option<UnstorableColumn> {
+    let error = delta_type(dt).err()?;
+    let children: Vec<(String, &DataType)> = match dt {
+        DataType::Struct(fields) => fields
+            .iter()
+            .map(|f| (format!("{path}.{}", f.name()), f.data_type()))
+            .collect(),
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _) => vec![(format!("{path}[]"), f.data_type())],
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => vec![
+                (format!("{path}.key"), kv[0].data_type()),
+                (format!("{path}.value"), kv[1].data_type()),
+            ],
+            _ => Vec::new(),
+        },
+        // A dictionary is stored as its values.
+        DataType::Dictionary(_, values) => vec![(path.clone(), values.as_ref())],
+        _ => Vec::new(),
+    };
+    if let Some(inner) = children
+        .into_iter()
+        .find_map(|(path, dt)| unstorable(path, dt))
+    {
+        return Some(inner);
+    }
+    let (reason, hint) = advice(dt, error);
+    Some(UnstorableColumn {
+        column: path,
+        data_type: dt.clone(),
+        reason,
+        hint,
+    })
+}
+
+/// Why Delta cannot store `dt` (a type delta-rs refused with `error`) and the SQL that fixes it.
+fn advice(dt: &DataType, error: String) -> (String, String) {
+    let unit = |u: &TimeUnit| match u {
+        TimeUnit::Second => "seconds",
+        TimeUnit::Millisecond => "milliseconds",
+        TimeUnit::Microsecond => "microseconds",
+        TimeUnit::Nanosecond => "nanoseconds",
+    };
+    let (reason, hint) = match dt {
+        DataType::Duration(u) => (
+            "Delta Lake has no duration type".to_string(),
+            format!(
+                "store a number instead, e.g. `EXTRACT(EPOCH FROM <expr>)` (seconds, DOUBLE) or `CAST(<expr> AS BIGINT)` ({})",
+                unit(u)
+            ),
+        ),
+        DataType::Interval(_) => (
+            "Delta Lake has no interval type".into(),
+            "store a number instead, e.g. `EXTRACT(EPOCH FROM <expr>)` (seconds, DOUBLE)".into(),
+        ),
+        DataType::Time32(_) | DataType::Time64(_) => (
+            "Delta Lake has no time-of-day type".into(),
+            "store `EXTRACT(EPOCH FROM <expr>)` (seconds since midnight, DOUBLE) or `CAST(<expr> AS VARCHAR)`".into(),
+        ),
+        DataType::Timestamp(_, Some(_)) => (
+            "Delta Lake timestamps are in UTC or without a time zone".into(),
+            "convert it with `<expr> AT TIME ZONE 'UTC'`".into(),
+        ),
+        DataType::Float16 => (
+            "Delta Lake has no half-precision float".into(),
+            "store `CAST(<expr> AS FLOAT)`".into(),
+        ),
+        DataType::Null => (
+            "an untyped NULL has no Delta type".into(),
+            "give it a type, e.g. `CAST(NULL AS VARCHAR)`".into(),
+        ),
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => (
+            "Delta Lake stores DECIMAL(p, s) as 128-bit decimals with p <= 38 and 0 <= s <= p"
+                .into(),
+            format!(
+                "store `CAST(<expr> AS DECIMAL({}, {}))`",
+                (*p).min(38),
+                (*s).clamp(0, (*p).min(38) as i8)
+            ),
+        ),
+        _ => (
+            error,
+            "cast it to a type Delta Lake stores (BOOLEAN, integers, FLOAT, DOUBLE, DECIMAL(p,s) with p <= 38, VARCHAR, BYTEA, DATE, TIMESTAMP, or structs, arrays and maps of them)".into(),
+        ),
+    };
+    (reason, hint)
+}
+
 /// Rows and files added by the latest commit, from its `operationMetrics`.
 async fn last_commit_counts(table: &DeltaTable) -> (u64, u64) {
     let Ok(mut history) = table.history(Some(1)).await else {
@@ -342,4 +459,142 @@ async fn last_commit_counts(table: &DeltaTable) -> (u64, u64) {
 /// Quotes an identifier for a delta-rs SQL expression.
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::new_null_array;
+    use arrow::datatypes::{DataType, Field, Fields, IntervalUnit, Schema, TimeUnit};
+    use arrow::record_batch::RecordBatch;
+
+    use super::*;
+
+    /// Whether delta-rs really writes a new table with one column of type `dt`.
+    async fn delta_writes(dt: &DataType) -> bool {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let schema = Arc::new(Schema::new(vec![Field::new("c", dt.clone(), true)]));
+        let batch = RecordBatch::try_new(schema, vec![new_null_array(dt, 2)]).expect("batch");
+        let url = Url::from_directory_path(dir.path()).expect("url");
+        let table = deltalake::DeltaTableBuilder::from_url(url)
+            .expect("builder")
+            .build()
+            .expect("table");
+        table.write(vec![batch]).await.is_ok()
+    }
+
+    fn unstorable_in(dt: &DataType) -> Option<UnstorableColumn> {
+        unstorable("c".into(), dt)
+    }
+
+    #[tokio::test]
+    async fn refuses_exactly_what_delta_rs_cannot_write() {
+        let field = |name: &str, dt: DataType| Arc::new(Field::new(name, dt, true));
+        let map = |k: DataType, v: DataType| {
+            let entries = Fields::from(vec![
+                Field::new("key", k, false),
+                Field::new("value", v, true),
+            ]);
+            DataType::Map(
+                Arc::new(Field::new("entries", DataType::Struct(entries), false)),
+                false,
+            )
+        };
+        let dict = |v: DataType| DataType::Dictionary(Box::new(DataType::Int32), Box::new(v));
+        let stored = [
+            DataType::Boolean,
+            DataType::Int8,
+            DataType::Int64,
+            DataType::UInt8,
+            DataType::UInt64,
+            DataType::Float32,
+            DataType::Float64,
+            DataType::Utf8,
+            DataType::LargeUtf8,
+            DataType::Utf8View,
+            DataType::Binary,
+            DataType::LargeBinary,
+            DataType::FixedSizeBinary(16),
+            DataType::Date32,
+            DataType::Date64,
+            DataType::Timestamp(TimeUnit::Second, None),
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            DataType::Decimal128(38, 4),
+            DataType::List(field("item", DataType::Int32)),
+            DataType::LargeList(field("item", DataType::Utf8)),
+            DataType::Struct(Fields::from(vec![Field::new("a", DataType::Int32, true)])),
+            map(DataType::Utf8, DataType::Int64),
+            dict(DataType::Utf8),
+        ];
+        let refused = [
+            (DataType::Duration(TimeUnit::Microsecond), "c"),
+            (DataType::Interval(IntervalUnit::MonthDayNano), "c"),
+            (DataType::Float16, "c"),
+            (DataType::Null, "c"),
+            (DataType::Time64(TimeUnit::Microsecond), "c"),
+            (
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+02:00".into())),
+                "c",
+            ),
+            (DataType::Decimal256(50, 2), "c"),
+            (
+                DataType::List(field("item", DataType::Duration(TimeUnit::Second))),
+                "c[]",
+            ),
+            (
+                DataType::Struct(Fields::from(vec![Field::new(
+                    "wait",
+                    DataType::Interval(IntervalUnit::DayTime),
+                    true,
+                )])),
+                "c.wait",
+            ),
+            (map(DataType::Utf8, DataType::Float16), "c.value"),
+            (dict(DataType::Float16), "c"),
+        ];
+        for dt in &stored {
+            assert!(unstorable_in(dt).is_none(), "{dt} should be storable");
+            assert!(delta_writes(dt).await, "delta-rs did not write {dt}");
+        }
+        for (dt, column) in &refused {
+            let found = unstorable_in(dt).unwrap_or_else(|| panic!("{dt} should be refused"));
+            assert_eq!(found.column, *column, "{dt}");
+            assert!(!found.hint.is_empty(), "{dt}");
+            assert!(
+                !delta_writes(dt).await,
+                "delta-rs wrote {dt}, so it should not be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn names_every_bad_column_with_a_cast_hint() {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("transit", DataType::Duration(TimeUnit::Microsecond), true),
+            Field::new("note", DataType::Null, true),
+        ]);
+        let found: Vec<UnstorableColumn> = schema
+            .fields()
+            .iter()
+            .filter_map(|f| unstorable(f.name().clone(), f.data_type()))
+            .collect();
+        assert_eq!(
+            found.iter().map(|c| c.column.as_str()).collect::<Vec<_>>(),
+            ["transit", "note"]
+        );
+        assert!(
+            found[0].hint.contains("CAST(<expr> AS BIGINT)"),
+            "{:?}",
+            found[0]
+        );
+        assert!(found[0].hint.contains("microseconds"), "{:?}", found[0]);
+        assert!(
+            found[1].hint.contains("CAST(NULL AS VARCHAR)"),
+            "{:?}",
+            found[1]
+        );
+    }
 }

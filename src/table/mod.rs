@@ -7,6 +7,7 @@ pub mod delta;
 
 use std::sync::Arc;
 
+use arrow::datatypes::{DataType, Schema};
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::{DataFrame, SessionContext};
 use serde::Serialize;
@@ -75,6 +76,20 @@ pub struct TableStats {
     pub rows: Option<u64>,
 }
 
+/// A column a table format cannot store, found before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnstorableColumn {
+    /// The column, with `.field`, `.key`/`.value` and `[]` steps when the culprit is nested
+    /// (e.g. `legs[].wait`).
+    pub column: String,
+    /// The Arrow type the format cannot store (the nested field's own type for a nested culprit).
+    pub data_type: DataType,
+    /// Why the format cannot store it.
+    pub reason: String,
+    /// How to fix it in the model's SQL, e.g. "store `CAST(<expr> AS BIGINT)`".
+    pub hint: String,
+}
+
 /// A table format: Delta Lake today, Iceberg later.
 #[async_trait::async_trait]
 pub trait TableFormat: Send + Sync + std::fmt::Debug {
@@ -109,6 +124,11 @@ pub trait TableFormat: Send + Sync + std::fmt::Debug {
         url: &Url,
         columns: &[ColumnAlter],
     ) -> Result<()>;
+
+    /// Every column of `schema` this format cannot store (one entry per column, naming the
+    /// innermost culprit), empty when it can store them all. Checked at plan time and before a
+    /// write, so a bad output type is a model error (exit 2) rather than a writer failure.
+    fn unstorable_columns(&self, schema: &Schema) -> Vec<UnstorableColumn>;
 }
 
 /// One column change for [`TableFormat::alter_columns`].
@@ -120,6 +140,25 @@ pub struct ColumnAlter {
     pub data_type: arrow::datatypes::DataType,
     /// Make the column nullable.
     pub nullable: bool,
+}
+
+/// One problem per column of a model's output that `format` cannot store, each naming the model
+/// file (`shown`), the column, its type, why and how to fix it.
+pub fn unstorable_problems(format: &dyn TableFormat, shown: &str, schema: &Schema) -> Vec<String> {
+    format
+        .unstorable_columns(schema)
+        .into_iter()
+        .map(|c| {
+            format!(
+                "{shown}: column `{}` has type {}, which the {} table format cannot store: {}; {}",
+                c.column,
+                c.data_type,
+                format.name(),
+                c.reason,
+                c.hint
+            )
+        })
+        .collect()
 }
 
 /// The table format configured for a pipeline.

@@ -150,3 +150,115 @@ fn demo_validates_and_plans() {
         "{mermaid}"
     );
 }
+
+#[test]
+fn nested_and_shadowing_ctes_are_not_tables_but_unknown_tables_are_errors() {
+    let p = Project::demo(0.002);
+    let model = p.dir.path().join("sql/demo/gold/carrier_shipments.sql");
+    // A CTE inside a derived table, a CTE named like a table, an outer CTE read from an EXISTS
+    // subquery and from both sides of a UNION.
+    std::fs::write(
+        &model,
+        "-- materialized: table
+WITH shipments AS (SELECT carrier_id, shipment_id FROM silver.shipments)
+SELECT t.carrier_id, t.n
+FROM (
+    WITH per_carrier AS (SELECT carrier_id, COUNT(*) AS n FROM shipments GROUP BY carrier_id)
+    SELECT * FROM per_carrier
+) t
+WHERE EXISTS (SELECT 1 FROM shipments s WHERE s.carrier_id = t.carrier_id)
+UNION ALL
+SELECT carrier_id, 0 FROM shipments WHERE shipment_id IS NULL
+",
+    )
+    .unwrap();
+    let out = p.ok(&["validate", "{p}"]);
+    assert!(out.contains("ok (6 source tables, 11 models)"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&p.ok(&["plan", "{p}", "--format", "json"])).unwrap();
+    let deps = json["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "gold.carrier_shipments")
+        .map(|m| m["depends_on"].clone());
+    assert_eq!(
+        deps,
+        Some(serde_json::json!(["silver.shipments"])),
+        "{json}"
+    );
+
+    // A real unknown table inside the nested CTE is still reported at its line and column.
+    let sql = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(
+        &model,
+        sql.replace("FROM shipments GROUP BY", "FROM silver.shipment GROUP BY"),
+    )
+    .unwrap();
+    let out = p.smelter(&["validate", "{p}"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sql/demo/gold/carrier_shipments.sql:5:64: unknown table `silver.shipment`; did you mean `silver.shipments`?"),
+        "{err}"
+    );
+}
+
+/// A silver model whose column is `timestamp - timestamp` (an Arrow Duration).
+const DURATION_MODEL: &str = "-- materialized: table
+SELECT shipment_id,
+       delivered_at - created_at AS transit
+FROM bronze.shipments";
+
+#[test]
+fn validate_refuses_output_types_delta_cannot_store_and_the_hint_fixes_it() {
+    let p = Project::custom(BASE, &[("silver/transit.sql", DURATION_MODEL)]);
+    let out = p.smelter(&["validate", "{p}"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sql/t/silver/transit.sql: column `transit` has type Duration("),
+        "{err}"
+    );
+    assert!(err.contains("CAST(<expr> AS BIGINT)"), "{err}");
+    assert!(err.contains("EXTRACT(EPOCH FROM <expr>)"), "{err}");
+
+    // Both suggested fixes plan and pass.
+    let fixed = DURATION_MODEL.replace(
+        "delivered_at - created_at AS transit",
+        "CAST(delivered_at - created_at AS BIGINT) AS transit_us,\n       EXTRACT(EPOCH FROM delivered_at - created_at) AS transit_s",
+    );
+    std::fs::write(p.dir.path().join("sql/t/silver/transit.sql"), fixed).unwrap();
+    p.ok(&["validate", "{p}"]);
+}
+
+#[test]
+fn run_refuses_unstorable_types_before_creating_the_table() {
+    let p = Project::custom(BASE, &[("silver/transit.sql", DURATION_MODEL)]);
+    let out = p.smelter(&[
+        "run",
+        "{p}",
+        "--logical-date",
+        "2026-11-03",
+        "--run-id",
+        "r1",
+    ]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sql/t/silver/transit.sql: column `transit` has type Duration("),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    assert!(
+        p.lake().join("bronze/shipments").exists(),
+        "bronze ran first"
+    );
+    assert!(
+        !p.lake().join("silver/transit").exists(),
+        "a table folder was left behind"
+    );
+}
