@@ -1,8 +1,11 @@
 //! The TDS 7.4 fixture server as a program, for Python clients and manual runs of
-//! `smelter run pipelines/logistics.toml --layer extract`.
+//! `smelter run pipelines/logistics.toml --layer extract` or `smelter run pipelines/tpch.toml`.
 //!
-//! Usage: `tds_server [--port N] [--scale F] [--days N] [--big-rows N] [--password-env NAME] [--tls]`
-//! (`--tls`: encrypt with the test certificate of `tests/support/tds/tls/`).
+//! Usage: `tds_server [--port N] [--scale F] [--days N] [--big-rows N] [--tpch-scale F]
+//! [--tpch-dump DIR] [--password-env NAME] [--tls]`
+//! (`--tpch-scale F`: also serve the TPC-H tables `tpch.*` at scale factor F; `--tpch-dump DIR`:
+//! write the same generated TPC-H data to DIR as `<table>.parquet` and `<table>.csv` before
+//! serving; `--tls`: encrypt with the test certificate of `tests/support/tds/tls/`).
 //! Prints the bound port on stdout when ready, then serves until killed. Fault switches come from
 //! the `TDS_FAULT_*` environment variables (see `tests/support/tds/mod.rs`).
 

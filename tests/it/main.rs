@@ -11,6 +11,7 @@ mod profile;
 mod runs;
 mod storage;
 mod support;
+mod tpch;
 
 #[path = "../support/tds/mod.rs"]
 mod tds;

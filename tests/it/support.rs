@@ -42,6 +42,27 @@ impl Project {
         }
     }
 
+    /// A copy of the repository's `pipelines/<name>.toml` and its models (`sql/<name>/`), with the
+    /// storage root pointed at the project's `lake` directory.
+    pub fn from_repo(name: &str) -> Project {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let toml = std::fs::read_to_string(repo.join(format!("pipelines/{name}.toml"))).unwrap();
+        let start = toml.find("\nroot = \"").expect("a storage root") + 1;
+        let end = start + toml[start..].find('\n').unwrap();
+        let toml = format!("{}root = \"lake\"{}", &toml[..start], &toml[end..]);
+        std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+        std::fs::write(dir.path().join(format!("pipelines/{name}.toml")), toml).unwrap();
+        copy_dir(
+            &repo.join(format!("sql/{name}")),
+            &dir.path().join(format!("sql/{name}")),
+        );
+        Project {
+            dir,
+            name: name.into(),
+        }
+    }
+
     /// A project with a custom pipeline body (source/storage) and SQL files `(layer/name.sql, text)`.
     pub fn custom(toml: &str, files: &[(&str, &str)]) -> Project {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -1,7 +1,9 @@
 //! Fixture tables served by the TDS test server, registered in a DataFusion session:
 //! `dbo.<LogisticsDB tables>` from the sample generator, `dbo.AllTypes` (every supported type with
 //! extremes, NULLs, empty and max-length values), `dbo.Unsupported` (sql_variant, geography),
-//! `dbo.Big` (a generated 10-column mixed table) and the catalog `INFORMATION_SCHEMA.COLUMNS`.
+//! `dbo.Big` (a generated 10-column mixed table), the eight TPC-H tables as `tpch.<table>` when
+//! [`FixtureOptions::tpch_scale_factor`] is set (see [`super::tpch`]) and the catalog
+//! `INFORMATION_SCHEMA.COLUMNS`.
 
 use std::sync::Arc;
 
@@ -30,6 +32,11 @@ pub struct FixtureOptions {
     pub days: i64,
     /// Rows of `dbo.Big`.
     pub big_rows: usize,
+    /// TPC-H scale factor of the `tpch.*` tables (0: not served, nothing generated).
+    pub tpch_scale_factor: f64,
+    /// Also write the generated TPC-H tables to this directory as Parquet and CSV files
+    /// ([`super::tpch::write_dump`]), before the server accepts connections.
+    pub tpch_dump: Option<std::path::PathBuf>,
 }
 
 impl Default for FixtureOptions {
@@ -40,6 +47,8 @@ impl Default for FixtureOptions {
             start_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).expect("date"),
             days: 3,
             big_rows: 10_000,
+            tpch_scale_factor: 0.0,
+            tpch_dump: None,
         }
     }
 }
@@ -95,6 +104,20 @@ pub fn session(opts: &FixtureOptions) -> datafusion::error::Result<SessionContex
         catalog_rows.add("dbo", name, batch.schema_ref());
         let t = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])?;
         datafusion::catalog::SchemaProvider::register_table(&*dbo, name.clone(), Arc::new(t))?;
+    }
+    if opts.tpch_scale_factor > 0.0 {
+        let tpch = Arc::new(MemorySchemaProvider::new());
+        catalog.register_schema(super::tpch::SCHEMA, tpch.clone())?;
+        let generated = super::tpch::generate(opts.tpch_scale_factor)?;
+        if let Some(dir) = &opts.tpch_dump {
+            super::tpch::write_dump(&generated, dir)?;
+        }
+        for (name, batches) in generated {
+            let schema = super::tpch::schema(name)?;
+            catalog_rows.add(super::tpch::SCHEMA, name, &schema);
+            let t = MemTable::try_new(schema, vec![batches])?;
+            datafusion::catalog::SchemaProvider::register_table(&*tpch, name.into(), Arc::new(t))?;
+        }
     }
     let columns = catalog_rows.batch()?;
     let t = MemTable::try_new(columns.schema(), vec![vec![columns]])?;

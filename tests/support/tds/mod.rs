@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod tpch;
 pub mod types;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -1391,7 +1392,9 @@ async fn run_statement<S: Wire>(
     Ok(true)
 }
 
-/// Parses `--port N`, `--scale F`, `--days N`, `--big-rows N`, `--password-env NAME` and fault env vars
+/// Parses `--port N`, `--scale F`, `--days N`, `--big-rows N`, `--tpch-scale F` (serve the TPC-H
+/// tables at scale factor F), `--tpch-dump DIR` (also write them as Parquet and CSV files to DIR),
+/// `--password-env NAME` and fault env vars
 /// (`TDS_FAULT_REJECT_LOGIN=1`, `TDS_FAULT_DEADLOCKS=n`, `TDS_FAULT_DROP_AFTER_ROWS=n` with
 /// `TDS_FAULT_DROPS=n`, `TDS_FAULT_MATCH=text`) for the runnable server binary.
 pub fn options_from_args(args: &[String]) -> Result<ServerOptions, String> {
@@ -1412,6 +1415,11 @@ pub fn options_from_args(args: &[String]) -> Result<ServerOptions, String> {
             "--big-rows" => {
                 opts.fixtures.big_rows = val()?.parse().map_err(|e| format!("--big-rows: {e}"))?
             }
+            "--tpch-scale" => {
+                opts.fixtures.tpch_scale_factor =
+                    val()?.parse().map_err(|e| format!("--tpch-scale: {e}"))?
+            }
+            "--tpch-dump" => opts.fixtures.tpch_dump = Some(val()?.into()),
             "--password-env" => opts.password = std::env::var(val()?).ok(),
             "--tls" => opts.tls = Some(test_identity()),
             other => return Err(format!("unknown argument {other}")),
