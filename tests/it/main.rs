@@ -3,6 +3,8 @@
 
 mod cli_errors;
 mod emit;
+mod expectations;
+mod failures;
 mod http;
 mod lineage;
 mod mssql;
