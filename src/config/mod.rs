@@ -486,6 +486,28 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             .clone()
             .unwrap_or_else(|| format!("sql/{}", raw.name)),
     );
+    // The default directory may be absent (a pipeline that only extracts and lands bronze), but
+    // a configured one that holds no models would make every model silently disappear.
+    if let Some(dir) = &raw.models_dir {
+        let layers = ["silver", "gold"];
+        if !models_dir.is_dir() {
+            problem(
+                "models_dir",
+                format!(
+                    "`{dir}` is not a directory (resolved to {}, relative to the project root)",
+                    models_dir.display()
+                ),
+            );
+        } else if !layers.iter().any(|l| models_dir.join(l).is_dir()) {
+            problem(
+                "models_dir",
+                format!(
+                    "`{dir}` has no `silver/` or `gold/` directory of models (resolved to {})",
+                    models_dir.display()
+                ),
+            );
+        }
+    }
 
     let schemas_dir = project_dir.join(
         raw.schemas_dir

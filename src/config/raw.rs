@@ -17,6 +17,7 @@ pub struct PipelineFile {
     #[serde(default)]
     pub description: Option<String>,
     /// Directory of the SQL models, relative to the project root (the parent of `pipelines/`).
+    /// When set, it must exist and hold a `silver/` or `gold/` directory.
     #[serde(default)]
     pub models_dir: Option<String>,
     /// Directory of the source schema contracts written by `smelter source sync`, relative to the

@@ -2,6 +2,8 @@
 //!
 //! The header keeps model files valid SQL for any editor or linter. Keys are lower-case words;
 //! an unknown key, a bad value or a missing `unique_key` for `merge` is an error naming file:line.
+//! Column names in `unique_key` and `partition_by` follow SQL identifier rules, as in the model
+//! SQL: unquoted names fold to lower case, `"Quoted"` names keep their case.
 
 use serde::Serialize;
 
@@ -105,8 +107,22 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
                     }
                 }
             }
-            "unique_key" => header.unique_key = split_list(value),
-            "partition_by" => header.partition_by = split_list(value),
+            "unique_key" | "partition_by" => {
+                let columns = match super::ident::list(value) {
+                    Some(columns) => columns,
+                    None => {
+                        problems.push(format!(
+                            "{file}:{lineno}: cannot read `{key}: {value}`; write column names separated by commas (unquoted names fold to lower case, \"Quoted\" names keep their case)"
+                        ));
+                        Vec::new()
+                    }
+                };
+                if key == "unique_key" {
+                    header.unique_key = columns;
+                } else {
+                    header.partition_by = columns;
+                }
+            }
             "description" => header.description = Some(value.to_string()),
             "on_schema_change" => match crate::schema::OnSchemaChange::parse(value) {
                 Some(p) => header.on_schema_change = Some(p),
@@ -140,26 +156,17 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
     header
 }
 
-fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_keys_and_reports_unknown_ones_with_line() {
-        let sql = "-- materialized: merge\n-- unique_key: a, b\n-- materialised: x\nSELECT 1";
+        let sql = "-- materialized: merge\n-- unique_key: a, B, \"CarrierID\"\n-- materialised: x\nSELECT 1";
         let mut problems = Vec::new();
         let h = parse("m.sql", sql, &mut problems);
         assert_eq!(h.materialized, Materialization::Merge);
-        assert_eq!(h.unique_key, vec!["a", "b"]);
+        assert_eq!(h.unique_key, vec!["a", "b", "CarrierID"]);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].starts_with("m.sql:3: unknown header key `materialised`"));
         assert!(problems[0].contains("did you mean `materialized`"));

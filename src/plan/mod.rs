@@ -7,6 +7,7 @@
 
 pub mod graph;
 pub mod header;
+pub mod ident;
 pub mod relations;
 
 use std::collections::BTreeMap;
@@ -169,6 +170,9 @@ impl Plan {
 fn load_models(pipeline: &Pipeline, problems: &mut Vec<String>) -> Vec<Model> {
     let mut models = Vec::new();
     for layer in [Layer::Silver, Layer::Gold] {
+        // Table names fold like unquoted SQL identifiers (`Carriers.sql` writes `carriers`), so
+        // two files whose names differ only in case would write the same table.
+        let mut files_of: BTreeMap<String, PathBuf> = BTreeMap::new();
         let dir = pipeline.models_dir.join(layer.as_str());
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
             Ok(rd) => rd
@@ -180,16 +184,25 @@ fn load_models(pipeline: &Pipeline, problems: &mut Vec<String>) -> Vec<Model> {
         files.sort();
         for file in files {
             let shown = display_path(pipeline, &file);
-            let name = file
+            let stem = file
                 .file_stem()
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_default();
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            if stem.is_empty() || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 problems.push(format!(
                     "{shown}: model file names must use only letters, digits and `_`"
                 ));
                 continue;
             }
+            let name = stem.to_ascii_lowercase();
+            if let Some(first) = files_of.get(&name) {
+                problems.push(format!(
+                    "{} and {shown} both define table `{layer}.{name}` (table names are not case-sensitive); rename or remove one",
+                    display_path(pipeline, first)
+                ));
+                continue;
+            }
+            files_of.insert(name.clone(), file.clone());
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {
@@ -276,11 +289,17 @@ fn render(shown: &str, text: &str, pipeline: &Pipeline) -> Result<String, String
 
 /// `"; did you mean `x`?"` for the closest candidate, or an empty string.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    closest(name, candidates)
+        .map(|c| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
+}
+
+/// The candidate nearest to `name` by edit distance, if one is close enough to be a likely typo.
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(name, c), c))
         .filter(|(d, c)| *d <= 3.max(c.len() / 3) && *d > 0)
         .min()
-        .map(|(_, c)| format!("; did you mean `{c}`?"))
-        .unwrap_or_default()
+        .map(|(_, c)| c)
 }

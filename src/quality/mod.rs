@@ -14,8 +14,11 @@
 //! - any other text is a row-level SQL predicate that must hold, e.g. `weight_kg >= 0 drop`,
 //!   `status in ('NEW','SHIPPED') quarantine`.
 //!
-//! NULL passes every row-level check except `not_null`, as in SQL CHECK constraints. Unquoted
-//! column names are case-insensitive (lower-cased, as in SQL); `"Quoted"` names keep their case.
+//! NULL passes every check except `not_null`, as in SQL CHECK and UNIQUE constraints: a row whose
+//! `unique` key has a NULL part is never a duplicate. Column names follow SQL identifier rules in
+//! every rule kind, as in the model SQL: unquoted names fold to lower case, `"Quoted"` names keep
+//! their case ([`crate::plan::ident`]). A rule naming a column the model does not output is an
+//! error naming the rule's file:line and the column, with a suggested spelling when one is close.
 //!
 //! All row-level rules are evaluated in one aggregate pass; `fail` stops the model before anything
 //! is written (exit 3), `drop` removes failing rows, `quarantine` writes them to
@@ -23,7 +26,7 @@
 //! records.
 
 use arrow::array::Array;
-use datafusion::common::JoinType;
+use datafusion::common::{DFSchema, JoinType};
 use datafusion::functions::string::expr_fn::concat_ws;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{cast, col, lit, when, Expr};
@@ -33,6 +36,7 @@ use tracing::warn;
 
 use crate::error::{Error, Result};
 use crate::plan::header::RawRule;
+use crate::plan::ident::{self, quoted};
 use crate::plan::{Layer, TableId};
 
 /// What happens to rows that fail a rule.
@@ -54,7 +58,13 @@ pub enum Action {
 pub enum Check {
     /// A row-level SQL predicate that must hold.
     Predicate(String),
-    /// Columns whose combination must be unique.
+    /// The column is never NULL.
+    NotNull {
+        /// Column.
+        column: String,
+    },
+    /// Columns whose combination must be unique among the rows where none of them is NULL
+    /// (SQL UNIQUE semantics: NULL is never equal to anything).
     Unique(Vec<String>),
     /// The column's value is one of these SQL literals.
     AcceptedValues {
@@ -95,6 +105,8 @@ pub enum Check {
 pub struct Rule {
     /// The rule as written, without its action.
     pub name: String,
+    /// Where it is written, `file:line`.
+    pub location: String,
     /// The check.
     pub check: Check,
     /// The action.
@@ -149,10 +161,26 @@ pub fn parse(file: &str, raw: &[RawRule], problems: &mut Vec<String>) -> Vec<Rul
         };
         let body = body.trim();
         let lower = body.to_lowercase();
-        let check = if let Some(c) = lower.strip_suffix(" not_null") {
-            Check::Predicate(format!("{} IS NOT NULL", c.trim()))
-        } else if let Some(c) = lower.strip_suffix(" unique") {
-            Check::Unique(c.split(',').map(|s| s.trim().to_string()).collect())
+        let last_word = body.rsplit_once(char::is_whitespace);
+        let check = if let Some((c, _)) =
+            last_word.filter(|(_, kw)| kw.eq_ignore_ascii_case("not_null"))
+        {
+            match ident::one(c) {
+                Some(column) => Check::NotNull { column },
+                // An expression rather than a column: still a valid SQL predicate.
+                None => Check::Predicate(format!("({}) IS NOT NULL", c.trim())),
+            }
+        } else if let Some((c, _)) = last_word.filter(|(_, kw)| kw.eq_ignore_ascii_case("unique")) {
+            match ident::list(c) {
+                Some(columns) => Check::Unique(columns),
+                None => {
+                    problems.push(format!(
+                        "{file}:{}: cannot read `{body}`; write `<column>[, <column>...] unique` with column names (unquoted names fold to lower case, \"Quoted\" names keep their case)",
+                        r.line
+                    ));
+                    continue;
+                }
+            }
         } else if let Some(rest) = lower.strip_prefix("row_count") {
             match parse_bounds(rest.trim()) {
                 Some((min, max)) if matches!(action, Action::Warn | Action::Fail) => {
@@ -196,19 +224,16 @@ pub fn parse(file: &str, raw: &[RawRule], problems: &mut Vec<String>) -> Vec<Rul
                 }
             }
         } else if let Some((column, rest)) = split_keyword(body, "relationships") {
-            let parts: Vec<&str> = rest.trim().split('.').collect();
+            let parts = ident::path(rest.trim()).unwrap_or_default();
             match parts.as_slice() {
-                [layer, table, to] if Layer::table_layer(&layer.to_lowercase()).is_some() => {
-                    Check::Relationship {
-                        column,
-                        table: TableId {
-                            layer: Layer::table_layer(&layer.to_lowercase())
-                                .expect("checked above"),
-                            name: table.to_lowercase(),
-                        },
-                        to_column: ident(to),
-                    }
-                }
+                [layer, table, to] if Layer::table_layer(layer).is_some() => Check::Relationship {
+                    column,
+                    table: TableId {
+                        layer: Layer::table_layer(layer).expect("checked above"),
+                        name: table.clone(),
+                    },
+                    to_column: to.clone(),
+                },
                 _ => {
                     problems.push(format!(
                         "{file}:{}: cannot read `{body}`; write `<column> relationships <layer>.<table>.<column>`, e.g. `customer_id relationships silver.customers.customer_id` (layers: bronze, silver, gold)",
@@ -222,6 +247,7 @@ pub fn parse(file: &str, raw: &[RawRule], problems: &mut Vec<String>) -> Vec<Rul
         };
         rules.push(Rule {
             name: body.to_string(),
+            location: format!("{file}:{}", r.line),
             check,
             action,
         });
@@ -234,32 +260,8 @@ pub fn parse(file: &str, raw: &[RawRule], problems: &mut Vec<String>) -> Vec<Rul
 fn split_keyword(body: &str, keyword: &str) -> Option<(String, String)> {
     let lower = body.to_ascii_lowercase();
     let pos = lower.find(&format!(" {keyword} "))?;
-    let column = body[..pos].trim();
-    let simple = column
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        || (column.len() > 2 && column.starts_with('"') && column.ends_with('"'));
-    if column.is_empty() || !simple {
-        return None;
-    }
-    Some((
-        ident(column),
-        body[pos + keyword.len() + 2..].trim().to_string(),
-    ))
-}
-
-/// An identifier as written: `"Quoted"` keeps its case, anything else is lower-cased.
-fn ident(s: &str) -> String {
-    let s = s.trim();
-    match s.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(quoted) => quoted.to_string(),
-        None => s.to_lowercase(),
-    }
-}
-
-/// A quoted SQL identifier.
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    let column = ident::one(&body[..pos])?;
+    Some((column, body[pos + keyword.len() + 2..].trim().to_string()))
 }
 
 /// `('A', 'B', 3)` → the literals, each a quoted string or a number.
@@ -314,6 +316,7 @@ impl Check {
     fn predicate_sql(&self) -> Option<String> {
         match self {
             Check::Predicate(sql) => Some(sql.clone()),
+            Check::NotNull { column } => Some(format!("{} IS NOT NULL", quoted(column))),
             Check::AcceptedValues { column, values } => {
                 Some(format!("{} IN ({})", quoted(column), values.join(", ")))
             }
@@ -349,9 +352,65 @@ fn parse_bounds(s: &str) -> Option<(Option<u64>, Option<u64>)> {
     }
 }
 
+impl Rule {
+    /// The columns of the model output the rule names (none for SQL predicates and row counts,
+    /// which DataFusion resolves itself).
+    pub fn columns(&self) -> Vec<&str> {
+        match &self.check {
+            Check::NotNull { column }
+            | Check::AcceptedValues { column, .. }
+            | Check::Range { column, .. }
+            | Check::Relationship { column, .. } => vec![column.as_str()],
+            Check::Unique(columns) => columns.iter().map(String::as_str).collect(),
+            Check::Predicate(_) | Check::RowCount { .. } => Vec::new(),
+        }
+    }
+}
+
+/// Every column a rule names that is not in the model output `schema` (or, for
+/// `relationships`, in the referenced table registered in `ctx`): one `file:line` message
+/// each, naming the column and suggesting the likely spelling when one is close.
+pub async fn column_problems(
+    ctx: &SessionContext,
+    model: &str,
+    rules: &[Rule],
+    schema: &DFSchema,
+) -> Vec<String> {
+    let names =
+        |s: &DFSchema| -> Vec<String> { s.fields().iter().map(|f| f.name().to_string()).collect() };
+    let output = names(schema);
+    let mut problems = Vec::new();
+    let mut check = |rule: &Rule, column: &str, table: &str, columns: &[String]| {
+        if !columns.iter().any(|c| c == column) {
+            problems.push(format!(
+                "{}: expectation `{}`: no column `{column}` in {table}{}",
+                rule.location,
+                rule.name,
+                ident::suggest_column(column, columns.iter().map(String::as_str))
+            ));
+        }
+    };
+    for rule in rules {
+        for column in rule.columns() {
+            check(rule, column, &format!("the output of {model}"), &output);
+        }
+        if let Check::Relationship {
+            table, to_column, ..
+        } = &rule.check
+        {
+            // A table that is not available is reported by `apply` with its own message.
+            if let Ok(df) = ctx.table(table.to_string()).await {
+                check(rule, to_column, &format!("`{table}`"), &names(df.schema()));
+            }
+        }
+    }
+    problems
+}
+
 /// Evaluates `rules` over `df` in one aggregate pass and applies their actions.
 ///
 /// Tables referenced by `relationships` rules must be registered in `ctx` as `<layer>.<table>`.
+/// A rule naming a column that does not exist is an error (exit 2) before any data is read.
 pub async fn apply(
     ctx: &SessionContext,
     model: &str,
@@ -359,14 +418,31 @@ pub async fn apply(
     rules: &[Rule],
     run_id: &str,
 ) -> Result<Outcome> {
+    let mut problems = column_problems(ctx, model, rules, df.schema()).await;
+    match problems.len() {
+        0 => {}
+        1 => {
+            let p = problems.pop().expect("one problem");
+            let (location, message) = p.split_once(": ").unwrap_or((model, p.as_str()));
+            return Err(Error::Sql {
+                location: location.to_string(),
+                message: message.to_string(),
+            });
+        }
+        _ => return Err(Error::Invalid(problems)),
+    }
     let original: Vec<Expr> = df.schema().columns().into_iter().map(col).collect();
     let mut flagged = df;
     let mut flags: Vec<(usize, String)> = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         let flag = format!("__smelter_rule_{i}");
         let sql_error = |e: datafusion::error::DataFusionError| Error::Sql {
-            location: model.to_string(),
-            message: format!("expectation `{}`: {e}", rule.name),
+            location: rule.location.clone(),
+            message: format!(
+                "expectation `{}` of {model}: {}",
+                rule.name,
+                e.strip_backtrace()
+            ),
         };
         let expr = match &rule.check {
             Check::Relationship {
@@ -402,11 +478,18 @@ pub async fn apply(
                 continue;
             }
             Check::Unique(cols) => {
-                let partition = cols.join(", ");
-                flagged
-                    .parse_sql_expr(&format!("COUNT(*) OVER (PARTITION BY {partition})"))
+                // SQL UNIQUE: a row whose key has a NULL part equals no other row.
+                let partition: Vec<String> = cols.iter().map(|c| quoted(c)).collect();
+                let duplicated = flagged
+                    .parse_sql_expr(&format!(
+                        "COUNT(*) OVER (PARTITION BY {})",
+                        partition.join(", ")
+                    ))
                     .map_err(sql_error)?
-                    .gt(lit(1i64))
+                    .gt(lit(1i64));
+                cols.iter()
+                    .map(|c| col(quoted(c)).is_not_null())
+                    .fold(duplicated, Expr::and)
             }
             Check::RowCount { .. } => continue,
             check => {
@@ -510,4 +593,73 @@ pub async fn apply(
         quarantine,
         results,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_one(text: &str) -> Check {
+        let mut problems = Vec::new();
+        let raw = [RawRule {
+            text: text.into(),
+            line: 3,
+        }];
+        let mut rules = parse("m.sql", &raw, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(rules[0].location, "m.sql:3");
+        rules.remove(0).check
+    }
+
+    #[test]
+    fn every_rule_kind_follows_identifier_rules() {
+        let column_of = |c: Check| match c {
+            Check::NotNull { column }
+            | Check::AcceptedValues { column, .. }
+            | Check::Range { column, .. } => column,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            column_of(parse_one("\"CarrierID\" not_null fail")),
+            "CarrierID"
+        );
+        assert_eq!(column_of(parse_one("CarrierID NOT_NULL fail")), "carrierid");
+        assert_eq!(
+            column_of(parse_one("\"Mode\" accepted_values ('A') warn")),
+            "Mode"
+        );
+        assert_eq!(column_of(parse_one("Weight range 0 * drop")), "weight");
+        let Check::Unique(cols) = parse_one("\"CarrierID\", Region unique fail") else {
+            panic!("not unique");
+        };
+        assert_eq!(cols, vec!["CarrierID", "region"]);
+        let Check::Relationship {
+            column,
+            table,
+            to_column,
+        } = parse_one("\"CarrierID\" relationships Silver.Carriers.\"RefID\" fail")
+        else {
+            panic!("not a relationship");
+        };
+        assert_eq!(
+            (column.as_str(), table.to_string(), to_column.as_str()),
+            ("CarrierID", "silver.carriers".to_string(), "RefID")
+        );
+        // An expression keeps working as a predicate.
+        assert!(matches!(
+            parse_one("COALESCE(a, b) not_null warn"),
+            Check::Predicate(p) if p == "(COALESCE(a, b)) IS NOT NULL"
+        ));
+    }
+
+    #[test]
+    fn unique_needs_column_names() {
+        let mut problems = Vec::new();
+        let raw = [RawRule {
+            text: "a + 1 unique fail".into(),
+            line: 2,
+        }];
+        assert!(parse("m.sql", &raw, &mut problems).is_empty());
+        assert!(problems[0].starts_with("m.sql:2: cannot read `a + 1 unique`"));
+    }
 }

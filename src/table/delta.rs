@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::TableProvider;
-use datafusion::prelude::SessionContext;
+use datafusion::common::Column;
+use datafusion::functions::datetime::expr_fn::date_trunc;
+use datafusion::logical_expr::{cast, lit, when, Expr};
+use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
 use deltalake::kernel::schema::cast::normalize_for_delta;
 use deltalake::kernel::transaction::CommitProperties;
@@ -177,8 +180,6 @@ impl TableFormat for Delta {
         url: &Url,
         columns: &[super::ColumnAlter],
     ) -> Result<()> {
-        use datafusion::common::Column;
-        use datafusion::logical_expr::{cast, lit, when, Expr};
         let Some(table) = self.open(url).await? else {
             return Ok(());
         };
@@ -236,7 +237,8 @@ impl TableFormat for Delta {
             .collect()
     }
 
-    async fn write(&self, req: WriteRequest<'_>) -> Result<WriteMetrics> {
+    async fn write(&self, mut req: WriteRequest<'_>) -> Result<WriteMetrics> {
+        req.input = floor_to_micros(req.input)?;
         let table = self.open_with(req.url, true).await?;
         if let Some(id) = &req.txn_id {
             if table.version().is_some()
@@ -435,6 +437,34 @@ fn advice(dt: &DataType, error: String) -> (String, String) {
     (reason, hint)
 }
 
+/// Delta Lake timestamps are microseconds. delta-rs casts nanosecond columns with a plain cast,
+/// which truncates toward zero, so an instant before 1970 would move *up* to the next
+/// microsecond (`1677-09-22 00:00:00.0000001` would become `.000001`). Floor them here instead:
+/// every instant lands on the microsecond at or before it, whatever its sign.
+fn floor_to_micros(df: DataFrame) -> Result<DataFrame> {
+    let is_ns = |t: &DataType| matches!(t, DataType::Timestamp(TimeUnit::Nanosecond, _));
+    if !df.schema().fields().iter().any(|f| is_ns(f.data_type())) {
+        return Ok(df);
+    }
+    let exprs: Vec<Expr> = df
+        .schema()
+        .iter()
+        .map(|(qualifier, field)| {
+            let column = Expr::Column(Column::from((qualifier, field)));
+            match field.data_type() {
+                DataType::Timestamp(TimeUnit::Nanosecond, tz) => cast(
+                    // date_trunc floors (Euclidean remainder) at sub-second granularity.
+                    date_trunc(lit("microsecond"), column),
+                    DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+                )
+                .alias(field.name()),
+                _ => column,
+            }
+        })
+        .collect();
+    Ok(df.select(exprs)?)
+}
+
 /// Rows and files added by the latest commit, from its `operationMetrics`.
 async fn last_commit_counts(table: &DeltaTable) -> (u64, u64) {
     let Ok(mut history) = table.history(Some(1)).await else {
@@ -596,5 +626,60 @@ mod tests {
             "{:?}",
             found[1]
         );
+    }
+}
+
+#[cfg(test)]
+mod floor_tests {
+    use std::sync::Arc;
+
+    use arrow::array::{AsArray, Int32Array, RecordBatch, TimestampNanosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
+    use datafusion::prelude::SessionContext;
+
+    #[tokio::test]
+    async fn nanosecond_timestamps_floor_to_microseconds() {
+        // 1677-09-22 00:00:00.0000001, 1969-12-31 23:59:59.9999999, 1970-01-01 00:00:00.0000009.
+        let midnight_1677_ns = -9_223_286_400_000_000_000i64;
+        let ns = vec![Some(midnight_1677_ns + 100), Some(-100), Some(900), None];
+        let tz: Option<Arc<str>> = Some("UTC".into());
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Nanosecond, tz.clone()),
+                true,
+            ),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int32Array::from(vec![1, 2, 3, 4])),
+                Arc::new(TimestampNanosecondArray::from(ns).with_timezone("UTC")),
+            ],
+        )
+        .unwrap();
+        let df = SessionContext::new().read_batch(batch).unwrap();
+        let out = super::floor_to_micros(df).unwrap();
+        let field = out
+            .schema()
+            .field_with_unqualified_name("at")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            field.data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, tz)
+        );
+        let batches = out.collect().await.unwrap();
+        let got: Vec<Option<i64>> = batches[0]
+            .column(1)
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .collect();
+        assert_eq!(
+            got,
+            vec![Some(midnight_1677_ns / 1000), Some(-1), Some(0), None]
+        );
+        assert_eq!(batches[0].schema().field(0).name(), "id");
     }
 }

@@ -4,6 +4,8 @@
 mod cli_errors;
 mod contracts;
 mod emit;
+mod expectations;
+mod failures;
 mod http;
 mod lineage;
 mod mssql;

@@ -246,6 +246,74 @@ key = ["id"]"#],
     );
 }
 
+/// Microseconds since 1970 of a UTC timestamp text.
+fn micros(s: &str) -> i64 {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+        .unwrap()
+        .and_utc()
+        .timestamp_micros()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sub_microsecond_ticks_floor_in_bronze_also_before_1970() {
+    let s = server(FixtureOptions::default());
+    let p = project(
+        &s,
+        &[r#"name = "instants"
+query = "SELECT id, c_dt2_7, c_dto7 FROM dbo.AllTypes"
+key = ["id"]"#],
+        "",
+    );
+    ok(&p, "extract", "2026-11-01", "f1");
+    ok(&p, "bronze", "2026-11-01", "f1");
+    let got = concat(
+        &p.query(
+            &[("t", "bronze/instants")],
+            "SELECT c_dt2_7, c_dto7 FROM t ORDER BY id",
+        )
+        .await,
+    );
+    let us = |i: usize| -> Vec<Option<i64>> {
+        got.column(i)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            .iter()
+            .collect()
+    };
+    let (dt2, dto) = (us(0), us(1));
+    // The two pre-1970 values with a sub-microsecond part floor to the earlier microsecond.
+    assert_eq!(dt2[0], Some(micros("1677-09-22 00:00:00")), "c_dt2_7 row 1");
+    assert_eq!(
+        dto[3],
+        Some(micros("1969-12-31 23:59:59.999999")),
+        "c_dto7 row 4"
+    );
+    // Every value is the fixture's 100 ns instant floored, on either side of 1970.
+    let fixture = tds::fixtures::all_types().unwrap();
+    let index = |n: &str| {
+        tds::fixtures::ALL_TYPES
+            .iter()
+            .position(|(c, _)| *c == n)
+            .unwrap()
+    };
+    let want_dt2: Vec<Option<i64>> = fixture
+        .column(index("c_dt2_7"))
+        .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+        .iter()
+        .map(|v| v.map(|ns| ns.div_euclid(1000)))
+        .collect();
+    let want_dto: Vec<Option<i64>> = fixture
+        .column(index("c_dto7"))
+        .as_string::<i32>()
+        .iter()
+        .map(|v| {
+            v.map(tds::types::parse_dto)
+                .map(|(d, ns, _)| (d * 86_400_000_000_000 + ns).div_euclid(1000))
+        })
+        .collect();
+    assert_eq!(dt2, want_dt2);
+    assert_eq!(dto, want_dto);
+}
+
 #[test]
 fn unsupported_type_names_table_and_column() {
     let s = server(FixtureOptions::default());

@@ -20,7 +20,7 @@
 //! | datetime | Timestamp(µs) | 1/300 s ticks rounded to the µs |
 //! | smalldatetime | Timestamp(µs) | |
 //! | datetime2(0..6) | Timestamp(µs) | exact, full 0001–9999 range |
-//! | datetime2(7) | Timestamp(ns) | 100 ns kept; values outside 1677–2262 are an error naming the column |
+//! | datetime2(7) | Timestamp(ns) | 100 ns kept in landing; Delta (µs) floors to the microsecond; values outside 1677–2262 are an error naming the column |
 //! | datetimeoffset(n) | Timestamp(µs or ns as datetime2, "UTC") + `<col>_offset_minutes` Int16 | instant in UTC plus the original offset |
 //! | uniqueidentifier | Utf8 | canonical lowercase `8-4-4-4-12` |
 //! | char, varchar, nchar, nvarchar (incl. max), text, ntext, sysname | Utf8 | char/nchar keep their padding |
@@ -427,9 +427,12 @@ fn datetime2_ns(d: tiberius::time::DateTime2) -> Option<i64> {
     days.checked_mul(NS_PER_DAY)?.checked_add(time_ns(d.time()))
 }
 
+/// Microseconds since 1970, floored: a sub-microsecond part (datetime2(7) given to a µs column)
+/// is cut toward the earlier instant whatever the sign of the result. The time of day is never
+/// negative, so flooring it alone floors the whole instant.
 fn datetime2_us(d: tiberius::time::DateTime2) -> i64 {
     let days = d.date().days() as i64 - DAYS_0001_TO_1970;
-    days * US_PER_DAY + time_ns(d.time()) / 1000
+    days * US_PER_DAY + time_ns(d.time()).div_euclid(1000)
 }
 
 fn rescale(value: i128, from: i8, to: i8) -> Option<i128> {
@@ -612,7 +615,49 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests {
-    use super::{column_of_type, map_column, type_sql, Kind};
+    use super::{column_of_type, datetime2_ns, datetime2_us, map_column, type_sql, Kind};
+    use tiberius::time::{Date, DateTime2, Time};
+
+    /// A datetime2(7) value from its text, built as TDS carries it (days since 0001-01-01 and
+    /// 100 ns ticks since midnight), and the same instant in ns since 1970 computed by chrono
+    /// (`None` outside the i64 nanosecond range).
+    fn dt2_7(s: &str) -> (DateTime2, Option<i64>) {
+        let t = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap();
+        let days = t
+            .date()
+            .signed_duration_since(chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap())
+            .num_days();
+        let ticks = t
+            .time()
+            .signed_duration_since(chrono::NaiveTime::MIN)
+            .num_nanoseconds()
+            .unwrap()
+            / 100;
+        let d = DateTime2::new(Date::new(days as u32), Time::new(ticks as u64, 7));
+        (d, t.and_utc().timestamp_nanos_opt())
+    }
+
+    #[test]
+    fn sub_microsecond_ticks_floor_on_both_sides_of_1970() {
+        for (text, floored) in [
+            ("1677-09-22 00:00:00.0000001", "1677-09-22 00:00:00"),
+            ("1969-12-31 23:59:59.9999999", "1969-12-31 23:59:59.999999"),
+            ("1970-01-01 00:00:00.0000009", "1970-01-01 00:00:00"),
+            ("2026-11-01 10:20:30.1234567", "2026-11-01 10:20:30.123456"),
+        ] {
+            let (d, ns) = dt2_7(text);
+            let ns = ns.expect("in range");
+            assert_eq!(datetime2_ns(d), Some(ns), "{text}: 100 ns kept");
+            let want = chrono::NaiveDateTime::parse_from_str(floored, "%Y-%m-%d %H:%M:%S%.f")
+                .unwrap()
+                .and_utc()
+                .timestamp_micros();
+            assert_eq!(datetime2_us(d), want, "{text} floors to {floored}");
+            assert_eq!(ns.div_euclid(1000), want, "{text}");
+        }
+        // Outside Arrow's nanosecond range: an error, never a wrapped value.
+        assert_eq!(datetime2_ns(dt2_7("1677-09-21 00:00:00").0), None);
+    }
 
     #[test]
     fn type_names_parse_into_exact_mappings() {

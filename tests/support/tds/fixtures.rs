@@ -239,7 +239,10 @@ fn date(s: &str) -> i32 {
 }
 
 /// `dbo.AllTypes`: row 1 holds the minimum of every type, row 2 the maximum (and max-length
-/// values), row 3 NULLs, row 4 empty strings and ordinary values.
+/// values), row 3 NULLs, row 4 empty strings and ordinary values. Two values before 1970 carry a
+/// sub-microsecond part, so a writer that rounds toward zero instead of flooring shows up:
+/// `c_dt2_7` row 1 (`1677-09-22 00:00:00.0000001`) and `c_dto7` row 4
+/// (`1969-12-31 23:59:59.9999999 +00:00`).
 pub fn all_types() -> datafusion::error::Result<RecordBatch> {
     let max38 = 10i128.pow(38) - 1;
     let long_x = "x".repeat(50);
@@ -383,7 +386,8 @@ pub fn all_types() -> datafusion::error::Result<RecordBatch> {
             Some("2026-11-01 10:20:30.1234567 +05:30"),
             Some("2026-11-01 10:20:30.1234567 -08:00"),
             None,
-            Some("2000-01-01 00:00:00.0000000 +00:00"),
+            // Before 1970 with a sub-microsecond part: Delta (µs) must floor it.
+            Some("1969-12-31 23:59:59.9999999 +00:00"),
         ])),
         Arc::new(StringArray::from(vec![
             Some("00000000-0000-0000-0000-000000000000"),
