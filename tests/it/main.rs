@@ -3,6 +3,7 @@
 
 mod cli_errors;
 mod emit;
+mod failures_runtime;
 mod http;
 mod lineage;
 mod mssql;
