@@ -112,12 +112,12 @@ pub enum Error {
         /// The table's location (credential-free URL), for environment hints.
         location: String,
         /// The column at fault, when known.
-        column: Option<String>,
+        column: Option<Box<str>>,
         /// The landing file (or landing directory) at fault, when known.
-        file: Option<String>,
+        file: Option<Box<str>>,
         /// What a diagnosis of the landed data found, e.g. "is Utf8 in the landing file but
         /// Decimal128(10, 3) in the table".
-        detail: Option<String>,
+        detail: Option<Box<str>>,
         /// The kind the diagnosis decided on, which overrides the one read from `source`.
         kind: Option<Kind>,
         /// What failed.
@@ -313,7 +313,7 @@ impl Error {
                 table: table.to_string(),
                 location: location.to_string(),
                 column: None,
-                file: file.map(str::to_string),
+                file: file.map(Into::into),
                 detail: None,
                 kind: None,
                 source: Box::new(e),
@@ -397,10 +397,10 @@ impl Error {
             } => {
                 out.push(("table", table.clone()));
                 if let Some(c) = column {
-                    out.push(("column", c.clone()));
+                    out.push(("column", c.to_string()));
                 }
                 if let Some(f) = file {
-                    out.push(("file", f.clone()));
+                    out.push(("file", f.to_string()));
                 }
             }
             Error::Sql { location, .. } => out.push(("file", location.clone())),

@@ -199,9 +199,9 @@ async fn diagnose(rc: &RunContext<'_>, id: &TableId, manifest: &Manifest, e: Err
         Some(f) => Error::Table {
             table,
             location,
-            column: Some(f.column),
-            file: Some(f.file),
-            detail: Some(f.detail),
+            column: Some(f.column.into()),
+            file: Some(f.file.into()),
+            detail: Some(f.detail.into()),
             kind: Some(f.kind),
             source: Box::new(e),
         },
