@@ -89,11 +89,19 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
         );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(use_color())
         .with_writer(|| ScrubbedStderr(Vec::new()));
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.with_target(false).init(),
     }
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to a non-empty value
+/// (<https://no-color.org>): Airflow captures stderr to files, where escape codes are noise.
+fn use_color() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// A log line buffered, then written to stderr with every secret scrubbed (see

@@ -77,7 +77,14 @@ pub async fn run(
     let source = source::open(&plan.pipeline);
     let mut out = Vec::new();
     for table in &plan.pipeline.source.tables {
-        out.push(extract_table(plan, source.as_ref(), lake, state, params, table).await?);
+        // Whatever fails names the table and its landing directory.
+        let landed = extract_table(plan, source.as_ref(), lake, state, params, table)
+            .await
+            .map_err(|e| {
+                let dir = crate::storage::redact(&lake.landing_url(&table.name, &params.run_id));
+                e.in_table(&format!("landing.{}", table.name), &dir, Some(&dir))
+            })?;
+        out.push(landed);
     }
     Ok(out)
 }

@@ -32,7 +32,16 @@ pub async fn run(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> {
                 continue;
             }
         }
-        records.push(run_model(rc, model).await?);
+        // Whatever fails in the model's step (its SQL on the data, the write, the disk) names the
+        // model and its file; the kind comes from the inner error (see `Error::in_model`).
+        let record = run_model(rc, model).await.map_err(|e| {
+            e.in_model(
+                &model.id.to_string(),
+                &display_path(&rc.plan.pipeline, &model.file),
+                &crate::storage::redact(&rc.lake.table_url(&model.id)),
+            )
+        })?;
+        records.push(record);
     }
     if records.is_empty() {
         return Err(Error::NothingToDo(format!("no {layer} models selected")));
@@ -54,6 +63,11 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     if !unstorable.is_empty() {
         return Err(Error::Invalid(unstorable));
     }
+    // Optimize once here: an error in constant folding (`CAST('DHL01' AS INT)`) is then reported
+    // with the model file, before the table format turns it into text.
+    df.clone()
+        .into_optimized_plan()
+        .map_err(|e| sql_error(&display_path(&rc.plan.pipeline, &model.file), e))?;
     let mode = match (model.header.materialized, rc.full_refresh) {
         (_, true) | (Materialization::Table, _) => WriteMode::Overwrite,
         (Materialization::Append, _) => WriteMode::Append,
@@ -227,7 +241,7 @@ pub fn sql_error(shown: &str, e: DataFusionError) -> Error {
             .or_else(|| d.notes.iter().find_map(|n| n.span))
             .map(|s| (s.start.line, s.start.column))
     });
-    let message = e.strip_backtrace();
+    let message = graph::syntax_message(&e).unwrap_or_else(|| e.strip_backtrace());
     let message = message
         .trim_start_matches("Error during planning: ")
         .trim_start_matches("Schema error: ")

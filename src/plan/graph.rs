@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use datafusion::error::DataFusionError;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::planner::IdentNormalizer;
 use datafusion::sql::sqlparser::ast::{Ident, Statement};
@@ -83,8 +84,13 @@ fn referenced_by_rules(
 
 /// Parses `sql` as exactly one query; errors carry `file:line:col`.
 pub fn parse_query(shown: &str, sql: &str) -> Result<Statement, String> {
-    let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
-        .map_err(|e| located(shown, &e.to_string()))?;
+    let mut statements =
+        DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| {
+            located(
+                shown,
+                &syntax_message(&e).unwrap_or_else(|| e.strip_backtrace()),
+            )
+        })?;
     if statements.len() != 1 {
         return Err(format!(
             "{shown}: a model must be exactly one SELECT statement, found {}",
@@ -94,6 +100,20 @@ pub fn parse_query(shown: &str, sql: &str) -> Result<Statement, String> {
     match statements.pop_front() {
         Some(DFStatement::Statement(stmt)) if matches!(*stmt, Statement::Query(_)) => Ok(*stmt),
         _ => Err(format!("{shown}: a model must be a SELECT query")),
+    }
+}
+
+/// The parser's own message of a SQL syntax error, e.g. `Expected: an expression, found: FROM at
+/// Line: 3, Column: 8`, without DataFusion's `SQL error: ParserError("…")` debug wrapper (whose
+/// escaped quotes and parentheses would otherwise be cut or shown raw); `None` for other errors.
+pub fn syntax_message(e: &DataFusionError) -> Option<String> {
+    use datafusion::sql::sqlparser::parser::ParserError;
+    match e.find_root() {
+        DataFusionError::SQL(p, _) => Some(match p.as_ref() {
+            ParserError::ParserError(s) | ParserError::TokenizerError(s) => s.clone(),
+            ParserError::RecursionLimitExceeded => "recursion limit exceeded".into(),
+        }),
+        _ => None,
     }
 }
 

@@ -510,12 +510,22 @@ pub fn classify(e: &object_store::Error) -> Fault {
 }
 
 /// A storage failure at `url`, classified by [`classify`], with what to check.
+///
+/// A local permission or disk-full fault keeps only the store's message: its kind and hint come
+/// from [`Error::kind`], not from the network hint of a transient fault.
 pub fn store_error(url: &Url, e: object_store::Error) -> Error {
+    use crate::error::Kind;
     let fault = classify(&e);
+    let message = scrub(&e.to_string());
+    let (message, retryable) = match Error::ObjectStore(e).kind() {
+        Kind::DiskFull => (message, true),
+        Kind::NotWritable => (message, false),
+        _ => (format!("{message}; {}", fault.hint()), fault.retryable()),
+    };
     Error::Storage {
         url: redact(url),
-        message: format!("{}; {}", scrub(&e.to_string()), fault.hint()),
-        retryable: fault.retryable(),
+        message,
+        retryable,
     }
 }
 

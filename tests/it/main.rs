@@ -6,6 +6,7 @@ mod contracts;
 mod emit;
 mod expectations;
 mod failures;
+mod failures_runtime;
 mod http;
 mod lineage;
 mod mssql;
