@@ -19,8 +19,11 @@ use serde::{Deserialize, Serialize};
 /// | column removed | refused | kept, NULL from then on | kept, NULL from then on |
 /// | lossless widening (int → bigint, decimal(p,s) → decimal(p',s) with p' > p, varchar(n) → varchar(m > n)) | refused | refused | table widened |
 /// | any other type change | refused | refused | refused |
-/// | NOT NULL → nullable | refused | allowed | allowed |
+/// | NOT NULL → nullable | table stays NOT NULL | table stays NOT NULL | table column made nullable |
 /// | nullable → NOT NULL | allowed | allowed | allowed |
+///
+/// Where the table stays NOT NULL, a NULL that really arrives is rejected by the table format as a
+/// bad value (exit 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnSchemaChange {
@@ -61,9 +64,11 @@ impl OnSchemaChange {
         match (self, change) {
             // Stricter data than the table's: nothing to change, nothing stored is affected.
             (_, ColumnChange::NowNotNull { .. }) => true,
+            // The table keeps its NOT NULL constraint (unless `sync_all_columns` relaxes it), so
+            // a NULL that really arrives is rejected as a bad value (exit 3), never stored.
+            (_, ColumnChange::NowNullable { .. }) => true,
             (Self::Fail, _) => false,
             (_, ColumnChange::Added { .. } | ColumnChange::Removed { .. }) => true,
-            (_, ColumnChange::NowNullable { .. }) => true,
             (Self::SyncAllColumns, ColumnChange::TypeChanged { widening, .. }) => *widening,
             (_, ColumnChange::TypeChanged { .. }) => false,
         }
@@ -445,6 +450,11 @@ mod tests {
         assert!(matches!(&changes[2], ColumnChange::Removed { column, .. } if column == "gone"));
         assert!(matches!(&changes[3], ColumnChange::Added { column, .. } if column == "extra"));
         assert_eq!(OnSchemaChange::Fail.refused(&changes).len(), 4);
+        let nullable = diff(
+            &[shape("id", Int32, false, None)],
+            &[shape("id", Int32, true, None)],
+        );
+        assert!(OnSchemaChange::Fail.refused(&nullable).is_empty());
         assert_eq!(OnSchemaChange::AppendNewColumns.refused(&changes).len(), 2);
         let refused = OnSchemaChange::SyncAllColumns.refused(&changes);
         assert_eq!(refused.len(), 1);

@@ -141,8 +141,8 @@ impl RunContext<'_> {
 /// the table's columns with `new` (the columns about to be written), refuses the changes the
 /// policy does not allow with the error `refuse` builds from the list (it names the model or
 /// table), and applies to the table the allowed changes the write cannot make itself (lossless
-/// widenings; NOT NULL columns that are no longer written, or now hold NULLs, become
-/// nullable). Added columns are merged by the write, declared nullable (the table's older rows
+/// widenings; NOT NULL columns that are no longer written become nullable, and with
+/// `sync_all_columns` so do NOT NULL columns whose new data is declared nullable). Added columns are merged by the write, declared nullable (the table's older rows
 /// hold NULL in them). Returns the input to write and the changes, for the run log.
 pub async fn evolve_schema(
     rc: &RunContext<'_>,
@@ -189,8 +189,16 @@ pub async fn evolve_schema(
                         nullable: old.is_nullable() || n.is_nullable(),
                     })
             }
-            ColumnChange::Removed { .. } | ColumnChange::NowNullable { .. }
-                if !old.is_nullable() =>
+            ColumnChange::NowNullable { .. }
+                if policy == crate::schema::OnSchemaChange::SyncAllColumns =>
+            {
+                Some(crate::table::ColumnAlter {
+                    name: old.name().clone(),
+                    data_type: old.data_type().clone(),
+                    nullable: true,
+                })
+            }
+            ColumnChange::Removed { .. } if !old.is_nullable() =>
             {
                 Some(crate::table::ColumnAlter {
                     name: old.name().clone(),
