@@ -198,17 +198,14 @@ pub async fn evolve_schema(
                     nullable: true,
                 })
             }
-            ColumnChange::Removed { .. } if !old.is_nullable() =>
-            {
-                Some(crate::table::ColumnAlter {
-                    name: old.name().clone(),
-                    data_type: new
-                        .field_with_name(old.name())
-                        .map(|n| n.data_type().clone())
-                        .unwrap_or_else(|_| old.data_type().clone()),
-                    nullable: true,
-                })
-            }
+            ColumnChange::Removed { .. } if !old.is_nullable() => Some(crate::table::ColumnAlter {
+                name: old.name().clone(),
+                data_type: new
+                    .field_with_name(old.name())
+                    .map(|n| n.data_type().clone())
+                    .unwrap_or_else(|_| old.data_type().clone()),
+                nullable: true,
+            }),
             _ => None,
         };
         if let Some(w) = wanted {

@@ -57,6 +57,11 @@ impl Project {
             &repo.join(format!("sql/{name}")),
             &dir.path().join(format!("sql/{name}")),
         );
+        // The committed source schema contracts, which planning reads offline.
+        let schemas = repo.join(format!("schemas/{name}"));
+        if schemas.is_dir() {
+            copy_dir(&schemas, &dir.path().join(format!("schemas/{name}")));
+        }
         Project {
             dir,
             name: name.into(),

@@ -102,7 +102,23 @@ async fn tpch_pipeline_runs_end_to_end_and_matches_the_textbook_queries() {
     })
     .expect("start TDS fixture server");
     let p = Project::from_repo("tpch");
+    // Planning works offline from the committed contracts, and they match the source.
+    let validated = p.smelter(&["validate", "{p}"]);
+    assert_eq!(code(&validated), 0, "validate:\n{}", stderr(&validated));
     let port = server.port.to_string();
+    let env = [
+        ("SMELTER_MSSQL_PORT", port.as_str()),
+        ("SMELTER_MSSQL_ENCRYPT", "false"),
+        ("SMELTER_MSSQL_PASSWORD", PASSWORD),
+    ];
+    let check = p.smelter_env(&["source", "sync", "{p}", "--check"], &env);
+    assert_eq!(
+        code(&check),
+        0,
+        "the committed contracts differ from the source:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        stderr(&check)
+    );
     let out = p.smelter_env(
         &[
             "run",
