@@ -366,11 +366,12 @@ impl Error {
                 "a landed value breaks its declared type: fix the source data, then rerun \
                  extract and bronze with a new run id"
             }
-            Kind::Transient => {
+            // Storage faults, retryable or not (rejected credentials, a missing bucket), carry the
+            // storage module's own hint of what to check.
+            _ => {
                 return object_store_source(self)
                     .map(|e| crate::storage::classify(e).hint().to_string())
             }
-            _ => return None,
         };
         Some(hint.to_string())
     }

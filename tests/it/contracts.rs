@@ -26,6 +26,24 @@ fn expect(p: &Project, args: &[&str], want: i32) -> String {
     text
 }
 
+/// Runs the extract layer of 2026-11-02 under `run_id`, expecting exit `want`.
+fn extract(p: &Project, run_id: &str, want: i32) -> String {
+    expect(
+        p,
+        &[
+            "run",
+            "{p}",
+            "--layer",
+            "extract",
+            "--logical-date",
+            "2026-11-02",
+            "--run-id",
+            run_id,
+        ],
+        want,
+    )
+}
+
 fn run_all(p: &Project, date: &str, run_id: &str, want: i32) -> String {
     expect(
         p,
@@ -159,20 +177,7 @@ fn extraction_compares_the_source_with_its_contract() {
     let start = original[..start].rfind("[[columns]]").unwrap();
     let without_ref = original[..start].to_string();
     std::fs::write(&file, &without_ref).unwrap();
-    let text = expect(
-        &p,
-        &[
-            "run",
-            "{p}",
-            "--layer",
-            "extract",
-            "--logical-date",
-            "2026-11-02",
-            "--run-id",
-            "a",
-        ],
-        0,
-    );
+    let text = extract(&p, "a", 0);
     assert!(text.contains("column `ref` added"), "{text}");
     let text = expect(&p, &["source", "sync", "{p}", "--check"], 2);
     assert!(text.contains("column `ref` added"), "{text}");
@@ -185,20 +190,7 @@ fn extraction_compares_the_source_with_its_contract() {
     );
     assert_ne!(changed, without_ref, "{without_ref}");
     std::fs::write(&file, &changed).unwrap();
-    let text = expect(
-        &p,
-        &[
-            "run",
-            "{p}",
-            "--layer",
-            "extract",
-            "--logical-date",
-            "2026-11-02",
-            "--run-id",
-            "b",
-        ],
-        2,
-    );
+    let text = extract(&p, "b", 2);
     assert!(text.contains("`qty`"), "{text}");
     assert!(text.contains("schemas/t/big.toml"), "{text}");
     assert!(text.contains("source sync"), "{text}");
@@ -218,20 +210,7 @@ fn extraction_compares_the_source_with_its_contract() {
         ),
     )
     .unwrap();
-    let text = expect(
-        &p,
-        &[
-            "run",
-            "{p}",
-            "--layer",
-            "extract",
-            "--logical-date",
-            "2026-11-02",
-            "--run-id",
-            "c",
-        ],
-        2,
-    );
+    let text = extract(&p, "c", 2);
     assert!(text.contains("`on_schema_change = \"fail\"`"), "{text}");
 
     // Re-syncing shows the diff and makes the contract current again.
@@ -239,20 +218,7 @@ fn extraction_compares_the_source_with_its_contract() {
     assert!(text.contains("big.toml: updated"), "{text}");
     assert!(text.contains("column `ref` added"), "{text}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
-    expect(
-        &p,
-        &[
-            "run",
-            "{p}",
-            "--layer",
-            "extract",
-            "--logical-date",
-            "2026-11-02",
-            "--run-id",
-            "c",
-        ],
-        0,
-    );
+    extract(&p, "c", 0);
 }
 
 fn set_model(p: &Project, sql: &str) {
