@@ -6,6 +6,7 @@ mod contracts;
 mod emit;
 mod expectations;
 mod failures;
+mod files;
 mod http;
 mod lineage;
 mod mssql;

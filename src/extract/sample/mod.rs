@@ -692,6 +692,7 @@ mod tests {
             batch_size: 1000,
             tables: vec![],
             mssql: None,
+            files: None,
         })
     }
 
@@ -831,6 +832,7 @@ impl super::source::Source for SampleSource {
             schema,
             watermark_col,
             partitions,
+            source_files: Vec::new(),
         })
     }
 }
