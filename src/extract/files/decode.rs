@@ -150,8 +150,8 @@ async fn parquet_builder(
 }
 
 async fn fetch(store: &Arc<dyn ObjectStore>, file: &Listed) -> Result<bytes::Bytes> {
-    let get = store.get(&file.location).await.map_err(Error::from)?;
-    Ok(get.bytes().await.map_err(Error::from)?)
+    let get = store.get(&file.location).await?;
+    Ok(get.bytes().await?)
 }
 
 /// The decompressed bytes of a text file, as a reader.

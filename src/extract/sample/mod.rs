@@ -677,84 +677,6 @@ const CITIES: &[(&str, &str, &str)] = &[
     ("Warsaw", "PL", "EMEA"),
 ];
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Source, SourceKind};
-
-    fn sample() -> Sample {
-        Sample::new(&Source {
-            kind: SourceKind::Sample,
-            database: "LogisticsDB".into(),
-            scale_factor: 0.002,
-            seed: 7,
-            start_date: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
-            batch_size: 1000,
-            tables: vec![],
-            mssql: None,
-            files: None,
-        })
-    }
-
-    fn count(s: &Sample, table: &str, w: Window, parts: usize) -> usize {
-        s.partitions(table, w, parts)
-            .into_iter()
-            .flat_map(|r| s.read(table, w, r).unwrap())
-            .map(|b| b.unwrap().num_rows())
-            .sum()
-    }
-
-    #[test]
-    fn full_load_equals_snapshot_plus_daily_windows() {
-        let s = sample();
-        let d = |n: i64| s.start_us + n * DAY;
-        for table in ["customers", "shipments", "shipment_events", "invoices"] {
-            let all = count(&s, table, Window { lo: None, hi: d(3) }, 1);
-            let parts = count(&s, table, Window { lo: None, hi: d(1) }, 3)
-                + count(
-                    &s,
-                    table,
-                    Window {
-                        lo: Some(d(1) - 1),
-                        hi: d(2),
-                    },
-                    2,
-                )
-                + count(
-                    &s,
-                    table,
-                    Window {
-                        lo: Some(d(2) - 1),
-                        hi: d(3),
-                    },
-                    1,
-                );
-            assert_eq!(all, parts, "{table}");
-            assert!(all > 0, "{table}");
-        }
-    }
-
-    #[test]
-    fn same_seed_same_data() {
-        let s = sample();
-        let w = Window {
-            lo: None,
-            hi: s.start_us,
-        };
-        let a: Vec<_> = s
-            .read("shipments", w, IdRange { start: 1, end: 200 })
-            .unwrap()
-            .map(|b| b.unwrap())
-            .collect();
-        let b: Vec<_> = s
-            .read("shipments", w, IdRange { start: 1, end: 200 })
-            .unwrap()
-            .map(|b| b.unwrap())
-            .collect();
-        assert_eq!(a, b);
-    }
-}
-
 /// The sample generator as a [`super::source::Source`]: its schema is built in, and every
 /// partition runs on a blocking thread feeding a bounded channel.
 pub struct SampleSource {
@@ -834,5 +756,83 @@ impl super::source::Source for SampleSource {
             partitions,
             source_files: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Source, SourceKind};
+
+    fn sample() -> Sample {
+        Sample::new(&Source {
+            kind: SourceKind::Sample,
+            database: "LogisticsDB".into(),
+            scale_factor: 0.002,
+            seed: 7,
+            start_date: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            batch_size: 1000,
+            tables: vec![],
+            mssql: None,
+            files: None,
+        })
+    }
+
+    fn count(s: &Sample, table: &str, w: Window, parts: usize) -> usize {
+        s.partitions(table, w, parts)
+            .into_iter()
+            .flat_map(|r| s.read(table, w, r).unwrap())
+            .map(|b| b.unwrap().num_rows())
+            .sum()
+    }
+
+    #[test]
+    fn full_load_equals_snapshot_plus_daily_windows() {
+        let s = sample();
+        let d = |n: i64| s.start_us + n * DAY;
+        for table in ["customers", "shipments", "shipment_events", "invoices"] {
+            let all = count(&s, table, Window { lo: None, hi: d(3) }, 1);
+            let parts = count(&s, table, Window { lo: None, hi: d(1) }, 3)
+                + count(
+                    &s,
+                    table,
+                    Window {
+                        lo: Some(d(1) - 1),
+                        hi: d(2),
+                    },
+                    2,
+                )
+                + count(
+                    &s,
+                    table,
+                    Window {
+                        lo: Some(d(2) - 1),
+                        hi: d(3),
+                    },
+                    1,
+                );
+            assert_eq!(all, parts, "{table}");
+            assert!(all > 0, "{table}");
+        }
+    }
+
+    #[test]
+    fn same_seed_same_data() {
+        let s = sample();
+        let w = Window {
+            lo: None,
+            hi: s.start_us,
+        };
+        let a: Vec<_> = s
+            .read("shipments", w, IdRange { start: 1, end: 200 })
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        let b: Vec<_> = s
+            .read("shipments", w, IdRange { start: 1, end: 200 })
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        assert_eq!(a, b);
     }
 }
