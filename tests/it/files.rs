@@ -356,3 +356,42 @@ root = "lake"
     }
     assert!(Path::new(&p.pipeline()).exists());
 }
+
+/// The TPC-H dump (SF 0.01) as CSV and as Parquet lands through the files source and the
+/// `sql/tpch` models (silver and gold) with every row.
+#[tokio::test(flavor = "multi_thread")]
+async fn tpch_dump_lands_as_csv_and_parquet_through_the_tpch_models() {
+    let generated = crate::tds::tpch::generate(0.01).unwrap();
+    for ext in ["csv", "parquet"] {
+        let p = Project::from_repo("tpch");
+        crate::tds::tpch::write_dump(&generated, &p.dir.path().join("dump")).unwrap();
+        let mut toml = String::from(
+            "name = \"tpch\"\nmodels_dir = \"sql/tpch\"\n[source]\ntype = \"files\"\nroot = \"dump\"\n",
+        );
+        for (table, _) in &generated {
+            toml.push_str(&format!(
+                "[[source.tables]]\nname = \"{table}\"\npath = \"{table}.{ext}\"\n"
+            ));
+        }
+        toml.push_str("[storage]\nroot = \"lake\"\n");
+        std::fs::write(p.pipeline(), toml).unwrap();
+        expect(&p, &["source", "sync", "{p}"], 0);
+        expect(
+            &p,
+            &[
+                "run",
+                "{p}",
+                "--logical-date",
+                "2026-11-30",
+                "--run-id",
+                "t1",
+            ],
+            0,
+        );
+        for (table, batches) in &generated {
+            let want: usize = batches.iter().map(|b| b.num_rows()).sum();
+            let got = count(&p, &format!("silver/{table}")).await;
+            assert_eq!(got, want as i64, "{ext}: silver.{table}");
+        }
+    }
+}
