@@ -14,6 +14,7 @@ fn bench(c: &mut Criterion) {
         batch_size: 65_536,
         tables: vec![],
         mssql: None,
+        files: None,
     });
     let window = Window {
         lo: None,

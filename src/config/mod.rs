@@ -21,6 +21,62 @@ pub enum SourceKind {
     Sample,
     /// Microsoft SQL Server or Azure SQL, read with tiberius.
     Mssql,
+    /// CSV, Parquet and JSON-lines files in a directory or bucket (docs/files.md).
+    Files,
+}
+
+/// Format of a files-source table's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// Comma-separated values (RFC 4180 quoting).
+    Csv,
+    /// Apache Parquet.
+    Parquet,
+    /// JSON lines: one JSON object per line.
+    Json,
+}
+
+/// Compression of a files-source table's files (Parquet compresses its own pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileCompression {
+    /// From each file's extension: `.gz` gzip, `.zst` zstd, else none.
+    Auto,
+    /// Not compressed.
+    None,
+    /// gzip (RFC 1952).
+    Gzip,
+    /// Zstandard (RFC 8878).
+    Zstd,
+}
+
+/// Settings of one files-source table (`[[source.tables]]` with `type = "files"`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FilesTable {
+    /// Glob of the files relative to the source root.
+    pub path: String,
+    /// File format.
+    pub format: FileFormat,
+    /// Compression.
+    pub compression: FileCompression,
+    /// CSV field delimiter byte.
+    pub delimiter: u8,
+    /// CSV: first line holds the column names.
+    pub header: bool,
+    /// CSV quote byte.
+    pub quote: u8,
+    /// Text read as NULL besides the empty field.
+    pub null_value: Option<String>,
+}
+
+/// Validated files-source settings (`[source]` with `type = "files"`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FilesSource {
+    /// Base of the table paths as written; `None` is the lake root.
+    pub root: Option<String>,
+    /// Object-store options of `root`.
+    pub options: BTreeMap<String, String>,
 }
 
 /// Where the SQL Server password comes from. The password itself is read only when connecting,
@@ -85,6 +141,8 @@ pub struct SourceTable {
     pub partitions: usize,
     /// What a changed source schema does (the table's setting, else the pipeline's).
     pub on_schema_change: crate::schema::OnSchemaChange,
+    /// Files-source settings (`type = "files"` only).
+    pub files: Option<FilesTable>,
 }
 
 impl SourceTable {
@@ -138,6 +196,8 @@ pub struct Source {
     pub tables: Vec<SourceTable>,
     /// SQL Server settings (`type = "mssql"` only).
     pub mssql: Option<MssqlSource>,
+    /// Files-source settings (`type = "files"` only).
+    pub files: Option<FilesSource>,
 }
 
 /// Validated storage settings.
@@ -550,10 +610,11 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
     let kind = match raw.source.kind.as_str() {
         "sample" => SourceKind::Sample,
         "mssql" => SourceKind::Mssql,
+        "files" => SourceKind::Files,
         other => {
             problem(
                 "source.type",
-                format!("unknown source type `{other}`; valid choices: `sample`, `mssql`"),
+                format!("unknown source type `{other}`; valid choices: `sample`, `mssql`, `files`"),
             );
             SourceKind::Sample
         }
@@ -659,6 +720,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
                 );
             }
         }
+        let files = files_table(kind, t, &key, &mut problem);
         if t.lookback_seconds.is_some_and(|s| s < 0) {
             problem(
                 &format!("{key}.lookback_seconds"),
@@ -682,6 +744,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             lookback_seconds: t.lookback_seconds.unwrap_or(0),
             partitions: t.partitions.unwrap_or(1),
             on_schema_change: table_policies[i],
+            files,
         });
     }
 
@@ -721,7 +784,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
     }
     let mssql = match kind {
         SourceKind::Mssql => Some(mssql_source(&raw.source, &project_dir, &mut problem)),
-        SourceKind::Sample => {
+        SourceKind::Sample | SourceKind::Files => {
             let s = &raw.source;
             for (set, name) in [
                 (s.host.is_some(), "host"),
@@ -741,6 +804,9 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
                 ),
                 (s.query_timeout_seconds.is_some(), "query_timeout_seconds"),
                 (s.application_name.is_some(), "application_name"),
+                (s.packet_size.is_some(), "packet_size"),
+                (s.ca_certificate.is_some(), "ca_certificate"),
+                (s.browser_port.is_some(), "browser_port"),
             ] {
                 if set {
                     problem(
@@ -752,6 +818,47 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             None
         }
     };
+
+    let files = match kind {
+        SourceKind::Files => Some(FilesSource {
+            root: raw.source.root.clone().filter(|r| !r.trim().is_empty()),
+            options: raw.source.options.clone().unwrap_or_else(|| {
+                if raw.source.root.is_some() {
+                    BTreeMap::new()
+                } else {
+                    raw.storage.options.clone()
+                }
+            }),
+        }),
+        _ => {
+            for (set, name) in [
+                (raw.source.root.is_some(), "root"),
+                (raw.source.options.is_some(), "options"),
+            ] {
+                if set {
+                    problem(
+                        &format!("source.{name}"),
+                        "only applies to `type = \"files\"`".into(),
+                    );
+                }
+            }
+            None
+        }
+    };
+    if kind == SourceKind::Files {
+        for (set, name) in [
+            (raw.source.scale_factor.is_some(), "scale_factor"),
+            (raw.source.seed.is_some(), "seed"),
+            (raw.source.start_date.is_some(), "start_date"),
+        ] {
+            if set {
+                problem(
+                    &format!("source.{name}"),
+                    "only applies to `type = \"sample\"`".into(),
+                );
+            }
+        }
+    }
 
     // Storage.
     let root = std::env::var("SMELTER_STORAGE_ROOT")
@@ -867,6 +974,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             batch_size,
             tables,
             mssql,
+            files,
         },
         storage: Storage {
             root,
@@ -941,6 +1049,169 @@ fn encrypt(value: Option<bool>, problem: &mut impl FnMut(&str, String)) -> bool 
 
 /// Validates the SQL Server settings of `[source]`; env `SMELTER_MSSQL_HOST`, `SMELTER_MSSQL_PORT`,
 /// `SMELTER_MSSQL_USER` and `SMELTER_MSSQL_ENCRYPT` override the file.
+/// Validates the files-source keys of one `[[source.tables]]` entry (`key` is
+/// `source.tables[i]`); other source types refuse them.
+fn files_table(
+    kind: SourceKind,
+    t: &raw::SourceTableFile,
+    key: &str,
+    problem: &mut impl FnMut(&str, String),
+) -> Option<FilesTable> {
+    if kind != SourceKind::Files {
+        for (set, name) in [
+            (t.path.is_some(), "path"),
+            (t.format.is_some(), "format"),
+            (t.compression.is_some(), "compression"),
+            (t.delimiter.is_some(), "delimiter"),
+            (t.header.is_some(), "header"),
+            (t.quote.is_some(), "quote"),
+            (t.null_value.is_some(), "null_value"),
+            (t.on_error.is_some(), "on_error"),
+        ] {
+            if set {
+                problem(
+                    &format!("{key}.{name}"),
+                    "only applies to `type = \"files\"`".into(),
+                );
+            }
+        }
+        return None;
+    }
+    for (set, name) in [
+        (t.object.is_some(), "object"),
+        (t.watermark.is_some(), "watermark"),
+        (t.lookback_seconds.is_some(), "lookback_seconds"),
+    ] {
+        if set {
+            problem(
+                &format!("{key}.{name}"),
+                "does not apply to `type = \"files\"` (files are landed once each, see docs/files.md)"
+                    .into(),
+            );
+        }
+    }
+    let path = match &t.path {
+        Some(p) if !p.trim().is_empty() => {
+            if let Err(e) = glob::Pattern::new(p) {
+                problem(
+                    &format!("{key}.path"),
+                    format!("`{p}` is not a valid glob: {e}"),
+                );
+            }
+            p.trim().trim_start_matches('/').to_string()
+        }
+        _ => {
+            problem(
+                &format!("{key}.path"),
+                "required for `type = \"files\"`: a glob such as `orders/*.csv`".into(),
+            );
+            String::new()
+        }
+    };
+    let stem = path
+        .trim_end_matches(".gz")
+        .trim_end_matches(".zst")
+        .rsplit('.')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let format = match t.format.as_deref() {
+        Some("csv") => FileFormat::Csv,
+        Some("parquet") => FileFormat::Parquet,
+        Some("json") => FileFormat::Json,
+        None => match stem.as_str() {
+            "csv" | "tsv" | "txt" => FileFormat::Csv,
+            "parquet" | "pq" => FileFormat::Parquet,
+            "json" | "jsonl" | "ndjson" => FileFormat::Json,
+            _ => {
+                if !path.is_empty() {
+                    problem(
+                        &format!("{key}.format"),
+                        format!("cannot tell the format from `{path}`; set it: valid choices: `csv`, `parquet`, `json`"),
+                    );
+                }
+                FileFormat::Csv
+            }
+        },
+        Some(other) => {
+            problem(
+                &format!("{key}.format"),
+                format!("unknown format `{other}`; valid choices: `csv`, `parquet`, `json`"),
+            );
+            FileFormat::Csv
+        }
+    };
+    let compression = match t.compression.as_deref() {
+        None | Some("auto") => FileCompression::Auto,
+        Some("none") => FileCompression::None,
+        Some("gzip") => FileCompression::Gzip,
+        Some("zstd") => FileCompression::Zstd,
+        Some(other) => {
+            problem(
+                &format!("{key}.compression"),
+                format!(
+                    "unknown compression `{other}`; valid choices: `auto`, `none`, `gzip`, `zstd`"
+                ),
+            );
+            FileCompression::Auto
+        }
+    };
+    if format == FileFormat::Parquet
+        && matches!(compression, FileCompression::Gzip | FileCompression::Zstd)
+    {
+        problem(
+            &format!("{key}.compression"),
+            "Parquet files compress their own pages; use `auto` or `none`".into(),
+        );
+    }
+    let mut byte = |name: &str, value: &Option<String>, default: u8| match value {
+        None => default,
+        Some(v) if v.len() == 1 && v.is_ascii() => v.as_bytes()[0],
+        Some(v) if v == "\\t" => b'\t',
+        Some(v) => {
+            problem(
+                &format!("{key}.{name}"),
+                format!("`{v}` must be one ASCII character"),
+            );
+            default
+        }
+    };
+    let delimiter = byte("delimiter", &t.delimiter, b',');
+    let quote = byte("quote", &t.quote, b'"');
+    if format != FileFormat::Csv {
+        for (set, name) in [
+            (t.delimiter.is_some(), "delimiter"),
+            (t.header.is_some(), "header"),
+            (t.quote.is_some(), "quote"),
+        ] {
+            if set {
+                problem(
+                    &format!("{key}.{name}"),
+                    "only applies to `format = \"csv\"`".into(),
+                );
+            }
+        }
+    }
+    match t.on_error.as_deref() {
+        None | Some("fail") => {}
+        Some(other) => problem(
+            &format!("{key}.on_error"),
+            format!(
+                "unknown policy `{other}`; valid choices: `fail` (quarantine is not available yet)"
+            ),
+        ),
+    }
+    Some(FilesTable {
+        path,
+        format,
+        compression,
+        delimiter,
+        header: t.header.unwrap_or(true),
+        quote,
+        null_value: t.null_value.clone(),
+    })
+}
+
 fn mssql_source(
     s: &raw::SourceFile,
     project_dir: &Path,
@@ -1048,6 +1319,7 @@ mod tests {
             lookback_seconds: 0,
             partitions: 1,
             on_schema_change: Default::default(),
+            files: None,
         }
     }
 

@@ -57,7 +57,8 @@ pub struct PipelineFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceFile {
-    /// Source type: `sample` (built-in LogisticsDB generator) or `mssql`.
+    /// Source type: `sample` (built-in LogisticsDB generator), `mssql` or `files` (CSV, Parquet
+    /// and JSON-lines files, see docs/files.md).
     #[serde(rename = "type")]
     pub kind: String,
     /// Logical database name, used in `_source` and lineage (default `LogisticsDB`).
@@ -123,6 +124,16 @@ pub struct SourceFile {
     /// SQL Server: UDP port of the SQL Browser asked for a named instance's port (default 1434).
     #[serde(default)]
     pub browser_port: Option<u16>,
+    /// Files source: base of the table paths, written like `storage.root` (a local path relative
+    /// to the project root, `file://`, `s3://bucket/prefix`, `az://container/prefix`); default:
+    /// the lake root.
+    #[serde(default)]
+    pub root: Option<String>,
+    /// Files source: non-secret object-store options for `root`, like `[storage.options]`
+    /// (default: `[storage.options]` when `root` is not set). Credentials come from the
+    /// environment.
+    #[serde(default)]
+    pub options: Option<BTreeMap<String, String>>,
     /// Tables to extract.
     #[serde(default)]
     pub tables: Vec<SourceTableFile>,
@@ -164,6 +175,36 @@ pub struct SourceTableFile {
     /// `on_schema_change`): `fail`, `append_new_columns` or `sync_all_columns`.
     #[serde(default)]
     pub on_schema_change: Option<String>,
+    /// Files source: glob of the table's files relative to `source.root`, e.g. `orders/*.csv`
+    /// or `**/*.parquet` (`*` stays within one directory, `**` crosses directories).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Files source: `csv`, `parquet` or `json` (JSON lines: one object per line); default from
+    /// the extension of `path` (`.csv`, `.parquet`, `.json`/`.jsonl`/`.ndjson`, before any
+    /// `.gz`/`.zst`).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Files source: `auto` (default: `.gz` is gzip, `.zst` is zstd, else none), `none`, `gzip`
+    /// or `zstd`. Parquet files compress their pages themselves and take `auto` or `none`.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// Files source, CSV: field delimiter, one ASCII character (default `,`).
+    #[serde(default)]
+    pub delimiter: Option<String>,
+    /// Files source, CSV: whether the first line holds the column names (default true; without
+    /// it the columns are `column_1`, `column_2`, ...).
+    #[serde(default)]
+    pub header: Option<bool>,
+    /// Files source, CSV: quote character, one ASCII character (default `"`).
+    #[serde(default)]
+    pub quote: Option<String>,
+    /// Files source, CSV and JSON: text read as NULL besides the empty field (e.g. `NULL`, `\\N`).
+    #[serde(default)]
+    pub null_value: Option<String>,
+    /// Files source: what a malformed row does: `fail` (default: the run stops, naming the file,
+    /// line and column, exit 2).
+    #[serde(default)]
+    pub on_error: Option<String>,
 }
 
 /// `[storage]`.

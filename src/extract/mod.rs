@@ -7,6 +7,7 @@
 //! re-extracts instead of skipping rows.
 
 pub mod contract;
+pub mod files;
 pub mod mssql;
 pub mod sample;
 pub mod source;
@@ -52,6 +53,9 @@ pub struct Manifest {
     pub watermark_from: Option<Watermark>,
     /// Highest watermark value landed; committed to state by bronze.
     pub watermark_to: Option<Watermark>,
+    /// Source files landed (files source); recorded in state by bronze after its commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_files: Vec<crate::state::LandedFile>,
 }
 
 /// Metrics of one table's extraction.
@@ -76,15 +80,25 @@ pub async fn run(
 ) -> Result<Vec<ExtractMetrics>> {
     let source = source::open(&plan.pipeline);
     let mut out = Vec::new();
+    // Tables with nothing new (files source) land nothing; only when every table has nothing
+    // is the run "nothing to do" (exit 99).
+    let mut nothing = Vec::new();
     for table in &plan.pipeline.source.tables {
-        // Whatever fails names the table and its landing directory.
-        let landed = extract_table(plan, source.as_ref(), lake, state, params, table)
-            .await
-            .map_err(|e| {
+        match extract_table(plan, source.as_ref(), lake, state, params, table).await {
+            Ok(m) => out.push(m),
+            Err(Error::NothingToDo(why)) => {
+                info!(table = %table.name, reason = %why, "Nothing to land.");
+                nothing.push(why);
+            }
+            // Whatever fails names the table and its landing directory.
+            Err(e) => {
                 let dir = crate::storage::redact(&lake.landing_url(&table.name, &params.run_id));
-                e.in_table(&format!("landing.{}", table.name), &dir, Some(&dir))
-            })?;
-        out.push(landed);
+                return Err(e.in_table(&format!("landing.{}", table.name), &dir, Some(&dir)));
+            }
+        }
+    }
+    if out.is_empty() && !nothing.is_empty() {
+        return Err(Error::NothingToDo(nothing.join("; ")));
     }
     Ok(out)
 }
@@ -128,6 +142,7 @@ async fn extract_table(
     check_contract(&plan.pipeline, table, &read.columns)?;
     let wm_col = read.watermark_col;
     let partitions = read.partitions;
+    let source_files = read.source_files;
 
     let tasks = partitions.into_iter().enumerate().map(|(i, mut rx)| {
         let store = store.clone();
@@ -199,6 +214,7 @@ async fn extract_table(
         files: files.clone(),
         watermark_from,
         watermark_to,
+        source_files,
     };
     let manifest_path = StorePath::from(format!("{dir}/_manifest.json"));
     store

@@ -26,6 +26,9 @@ pub struct TableRead {
     pub watermark_col: Option<usize>,
     /// One receiver per partition; each partition is fed by its own task (and connection).
     pub partitions: Vec<Partition>,
+    /// Source files this read lands (files source only; recorded in the manifest, and in state
+    /// by bronze after its commit, so that each file lands once).
+    pub source_files: Vec<crate::state::LandedFile>,
 }
 
 /// What one extraction asks of a source.
@@ -83,6 +86,7 @@ pub fn open(pipeline: &Pipeline) -> Box<dyn Source> {
             settings.clone(),
             pipeline.source.batch_size,
         )),
+        (SourceKind::Files, _) => Box::new(super::files::FilesSource::new(pipeline)),
         _ => Box::new(super::sample::SampleSource::new(&pipeline.source)),
     }
 }

@@ -65,6 +65,9 @@ pub async fn run(rc: &RunContext<'_>) -> Result<Vec<RunRecord>> {
                 Err(e) => return Err(diagnose(rc, &id, &manifest, e).await),
             }
         };
+        rc.state
+            .commit_files(&id.name, &rc.params.run_id, &manifest.source_files)
+            .await?;
         if let Some(wm) = &manifest.watermark_to {
             if manifest.watermark_from.as_ref() != Some(wm) {
                 rc.state

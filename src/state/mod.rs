@@ -1,5 +1,6 @@
-//! Run state stored in the lake as Delta tables: the run log (`_smelter/runs`) and the watermarks
-//! (`_smelter/watermarks`). Both are append-only; the latest watermark per table wins.
+//! Run state stored in the lake as Delta tables: the run log (`_smelter/runs`), the watermarks
+//! (`_smelter/watermarks`) and the source files landed by the files source (`_smelter/files`).
+//! All are append-only; the latest watermark per table wins.
 
 use std::sync::Arc;
 
@@ -40,6 +41,21 @@ impl Watermark {
             value: v,
         }
     }
+}
+
+/// A source file landed by the files source: its path relative to the source root, with the
+/// size and version seen when it was listed. Listed in the landing manifest, and recorded in
+/// `_smelter/files` by bronze after its commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandedFile {
+    /// Path relative to the source root (`orders/2026-01-02.csv`).
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, µs since the epoch (UTC).
+    pub last_modified_us: i64,
+    /// Entity tag of the object, when the store gives one.
+    pub e_tag: Option<String>,
 }
 
 /// One line of the run log: what one step did to one target.
@@ -153,6 +169,89 @@ impl State {
             ],
         )?;
         self.append("watermarks", batch).await
+    }
+
+    /// The source files recorded as landed for a table, as `(run_id, path)` pairs.
+    pub async fn landed_files(&self, table: &str) -> Result<Vec<(String, String)>> {
+        let Some(df) = self.read("files").await? else {
+            return Ok(Vec::new());
+        };
+        let batches = df
+            .filter(col("table_name").eq(lit(table)))?
+            .select(vec![
+                datafusion::logical_expr::cast(col("run_id"), DataType::Utf8),
+                datafusion::logical_expr::cast(col("path"), DataType::Utf8),
+            ])?
+            .collect()
+            .await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let (Some(run), Some(path)) = (
+                b.column(0).as_any().downcast_ref::<StringArray>(),
+                b.column(1).as_any().downcast_ref::<StringArray>(),
+            ) else {
+                return Err(Error::Internal(
+                    "unexpected _smelter/files column types".into(),
+                ));
+            };
+            for i in 0..b.num_rows() {
+                out.push((run.value(i).to_string(), path.value(i).to_string()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records the source files a run landed for a table (after bronze committed them). A run
+    /// already recorded is left as is, so a retried bronze adds no duplicates.
+    pub async fn commit_files(
+        &self,
+        table: &str,
+        run_id: &str,
+        files: &[LandedFile],
+    ) -> Result<()> {
+        if files.is_empty()
+            || self
+                .landed_files(table)
+                .await?
+                .iter()
+                .any(|(r, _)| r == run_id)
+        {
+            return Ok(());
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("run_id", DataType::Utf8, false),
+            Field::new("path", DataType::Utf8, false),
+            Field::new("size", DataType::Int64, false),
+            Field::new("last_modified", ts_type(), false),
+            Field::new("e_tag", DataType::Utf8, true),
+            Field::new("committed_at", ts_type(), false),
+        ]));
+        let n = files.len();
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![table; n])),
+                Arc::new(StringArray::from(vec![run_id; n])),
+                Arc::new(StringArray::from_iter_values(
+                    files.iter().map(|f| f.path.as_str()),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    files.iter().map(|f| f.size as i64),
+                )),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(
+                        files.iter().map(|f| f.last_modified_us),
+                    )
+                    .with_timezone("UTC"),
+                ),
+                Arc::new(StringArray::from_iter(
+                    files.iter().map(|f| f.e_tag.as_deref()),
+                )),
+                Arc::new(TimestampMicrosecondArray::from(vec![now_us(); n]).with_timezone("UTC")),
+            ],
+        )?;
+        self.append("files", batch).await
     }
 
     /// Appends records to the run log.

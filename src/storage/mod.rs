@@ -72,6 +72,46 @@ impl Lake {
         })
     }
 
+    /// Opens a read-only store for another root written like `storage.root` (a local path
+    /// relative to the project root, `file://`, `s3://`, `az://`, `abfss://`) with `options`
+    /// like `[storage.options]`; credentials come from the environment as for the lake. Used by
+    /// the files source for its base `root`. A local root that does not exist is a config error
+    /// (exit 2): unlike the lake, it is not created.
+    pub fn open_root(
+        pipeline: &Pipeline,
+        root: &str,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Lake> {
+        let mut other = pipeline.clone();
+        other.storage.root = root.to_string();
+        other.storage.options = options.clone();
+        let (root, backend, options) = check(&other)?;
+        if backend == Backend::Local {
+            let path = root
+                .to_file_path()
+                .map_err(|_| Error::Internal(format!("bad local root {root}")))?;
+            if !path.is_dir() {
+                return Err(Error::config(
+                    pipeline.file.display(),
+                    format!(
+                        "key `source.root`: directory {} does not exist",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        let store = build_store(&root, backend, &options).map_err(|e| Error::Storage {
+            url: redact(&root),
+            message: format!("cannot open the source root: {}", scrub(&e.to_string())),
+            retryable: false,
+        })?;
+        Ok(Lake {
+            root,
+            options,
+            store,
+        })
+    }
+
     /// A lake that lives in memory (`memory:///`) and persists nothing. Planning uses it to get
     /// the pipeline's table format (for its type checks) without touching real storage.
     pub fn in_memory() -> Lake {

@@ -7,6 +7,7 @@ mod emit;
 mod expectations;
 mod failures;
 mod failures_runtime;
+mod files;
 mod http;
 mod lineage;
 mod mssql;

@@ -526,6 +526,7 @@ async fn start_read(
         schema,
         watermark_col: wm_col,
         partitions,
+        source_files: Vec::new(),
     })
 }
 

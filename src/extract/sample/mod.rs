@@ -754,6 +754,7 @@ impl super::source::Source for SampleSource {
             schema,
             watermark_col,
             partitions,
+            source_files: Vec::new(),
         })
     }
 }
@@ -773,6 +774,7 @@ mod tests {
             batch_size: 1000,
             tables: vec![],
             mssql: None,
+            files: None,
         })
     }
 

@@ -136,6 +136,7 @@ fn sample_table(opts: &FixtureOptions, name: &str) -> datafusion::error::Result<
         batch_size: 65_536,
         tables: Vec::new(),
         mssql: None,
+        files: None,
     };
     let sample = Sample::new(&source);
     let hi = (days_since_epoch(opts.start_date) as i64 + opts.days) * 86_400_000_000;

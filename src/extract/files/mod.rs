@@ -1,0 +1,168 @@
+//! The files source (`[source] type = "files"`): CSV, Parquet and JSON-lines files matched by a
+//! glob under a local directory or an S3/Azure prefix, landed incrementally like Databricks Auto
+//! Loader: each run lands only the files no earlier run landed.
+//!
+//! Exactly-once landing: the manifest of a run lists the source files it landed, and bronze
+//! records them in `_smelter/files` after its own commit. At extract for run `R`, if state
+//! already holds files for `R` (a retry after bronze), exactly those land again (bronze's
+//! transaction id then appends nothing); otherwise the listed files minus every file recorded
+//! for any run land. A crash between extract and bronze records nothing, so the next extract of
+//! `R` lists again and loses nothing. See docs/files.md.
+
+mod decode;
+mod listing;
+
+use std::sync::Arc;
+
+use super::source::{ReadRequest, Source, TableRead};
+use crate::config::{FilesTable, Pipeline, SourceTable};
+use crate::error::{Error, Result};
+use crate::schema::ColumnShape;
+use crate::state::LandedFile;
+use crate::storage::Lake;
+use listing::Listed;
+
+/// Rows read per file to infer CSV and JSON column types (see docs/files.md).
+pub const INFER_ROWS: usize = 1000;
+
+/// Files under a root, read with the table's `path` glob and `format`.
+pub struct FilesSource {
+    pipeline: Pipeline,
+}
+
+impl FilesSource {
+    /// The files source of a pipeline (`[source] type = "files"`). Nothing is opened until a
+    /// table is discovered or read.
+    pub fn new(pipeline: &Pipeline) -> Self {
+        FilesSource {
+            pipeline: pipeline.clone(),
+        }
+    }
+
+    /// The store of the source root: `source.root` if set, else the lake root.
+    fn root(&self) -> Result<(Lake, bool)> {
+        let files = self.pipeline.source.files.as_ref();
+        match files.and_then(|f| f.root.as_deref()) {
+            Some(root) => Ok((
+                Lake::open_root(
+                    &self.pipeline,
+                    root,
+                    &files.map(|f| f.options.clone()).unwrap_or_default(),
+                )?,
+                false,
+            )),
+            None => Ok((Lake::open(&self.pipeline)?, true)),
+        }
+    }
+
+    fn settings<'a>(&self, table: &'a SourceTable) -> Result<&'a FilesTable> {
+        table.files.as_ref().ok_or_else(|| {
+            Error::Internal(format!(
+                "files table `{}` has no files settings",
+                table.name
+            ))
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for FilesSource {
+    fn kind(&self) -> &'static str {
+        "files"
+    }
+
+    async fn discover(&self, table: &SourceTable) -> Result<Vec<ColumnShape>> {
+        let spec = self.settings(table)?;
+        let (root, is_lake) = self.root()?;
+        let listed = listing::list(&root, spec, is_lake).await?;
+        let Some(first) = listed.first() else {
+            return Err(Error::Source {
+                message: format!(
+                    "table `{}`: no files match `{}` under {}; nothing to discover the columns from",
+                    table.name,
+                    spec.path,
+                    crate::storage::redact(root.root())
+                ),
+                retryable: false,
+            });
+        };
+        decode::infer(&root, first, spec).await
+    }
+
+    async fn read(&self, req: ReadRequest<'_>) -> Result<TableRead> {
+        let table = req.table;
+        let spec = self.settings(table)?.clone();
+        let (root, is_lake) = self.root()?;
+        let listed = listing::list(&root, &spec, is_lake).await?;
+        let landed = req.state.landed_files(&table.name).await?;
+        let selected = listing::select(&listed, &landed, req.run_id);
+        if selected.is_empty() {
+            return Err(Error::NothingToDo(if listed.is_empty() {
+                format!(
+                    "table `{}`: no files match `{}` under {}",
+                    table.name,
+                    spec.path,
+                    crate::storage::redact(root.root())
+                )
+            } else {
+                format!(
+                    "table `{}`: no new files match `{}` ({} matched, all landed by earlier runs)",
+                    table.name,
+                    spec.path,
+                    listed.len()
+                )
+            }));
+        }
+        // The columns: the contract's (exact types the values are converted to), plus any
+        // column the first file has that the contract lacks (so `on_schema_change` sees it);
+        // without a contract, those inferred from the first file.
+        let found = decode::infer(&root, &selected[0], &spec).await?;
+        let columns = match super::contract::read(&self.pipeline, &table.name)? {
+            Some((_, mut contract)) => {
+                for c in found {
+                    if !contract.iter().any(|k| k.name == c.name) {
+                        contract.push(c);
+                    }
+                }
+                contract
+            }
+            None => found,
+        };
+        let schema = Arc::new(crate::schema::arrow_schema(&columns));
+        let parts = table.partitions.max(1).min(selected.len());
+        let mut partitions = Vec::with_capacity(parts);
+        for p in 0..parts {
+            let files: Vec<Listed> = selected.iter().skip(p).step_by(parts).cloned().collect();
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let reader = decode::Reader {
+                store: root.store(),
+                spec: spec.clone(),
+                schema: schema.clone(),
+                batch_size: self.pipeline.source.batch_size,
+            };
+            tokio::spawn(async move {
+                for file in files {
+                    if let Err(e) = reader.read(&file, &tx).await {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            });
+            partitions.push(rx);
+        }
+        Ok(TableRead {
+            columns,
+            schema,
+            watermark_col: None,
+            partitions,
+            source_files: selected.iter().map(LandedFile::from).collect(),
+        })
+    }
+
+    fn label(&self, _pipeline: &Pipeline, table: &SourceTable) -> String {
+        match &table.files {
+            Some(f) => format!("files:{}", f.path),
+            None => format!("files:{}", table.name),
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The files source: CSV, gzip CSV, zstd JSON lines and Parquet files written by the test into
+//! a temp project land through extract and bronze into a silver model; contracts from
+//! `source sync`; incremental landing across runs, retries and a crash between extract and
+//! bronze; malformed rows, corrupt files and globs that match nothing.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+
+use crate::support::{code, Project};
+
+const PIPELINE: &str = r#"
+name = "t"
+[source]
+type = "files"
+root = "incoming"
+[[source.tables]]
+name = "orders"
+path = "orders/*.csv"
+key = ["order_id"]
+[[source.tables]]
+name = "fx_rates"
+path = "fx/*.parquet"
+[storage]
+root = "lake"
+"#;
+
+const SILVER: &str = "SELECT o.order_id, o.customer, o.amount * f.rate AS amount_eur\nFROM bronze.orders o JOIN bronze.fx_rates f ON o.currency = f.currency\n";
+
+fn out_text(out: &std::process::Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn expect(p: &Project, args: &[&str], want: i32) -> String {
+    let out = p.smelter(args);
+    let text = out_text(&out);
+    assert_eq!(code(&out), want, "smelter {args:?}:\n{text}");
+    text
+}
+
+fn layer(p: &Project, layer: &str, run_id: &str, want: i32) -> String {
+    expect(
+        p,
+        &[
+            "run",
+            "{p}",
+            "--layer",
+            layer,
+            "--logical-date",
+            "2026-11-30",
+            "--run-id",
+            run_id,
+        ],
+        want,
+    )
+}
+
+fn write(p: &Project, rel: &str, bytes: &[u8]) {
+    let path = p.dir.path().join("incoming").join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `n` order lines starting at `first`, with a header.
+fn orders_csv(first: i64, n: i64) -> String {
+    let mut s = String::from("order_id,customer,currency,amount,ordered_on\n");
+    for i in first..first + n {
+        s.push_str(&format!(
+            "{i},cust-{i},{},{}.25,2026-11-{:02}\n",
+            if i % 2 == 0 { "USD" } else { "GBP" },
+            i * 10,
+            1 + i % 28
+        ));
+    }
+    s
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn write_fx(p: &Project, rel: &str) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("currency", DataType::Utf8, false),
+        Field::new("rate", DataType::Float64, false),
+        Field::new("rate_id", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["USD", "GBP"])),
+            Arc::new(Float64Array::from(vec![0.5, 2.0])),
+            Arc::new(Int64Array::from(vec![1, 2])),
+        ],
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    write(p, rel, &buf);
+}
+
+fn project() -> Project {
+    let p = Project::custom(PIPELINE, &[("silver/orders_eur.sql", SILVER)]);
+    std::fs::create_dir_all(p.dir.path().join("incoming")).unwrap();
+    p
+}
+
+async fn count(p: &Project, table: &str) -> i64 {
+    p.scalar(&[("b", table)], "SELECT COUNT(*) FROM b").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_gzip_csv_and_parquet_land_through_bronze_and_silver() {
+    let p = project();
+    write(&p, "orders/a.csv", orders_csv(1, 3).as_bytes());
+    write(&p, "orders/b.csv.gz", &gzip(orders_csv(4, 2).as_bytes()));
+    // Only `*.csv` matches: the gzip file needs its own glob.
+    let toml = std::fs::read_to_string(p.pipeline())
+        .unwrap()
+        .replace("\"orders/*.csv\"", "\"orders/*.csv*\"\nformat = \"csv\"");
+    std::fs::write(p.pipeline(), toml).unwrap();
+    write_fx(&p, "fx/rates.parquet");
+
+    // No contract yet: planning names the command that writes it.
+    let text = expect(&p, &["validate", "{p}"], 2);
+    assert!(text.contains("source sync"), "{text}");
+    expect(&p, &["source", "sync", "{p}"], 0);
+    let contract = std::fs::read_to_string(p.dir.path().join("schemas/t/orders.toml")).unwrap();
+    assert!(contract.contains("order_id"), "{contract}");
+    let fx = std::fs::read_to_string(p.dir.path().join("schemas/t/fx_rates.toml")).unwrap();
+    assert!(fx.contains("rate_id"), "{fx}");
+    // Planning now works offline from the contracts (the files are not read).
+    std::fs::rename(p.dir.path().join("incoming"), p.dir.path().join("away")).unwrap();
+    expect(&p, &["validate", "{p}"], 0);
+    std::fs::rename(p.dir.path().join("away"), p.dir.path().join("incoming")).unwrap();
+
+    expect(
+        &p,
+        &[
+            "run",
+            "{p}",
+            "--logical-date",
+            "2026-11-30",
+            "--run-id",
+            "r1",
+        ],
+        0,
+    );
+    assert_eq!(count(&p, "bronze/orders").await, 5);
+    assert_eq!(count(&p, "bronze/fx_rates").await, 2);
+    // Order 2 is USD (rate 0.5): 20.25 * 0.5.
+    let batches = p
+        .query(
+            &[("s", "silver/orders_eur")],
+            "SELECT CAST(amount_eur * 1000 AS BIGINT) FROM s WHERE order_id = 2",
+        )
+        .await;
+    let v = arrow::compute::cast(batches[0].column(0), &DataType::Int64).unwrap();
+    assert_eq!(
+        v.as_any().downcast_ref::<Int64Array>().unwrap().value(0),
+        10_125
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zstd_json_lines_land_with_contract_types() {
+    let p = Project::custom(
+        r#"
+name = "t"
+[source]
+type = "files"
+root = "incoming"
+[[source.tables]]
+name = "events"
+path = "events/**/*.jsonl.zst"
+[storage]
+root = "lake"
+"#,
+        &[],
+    );
+    let mut lines = String::new();
+    for i in 0..10 {
+        lines.push_str(&format!(
+            "{{\"event_id\": {i}, \"kind\": \"k{}\", \"amount\": \"{i}.50\"}}\n",
+            i % 3
+        ));
+    }
+    write(
+        &p,
+        "events/2026/11/part1.jsonl.zst",
+        &zstd::encode_all(lines.as_bytes(), 3).unwrap(),
+    );
+    expect(&p, &["source", "sync", "{p}"], 0);
+    // Review the contract: amounts are exact decimals.
+    let path = p.dir.path().join("schemas/t/events.toml");
+    let contract = std::fs::read_to_string(&path).unwrap();
+    assert!(contract.contains("amount"), "{contract}");
+    let at = contract
+        .find("name = \"amount\"")
+        .expect("an amount column");
+    let edited = format!(
+        "{}{}",
+        &contract[..at],
+        contract[at..].replacen("\"Utf8\"", "\"Decimal128(15, 2)\"", 1)
+    );
+    std::fs::write(&path, &edited).unwrap();
+    layer(&p, "extract", "r1", 0);
+    layer(&p, "bronze", "r1", 0);
+    let total = p
+        .scalar(
+            &[("b", "bronze/events")],
+            "SELECT CAST(SUM(amount) * 100 AS BIGINT) FROM b",
+        )
+        .await;
+    // 0.5 + 1.5 + ... + 9.5 = 50.
+    assert_eq!(total, 5000, "{edited}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_file_lands_once_across_runs_retries_and_crashes() {
+    let p = project();
+    write(&p, "orders/a.csv", orders_csv(1, 2).as_bytes());
+    write(&p, "orders/b.csv", orders_csv(3, 2).as_bytes());
+    write_fx(&p, "fx/rates.parquet");
+    expect(&p, &["source", "sync", "{p}"], 0);
+
+    // Run 1 lands A and B.
+    layer(&p, "extract", "r1", 0);
+    layer(&p, "bronze", "r1", 0);
+    assert_eq!(count(&p, "bronze/orders").await, 4);
+
+    // Run 2 lands only C; fx has nothing new, so only orders lands.
+    write(&p, "orders/c.csv", orders_csv(5, 3).as_bytes());
+    layer(&p, "extract", "r2", 0);
+    layer(&p, "bronze", "r2", 0);
+    assert_eq!(count(&p, "bronze/orders").await, 7);
+    assert_eq!(count(&p, "bronze/fx_rates").await, 2);
+
+    // A retry of run 2 lands C again (not D, added since) and bronze does not duplicate it.
+    write(&p, "orders/d.csv", orders_csv(8, 1).as_bytes());
+    layer(&p, "extract", "r2", 0);
+    let manifest =
+        std::fs::read_to_string(p.lake().join("landing/orders/run=r2/_manifest.json")).unwrap();
+    assert!(
+        manifest.contains("orders/c.csv") && !manifest.contains("orders/d.csv"),
+        "{manifest}"
+    );
+    layer(&p, "bronze", "r2", 0);
+    assert_eq!(count(&p, "bronze/orders").await, 7);
+
+    // Run 3 extracts D, then "crashes" before bronze; E arrives; run 3 is retried from extract.
+    layer(&p, "extract", "r3", 0);
+    write(&p, "orders/e.csv", orders_csv(9, 4).as_bytes());
+    layer(&p, "extract", "r3", 0);
+    layer(&p, "bronze", "r3", 0);
+    assert_eq!(count(&p, "bronze/orders").await, 12);
+    let distinct = p
+        .scalar(
+            &[("b", "bronze/orders")],
+            "SELECT COUNT(DISTINCT order_id) FROM b",
+        )
+        .await;
+    assert_eq!(distinct, 12);
+
+    // Nothing new anywhere: exit 99, naming the globs.
+    let text = layer(&p, "extract", "r4", 99);
+    assert!(
+        text.contains("orders/*.csv") && text.contains("fx/*.parquet"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_rows_corrupt_files_and_empty_globs_are_named() {
+    let p = project();
+    write_fx(&p, "fx/rates.parquet");
+    write(&p, "orders/a.csv", orders_csv(1, 2).as_bytes());
+    expect(&p, &["source", "sync", "{p}"], 0);
+
+    // Line 3 (the header is line 1) has a bad amount.
+    let mut bad = orders_csv(3, 3);
+    bad = bad.replace("40.25", "forty");
+    write(&p, "orders/b.csv", bad.as_bytes());
+    let text = layer(&p, "extract", "r1", 2);
+    assert!(text.contains("orders/b.csv"), "{text}");
+    assert!(text.contains("line 3"), "{text}");
+    assert!(
+        text.contains("`amount`") && text.contains("forty"),
+        "{text}"
+    );
+    assert!(!text.contains("internal error"), "{text}");
+    std::fs::remove_file(p.dir.path().join("incoming/orders/b.csv")).unwrap();
+
+    // A Parquet file that is not Parquet.
+    write(&p, "fx/broken.parquet", b"not parquet at all");
+    let text = layer(&p, "extract", "r1", 2);
+    assert!(text.contains("fx/broken.parquet"), "{text}");
+    std::fs::remove_file(p.dir.path().join("incoming/fx/broken.parquet")).unwrap();
+
+    // A glob matching nothing, for every table: nothing to do (99), naming the globs.
+    let toml = std::fs::read_to_string(p.pipeline())
+        .unwrap()
+        .replace("orders/*.csv", "orders/*.tsv")
+        .replace("fx/*.parquet", "fx/*.pq");
+    std::fs::write(p.pipeline(), toml).unwrap();
+    let text = layer(&p, "extract", "r1", 99);
+    assert!(
+        text.contains("orders/*.tsv") && text.contains("fx/*.pq"),
+        "{text}"
+    );
+
+    // A missing base directory is a config error.
+    std::fs::remove_dir_all(p.dir.path().join("incoming")).unwrap();
+    let text = layer(&p, "extract", "r1", 2);
+    assert!(text.contains("incoming"), "{text}");
+}
+
+#[test]
+fn keys_of_other_sources_are_refused() {
+    let p = Project::custom(
+        r#"
+name = "t"
+[source]
+type = "files"
+host = "db"
+[[source.tables]]
+name = "orders"
+path = "orders/*.csv"
+format = "xlsx"
+watermark = "ts"
+on_error = "skip"
+[storage]
+root = "lake"
+"#,
+        &[],
+    );
+    let text = expect(&p, &["validate", "{p}"], 2);
+    for want in [
+        "source.host",
+        "source.tables[0].format",
+        "source.tables[0].watermark",
+        "source.tables[0].on_error",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    assert!(Path::new(&p.pipeline()).exists());
+}
+
+/// The TPC-H dump (SF 0.01) as CSV and as Parquet lands through the files source and the
+/// `sql/tpch` models (silver and gold) with every row.
+#[tokio::test(flavor = "multi_thread")]
+async fn tpch_dump_lands_as_csv_and_parquet_through_the_tpch_models() {
+    let generated = crate::tds::tpch::generate(0.01).unwrap();
+    for ext in ["csv", "parquet"] {
+        let p = Project::from_repo("tpch");
+        crate::tds::tpch::write_dump(&generated, &p.dir.path().join("dump")).unwrap();
+        let mut toml = String::from(
+            "name = \"tpch\"\nmodels_dir = \"sql/tpch\"\n[source]\ntype = \"files\"\nroot = \"dump\"\n",
+        );
+        for (table, _) in &generated {
+            toml.push_str(&format!(
+                "[[source.tables]]\nname = \"{table}\"\npath = \"{table}.{ext}\"\n"
+            ));
+        }
+        toml.push_str("[storage]\nroot = \"lake\"\n");
+        std::fs::write(p.pipeline(), toml).unwrap();
+        expect(&p, &["source", "sync", "{p}"], 0);
+        expect(
+            &p,
+            &[
+                "run",
+                "{p}",
+                "--logical-date",
+                "2026-11-30",
+                "--run-id",
+                "t1",
+            ],
+            0,
+        );
+        for (table, batches) in &generated {
+            let want: usize = batches.iter().map(|b| b.num_rows()).sum();
+            let got = count(&p, &format!("silver/{table}")).await;
+            assert_eq!(got, want as i64, "{ext}: silver.{table}");
+        }
+    }
+}
