@@ -144,6 +144,12 @@ pub enum Error {
     /// JSON (de)serialization error.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// The process was asked to stop (SIGTERM from Airflow or a scheduler, SIGINT from a
+    /// terminal) and abandoned the step in flight. Nothing partial is visible: data files are
+    /// written before the single commit of each table, so an abandoned step leaves only
+    /// unreferenced files. Retry the run (exit 75).
+    #[error("stopped by {0} before the run finished; the step in flight was abandoned before its commit (nothing partial is visible); retry the run")]
+    Interrupted(&'static str),
     /// A bug: an invariant did not hold.
     #[error("internal error: {0}")]
     Internal(String),
@@ -435,7 +441,7 @@ impl Error {
             Error::Arrow(e) => arrow_kind(e, scope),
             Error::Parquet(e) => parquet_kind(e, scope),
             Error::ObjectStore(e) => object_store_kind(e),
-            Error::Io(_) => Kind::Transient,
+            Error::Io(_) | Error::Interrupted(_) => Kind::Transient,
             Error::Json(_) | Error::Internal(_) => Kind::Bug,
         }
     }

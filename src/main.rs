@@ -4,6 +4,13 @@
 use clap::Parser;
 
 fn main() {
+    // Output piped into `head` and the like: end quietly when the reader goes away, as Unix
+    // tools do, instead of panicking on the first write after the pipe closed.
+    // SAFETY: called first thing, before any thread exists; SIG_DFL is a valid disposition.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = smelter::cli::Cli::parse();
     smelter::cli::init_logging(cli.log_format, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -16,7 +23,7 @@ fn main() {
             std::process::exit(smelter::error::exit::INTERNAL);
         }
     };
-    let code = match runtime.block_on(smelter::cli::execute(cli)) {
+    let code = match runtime.block_on(run_until_stopped(cli)) {
         Ok(()) => smelter::error::exit::OK,
         Err(e) => {
             report(&e);
@@ -24,6 +31,26 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Runs the command until it ends or the process is asked to stop. On SIGTERM (how Airflow stops
+/// a task on timeout or when marked failed) or SIGINT, the command's future is dropped: no new
+/// work starts, the step in flight is abandoned before its commit (each table commits once, after
+/// its data files are written), and the run ends with [`smelter::error::Error::Interrupted`]
+/// (exit 75, retryable).
+async fn run_until_stopped(cli: smelter::cli::Cli) -> smelter::error::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return smelter::cli::execute(cli).await;
+    };
+    tokio::select! {
+        result = smelter::cli::execute(cli) => result,
+        _ = term.recv() => Err(smelter::error::Error::Interrupted("SIGTERM")),
+        _ = int.recv() => Err(smelter::error::Error::Interrupted("SIGINT")),
+    }
 }
 
 /// Logs the error as one line (one per problem when validation found several) with its exit code, kind,

@@ -941,3 +941,59 @@ root = "lake"
         "the lookback re-read nothing: {want} vs {only_day2}"
     );
 }
+
+/// SIGTERM (how Airflow stops a task) while a source query is in flight: one log line, exit 75,
+/// nothing landed; the retry with the same run id lands the table.
+#[test]
+fn sigterm_abandons_the_step_in_flight_and_exits_75() {
+    let s = server(FixtureOptions::default());
+    let p = project(&s, &[r#"name = "carriers""#], "query_timeout_seconds = 120");
+    *s.faults.only_matching.lock().unwrap() = Some("FROM [dbo].[carriers]".into());
+    s.faults.stall_ms.store(5_000, Ordering::SeqCst);
+    s.faults.stalls.store(1, Ordering::SeqCst);
+    let args = [
+        "run",
+        "{p}",
+        "--layer",
+        "extract",
+        "--logical-date",
+        "2026-11-01",
+        "--run-id",
+        "term",
+    ];
+    let child = p
+        .command(&args, ENV)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn smelter");
+    // The stall is taken when the extraction query reaches the server: it is then in flight.
+    let mut waited = 0;
+    while s.faults.stalls.load(Ordering::SeqCst) > 0 {
+        assert!(
+            waited < 300,
+            "the extraction query never reached the server"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    }
+    // SAFETY: signalling our own child process by its pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 75, "{err}");
+    assert!(err.contains("stopped by SIGTERM"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !p.lake()
+            .join("landing/carriers/run=term/_manifest.json")
+            .exists(),
+        "an abandoned extraction publishes no manifest"
+    );
+    ok(&p, "extract", "2026-11-01", "term");
+    assert!(p
+        .lake()
+        .join("landing/carriers/run=term/_manifest.json")
+        .exists());
+}
