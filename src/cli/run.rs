@@ -70,6 +70,31 @@ pub async fn execute(args: RunArgs, log_format: LogFormat) -> Result<()> {
         logical_date,
         run_id,
     };
+    if let Some(names) = &args.models {
+        let known: Vec<String> = plan.models.iter().map(|m| m.id.to_string()).collect();
+        let unknown: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                !plan
+                    .models
+                    .iter()
+                    .any(|m| **n == m.id.name || **n == m.id.to_string())
+            })
+            .collect();
+        if let Some(first) = unknown.first() {
+            return Err(Error::Usage(format!(
+                "--models: unknown model(s) {}; models of {}: {}{}",
+                unknown
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                args.pipeline.display(),
+                known.join(", "),
+                crate::plan::suggest(first, known.iter().map(String::as_str))
+            )));
+        }
+    }
     let runtime = Runtime::open(&plan)?;
     let rc = RunContext {
         models: args.models.clone(),

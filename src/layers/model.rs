@@ -97,7 +97,10 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         check_merge_keys(rc.plan, model, &df, keys).await?;
     }
     // Appends are made idempotent per run id; overwrite and merge are idempotent by nature.
-    let txn_id = (mode == WriteMode::Append).then(|| format!("smelter:{}", rc.params.run_id));
+    // A full refresh of an append model records the run id too: retrying that run id then
+    // appends nothing on top of the rebuilt table.
+    let txn_id = (model.header.materialized == Materialization::Append)
+        .then(|| format!("smelter:{}", rc.params.run_id));
     let url = rc.lake.table_url(&model.id);
     let metrics = rc
         .format
@@ -386,6 +389,15 @@ pub async fn plan_all(
                     &shown,
                     df.schema().as_arrow(),
                 ));
+                problems.extend(
+                    quality::column_problems(
+                        &ctx,
+                        &model.id.to_string(),
+                        &model.rules,
+                        df.schema(),
+                    )
+                    .await,
+                );
                 register(&model.id, Arc::new(df.schema().as_arrow().clone()))?;
                 match df.into_optimized_plan() {
                     Ok(p) => planned.push((model.id.clone(), p)),

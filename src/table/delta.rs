@@ -240,7 +240,10 @@ impl TableFormat for Delta {
     async fn write(&self, mut req: WriteRequest<'_>) -> Result<WriteMetrics> {
         req.input = floor_to_micros(req.input)?;
         let table = self.open_with(req.url, true).await?;
-        if let Some(id) = &req.txn_id {
+        // An overwrite always runs (a full refresh rebuilds the table), but still records its
+        // transaction id, so a retry of the same run id that appends is recognised as done.
+        let skippable = req.mode != WriteMode::Overwrite;
+        if let (Some(id), true) = (&req.txn_id, skippable) {
             if table.version().is_some()
                 && table
                     .snapshot()?

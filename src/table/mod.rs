@@ -42,7 +42,8 @@ pub struct WriteRequest<'a> {
     pub mode: WriteMode,
     /// Partition columns (used when the table is created).
     pub partition_by: Vec<String>,
-    /// Idempotency id: a write whose id is already committed is skipped.
+    /// Idempotency id, recorded with the commit: an append or merge whose id is already committed
+    /// is skipped; an overwrite always runs and records it.
     pub txn_id: Option<String>,
     /// Commit metadata (run id, layer, model) recorded with the commit.
     pub metadata: Vec<(String, String)>,

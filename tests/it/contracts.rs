@@ -354,7 +354,19 @@ async fn incremental_models_follow_on_schema_change() {
         0,
     );
     let (sql, t) = q("SELECT COUNT(*) FROM e WHERE v = 10.5");
-    assert!(p.scalar(&t, sql).await > 0);
+    let rebuilt = p.scalar(&t, sql).await;
+    assert!(rebuilt > 0);
+    // Retrying that run id (as Airflow does) appends nothing on top of the rebuilt table.
+    run_all(&p, "2026-01-06", "r5", 0);
+    let total = p
+        .scalar(&[("e", "silver/events")], "SELECT COUNT(*) FROM e")
+        .await;
+    assert_eq!(total, rebuilt, "the retry appended again");
+
+    // A mistyped model name is a usage error, not a skipped task.
+    let text = expect(&p, &["run", "{p}", "--models", "evnts"], 2);
+    assert!(text.contains("unknown model(s) `evnts`"), "{text}");
+    assert!(text.contains("silver.events"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

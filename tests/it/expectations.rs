@@ -97,4 +97,14 @@ fn an_unknown_rule_column_is_named_without_a_useless_suggestion() {
         "{err}"
     );
     assert!(!err.contains("did you mean"), "{err}");
+    // `validate` finds it too, without data.
+    let out = p.smelter(&["validate", "{p}"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains(
+            "partners.sql:2: expectation `nothing_like_it not_null`: no column `nothing_like_it`"
+        ),
+        "{err}"
+    );
 }
