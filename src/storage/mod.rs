@@ -60,16 +60,7 @@ impl Lake {
             Backend::Local => local_root(pipeline, &root)?,
             _ => root,
         };
-        let store = build_store(&root, backend, &options).map_err(|e| Error::Storage {
-            url: redact(&root),
-            message: format!("cannot open the lake root: {}", scrub(&e.to_string())),
-            retryable: false,
-        })?;
-        Ok(Lake {
-            root,
-            options,
-            store,
-        })
+        Lake::with_store(root, backend, options, "the lake root")
     }
 
     /// Opens a read-only store for another root written like `storage.root` (a local path
@@ -100,9 +91,20 @@ impl Lake {
                 ));
             }
         }
+        Lake::with_store(root, backend, options, "the source root")
+    }
+
+    /// Builds the object store of a checked `root`; a failure names the URL (never a secret)
+    /// and `what` was being opened (exit 2).
+    fn with_store(
+        root: Url,
+        backend: Backend,
+        options: HashMap<String, String>,
+        what: &str,
+    ) -> Result<Lake> {
         let store = build_store(&root, backend, &options).map_err(|e| Error::Storage {
             url: redact(&root),
-            message: format!("cannot open the source root: {}", scrub(&e.to_string())),
+            message: format!("cannot open {what}: {}", scrub(&e.to_string())),
             retryable: false,
         })?;
         Ok(Lake {
