@@ -8,7 +8,6 @@ Every value must agree, per type, at the precision a Python client can hold (mic
 
 import datetime as dt
 import os
-import select
 import subprocess
 import uuid
 from decimal import Decimal
@@ -17,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tds_fixture import run_server
 
 REPO = Path(os.environ.get("SMELTER_REPO", Path(__file__).resolve().parents[2]))
 BIN = os.environ.get("SMELTER_BIN", str(REPO / "target/release/smelter"))
@@ -35,31 +35,15 @@ pytds = pytest.importorskip("pytds") if not REQUIRED else __import__("pytds")
 QUERY = "SELECT * FROM [dbo].[AllTypes] ORDER BY [id]"
 
 
-def run_server(*args):
-    proc = subprocess.Popen([SERVER, "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        assert ready, "fixture server did not print its port within 60 s"
-        port = int(proc.stdout.readline().strip())
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server():
-    yield from run_server()
+    yield from run_server(SERVER)
 
 
 @pytest.fixture(scope="module")
 def tls_server():
     """The same server encrypting every connection with the test certificate."""
-    yield from run_server("--tls")
+    yield from run_server(SERVER, "--tls")
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ as DOUBLE, so its average is recomputed exactly from its own SUM and COUNT).
 """
 
 import os
-import select
 import shutil
 import subprocess
 from decimal import Decimal, localcontext
 from pathlib import Path
 
 import pytest
+from tds_fixture import run_server
 
 REPO = Path(os.environ.get("SMELTER_REPO", Path(__file__).resolve().parents[2]))
 BIN = os.environ.get("SMELTER_BIN", str(REPO / "target/release/smelter"))
@@ -106,16 +106,12 @@ def run(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMELTER_MSSQL")}
     env.pop("SMELTER_STORAGE_ROOT", None)
     env["SMELTER_MSSQL_PASSWORD"] = PASSWORD
-    proc = subprocess.Popen(
-        [SERVER, "--port", "0", "--tpch-scale", SCALE, "--tpch-dump", str(dump),
-         "--password-env", "SMELTER_MSSQL_PASSWORD"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    server = run_server(
+        SERVER, "--tpch-scale", SCALE, "--tpch-dump", str(dump),
+        "--password-env", "SMELTER_MSSQL_PASSWORD", env=env, timeout=120,
     )
+    port = str(next(server))
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 120)
-        assert ready, "fixture server did not print its port within 120 s"
-        port = proc.stdout.readline().strip()
-        assert port.isdigit(), f"fixture server failed: {port!r} {proc.stderr.read() if proc.poll() is not None else ''}"
         project = root / "project"
         (project / "pipelines").mkdir(parents=True)
         shutil.copy(REPO / "pipelines/tpch.toml", project / "pipelines/tpch.toml")
@@ -129,12 +125,7 @@ def run(tmp_path_factory):
         assert out.returncode == 0, out.stderr
         yield project, dump
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        server.close()
 
 
 @pytest.fixture(scope="module")

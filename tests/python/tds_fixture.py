@@ -1,0 +1,32 @@
+"""Starts and stops the TDS fixture server binary (`examples/tds_server`) for Python tests."""
+
+import select
+import subprocess
+
+
+def run_server(server, *args, env=None, timeout=60):
+    """Runs `server --port 0 *args` and yields the port it prints when ready; stops it after.
+
+    `timeout` bounds the wait for the port line in seconds (generating TPC-H data takes longer
+    than serving the fixed tables). A server that exits instead fails with its stderr.
+    """
+    proc = subprocess.Popen(
+        [server, "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        assert ready, f"fixture server did not print its port within {timeout} s"
+        port = proc.stdout.readline().strip()
+        assert port.isdigit(), (
+            f"fixture server failed: {port!r} "
+            f"{proc.stderr.read() if proc.poll() is not None else ''}"
+        )
+        yield int(port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
