@@ -123,6 +123,21 @@ pub enum Error {
         /// What failed.
         source: Box<Error>,
     },
+    /// A value that breaks its column's declared type (a decimal wider than its precision, a
+    /// string longer than its `varchar(n)`, a NULL in a NOT NULL column) under
+    /// `on_error = "fail"`: exit 3. The message names `bronze.<table>`, the column, the declared
+    /// type, the value and the file (and line or row); see `crate::quarantine`.
+    #[error("{message}")]
+    Rejected {
+        /// `bronze.<table>`.
+        table: String,
+        /// The column.
+        column: String,
+        /// The source file (files source) or landing file.
+        file: String,
+        /// The whole message.
+        message: String,
+    },
     /// DataFusion planning or execution error (shown without any backtrace).
     #[error("{}", .0.strip_backtrace())]
     DataFusion(#[from] DataFusionError),
@@ -314,7 +329,7 @@ impl Error {
     /// the landing file or directory `file` when known. An error already wrapped is kept.
     pub fn in_table(self, table: &str, location: &str, file: Option<&str>) -> Self {
         match self {
-            e @ (Error::Table { .. } | Error::NothingToDo(_)) => e,
+            e @ (Error::Table { .. } | Error::Rejected { .. } | Error::NothingToDo(_)) => e,
             e => Error::Table {
                 table: table.to_string(),
                 location: location.to_string(),
@@ -370,7 +385,8 @@ impl Error {
             }
             Kind::BadValue => {
                 "a landed value breaks its declared type: fix the source data, then rerun \
-                 extract and bronze with a new run id"
+                 extract and bronze with a new run id (or set `on_error = \"quarantine\"` to \
+                 load the good rows and keep the bad ones in `bronze._quarantine_<table>`)"
             }
             // Storage faults, retryable or not (rejected credentials, a missing bucket), carry the
             // storage module's own hint of what to check.
@@ -410,6 +426,16 @@ impl Error {
                     out.push(("file", f.to_string()));
                 }
             }
+            Error::Rejected {
+                table,
+                column,
+                file,
+                ..
+            } => {
+                out.push(("table", table.clone()));
+                out.push(("column", column.clone()));
+                out.push(("file", file.clone()));
+            }
             Error::Sql { location, .. } => out.push(("file", location.clone())),
             Error::Quality { model, .. } => out.push(("model", model.clone())),
             _ => {}
@@ -423,6 +449,7 @@ impl Error {
                 Kind::Usage
             }
             Error::Quality { .. } => Kind::Quality,
+            Error::Rejected { .. } => Kind::BadValue,
             Error::NothingToDo(_) => Kind::NothingToDo,
             Error::Storage { retryable, .. } | Error::Source { retryable, .. } => {
                 if *retryable {

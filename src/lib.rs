@@ -14,6 +14,7 @@ pub mod lineage;
 pub mod plan;
 pub mod profile;
 pub mod quality;
+pub mod quarantine;
 pub mod schema;
 pub mod state;
 pub mod storage;

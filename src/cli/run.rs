@@ -159,6 +159,20 @@ fn print_summary(plan: &Plan, params: &RunParams, records: &[RunRecord], elapsed
         ]);
     }
     println!("{table}");
+    for r in records {
+        let quarantined = serde_json::from_str::<serde_json::Value>(&r.details)
+            .ok()
+            .and_then(|d| d.get("quarantined").and_then(serde_json::Value::as_u64))
+            .unwrap_or(0);
+        if quarantined > 0 && r.layer == "bronze" {
+            let name = r.target.strip_prefix("bronze.").unwrap_or(&r.target);
+            println!(
+                "{quarantined} row(s) quarantined from {} into bronze.{}: they break their declared types",
+                r.target,
+                crate::quarantine::table_name(name)
+            );
+        }
+    }
     let models = records
         .iter()
         .filter(|r| r.layer == "silver" || r.layer == "gold")

@@ -141,6 +141,8 @@ pub struct SourceTable {
     pub partitions: usize,
     /// What a changed source schema does (the table's setting, else the pipeline's).
     pub on_schema_change: crate::schema::OnSchemaChange,
+    /// What a row that breaks its declared type does (the table's setting, else the pipeline's).
+    pub on_error: crate::quarantine::OnError,
     /// Files-source settings (`type = "files"` only).
     pub files: Option<FilesTable>,
 }
@@ -274,6 +276,8 @@ pub struct Pipeline {
     pub schemas_dir: PathBuf,
     /// Default `on_schema_change` policy of bronze tables and incremental models.
     pub on_schema_change: crate::schema::OnSchemaChange,
+    /// Default `on_error` policy of source tables.
+    pub on_error: crate::quarantine::OnError,
     /// Source.
     pub source: Source,
     /// Storage.
@@ -606,6 +610,38 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         })
         .collect();
 
+    let mut error_policy = |key: &str, value: Option<&String>, default| match value {
+        None => default,
+        Some(v) => crate::quarantine::OnError::parse(v).unwrap_or_else(|| {
+            problem(
+                key,
+                format!(
+                    "unknown policy `{v}`; valid choices: {}",
+                    crate::quarantine::OnError::CHOICES
+                ),
+            );
+            default
+        }),
+    };
+    let on_error = error_policy(
+        "on_error",
+        raw.on_error.as_ref(),
+        crate::quarantine::OnError::default(),
+    );
+    let table_on_error: Vec<_> = raw
+        .source
+        .tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            error_policy(
+                &format!("source.tables[{i}].on_error"),
+                t.on_error.as_ref(),
+                on_error,
+            )
+        })
+        .collect();
+
     // Source.
     let kind = match raw.source.kind.as_str() {
         "sample" => SourceKind::Sample,
@@ -744,6 +780,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             lookback_seconds: t.lookback_seconds.unwrap_or(0),
             partitions: t.partitions.unwrap_or(1),
             on_schema_change: table_policies[i],
+            on_error: table_on_error[i],
             files,
         });
     }
@@ -965,6 +1002,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         models_dir,
         schemas_dir,
         on_schema_change,
+        on_error,
         source: Source {
             kind,
             database: raw.source.database.unwrap_or_else(|| "LogisticsDB".into()),
@@ -1066,7 +1104,6 @@ fn files_table(
             (t.header.is_some(), "header"),
             (t.quote.is_some(), "quote"),
             (t.null_value.is_some(), "null_value"),
-            (t.on_error.is_some(), "on_error"),
         ] {
             if set {
                 problem(
@@ -1192,15 +1229,6 @@ fn files_table(
             }
         }
     }
-    match t.on_error.as_deref() {
-        None | Some("fail") => {}
-        Some(other) => problem(
-            &format!("{key}.on_error"),
-            format!(
-                "unknown policy `{other}`; valid choices: `fail` (quarantine is not available yet)"
-            ),
-        ),
-    }
     Some(FilesTable {
         path,
         format,
@@ -1319,6 +1347,7 @@ mod tests {
             lookback_seconds: 0,
             partitions: 1,
             on_schema_change: Default::default(),
+            on_error: Default::default(),
             files: None,
         }
     }

@@ -29,6 +29,12 @@ pub struct PipelineFile {
     /// (default) or `sync_all_columns` (see docs/schemas.md).
     #[serde(default)]
     pub on_schema_change: Option<String>,
+    /// What a row that breaks its declared type does, for every source table unless a
+    /// `[[source.tables]]` entry says otherwise: `fail` (default: the run stops, exit 3; exit 2
+    /// for a files-source row that does not parse) or `quarantine` (the row goes to
+    /// `bronze._quarantine_<table>`, the good rows load). See docs/errors.md.
+    #[serde(default)]
+    pub on_error: Option<String>,
     /// Where the data comes from.
     pub source: SourceFile,
     /// Where the lake lives.
@@ -201,8 +207,8 @@ pub struct SourceTableFile {
     /// Files source, CSV and JSON: text read as NULL besides the empty field (e.g. `NULL`, `\\N`).
     #[serde(default)]
     pub null_value: Option<String>,
-    /// Files source: what a malformed row does: `fail` (default: the run stops, naming the file,
-    /// line and column, exit 2).
+    /// What a row that breaks its declared type (or, in the files source, does not parse) does
+    /// for this table (overrides the pipeline's `on_error`): `fail` or `quarantine`.
     #[serde(default)]
     pub on_error: Option<String>,
 }

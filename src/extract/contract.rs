@@ -68,22 +68,46 @@ impl Contract {
             source,
             key: table.key.clone(),
             watermark: table.watermark.clone(),
-            columns: columns
-                .iter()
-                .map(|c| ContractColumn {
-                    name: c.name.clone(),
-                    source_type: c.source_type.clone(),
-                    arrow_type: c.data_type.to_string(),
-                    nullable: c.nullable,
-                })
-                .collect(),
+            columns: ContractColumn::of(columns),
         }
     }
 
     /// The contract's columns with their Arrow types parsed; an unparsable type names the file
     /// and the column (exit 2).
     pub fn columns(&self, file: &str) -> Result<Vec<ColumnShape>> {
-        self.columns
+        ContractColumn::shapes(&self.columns, file)
+    }
+
+    /// The file's text: a comment header, then the TOML.
+    pub fn render(&self) -> Result<String> {
+        let body = toml::to_string(self)
+            .map_err(|e| Error::Internal(format!("contract of `{}`: {e}", self.table)))?;
+        Ok(format!(
+            "# Source schema contract of `bronze.{}`, written by `smelter source sync`.\n\
+             # Review changes like code: planning reads it, and extraction compares the source with it.\n\n{body}",
+            self.table
+        ))
+    }
+}
+
+impl ContractColumn {
+    /// The stored form of `columns`.
+    pub fn of(columns: &[ColumnShape]) -> Vec<ContractColumn> {
+        columns
+            .iter()
+            .map(|c| ContractColumn {
+                name: c.name.clone(),
+                source_type: c.source_type.clone(),
+                arrow_type: c.data_type.to_string(),
+                nullable: c.nullable,
+            })
+            .collect()
+    }
+
+    /// `columns` with their Arrow types parsed; an unparsable type names `file` and the column
+    /// (exit 2).
+    pub fn shapes(columns: &[ContractColumn], file: &str) -> Result<Vec<ColumnShape>> {
+        columns
             .iter()
             .map(|c| {
                 let data_type: DataType = c.arrow_type.parse().map_err(|e| {
@@ -103,17 +127,6 @@ impl Contract {
                 })
             })
             .collect()
-    }
-
-    /// The file's text: a comment header, then the TOML.
-    pub fn render(&self) -> Result<String> {
-        let body = toml::to_string(self)
-            .map_err(|e| Error::Internal(format!("contract of `{}`: {e}", self.table)))?;
-        Ok(format!(
-            "# Source schema contract of `bronze.{}`, written by `smelter source sync`.\n\
-             # Review changes like code: planning reads it, and extraction compares the source with it.\n\n{body}",
-            self.table
-        ))
     }
 }
 

@@ -56,6 +56,18 @@ pub struct Manifest {
     /// Source files landed (files source); recorded in state by bronze after its commit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_files: Vec<crate::state::LandedFile>,
+    /// The columns as the source declares them (Arrow type, nullability, declared source type):
+    /// bronze checks every landed value against them. Empty in manifests of older versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<contract::ContractColumn>,
+    /// Files of rows the source rejected under `on_error = "quarantine"` (relative to the
+    /// landing directory, in the shape of [`crate::quarantine::rejected_schema`]); bronze loads
+    /// them into `bronze._quarantine_<table>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected_files: Vec<String>,
+    /// Rows in `rejected_files`.
+    #[serde(default)]
+    pub rejected_rows: u64,
 }
 
 /// Metrics of one table's extraction.
@@ -143,6 +155,12 @@ async fn extract_table(
     let wm_col = read.watermark_col;
     let partitions = read.partitions;
     let source_files = read.source_files;
+    let columns = contract::ContractColumn::of(&read.columns);
+    let rejected = land_rejected(
+        store.clone(),
+        StorePath::from(format!("{dir}/{REJECTED_FILE}")),
+        read.rejected,
+    );
 
     let tasks = partitions.into_iter().enumerate().map(|(i, mut rx)| {
         let store = store.clone();
@@ -192,10 +210,13 @@ async fn extract_table(
         }
     });
     // Every partition runs at once: each holds its own source connection.
-    let results: Vec<_> = futures::stream::iter(tasks)
+    let landed = futures::stream::iter(tasks)
         .buffer_unordered(table.partitions.max(1))
-        .try_collect()
-        .await?;
+        .try_collect::<Vec<_>>();
+    let (results, rejected_rows) = futures::future::try_join(landed, rejected).await?;
+    if rejected_rows > 0 {
+        tracing::warn!(table = %table.name, rows = rejected_rows, policy = "quarantine", "Rejected rows landed for quarantine.");
+    }
 
     let mut files: Vec<String> = results.iter().filter_map(|r| r.0.clone()).collect();
     files.sort();
@@ -215,6 +236,13 @@ async fn extract_table(
         watermark_from,
         watermark_to,
         source_files,
+        columns,
+        rejected_files: if rejected_rows > 0 {
+            vec![REJECTED_FILE.to_string()]
+        } else {
+            Vec::new()
+        },
+        rejected_rows,
     };
     let manifest_path = StorePath::from(format!("{dir}/_manifest.json"));
     store
@@ -231,6 +259,41 @@ async fn extract_table(
         files: files.len(),
         duration_ms,
     })
+}
+
+/// Name of the landed file of rejected rows, in the landing directory.
+const REJECTED_FILE: &str = "rejected-0000.parquet";
+
+/// Lands the rows a source rejected (if it can reject any) as one Parquet file at `path`, while
+/// the partitions land; returns how many. Nothing is written when no row is rejected.
+async fn land_rejected(
+    store: std::sync::Arc<dyn ObjectStore>,
+    path: StorePath,
+    rx: Option<tokio::sync::mpsc::UnboundedReceiver<arrow::record_batch::RecordBatch>>,
+) -> Result<u64> {
+    let Some(mut rx) = rx else { return Ok(0) };
+    let mut writer: Option<AsyncArrowWriter<ParquetObjectWriter>> = None;
+    let mut rows = 0u64;
+    while let Some(batch) = rx.recv().await {
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        rows += batch.num_rows() as u64;
+        if writer.is_none() {
+            writer = Some(AsyncArrowWriter::try_new(
+                ParquetObjectWriter::new(store.clone(), path.clone()),
+                batch.schema(),
+                None,
+            )?);
+        }
+        if let Some(w) = writer.as_mut() {
+            w.write(&batch).await?;
+        }
+    }
+    if let Some(w) = writer {
+        w.close().await?;
+    }
+    Ok(rows)
 }
 
 /// Compares the columns the source has now with the table's contract (if it has one) and

@@ -29,6 +29,12 @@ pub struct TableRead {
     /// Source files this read lands (files source only; recorded in the manifest, and in state
     /// by bronze after its commit, so that each file lands once).
     pub source_files: Vec<crate::state::LandedFile>,
+    /// Rows the source rejected under `on_error = "quarantine"` (files source: rows that do not
+    /// parse or break their declared type), in the shape of
+    /// [`crate::quarantine::rejected_schema`]; landed beside the data as `rejected-0000.parquet`
+    /// and loaded by bronze into `bronze._quarantine_<table>`. The senders close when every
+    /// partition is done.
+    pub rejected: Option<tokio::sync::mpsc::UnboundedReceiver<RecordBatch>>,
 }
 
 /// What one extraction asks of a source.

@@ -9,10 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::logical_expr::{cast, col, lit};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::ParquetReadOptions;
 use datafusion::scalar::ScalarValue;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::RunContext;
 use url::Url;
@@ -20,6 +23,7 @@ use url::Url;
 use crate::error::{Error, Kind, Result};
 use crate::extract::{read_manifest, Manifest};
 use crate::plan::{Layer, TableId};
+use crate::quarantine::{OnError, Rejected};
 use crate::state::{now_us, RunRecord};
 use crate::table::{WriteMetrics, WriteMode, WriteRequest};
 
@@ -51,17 +55,20 @@ pub async fn run(rc: &RunContext<'_>) -> Result<Vec<RunRecord>> {
             continue;
         };
         let mut schema_changes = Vec::new();
-        let metrics = if manifest.rows == 0 {
+        let mut quarantined = 0;
+        let metrics = if manifest.rows == 0 && manifest.rejected_rows == 0 {
             WriteMetrics {
                 skipped: true,
                 ..Default::default()
             }
         } else {
             match append(rc, &id, &manifest, started).await {
-                Ok((m, changes)) => {
+                Ok((m, changes, q)) => {
                     schema_changes = changes;
+                    quarantined = q;
                     m
                 }
+                Err(e @ Error::Rejected { .. }) => return Err(e),
                 Err(e) => return Err(diagnose(rc, &id, &manifest, e).await),
             }
         };
@@ -98,6 +105,7 @@ pub async fn run(rc: &RunContext<'_>) -> Result<Vec<RunRecord>> {
             &metrics,
             serde_json::json!({
                 "landed_rows": manifest.rows,
+                "quarantined": quarantined,
                 "schema_changes": schema_changes,
                 "version": metrics.version,
                 "drift": profile.as_ref().map(|p| &p.drift),
@@ -129,42 +137,88 @@ fn landing_files(rc: &RunContext<'_>, table: &str, manifest: &Manifest) -> Resul
 
 /// Appends the landed files of one table, with the metadata columns, idempotently by run id,
 /// after applying the table's `on_schema_change` policy to the landed columns; returns what was
-/// written and the schema changes applied.
+/// written, the schema changes applied and the rows quarantined.
+///
+/// Every landed value is first checked against its declared type ([`crate::quarantine::check`],
+/// a scan of the landing files). A value that breaks it stops the load with
+/// `on_error = "fail"` (exit 3, nothing written); with `quarantine` the offending rows, and the
+/// rows the source already rejected, are appended to `bronze._quarantine_<table>` (same run-id
+/// transaction) and the good rows to the table.
 async fn append(
     rc: &RunContext<'_>,
     id: &TableId,
     manifest: &Manifest,
     started: i64,
-) -> Result<(WriteMetrics, Vec<crate::schema::ColumnChange>)> {
-    let files: Vec<String> = landing_files(rc, &id.name, manifest)?
-        .iter()
-        .map(Url::to_string)
-        .collect();
-    let df = rc
-        .ctx
-        .read_parquet(files, ParquetReadOptions::default())
-        .await?;
-    let mut exprs: Vec<_> = df.schema().columns().into_iter().map(col).collect();
-    exprs.push(lit(rc.params.run_id.as_str()).alias("_run_id"));
-    exprs.push(
-        cast(
-            lit(ScalarValue::TimestampMicrosecond(
-                Some(started),
-                Some("UTC".into()),
-            )),
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        )
-        .alias("_ingested_at"),
-    );
-    exprs.push(lit(manifest.source.as_str()).alias("_source"));
-    let input = df.select(exprs)?;
+) -> Result<(WriteMetrics, Vec<crate::schema::ColumnChange>, u64)> {
+    let urls = landing_files(rc, &id.name, manifest)?;
+    let files: Vec<String> = urls.iter().map(Url::to_string).collect();
     let policy = rc
         .plan
         .pipeline
         .source
         .tables
         .iter()
-        .find(|t| t.name == id.name)
+        .find(|t| t.name == id.name);
+    let on_error = policy
+        .map(|t| t.on_error)
+        .unwrap_or(rc.plan.pipeline.on_error);
+    let scan = scan_landing(rc, manifest, &urls).await?;
+    if let (Some((v, file, row)), OnError::Fail) = (&scan.first, on_error) {
+        return Err(crate::quarantine::fail(
+            &id.name,
+            v,
+            file,
+            Some(("row", *row as i64)),
+        ));
+    }
+    let mut quarantined = 0;
+    let df = if scan.violations == 0 {
+        if files.is_empty() {
+            None
+        } else {
+            Some(
+                rc.ctx
+                    .read_parquet(files, ParquetReadOptions::default())
+                    .await?,
+            )
+        }
+    } else {
+        let schema = scan
+            .schema
+            .clone()
+            .ok_or_else(|| Error::Internal("landing files with bad rows but no schema".into()))?;
+        let bad = landing_rows(rc, &scan, &urls, true)?;
+        let bad = rc.ctx.read_table(Arc::new(StreamingTable::try_new(
+            bad.schema().clone(),
+            vec![bad],
+        )?))?;
+        let good = landing_rows(rc, &scan, &urls, false)?;
+        let good = rc
+            .ctx
+            .read_table(Arc::new(StreamingTable::try_new(schema, vec![good])?))?;
+        quarantined += write_quarantine(rc, id, manifest, Some(bad), started).await?;
+        Some(good)
+    };
+    if scan.violations == 0 && manifest.rejected_rows > 0 {
+        quarantined += write_quarantine(rc, id, manifest, None, started).await?;
+    }
+    let Some(df) = df else {
+        // Every row of the run was rejected by the source.
+        return Ok((
+            WriteMetrics {
+                skipped: true,
+                ..Default::default()
+            },
+            Vec::new(),
+            quarantined,
+        ));
+    };
+    let mut exprs: Vec<_> = df.schema().columns().into_iter().map(col).collect();
+    exprs.push(lit(rc.params.run_id.as_str()).alias("_run_id"));
+    exprs.push(ingested_at(started).alias("_ingested_at"));
+    exprs.push(lit(manifest.source.as_str()).alias("_source"));
+    let input = df.select(exprs)?;
+    let policy = policy
         .map(|t| t.on_schema_change)
         .unwrap_or(rc.plan.pipeline.on_schema_change);
     let landing = crate::storage::redact(&rc.lake.landing_url(&id.name, &rc.params.run_id));
@@ -191,7 +245,283 @@ async fn append(
             ],
         })
         .await?;
-    Ok((metrics, changes))
+    Ok((metrics, changes, quarantined))
+}
+
+/// `started` (µs since the epoch) as a UTC timestamp literal.
+fn ingested_at(started: i64) -> datafusion::logical_expr::Expr {
+    cast(
+        lit(ScalarValue::TimestampMicrosecond(
+            Some(started),
+            Some("UTC".into()),
+        )),
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+    )
+}
+
+/// Appends rejected rows to `bronze._quarantine_<table>` with `_run_id` and `_quarantined_at`,
+/// under the run's transaction id (a retried run id appends nothing): the rows the bronze check
+/// found (`found`) and those the source rejected (the manifest's `rejected_files`). Returns the
+/// rows quarantined by this run (also on a retry), and warns with the count.
+async fn write_quarantine(
+    rc: &RunContext<'_>,
+    id: &TableId,
+    manifest: &Manifest,
+    found: Option<datafusion::prelude::DataFrame>,
+    started: i64,
+) -> Result<u64> {
+    let landing = rc.lake.landing_url(&id.name, &rc.params.run_id);
+    let rejected: Vec<String> = manifest
+        .rejected_files
+        .iter()
+        .map(|f| landing.join(f).map(|u| u.to_string()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Internal(format!("bad landing file name: {e}")))?;
+    let from_source = if rejected.is_empty() {
+        None
+    } else {
+        Some(
+            rc.ctx
+                .read_parquet(rejected, ParquetReadOptions::default())
+                .await?,
+        )
+    };
+    let input = match (found, from_source) {
+        (Some(a), Some(b)) => a.union_by_name(b)?,
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => return Ok(0),
+    };
+    let mut exprs: Vec<_> = input.schema().columns().into_iter().map(col).collect();
+    exprs.push(lit(rc.params.run_id.as_str()).alias("_run_id"));
+    exprs.push(ingested_at(started).alias("_quarantined_at"));
+    let input = input.select(exprs)?;
+    let qid = TableId {
+        layer: Layer::Bronze,
+        name: crate::quarantine::table_name(&id.name),
+    };
+    let url = rc.lake.table_url(&qid);
+    let m = rc
+        .format
+        .write(WriteRequest {
+            ctx: &rc.ctx,
+            url: &url,
+            input,
+            mode: WriteMode::Append,
+            partition_by: Vec::new(),
+            txn_id: Some(format!("smelter:{}", rc.params.run_id)),
+            metadata: vec![
+                ("run_id".into(), rc.params.run_id.clone()),
+                ("layer".into(), "bronze".into()),
+            ],
+        })
+        .await
+        .map_err(|e| e.in_table(&qid.to_string(), &crate::storage::redact(&url), None))?;
+    let rows = if m.skipped || m.rows_inserted == 0 {
+        // A retry: the rows went in with the first attempt.
+        rc.ctx
+            .read_table(
+                rc.format
+                    .provider(&rc.ctx, &url)
+                    .await?
+                    .ok_or_else(|| Error::Internal(format!("{qid} missing after its write")))?,
+            )?
+            .filter(col("_run_id").eq(lit(rc.params.run_id.as_str())))?
+            .count()
+            .await? as u64
+    } else {
+        m.rows_inserted
+    };
+    warn!(
+        pipeline = %rc.plan.pipeline.name,
+        layer = "bronze",
+        table = %id,
+        quarantine = %qid,
+        run_id = %rc.params.run_id,
+        rows,
+        "Quarantined rows that break their declared types."
+    );
+    Ok(rows)
+}
+
+/// What the check of a table's landing files found.
+struct Scan {
+    /// Declared columns the values are checked against.
+    columns: Vec<crate::schema::ColumnShape>,
+    /// Arrow schema of the landing files (of the first one).
+    schema: Option<SchemaRef>,
+    /// Rows with a value that breaks its declared type.
+    violations: u64,
+    /// The first of them, with its landing file (shown) and 1-based row in it.
+    first: Option<(crate::quarantine::Violation, String, u64)>,
+}
+
+/// Checks every landed value against its declared type (the manifest's columns; for a manifest
+/// without them, the landing file's own Arrow types), reading only the checked columns, one
+/// batch at a time. A landing file that cannot be read here is left to the load, whose failure
+/// [`diagnose`] explains.
+async fn scan_landing(rc: &RunContext<'_>, manifest: &Manifest, urls: &[Url]) -> Result<Scan> {
+    use futures::TryStreamExt;
+    use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
+    use parquet::arrow::ProjectionMask;
+
+    let declared = crate::extract::contract::ContractColumn::shapes(
+        &manifest.columns,
+        &format!("landing manifest of `{}`", manifest.table),
+    )?;
+    let mut scan = Scan {
+        columns: declared,
+        schema: None,
+        violations: 0,
+        first: None,
+    };
+    for url in urls {
+        let path = rc.lake.path_of(url)?;
+        let Ok(builder) =
+            ParquetRecordBatchStreamBuilder::new(ParquetObjectReader::new(rc.lake.store(), path))
+                .await
+        else {
+            continue;
+        };
+        let schema = builder.schema().clone();
+        if scan.columns.is_empty() {
+            scan.columns = crate::schema::ColumnShape::of_schema(&schema);
+        }
+        scan.schema.get_or_insert_with(|| schema.clone());
+        let checked: Vec<usize> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                scan.columns.iter().any(|c| {
+                    // A NOT NULL landing column (Parquet REQUIRED) cannot hold NULLs: not read.
+                    c.name == *f.name()
+                        && ((!c.nullable && f.is_nullable())
+                            || matches!(
+                                c.data_type,
+                                DataType::Decimal128(..) | DataType::Decimal256(..)
+                            )
+                            || c.source_type
+                                .as_deref()
+                                .and_then(crate::quarantine::max_chars)
+                                .is_some())
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if checked.is_empty() {
+            continue;
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), checked);
+        let Ok(mut stream) = builder.with_projection(mask).build() else {
+            continue;
+        };
+        let mut offset = 0u64;
+        while let Ok(Some(batch)) = stream.try_next().await {
+            let found = crate::quarantine::check(&scan.columns, &batch);
+            if let (None, Some(v)) = (&scan.first, found.first()) {
+                scan.first = Some((
+                    v.clone(),
+                    crate::storage::redact(url),
+                    offset + v.row as u64 + 1,
+                ));
+            }
+            scan.violations += found.len() as u64;
+            offset += batch.num_rows() as u64;
+        }
+    }
+    Ok(scan)
+}
+
+/// The rows of the landing files that pass the check (`bad = false`), or those that break their
+/// declared types as rejected rows with their landing file and 1-based row (`bad = true`), as
+/// one streamed partition: the files are read again one batch at a time and checked as in
+/// [`scan_landing`], so memory stays bounded.
+fn landing_rows(
+    rc: &RunContext<'_>,
+    scan: &Scan,
+    urls: &[Url],
+    bad: bool,
+) -> Result<Arc<dyn PartitionStream>> {
+    let landing = scan
+        .schema
+        .clone()
+        .ok_or_else(|| Error::Internal("landing files without a schema".into()))?;
+    let schema = if bad {
+        crate::quarantine::rejected_schema(landing.fields().iter().map(|f| f.name().as_str()))
+    } else {
+        landing
+    };
+    let files = urls
+        .iter()
+        .map(|u| Ok((rc.lake.path_of(u)?, crate::storage::redact(u))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(LandingRows {
+        store: rc.lake.store(),
+        files,
+        columns: scan.columns.clone(),
+        bad,
+        schema,
+    }))
+}
+
+/// See [`landing_rows`].
+#[derive(Debug)]
+struct LandingRows {
+    store: Arc<dyn object_store::ObjectStore>,
+    files: Vec<(object_store::path::Path, String)>,
+    columns: Vec<crate::schema::ColumnShape>,
+    bad: bool,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for LandingRows {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(
+        &self,
+        _ctx: Arc<datafusion::execution::TaskContext>,
+    ) -> datafusion::execution::SendableRecordBatchStream {
+        use futures::{StreamExt, TryStreamExt};
+        use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
+
+        let (store, columns, bad) = (self.store.clone(), Arc::new(self.columns.clone()), self.bad);
+        let external = |e: parquet::errors::ParquetError| {
+            datafusion::error::DataFusionError::External(Box::new(e))
+        };
+        let stream = futures::stream::iter(self.files.clone()).flat_map(move |(path, shown)| {
+            let (store, columns) = (store.clone(), columns.clone());
+            futures::stream::once(async move {
+                ParquetRecordBatchStreamBuilder::new(ParquetObjectReader::new(store, path))
+                    .await?
+                    .build()
+            })
+            .try_flatten()
+            .map_err(external)
+            .scan(0usize, move |offset, batch| {
+                let start = *offset;
+                let out = batch.and_then(|b| {
+                    *offset += b.num_rows();
+                    let rows: Vec<Rejected> = crate::quarantine::check(&columns, &b)
+                        .iter()
+                        .map(|v| Rejected {
+                            line: Some((start + v.row + 1) as i64),
+                            ..Rejected::from(v)
+                        })
+                        .collect();
+                    let out = if bad {
+                        crate::quarantine::rejected_batch(&b, &rows, &shown)
+                    } else {
+                        crate::quarantine::without_rows(&b, &rows)
+                    };
+                    out.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+                });
+                futures::future::ready(Some(out))
+            })
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
 }
 
 /// What [`diagnose`] found wrong with one column of one landing file.

@@ -15,12 +15,13 @@ use arrow::error::ArrowError;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
-use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::{Sender, UnboundedSender};
 
 use super::listing::Listed;
 use super::INFER_ROWS;
 use crate::config::{FileCompression, FileFormat, FilesTable};
 use crate::error::{Error, Result};
+use crate::quarantine::{OnError, Rejected};
 use crate::schema::ColumnShape;
 use crate::storage::Lake;
 
@@ -35,6 +36,15 @@ pub struct Reader {
     pub schema: SchemaRef,
     /// Rows per batch.
     pub batch_size: usize,
+    /// Lake table name (for messages: `bronze.<table>`).
+    pub table: String,
+    /// The target columns with their declared source types (the contract's), checked row by
+    /// row (see [`crate::quarantine::check`]).
+    pub columns: Vec<ColumnShape>,
+    /// What a malformed row does.
+    pub on_error: OnError,
+    /// Where rejected rows go under `on_error = "quarantine"`.
+    pub rejected: Option<UnboundedSender<RecordBatch>>,
 }
 
 /// A data error in a file (exit 2): names the file, and the line and column when known.
@@ -128,7 +138,7 @@ impl Reader {
         let mut line = 1 + u64::from(spec.format == FileFormat::Csv && spec.header);
         for batch in batches {
             let batch = batch.map_err(|e| bad(file, format!("malformed row: {e}")))?;
-            let out = conform_text(&batch, &self.schema, spec, file, line)?;
+            let out = self.conform_text(&batch, file, line)?;
             line += batch.num_rows() as u64;
             if tx.blocking_send(Ok(out)).is_err() {
                 return Ok(());
@@ -242,70 +252,131 @@ fn storable(t: &DataType) -> DataType {
     }
 }
 
-/// Converts a batch of text columns to the target schema. Columns are matched by name; a
-/// target column the file lacks is NULL. `first_line` is the 1-based line of the batch's first
-/// row.
-fn conform_text(
-    batch: &RecordBatch,
-    target: &SchemaRef,
-    spec: &FilesTable,
-    file: &Listed,
-    first_line: u64,
-) -> Result<RecordBatch> {
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
-    for field in target.fields() {
-        let Ok(idx) = batch.schema().index_of(field.name()) else {
-            columns.push(missing(field, file, batch.num_rows())?);
-            continue;
+impl Reader {
+    /// Converts a batch of text columns to the target schema. Columns are matched by name; a
+    /// target column the file lacks is NULL. `first_line` is the 1-based line of the batch's
+    /// first row. A row with a value that does not convert, an empty value in a NOT NULL column
+    /// (exit 2 with `on_error = "fail"`) or a value that breaks its declared type (exit 3) is
+    /// rejected: with `on_error = "quarantine"` it is sent, as text with its line, to the
+    /// rejected rows and left out of the result.
+    fn conform_text(
+        &self,
+        batch: &RecordBatch,
+        file: &Listed,
+        first_line: u64,
+    ) -> Result<RecordBatch> {
+        let (target, spec) = (&self.schema, &self.spec);
+        let rows = batch.num_rows();
+        let line_of = |row: usize| first_line + row as u64;
+        let quarantine = self.on_error == OnError::Quarantine;
+        let mut rejected: Vec<Rejected> = Vec::new();
+        let mut reject = |row: usize, column: &str, reason: String| {
+            if !rejected.iter().any(|r| r.row == row) {
+                rejected.push(Rejected {
+                    row,
+                    column: Some(column.to_string()),
+                    reason,
+                    line: Some(line_of(row) as i64),
+                });
+            }
         };
-        let text = batch
-            .column(idx)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| Error::Internal("text column is not Utf8".into()))?;
-        // The empty field and `null_value` are NULL.
-        let nv = spec.null_value.as_deref();
-        let text: StringArray = text
-            .iter()
-            .map(|v| v.filter(|s| !s.is_empty() && Some(*s) != nv))
-            .collect();
-        let out = arrow::compute::cast_with_options(
-            &text,
-            field.data_type(),
-            &CastOptions {
-                safe: true,
-                ..Default::default()
-            },
-        )
-        .map_err(|e| bad(file, format!("column `{}`: {e}", field.name())))?;
-        if out.null_count() != text.null_count() || (!field.is_nullable() && out.null_count() > 0) {
-            for i in 0..text.len() {
-                let line = first_line + i as u64;
-                if text.is_valid(i) && out.is_null(i) {
-                    return Err(bad(
-                        file,
+        // The original text of every target column, and its typed values.
+        let mut texts: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
+        for field in target.fields() {
+            let Ok(idx) = batch.schema().index_of(field.name()) else {
+                columns.push(missing(field, file, rows)?);
+                texts.push(new_null_array(&DataType::Utf8, rows));
+                continue;
+            };
+            let raw = batch
+                .column(idx)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| Error::Internal("text column is not Utf8".into()))?;
+            texts.push(batch.column(idx).clone());
+            // The empty field and `null_value` are NULL.
+            let nv = spec.null_value.as_deref();
+            let text: StringArray = raw
+                .iter()
+                .map(|v| v.filter(|s| !s.is_empty() && Some(*s) != nv))
+                .collect();
+            let out = arrow::compute::cast_with_options(
+                &text,
+                field.data_type(),
+                &CastOptions {
+                    safe: true,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| bad(file, format!("column `{}`: {e}", field.name())))?;
+            if out.null_count() != text.null_count()
+                || (!field.is_nullable() && out.null_count() > 0)
+            {
+                for i in 0..text.len() {
+                    let line = line_of(i);
+                    let problem = if text.is_valid(i) && out.is_null(i) {
                         format!(
-                            "line {line}, column `{}`: value `{}` is not a valid {}",
-                            field.name(),
-                            text.value(i),
+                            "value `{}` is not a valid {}",
+                            crate::quarantine::shown(text.value(i)),
                             field.data_type()
-                        ),
-                    ));
-                }
-                if !field.is_nullable() && out.is_null(i) {
-                    return Err(bad(
-                        file,
-                        format!(
-                            "line {line}, column `{}`: empty value in a NOT NULL column",
-                            field.name()
-                        ),
-                    ));
+                        )
+                    } else if !field.is_nullable() && out.is_null(i) {
+                        "empty value in a NOT NULL column".to_string()
+                    } else {
+                        continue;
+                    };
+                    if !quarantine {
+                        return Err(bad(
+                            file,
+                            format!("line {line}, column `{}`: {problem}", field.name()),
+                        ));
+                    }
+                    reject(i, field.name(), problem);
                 }
             }
+            columns.push(out);
         }
-        columns.push(out);
+        // Values that convert but break their declared type (decimal precision, varchar(n)).
+        let relaxed = Arc::new(Schema::new(
+            target
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let typed = RecordBatch::try_new(relaxed, columns).map_err(|e| bad(file, e))?;
+        for v in crate::quarantine::check(&self.columns, &typed) {
+            if !quarantine {
+                return Err(crate::quarantine::fail(
+                    &self.table,
+                    &v,
+                    &file.rel,
+                    Some(("line", line_of(v.row) as i64)),
+                ));
+            }
+            reject(v.row, &v.column, v.reason);
+        }
+        if rejected.is_empty() {
+            return RecordBatch::try_new(target.clone(), typed.columns().to_vec())
+                .map_err(|e| bad(file, e));
+        }
+        rejected.sort_by_key(|r| r.row);
+        let text = RecordBatch::try_new(
+            crate::quarantine::rejected_schema(target.fields().iter().map(|f| f.name().as_str()))
+                .project(&(0..target.fields().len()).collect::<Vec<_>>())
+                .map(Arc::new)?,
+            texts,
+        )
+        .map_err(|e| bad(file, e))?;
+        if let Some(tx) = &self.rejected {
+            let out = crate::quarantine::rejected_batch(&text, &rejected, &file.rel)?;
+            tx.send(out)
+                .map_err(|_| Error::Internal("the rejected-rows writer is gone".into()))?;
+        }
+        let good = crate::quarantine::without_rows(&typed, &rejected)?;
+        RecordBatch::try_new(target.clone(), good.columns().to_vec()).map_err(|e| bad(file, e))
     }
-    RecordBatch::try_new(target.clone(), columns).map_err(|e| bad(file, e))
 }
 
 /// Casts a Parquet batch to the target schema by column name; a value that does not convert

@@ -131,6 +131,13 @@ impl Source for FilesSource {
         let schema = Arc::new(crate::schema::arrow_schema(&columns));
         let parts = table.partitions.max(1).min(selected.len());
         let mut partitions = Vec::with_capacity(parts);
+        let (rejected_tx, rejected) = match table.on_error {
+            crate::quarantine::OnError::Quarantine => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            crate::quarantine::OnError::Fail => (None, None),
+        };
         for p in 0..parts {
             let files: Vec<Listed> = selected.iter().skip(p).step_by(parts).cloned().collect();
             let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -139,6 +146,10 @@ impl Source for FilesSource {
                 spec: spec.clone(),
                 schema: schema.clone(),
                 batch_size: self.pipeline.source.batch_size,
+                table: table.name.clone(),
+                columns: columns.clone(),
+                on_error: table.on_error,
+                rejected: rejected_tx.clone(),
             };
             tokio::spawn(async move {
                 for file in files {
@@ -156,6 +167,7 @@ impl Source for FilesSource {
             watermark_col: None,
             partitions,
             source_files: selected.iter().map(LandedFile::from).collect(),
+            rejected,
         })
     }
 

@@ -527,6 +527,7 @@ async fn start_read(
         watermark_col: wm_col,
         partitions,
         source_files: Vec::new(),
+        rejected: None,
     })
 }
 

@@ -755,6 +755,7 @@ impl super::source::Source for SampleSource {
             watermark_col,
             partitions,
             source_files: Vec::new(),
+            rejected: None,
         })
     }
 }
