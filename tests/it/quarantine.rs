@@ -239,13 +239,16 @@ arrow_type = "Decimal128(10, 2)"
 nullable = true
 "#;
 
-/// Line 3 has an amount that is not a number, line 5 a customer longer than `varchar(8)`.
+/// Line 3 has an amount that is not a number, line 5 a customer longer than `varchar(8)`, line 8
+/// (after a quoted field spanning lines 6 and 7) one field too many.
 const CSV: &str = "order_id,customer,amount\n\
 1,alice,10.50\n\
 2,bob,forty\n\
 3,carol,7.25\n\
 4,bartholomew-the-third,1.00\n\
-5,dave,2.00\n";
+5,\"da\nve\",2.00\n\
+6,erin,3.00,extra\n\
+7,frank,4.00\n";
 
 fn files(on_error: &str, csv: &str) -> Project {
     let p = Project::custom(&FILES.replace("ON_ERROR", on_error), &[]);
@@ -264,6 +267,20 @@ fn files_row_that_does_not_parse_fails_with_exit_2() {
     let err = stderr(&out);
     assert_eq!(code(&out), 2, "{err}");
     for want in ["orders/a.csv", "line 3", "`amount`", "`forty`"] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+#[test]
+fn files_row_with_too_many_fields_fails_with_exit_2() {
+    let p = files(
+        "fail",
+        "order_id,customer,amount\n1,alice,1.00\n2,bob,2.00,extra\n",
+    );
+    let out = run(&p, "extract", "r1");
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    for want in ["orders/a.csv", "line 3", "4 fields where the header has 3"] {
         assert!(err.contains(want), "{want}: {err}");
     }
 }
@@ -291,12 +308,12 @@ async fn files_bad_rows_are_quarantined_with_file_and_line() {
     let p = files("quarantine", CSV);
     ok(&p, "extract", "r1");
     let text = ok(&p, "bronze", "r1");
-    assert!(text.contains("2 row(s) quarantined"), "{text}");
+    assert!(text.contains("3 row(s) quarantined"), "{text}");
     let b = &[("b", "bronze/orders")];
     let q = &[("q", "bronze/_quarantine_orders")];
     assert_eq!(
         p.scalar(b, "SELECT SUM(order_id) FROM b").await,
-        1 + 3 + 5,
+        1 + 3 + 5 + 7,
         "the good rows load"
     );
     let batches = p
@@ -320,7 +337,7 @@ async fn files_bad_rows_are_quarantined_with_file_and_line() {
             })
         })
         .collect();
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
     assert_eq!(rows[0][..4], ["2", "bob", "forty", "amount"], "{rows:?}");
     assert!(rows[0][4].contains("`forty` is not a valid"), "{rows:?}");
     assert_eq!(rows[0][5..], ["orders/a.csv", "3", "r1"], "{rows:?}");
@@ -334,12 +351,24 @@ async fn files_bad_rows_are_quarantined_with_file_and_line() {
         "{rows:?}"
     );
     assert_eq!(rows[1][5..], ["orders/a.csv", "5", "r1"], "{rows:?}");
+    // The wrong number of fields: no column at fault, the whole record in the reason.
+    assert_eq!(rows[2][..3], ["6", "erin", "3.00"], "{rows:?}");
+    assert!(
+        rows[2][4].contains("4 fields where the header has 3: `6,erin,3.00,extra`"),
+        "{rows:?}"
+    );
+    assert_eq!(rows[2][5..], ["orders/a.csv", "8", "r1"], "{rows:?}");
 
     // A retry of the same run id (extract and bronze again) adds nothing.
     ok(&p, "extract", "r1");
     ok(&p, "bronze", "r1");
-    assert_eq!(p.scalar(b, "SELECT COUNT(*) FROM b").await, 3);
-    assert_eq!(p.scalar(q, "SELECT COUNT(*) FROM q").await, 2);
+    assert_eq!(p.scalar(b, "SELECT COUNT(*) FROM b").await, 4);
+    assert_eq!(p.scalar(q, "SELECT COUNT(*) FROM q").await, 3);
+    assert_eq!(
+        p.scalar(q, "SELECT COUNT(*) FROM q WHERE _error_column IS NULL")
+            .await,
+        1
+    );
 }
 
 #[test]

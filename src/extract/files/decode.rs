@@ -1,17 +1,19 @@
 //! Reading one file into Arrow batches of the table's schema, and inferring a file's columns.
 //!
-//! CSV and JSON lines are read as text columns first (arrow-csv, arrow-json), then each column
-//! is converted to its target type with Arrow's cast kernel; a non-empty value that does not
-//! convert is a malformed cell, reported with the file, the line and the column. Parquet is
-//! read with its own types and cast by column name.
+//! CSV and JSON lines are read as text columns first (CSV records with the `csv` crate, which
+//! gives each record's line and accepts records of any width; JSON with arrow-json), then each
+//! column is converted to its target type with Arrow's cast kernel; a non-empty value that does
+//! not convert, a record with the wrong number of fields, or a value that breaks its declared
+//! type is a malformed row, reported with the file, the line and the column, or rejected to the
+//! quarantine under `on_error = "quarantine"` (see `crate::quarantine`). Parquet is read with its
+//! own types and cast by column name.
 
 use std::io::{BufReader, Cursor, Read};
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, StringArray};
+use arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
 use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use arrow::error::ArrowError;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
@@ -115,36 +117,156 @@ impl Reader {
                 .collect::<Vec<_>>(),
         ));
         let input = decompress(file, bytes, spec)?;
-        let batches: Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>>> =
-            match spec.format {
-                FileFormat::Csv => Box::new(
-                    arrow::csv::ReaderBuilder::new(text)
-                        .with_header(spec.header)
-                        .with_delimiter(spec.delimiter)
-                        .with_quote(spec.quote)
-                        .with_batch_size(self.batch_size)
-                        .build(input)
-                        .map_err(|e| bad(file, e))?,
-                ),
-                _ => Box::new(
-                    arrow::json::ReaderBuilder::new(text)
-                        .with_coerce_primitive(true)
-                        .with_batch_size(self.batch_size)
-                        .build(BufReader::new(input))
-                        .map_err(|e| bad(file, e))?,
-                ),
-            };
-        // 1-based line of the first data row.
-        let mut line = 1 + u64::from(spec.format == FileFormat::Csv && spec.header);
+        if spec.format == FileFormat::Csv {
+            return self.read_csv(file, input, &text, tx);
+        }
+        let batches = arrow::json::ReaderBuilder::new(text)
+            .with_coerce_primitive(true)
+            .with_batch_size(self.batch_size)
+            .build(BufReader::new(input))
+            .map_err(|e| bad(file, e))?;
+        // 1-based line of the first row of the batch.
+        let mut line = 1;
         for batch in batches {
             let batch = batch.map_err(|e| bad(file, format!("malformed row: {e}")))?;
-            let out = self.conform_text(&batch, file, line)?;
+            let lines: Vec<u64> = (line..line + batch.num_rows() as u64).collect();
+            let out = self.conform_text(&batch, file, &lines)?;
             line += batch.num_rows() as u64;
             if tx.blocking_send(Ok(out)).is_err() {
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Reads a CSV file as batches of text columns `text` (the header's names), with the line
+    /// each record starts on (a quoted field may span lines). A record whose number of fields
+    /// differs from the header's is malformed: with `on_error = "fail"` it stops the run
+    /// (exit 2), with `quarantine` it is rejected with its line.
+    fn read_csv(
+        &self,
+        file: &Listed,
+        input: Box<dyn Read + Send>,
+        text: &SchemaRef,
+        tx: &Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
+        let spec = &self.spec;
+        let width = text.fields().len();
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(spec.header)
+            .delimiter(spec.delimiter)
+            .quote(spec.quote)
+            .flexible(true)
+            .from_reader(input);
+        let mut record = csv::StringRecord::new();
+        let mut done = false;
+        while !done {
+            let mut columns: Vec<StringBuilder> =
+                (0..width).map(|_| StringBuilder::new()).collect();
+            let mut lines = Vec::new();
+            let mut wrong: Vec<(u64, csv::StringRecord)> = Vec::new();
+            while lines.len() < self.batch_size {
+                match reader.read_record(&mut record) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        done = true;
+                        break;
+                    }
+                    Err(e) => return Err(bad(file, format!("malformed row: {e}"))),
+                }
+                let line = record.position().map_or(0, |p| p.line());
+                if record.len() != width {
+                    if self.on_error == OnError::Fail {
+                        // An earlier bad line of this batch is reported first.
+                        let columns: Vec<ArrayRef> = columns
+                            .iter_mut()
+                            .map(|b| Arc::new(b.finish()) as ArrayRef)
+                            .collect();
+                        let batch = RecordBatch::try_new(text.clone(), columns)
+                            .map_err(|e| bad(file, e))?;
+                        self.conform_text(&batch, file, &lines)?;
+                        return Err(bad(
+                            file,
+                            format!(
+                                "line {line}: {} fields where the header has {width}",
+                                record.len()
+                            ),
+                        ));
+                    }
+                    wrong.push((line, record.clone()));
+                    continue;
+                }
+                for (b, v) in columns.iter_mut().zip(record.iter()) {
+                    b.append_value(v);
+                }
+                lines.push(line);
+            }
+            if !wrong.is_empty() {
+                self.reject_records(file, text, &wrong)?;
+            }
+            if lines.is_empty() {
+                continue;
+            }
+            let columns: Vec<ArrayRef> = columns
+                .into_iter()
+                .map(|mut b| Arc::new(b.finish()) as ArrayRef)
+                .collect();
+            let batch = RecordBatch::try_new(text.clone(), columns).map_err(|e| bad(file, e))?;
+            let out = self.conform_text(&batch, file, &lines)?;
+            if tx.blocking_send(Ok(out)).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends CSV records with the wrong number of fields to the rejected rows: the fields at the
+    /// header's positions under the target's column names, the whole record in the reason.
+    fn reject_records(
+        &self,
+        file: &Listed,
+        text: &SchemaRef,
+        records: &[(u64, csv::StringRecord)],
+    ) -> Result<()> {
+        let Some(tx) = &self.rejected else {
+            return Ok(());
+        };
+        let names: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        let columns: Vec<ArrayRef> = names
+            .iter()
+            .map(|n| {
+                let at = text.index_of(n).ok();
+                Arc::new(StringArray::from_iter(
+                    records.iter().map(|(_, r)| at.and_then(|i| r.get(i))),
+                )) as ArrayRef
+            })
+            .collect();
+        let schema = crate::quarantine::rejected_schema(names.iter().copied())
+            .project(&(0..names.len()).collect::<Vec<_>>())?;
+        let batch = RecordBatch::try_new(Arc::new(schema), columns)?;
+        let delimiter = char::from(self.spec.delimiter).to_string();
+        let rows: Vec<Rejected> = records
+            .iter()
+            .enumerate()
+            .map(|(row, (line, r))| Rejected {
+                row,
+                column: None,
+                reason: format!(
+                    "{} fields where the header has {}: `{}`",
+                    r.len(),
+                    text.fields().len(),
+                    r.iter().collect::<Vec<_>>().join(&delimiter)
+                ),
+                line: Some(*line as i64),
+            })
+            .collect();
+        tx.send(crate::quarantine::rejected_batch(&batch, &rows, &file.rel)?)
+            .map_err(|_| Error::Internal("the rejected-rows writer is gone".into()))
     }
 }
 
@@ -200,7 +322,7 @@ fn infer_text(
             .with_header(spec.header)
             .with_delimiter(spec.delimiter)
             .with_quote(spec.quote)
-            .infer_schema(input, rows),
+            .infer_schema(Cursor::new(well_formed(file, input, spec, rows)?), rows),
         _ => arrow::json::reader::infer_json_schema(BufReader::new(input), rows),
     }
     .map_err(|e| {
@@ -210,6 +332,58 @@ fn infer_text(
         )
     })?;
     Ok(shapes(&schema))
+}
+
+/// The header and the first `rows` records of a CSV file that have the header's number of fields
+/// (the first record's without a header), written back as CSV: inference skips malformed records,
+/// which the read then reports, or rejects, with their line.
+fn well_formed(
+    file: &Listed,
+    input: Box<dyn Read + Send>,
+    spec: &FilesTable,
+    rows: Option<usize>,
+) -> Result<Vec<u8>> {
+    let failed = |e: csv::Error| {
+        bad(
+            file,
+            format!("cannot read the file to infer its columns: {e}"),
+        )
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(spec.header)
+        .delimiter(spec.delimiter)
+        .quote(spec.quote)
+        .flexible(true)
+        .from_reader(input);
+    let mut out = csv::WriterBuilder::new()
+        .delimiter(spec.delimiter)
+        .quote(spec.quote)
+        .flexible(true)
+        .from_writer(Vec::new());
+    let mut width = None;
+    if spec.header {
+        let header = reader.headers().map_err(failed)?.clone();
+        width = Some(header.len());
+        out.write_record(&header).map_err(failed)?;
+    }
+    let mut kept = 0;
+    for record in reader.records() {
+        let record = record.map_err(failed)?;
+        if *width.get_or_insert(record.len()) != record.len() {
+            continue;
+        }
+        out.write_record(&record).map_err(failed)?;
+        kept += 1;
+        if Some(kept) == rows {
+            break;
+        }
+    }
+    out.into_inner().map_err(|e| {
+        bad(
+            file,
+            format!("cannot read the file to infer its columns: {e}"),
+        )
+    })
 }
 
 /// Infers a file's columns: Parquet from its footer, CSV and JSON from the first rows.
@@ -254,8 +428,7 @@ fn storable(t: &DataType) -> DataType {
 
 impl Reader {
     /// Converts a batch of text columns to the target schema. Columns are matched by name; a
-    /// target column the file lacks is NULL. `first_line` is the 1-based line of the batch's
-    /// first row. A row with a value that does not convert, an empty value in a NOT NULL column
+    /// target column the file lacks is NULL. `lines` holds the 1-based line of each row. A row with a value that does not convert, an empty value in a NOT NULL column
     /// (exit 2 with `on_error = "fail"`) or a value that breaks its declared type (exit 3) is
     /// rejected: with `on_error = "quarantine"` it is sent, as text with its line, to the
     /// rejected rows and left out of the result.
@@ -263,11 +436,11 @@ impl Reader {
         &self,
         batch: &RecordBatch,
         file: &Listed,
-        first_line: u64,
+        lines: &[u64],
     ) -> Result<RecordBatch> {
         let (target, spec) = (&self.schema, &self.spec);
         let rows = batch.num_rows();
-        let line_of = |row: usize| first_line + row as u64;
+        let line_of = |row: usize| lines[row];
         let quarantine = self.on_error == OnError::Quarantine;
         let mut rejected: Vec<Rejected> = Vec::new();
         let mut reject = |row: usize, column: &str, reason: String| {
