@@ -20,9 +20,10 @@ use crate::quality;
 use crate::state::{now_us, RunRecord};
 use crate::table::{WriteMode, WriteRequest};
 
-/// Runs the models of `layer` (all, or those named with `--models`).
-pub async fn run(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> {
-    let mut records = Vec::new();
+/// Runs the models of `layer` (all, or those named with `--models`), in run order, pushing one
+/// record per written model into `records`; stops at the first model that fails.
+pub async fn run(rc: &RunContext<'_>, layer: Layer, records: &mut Vec<RunRecord>) -> Result<()> {
+    let before = records.len();
     for model in rc.plan.layer_models(layer) {
         if let Some(only) = &rc.models {
             if !only
@@ -43,10 +44,10 @@ pub async fn run(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> {
         })?;
         records.push(record);
     }
-    if records.is_empty() {
+    if records.len() == before {
         return Err(Error::NothingToDo(format!("no {layer} models selected")));
     }
-    Ok(records)
+    Ok(())
 }
 
 async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
@@ -111,11 +112,10 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
             mode,
             partition_by: model.header.partition_by.clone(),
             txn_id,
-            metadata: vec![
-                ("run_id".into(), rc.params.run_id.clone()),
-                ("layer".into(), model.id.layer.to_string()),
-                ("model".into(), model.id.to_string()),
-            ],
+            metadata: rc.commit_metadata(&[
+                ("layer", model.id.layer.to_string()),
+                ("model", model.id.to_string()),
+            ]),
         })
         .await?;
     info!(
@@ -191,7 +191,7 @@ async fn check_expectations(
                 mode: WriteMode::Append,
                 partition_by: Vec::new(),
                 txn_id: Some(format!("smelter:{}", rc.params.run_id)),
-                metadata: vec![("run_id".into(), rc.params.run_id.clone())],
+                metadata: rc.commit_metadata(&[("model", model.id.to_string())]),
             })
             .await?;
         info!(model = %model.id, quarantine = %id, rows = m.rows_inserted, "Quarantined rows.");

@@ -12,6 +12,7 @@ mod http;
 mod lineage;
 mod mssql;
 mod profile;
+mod runlog;
 mod runs;
 mod storage;
 mod support;
