@@ -71,18 +71,11 @@ fn report(e: &smelter::error::Error) {
     let code = e.exit_code();
     let kind = e.kind().as_str();
     let retryable = e.is_retryable();
-    let context = e.context();
-    let field = |name: &str| {
-        context
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-    };
     let (model, table, column, file) = (
-        field("model"),
-        field("table"),
-        field("column"),
-        field("file"),
+        e.named("model"),
+        e.named("table"),
+        e.named("column"),
+        e.named("file"),
     );
     let lines: Vec<String> = match e {
         // Each problem already names its file, line and column.

@@ -144,43 +144,35 @@ impl RunContext<'_> {
     /// The record of a step or layer that failed with `error`: its target is the model or table
     /// the error names, else the layer; it carries the exit code, the message and the error's kind.
     pub fn failure(&self, layer: Layer, started: i64, error: &Error) -> RunRecord {
-        let context = error.context();
-        let named = |key: &str| {
-            context
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.clone())
-        };
-        let target = named("model")
-            .or_else(|| named("table"))
+        let target = error
+            .named("model")
+            .or_else(|| error.named("table"))
             .unwrap_or_else(|| layer.as_str().to_string());
-        let message = match error {
+        let details = serde_json::json!({
+            "kind": error.kind().as_str(),
+            "retryable": error.is_retryable(),
+            "hint": error.hint(),
+            "context": error
+                .context()
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        });
+        let duration_ms = ((now_us() - started).max(0) / 1000) as u64;
+        let mut record = self.record(
+            layer,
+            target,
+            started,
+            duration_ms,
+            &WriteMetrics::default(),
+            details,
+        );
+        record.status = "failed".into();
+        record.exit_code = Some(error.exit_code());
+        record.message = Some(match error {
             Error::Invalid(problems) => problems.join("\n"),
             e => e.user_message(),
-        };
-        RunRecord {
-            run_id: self.params.run_id.clone(),
-            attempt: self.attempt.to_string(),
-            pipeline: self.plan.pipeline.name.clone(),
-            layer: layer.as_str().into(),
-            target,
-            status: "failed".into(),
-            exit_code: Some(error.exit_code()),
-            rows: 0,
-            rows_updated: 0,
-            logical_date: self.params.logical_day(),
-            started_at: started,
-            duration_ms: ((now_us() - started).max(0) / 1000) as u64,
-            message: Some(message),
-            details: serde_json::json!({
-                "kind": error.kind().as_str(),
-                "retryable": error.is_retryable(),
-                "hint": error.hint(),
-                "context": context.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
-            })
-            .to_string(),
-            profile: None,
-        }
+        });
+        record
     }
 
     /// Commit metadata for a write of this run: `run_id`, `attempt`, then `extra`.
