@@ -9,7 +9,8 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use deltalake::delta_datafusion::planner::DeltaPlanner;
+
+pub mod dedup;
 
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
@@ -26,12 +27,14 @@ pub fn session(pipeline: &Pipeline, lake: Option<&Lake>) -> Result<SessionContex
     if let Some(limit) = pipeline.engine.memory_limit {
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
     }
-    // delta-rs operations (write, merge) plan custom nodes that need its query planner.
+    // delta-rs operations (write, merge) plan custom nodes that need its extension planner;
+    // the latest-row-per-key deduplication has its own (see `dedup`).
     let state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime.build_arc()?)
-        .with_query_planner(DeltaPlanner::new())
+        .with_query_planner(Arc::new(dedup::Planner))
+        .with_optimizer_rule(Arc::new(dedup::LatestPerKeyRule))
         .build();
     let ctx = SessionContext::new_with_state(state);
     let catalog = ctx
