@@ -443,6 +443,15 @@ impl Error {
         out
     }
 
+    /// The value of one [`Error::context`] field (`model`, `table`, `column`, `file`), if the
+    /// error names it.
+    pub fn named(&self, key: &str) -> Option<String> {
+        self.context()
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+
     fn kind_in(&self, scope: Scope) -> Kind {
         match self {
             Error::Config { .. } | Error::Invalid(_) | Error::Sql { .. } | Error::Usage(_) => {

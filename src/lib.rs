@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod interrupt;
 pub mod layers;
 pub mod lineage;
 pub mod plan;

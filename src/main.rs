@@ -33,23 +33,34 @@ fn main() {
     std::process::exit(code);
 }
 
+/// How long a command may take to wind down after the first SIGTERM/SIGINT (record the
+/// interrupted attempt in the run log) before the process ends anyway.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Runs the command until it ends or the process is asked to stop. On SIGTERM (how Airflow stops
-/// a task on timeout or when marked failed) or SIGINT, the command's future is dropped: no new
-/// work starts, the step in flight is abandoned before its commit (each table commits once, after
-/// its data files are written), and the run ends with [`smelter::error::Error::Interrupted`]
-/// (exit 75, retryable).
+/// a task on timeout or when marked failed) or SIGINT, `smelter run` stops starting new work,
+/// abandons the step in flight before its commit, records the attempt in the run log and ends
+/// with [`smelter::error::Error::Interrupted`] (exit 75, retryable); see [`smelter::interrupt`].
+/// Other commands, and a run that does not wind down within [`GRACE`], end at once with the same
+/// error.
 async fn run_until_stopped(cli: smelter::cli::Cli) -> smelter::error::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    if !smelter::interrupt::listen() {
         return smelter::cli::execute(cli).await;
-    };
+    }
+    let winds_down = matches!(cli.command, smelter::cli::Command::Run(_));
+    let command = smelter::cli::execute(cli);
+    tokio::pin!(command);
     tokio::select! {
-        result = smelter::cli::execute(cli) => result,
-        _ = term.recv() => Err(smelter::error::Error::Interrupted("SIGTERM")),
-        _ = int.recv() => Err(smelter::error::Error::Interrupted("SIGINT")),
+        result = &mut command => result,
+        signal = smelter::interrupt::requested() => {
+            if winds_down {
+                // A run that finished anyway (the signal came after its last commit) succeeded.
+                if let Ok(result) = tokio::time::timeout(GRACE, &mut command).await {
+                    return result;
+                }
+            }
+            Err(smelter::error::Error::Interrupted(signal))
+        }
     }
 }
 
@@ -60,18 +71,11 @@ fn report(e: &smelter::error::Error) {
     let code = e.exit_code();
     let kind = e.kind().as_str();
     let retryable = e.is_retryable();
-    let context = e.context();
-    let field = |name: &str| {
-        context
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-    };
     let (model, table, column, file) = (
-        field("model"),
-        field("table"),
-        field("column"),
-        field("file"),
+        e.named("model"),
+        e.named("table"),
+        e.named("column"),
+        e.named("file"),
     );
     let lines: Vec<String> = match e {
         // Each problem already names its file, line and column.

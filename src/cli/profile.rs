@@ -10,11 +10,9 @@ use clap::{Args, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use crate::error::{Error, Result};
-use crate::layers::RunContext;
+use crate::layers::Runtime;
 use crate::plan::{suggest, Layer, Plan, RunParams, TableId};
 use crate::profile::{self, TableProfile};
-use crate::state::State;
-use crate::storage::Lake;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,24 +73,13 @@ pub async fn execute(args: ProfileArgs) -> Result<()> {
             )));
         }
     }
-    let lake = Lake::open(&plan.pipeline)?;
-    let format = crate::table::for_pipeline(&plan.pipeline, &lake);
-    let ctx = crate::engine::session(&plan.pipeline, Some(&lake))?;
-    let state = State::new(&lake, format.clone(), ctx.clone());
+    let runtime = Runtime::open(&plan)?;
+    let lake = &runtime.lake;
     let params = RunParams {
         logical_date: chrono::Utc::now().date_naive(),
         run_id: "adhoc".into(),
     };
-    let rc = RunContext {
-        plan: &plan,
-        lake: &lake,
-        format,
-        state: &state,
-        params: &params,
-        ctx,
-        models: None,
-        full_refresh: false,
-    };
+    let rc = runtime.context(&plan, &params);
     let mut profiles = Vec::new();
     for id in &selected {
         if rc.format.stats(&lake.table_url(id)).await?.is_none() {
@@ -105,7 +92,7 @@ pub async fn execute(args: ProfileArgs) -> Result<()> {
             continue;
         }
         let mut p = profile::profile_table(&rc, id, "adhoc").await?;
-        if let Some(prev) = profile::latest(&state, id).await? {
+        if let Some(prev) = profile::latest(rc.state, id).await? {
             p.drift = profile::drift::compare(&prev, &p, &plan.pipeline.profile.drift);
         }
         profiles.push(p);

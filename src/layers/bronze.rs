@@ -44,8 +44,8 @@ pub fn bronze_schema(source: &Schema) -> SchemaRef {
 ///
 /// A table whose load fails is named in the error (`bronze.<table>`); when the landed data is at
 /// fault, [`diagnose`] names the column and the landing file and decides the kind.
-pub async fn run(rc: &RunContext<'_>) -> Result<Vec<RunRecord>> {
-    let mut records = Vec::new();
+pub async fn run(rc: &RunContext<'_>, records: &mut Vec<RunRecord>) -> Result<()> {
+    let before = records.len();
     let mut missing = Vec::new();
     for id in rc.plan.bronze_tables() {
         let clock = Instant::now();
@@ -114,14 +114,14 @@ pub async fn run(rc: &RunContext<'_>) -> Result<Vec<RunRecord>> {
         record.profile = profile;
         records.push(record);
     }
-    if records.is_empty() {
+    if records.len() == before {
         return Err(Error::NothingToDo(format!(
             "no landed files for run id `{}` (tables: {}); run the extract layer with this run id first",
             rc.params.run_id,
             missing.join(", ")
         )));
     }
-    Ok(records)
+    Ok(())
 }
 
 /// URLs of a manifest's landing files.
@@ -239,10 +239,7 @@ async fn append(
             mode: WriteMode::Append,
             partition_by: Vec::new(),
             txn_id: Some(format!("smelter:{}", rc.params.run_id)),
-            metadata: vec![
-                ("run_id".into(), rc.params.run_id.clone()),
-                ("layer".into(), "bronze".into()),
-            ],
+            metadata: rc.commit_metadata(&[("layer", "bronze".into())]),
         })
         .await?;
     Ok((metrics, changes, quarantined))

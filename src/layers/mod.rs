@@ -27,6 +27,9 @@ pub struct Runtime {
     pub ctx: SessionContext,
     /// Run state.
     pub state: State,
+    /// This invocation's attempt id (a UUID): every run-log record and commit of this process
+    /// carries it, so the attempts of one run id (Airflow retries) can be told apart.
+    pub attempt: String,
 }
 
 impl Runtime {
@@ -41,6 +44,7 @@ impl Runtime {
             format,
             ctx,
             state,
+            attempt: uuid::Uuid::new_v4().to_string(),
         })
     }
 
@@ -52,6 +56,7 @@ impl Runtime {
             format: self.format.clone(),
             state: &self.state,
             params,
+            attempt: &self.attempt,
             ctx: self.ctx.clone(),
             models: None,
             full_refresh: false,
@@ -71,6 +76,8 @@ pub struct RunContext<'a> {
     pub state: &'a State,
     /// Run parameters.
     pub params: &'a RunParams,
+    /// This invocation's attempt id (see [`Runtime::attempt`]).
+    pub attempt: &'a str,
     /// Query session.
     pub ctx: SessionContext,
     /// Only these models (silver/gold), if given.
@@ -80,7 +87,10 @@ pub struct RunContext<'a> {
 }
 
 impl RunContext<'_> {
-    /// A run-log record for a step that started at `started` (µs) and took `duration_ms`.
+    /// A run-log record for a step that started at `started` (µs) and took `duration_ms`. Its
+    /// status is `success` when this attempt committed the write, `already_committed` when an
+    /// earlier attempt of the run id had (the counts are then that commit's), and `skipped` when
+    /// there was nothing to write.
     pub fn record(
         &self,
         layer: Layer,
@@ -90,26 +100,91 @@ impl RunContext<'_> {
         metrics: &WriteMetrics,
         details: serde_json::Value,
     ) -> RunRecord {
+        let (status, message) = match (&metrics.earlier_commit, metrics.skipped) {
+            (Some(earlier), _) => (
+                "already_committed",
+                Some(match earlier.version {
+                    Some(v) => format!(
+                        "run id `{}` was already committed at table version {v} by an earlier attempt{}; nothing written",
+                        self.params.run_id,
+                        earlier
+                            .attempt
+                            .as_ref()
+                            .map(|a| format!(" ({a})"))
+                            .unwrap_or_default()
+                    ),
+                    None => format!(
+                        "run id `{}` was already committed by an earlier attempt (its commit is no longer in the recent history, so its counts are unknown); nothing written",
+                        self.params.run_id
+                    ),
+                }),
+            ),
+            (None, true) => ("skipped", None),
+            (None, false) => ("success", None),
+        };
         RunRecord {
             run_id: self.params.run_id.clone(),
+            attempt: self.attempt.to_string(),
             pipeline: self.plan.pipeline.name.clone(),
             layer: layer.as_str().into(),
             target,
-            status: if metrics.skipped {
-                "skipped"
-            } else {
-                "success"
-            }
-            .into(),
+            status: status.into(),
+            exit_code: None,
             rows: metrics.rows_inserted,
             rows_updated: metrics.rows_updated,
             logical_date: self.params.logical_day(),
             started_at: started,
             duration_ms,
-            message: None,
+            message,
             details: details.to_string(),
             profile: None,
         }
+    }
+
+    /// The record of a step or layer that failed with `error`: its target is the model or table
+    /// the error names, else the layer; it carries the exit code, the message and the error's kind.
+    pub fn failure(&self, layer: Layer, started: i64, error: &Error) -> RunRecord {
+        let target = error
+            .named("model")
+            .or_else(|| error.named("table"))
+            .unwrap_or_else(|| layer.as_str().to_string());
+        let details = serde_json::json!({
+            "kind": error.kind().as_str(),
+            "retryable": error.is_retryable(),
+            "hint": error.hint(),
+            "context": error
+                .context()
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        });
+        let duration_ms = ((now_us() - started).max(0) / 1000) as u64;
+        let mut record = self.record(
+            layer,
+            target,
+            started,
+            duration_ms,
+            &WriteMetrics::default(),
+            details,
+        );
+        record.status = "failed".into();
+        record.exit_code = Some(error.exit_code());
+        record.message = Some(match error {
+            Error::Invalid(problems) => problems.join("\n"),
+            e => e.user_message(),
+        });
+        record
+    }
+
+    /// Commit metadata for a write of this run: `run_id`, `attempt`, then `extra`.
+    pub fn commit_metadata(&self, extra: &[(&str, String)]) -> Vec<(String, String)> {
+        [
+            ("run_id", self.params.run_id.clone()),
+            ("attempt", self.attempt.to_string()),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
     }
 
     /// Registers the current version of a lake table in the session as `<layer>.<name>`.
@@ -245,50 +320,68 @@ pub async fn evolve_schema(
     Ok((input, changes))
 }
 
-/// Runs one layer and records its steps in the run log.
+/// Runs one layer and records its steps in the run log: the steps that finished, and when the
+/// layer fails (or a stop is requested, see [`crate::interrupt`]) one `failed` record naming the
+/// model or table at fault with the exit code and message. A layer with nothing to do records
+/// nothing.
 pub async fn run_layer(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> {
     let started_ms = chrono::Utc::now().timestamp_millis();
+    let started = now_us();
     crate::lineage::emit::layer_started(rc, layer, started_ms).await;
-    let result = run_steps(rc, layer).await;
-    let profiles: Vec<_> = result
-        .as_ref()
-        .map(|records| records.iter().filter_map(|r| r.profile.clone()).collect())
-        .unwrap_or_default();
+    let mut records = Vec::new();
+    let result = tokio::select! {
+        result = run_steps(rc, layer, &mut records) => result,
+        signal = crate::interrupt::requested() => Err(Error::Interrupted(signal)),
+    };
+    let profiles: Vec<_> = records.iter().filter_map(|r| r.profile.clone()).collect();
     if !matches!(result, Err(Error::NothingToDo(_))) {
         crate::lineage::emit::layer_run(rc, layer, result.is_ok(), started_ms, &profiles).await;
     }
-    let records = result?;
-    rc.state.record(&records).await?;
-    crate::profile::write_report(rc, layer, &profiles).await;
-    Ok(records)
+    match result {
+        Ok(()) => {
+            rc.state.record(&records).await?;
+            crate::profile::write_report(rc, layer, &profiles).await;
+            Ok(records)
+        }
+        Err(e) => {
+            if !matches!(e, Error::NothingToDo(_)) {
+                records.push(rc.failure(layer, started, &e));
+                // The original error is what the caller must see; a lake that cannot take the
+                // run log (disk full, no permission) is usually the same fault.
+                if let Err(log) = rc.state.record(&records).await {
+                    tracing::warn!(error = %log.user_message(), "Cannot record the failed attempt in the run log.");
+                }
+            }
+            Err(e)
+        }
+    }
 }
 
-async fn run_steps(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> {
-    let records = match layer {
+/// Runs the steps of one layer, pushing one record per finished step into `records` (so the
+/// steps that committed before a failure are still recorded).
+async fn run_steps(rc: &RunContext<'_>, layer: Layer, records: &mut Vec<RunRecord>) -> Result<()> {
+    match layer {
         Layer::Extract => {
             let started = now_us();
             let metrics = crate::extract::run(rc.plan, rc.lake, rc.state, rc.params).await?;
-            metrics
-                .iter()
-                .map(|m| {
-                    let written = WriteMetrics {
-                        rows_inserted: m.rows,
-                        files_added: m.files as u64,
-                        ..Default::default()
-                    };
-                    rc.record(
-                        Layer::Extract,
-                        format!("landing.{}", m.table),
-                        started,
-                        m.duration_ms,
-                        &written,
-                        serde_json::json!({ "files": m.files }),
-                    )
-                })
-                .collect()
+            records.extend(metrics.iter().map(|m| {
+                let written = WriteMetrics {
+                    rows_inserted: m.rows,
+                    files_added: m.files as u64,
+                    ..Default::default()
+                };
+                rc.record(
+                    Layer::Extract,
+                    format!("landing.{}", m.table),
+                    started,
+                    m.duration_ms,
+                    &written,
+                    serde_json::json!({ "files": m.files }),
+                )
+            }));
+            Ok(())
         }
-        Layer::Bronze => bronze::run(rc).await?,
-        Layer::Silver | Layer::Gold => model::run(rc, layer).await?,
-    };
-    Ok(records)
+        Layer::Bronze => bronze::run(rc, records).await,
+        Layer::Silver | Layer::Gold => model::run(rc, layer, records).await,
+    }
 }

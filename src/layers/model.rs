@@ -20,9 +20,10 @@ use crate::quality;
 use crate::state::{now_us, RunRecord};
 use crate::table::{WriteMode, WriteRequest};
 
-/// Runs the models of `layer` (all, or those named with `--models`).
-pub async fn run(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> {
-    let mut records = Vec::new();
+/// Runs the models of `layer` (all, or those named with `--models`), in run order, pushing one
+/// record per written model into `records`; stops at the first model that fails.
+pub async fn run(rc: &RunContext<'_>, layer: Layer, records: &mut Vec<RunRecord>) -> Result<()> {
+    let before = records.len();
     for model in rc.plan.layer_models(layer) {
         if let Some(only) = &rc.models {
             if !only
@@ -43,10 +44,10 @@ pub async fn run(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> {
         })?;
         records.push(record);
     }
-    if records.is_empty() {
+    if records.len() == before {
         return Err(Error::NothingToDo(format!("no {layer} models selected")));
     }
-    Ok(records)
+    Ok(())
 }
 
 async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
@@ -92,7 +93,11 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         })
         .await?
     };
-    let (df, expectations, quarantined) = check_expectations(rc, model, df).await?;
+    // A model whose rows are checked before the commit runs its query once, into a local
+    // stage: the checks, the quarantine split and the write all read the stage.
+    let is_merge = matches!(mode, WriteMode::Merge { .. });
+    let (df, expectations, quarantined, _stage) =
+        check_expectations(rc, model, df, is_merge).await?;
     if let WriteMode::Merge { keys } = &mode {
         check_merge_keys(rc.plan, model, &df, keys).await?;
     }
@@ -111,11 +116,10 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
             mode,
             partition_by: model.header.partition_by.clone(),
             txn_id,
-            metadata: vec![
-                ("run_id".into(), rc.params.run_id.clone()),
-                ("layer".into(), model.id.layer.to_string()),
-                ("model".into(), model.id.to_string()),
-            ],
+            metadata: rc.commit_metadata(&[
+                ("layer", model.id.layer.to_string()),
+                ("model", model.id.to_string()),
+            ]),
         })
         .await?;
     info!(
@@ -154,22 +158,33 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
 }
 
 /// Applies the model's expectations; quarantined rows go to `<layer>._quarantine_<model>`.
+/// Returns the rows to write, the results per rule, the number of rows quarantined, and the
+/// stage the rows are read from: with rules, or when `stage` is set (a merge, whose keys are
+/// checked next), the model's query (and its rules' joins and windows) is executed once into
+/// [`crate::engine::stage`], which must live until the write is done.
 async fn check_expectations(
     rc: &RunContext<'_>,
     model: &Model,
     df: DataFrame,
-) -> Result<(DataFrame, Vec<quality::RuleResult>, u64)> {
+    stage: bool,
+) -> Result<(
+    DataFrame,
+    Vec<quality::RuleResult>,
+    u64,
+    Option<crate::engine::Staged>,
+)> {
     if model.rules.is_empty() {
-        return Ok((df, Vec::new(), 0));
+        if !stage {
+            return Ok((df, Vec::new(), 0, None));
+        }
+        let staged = crate::engine::stage(&rc.ctx, df).await?;
+        return Ok((staged.df.clone(), Vec::new(), 0, Some(staged)));
     }
-    let outcome = quality::apply(
-        &rc.ctx,
-        &model.id.to_string(),
-        df,
-        &model.rules,
-        &rc.params.run_id,
-    )
-    .await?;
+    let name = model.id.to_string();
+    let mut flagged = quality::flag(&rc.ctx, &name, df, &model.rules).await?;
+    let staged = crate::engine::stage(&rc.ctx, flagged.df).await?;
+    flagged.df = staged.df.clone();
+    let outcome = quality::decide(&name, flagged, &model.rules, &rc.params.run_id).await?;
     let quarantined: u64 = outcome
         .results
         .iter()
@@ -191,12 +206,12 @@ async fn check_expectations(
                 mode: WriteMode::Append,
                 partition_by: Vec::new(),
                 txn_id: Some(format!("smelter:{}", rc.params.run_id)),
-                metadata: vec![("run_id".into(), rc.params.run_id.clone())],
+                metadata: rc.commit_metadata(&[("model", model.id.to_string())]),
             })
             .await?;
         info!(model = %model.id, quarantine = %id, rows = m.rows_inserted, "Quarantined rows.");
     }
-    Ok((outcome.good, outcome.results, quarantined))
+    Ok((outcome.good, outcome.results, quarantined, Some(staged)))
 }
 
 /// Plans a model's SQL with its parameters bound; errors name the file, line and column.
@@ -272,16 +287,42 @@ async fn check_merge_keys(
     df: &DataFrame,
     keys: &[String],
 ) -> Result<()> {
-    use datafusion::functions_aggregate::expr_fn::count;
-    use datafusion::logical_expr::{col, lit};
+    use datafusion::functions_aggregate::expr_fn::{count, sum};
+    use datafusion::logical_expr::{col, lit, when, Expr};
     let key_cols: Vec<_> = keys.iter().map(|k| col(format!("\"{k}\""))).collect();
-    let any_null = key_cols
+    // One pass: count the rows of each key value, then the rows with a NULL key part and the
+    // key values seen more than once.
+    let group_cols: Vec<_> = keys
+        .iter()
+        .map(|k| col(datafusion::common::Column::new_unqualified(k)))
+        .collect();
+    let any_null = group_cols
         .iter()
         .cloned()
         .map(|c| c.is_null())
         .reduce(|a, b| a.or(b))
         .unwrap_or(lit(false));
-    let nulls = df.clone().filter(any_null)?.count().await?;
+    let counts = df
+        .clone()
+        .aggregate(key_cols, vec![count(lit(1)).alias("__n")])?
+        .aggregate(
+            vec![],
+            vec![
+                sum(when(any_null.clone(), col("__n")).otherwise(lit(0i64))?).alias("nulls"),
+                count(
+                    when(
+                        Expr::Not(Box::new(any_null)).and(col("__n").gt(lit(1i64))),
+                        lit(1i64),
+                    )
+                    .end()?,
+                )
+                .alias("dups"),
+            ],
+        )?
+        .collect()
+        .await?;
+    let nulls = crate::engine::first_count(&counts, "nulls");
+    let dups = crate::engine::first_count(&counts, "dups");
     let shown = display_path(&plan.pipeline, &model.file);
     if nulls > 0 {
         return Err(Error::Quality {
@@ -292,12 +333,6 @@ async fn check_merge_keys(
             ),
         });
     }
-    let dups = df
-        .clone()
-        .aggregate(key_cols, vec![count(lit(1)).alias("n")])?
-        .filter(col("n").gt(lit(1i64)))?
-        .count()
-        .await?;
     if dups > 0 {
         return Err(Error::Quality {
             model: model.id.to_string(),

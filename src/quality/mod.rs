@@ -25,7 +25,6 @@
 //! `<layer>._quarantine_<model>` with the failed rule names and the run id, and `warn` only logs and
 //! records.
 
-use arrow::array::Array;
 use datafusion::common::{DFSchema, JoinType};
 use datafusion::functions::string::expr_fn::concat_ws;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
@@ -407,7 +406,19 @@ pub async fn column_problems(
     problems
 }
 
-/// Evaluates `rules` over `df` in one aggregate pass and applies their actions.
+/// A model's output with one boolean column per row-level rule (`__smelter_rule_<i>`, true when
+/// the row fails it), from [`flag`]; [`decide`] counts and splits it.
+pub struct Flagged {
+    /// The output plus the flag columns. The caller may replace it by a materialized copy with
+    /// the same columns (see `engine::stage`), so the rules' joins and windows run once.
+    pub df: DataFrame,
+    /// The output's own columns, in order.
+    columns: Vec<String>,
+    /// Rule index and flag column of each row-level rule.
+    flags: Vec<(usize, String)>,
+}
+
+/// Evaluates `rules` over `df`: [`flag`], then [`decide`].
 ///
 /// Tables referenced by `relationships` rules must be registered in `ctx` as `<layer>.<table>`.
 /// A rule naming a column that does not exist is an error (exit 2) before any data is read.
@@ -418,6 +429,18 @@ pub async fn apply(
     rules: &[Rule],
     run_id: &str,
 ) -> Result<Outcome> {
+    let flagged = flag(ctx, model, df, rules).await?;
+    decide(model, flagged, rules, run_id).await
+}
+
+/// Adds one flag column per row-level rule to `df` (nothing is executed). A rule naming a column
+/// that does not exist is an error (exit 2).
+pub async fn flag(
+    ctx: &SessionContext,
+    model: &str,
+    df: DataFrame,
+    rules: &[Rule],
+) -> Result<Flagged> {
     let mut problems = column_problems(ctx, model, rules, df.schema()).await;
     match problems.len() {
         0 => {}
@@ -431,7 +454,12 @@ pub async fn apply(
         }
         _ => return Err(Error::Invalid(problems)),
     }
-    let original: Vec<Expr> = df.schema().columns().into_iter().map(col).collect();
+    let columns: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     let mut flagged = df;
     let mut flags: Vec<(usize, String)> = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
@@ -505,29 +533,38 @@ pub async fn apply(
         flagged = flagged.with_column(&flag, expr)?;
         flags.push((i, flag));
     }
+    Ok(Flagged {
+        df: flagged,
+        columns,
+        flags,
+    })
+}
 
+/// Counts the failing rows of every rule in one aggregate pass over `flagged.df`, fails on a
+/// `fail` rule that any row breaks (exit 3, nothing written), and splits the rows: good rows
+/// (without those breaking a `drop` or `quarantine` rule) and quarantined rows (with
+/// `_failed_rules` and `_run_id`).
+pub async fn decide(
+    model: &str,
+    flagged: Flagged,
+    rules: &[Rule],
+    run_id: &str,
+) -> Result<Outcome> {
+    let Flagged {
+        df: flagged,
+        columns,
+        flags,
+    } = flagged;
+    let original: Vec<Expr> = columns
+        .iter()
+        .map(|c| Expr::Column(datafusion::common::Column::new_unqualified(c)))
+        .collect();
     let mut aggs = vec![count(lit(1)).alias("__rows")];
     for (_, flag) in &flags {
         aggs.push(sum(cast(col(flag), arrow::datatypes::DataType::Int64)).alias(flag.as_str()));
     }
     let counts = flagged.clone().aggregate(vec![], aggs)?.collect().await?;
-    let value = |name: &str| -> u64 {
-        counts
-            .iter()
-            .find(|b| b.num_rows() > 0)
-            .and_then(|b| b.column_by_name(name).cloned())
-            .and_then(|c| {
-                arrow::compute::cast(&c, &arrow::datatypes::DataType::Int64)
-                    .ok()
-                    .and_then(|c| {
-                        c.as_any()
-                            .downcast_ref::<arrow::array::Int64Array>()
-                            .filter(|a| !a.is_null(0))
-                            .map(|a| a.value(0) as u64)
-                    })
-            })
-            .unwrap_or(0)
-    };
+    let value = |name: &str| crate::engine::first_count(&counts, name);
     let rows = value("__rows");
     let mut results = Vec::new();
     for (i, rule) in rules.iter().enumerate() {

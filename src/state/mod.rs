@@ -63,14 +63,20 @@ pub struct LandedFile {
 pub struct RunRecord {
     /// Run id.
     pub run_id: String,
+    /// The attempt (one `smelter` invocation) that wrote the record: a UUID.
+    pub attempt: String,
     /// Pipeline name.
     pub pipeline: String,
     /// Layer.
     pub layer: String,
     /// Target (`<layer>.<table>` or landing table).
     pub target: String,
-    /// `success`, `skipped` or `failed`.
+    /// `success` (this attempt committed), `already_committed` (an earlier attempt of the run id
+    /// had; the counts are from that commit), `skipped` (nothing to write) or `failed`.
     pub status: String,
+    /// Exit code of a `failed` record (2 config/SQL/schema, 3 data quality, 75 transient or
+    /// interrupted, 1 bug); `None` otherwise.
+    pub exit_code: Option<i32>,
     /// Rows inserted.
     pub rows: u64,
     /// Rows updated.
@@ -287,6 +293,10 @@ impl State {
                 )),
                 strings(records, |r| r.message.as_ref()),
                 strings(records, |r| Some(&r.details)),
+                strings(records, |r| Some(&r.attempt)),
+                Arc::new(arrow::array::Int32Array::from_iter(
+                    records.iter().map(|r| r.exit_code),
+                )),
             ],
         )?;
         self.append("runs", batch).await
@@ -334,7 +344,8 @@ pub struct LayerRun {
 }
 
 impl State {
-    /// The layers recorded in the run log for `run_id`, in the order they ran.
+    /// The layers recorded in the run log for `run_id` with at least one step that did not fail,
+    /// in the order they ran (from the first such step's start to the last one's end).
     pub async fn layer_runs(&self, run_id: &str) -> Result<Vec<LayerRun>> {
         let url = self.lake.state_url("runs");
         let Some(provider) = self.format.provider(&self.ctx, &url).await? else {
@@ -343,7 +354,11 @@ impl State {
         let batches = self
             .ctx
             .read_table(provider)?
-            .filter(col("run_id").eq(lit(run_id)))?
+            .filter(
+                col("run_id")
+                    .eq(lit(run_id))
+                    .and(col("status").not_eq(lit("failed"))),
+            )?
             .select(vec![
                 datafusion::logical_expr::cast(col("layer"), DataType::Utf8),
                 datafusion::logical_expr::cast(col("logical_date"), DataType::Int32),
@@ -401,6 +416,9 @@ fn runs_schema() -> SchemaRef {
         Field::new("duration_ms", DataType::Int64, false),
         Field::new("message", DataType::Utf8, true),
         Field::new("details", DataType::Utf8, false),
+        // Added later: nullable, so run logs written before them stay readable.
+        Field::new("attempt", DataType::Utf8, true),
+        Field::new("exit_code", DataType::Int32, true),
     ]))
 }
 

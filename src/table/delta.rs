@@ -23,7 +23,7 @@ use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use url::Url;
 
-use super::{TableFormat, UnstorableColumn, WriteMetrics, WriteMode, WriteRequest};
+use super::{EarlierCommit, TableFormat, UnstorableColumn, WriteMetrics, WriteMode, WriteRequest};
 use crate::config::{Compression, Pipeline};
 use crate::error::{Error, Result};
 use crate::storage::Lake;
@@ -94,11 +94,18 @@ impl Delta {
     }
 
     fn commit_properties(req: &WriteRequest<'_>) -> CommitProperties {
-        let mut props = CommitProperties::default().with_metadata(
-            req.metadata
-                .iter()
-                .map(|(k, v)| (format!("smelter.{k}"), serde_json::Value::String(v.clone()))),
-        );
+        // One `with_metadata` call: each call replaces the metadata set before.
+        let metadata = req
+            .metadata
+            .iter()
+            .map(|(k, v)| (format!("smelter.{k}"), v.clone()))
+            .chain(
+                req.txn_id
+                    .iter()
+                    .map(|id| (TXN_KEY.to_string(), id.clone())),
+            )
+            .map(|(k, v)| (k, serde_json::Value::String(v)));
+        let mut props = CommitProperties::default().with_metadata(metadata);
         if let Some(id) = &req.txn_id {
             props = props.with_application_transaction(Transaction::new(id, 1));
         }
@@ -251,11 +258,7 @@ impl TableFormat for Delta {
                     .await?
                     .is_some()
             {
-                return Ok(WriteMetrics {
-                    version: table.version().map_or(-1, |v| v as i64),
-                    skipped: true,
-                    ..Default::default()
-                });
+                return Ok(earlier_commit(&table, id).await);
             }
         }
         let session = Arc::new(req.ctx.state());
@@ -301,6 +304,7 @@ impl TableFormat for Delta {
                     files_added: metrics.num_target_files_added as u64,
                     version: table.version().map_or(-1, |v| v as i64),
                     skipped: false,
+                    earlier_commit: None,
                 })
             }
             (mode, _) => {
@@ -321,13 +325,10 @@ impl TableFormat for Delta {
                     builder = builder.with_partition_columns(req.partition_by.clone());
                 }
                 let table = builder.await?;
-                let (rows, files) = last_commit_counts(&table).await;
+                let latest = table.history(Some(1)).await.ok().and_then(|mut h| h.next());
                 Ok(WriteMetrics {
-                    rows_inserted: rows,
-                    rows_updated: 0,
-                    files_added: files,
                     version: table.version().map_or(-1, |v| v as i64),
-                    skipped: false,
+                    ..latest.as_ref().map(commit_counts).unwrap_or_default()
                 })
             }
         }
@@ -469,13 +470,18 @@ fn floor_to_micros(df: DataFrame) -> Result<DataFrame> {
 }
 
 /// Rows and files added by the latest commit, from its `operationMetrics`.
-async fn last_commit_counts(table: &DeltaTable) -> (u64, u64) {
-    let Ok(mut history) = table.history(Some(1)).await else {
-        return (0, 0);
-    };
-    let Some(info) = history.next() else {
-        return (0, 0);
-    };
+/// Commit metadata key holding a write's transaction id (see [`WriteRequest::txn_id`]).
+const TXN_KEY: &str = "smelter.txn_id";
+
+/// How many of the latest commits are searched for the commit that carries a transaction id. A
+/// table gets one commit per run (plus rare schema changes), so a retry finds its earlier
+/// attempt's commit among the last few.
+const HISTORY_SEARCH: usize = 100;
+
+/// The counts a commit records in its `operationMetrics` (delta-rs' names: `num_added_rows` and
+/// `num_added_files` for a write, `num_target_rows_inserted`, `num_target_rows_updated` and
+/// `num_target_files_added` for a merge); 0 for a count it does not record.
+fn commit_counts(info: &deltalake::kernel::CommitInfo) -> WriteMetrics {
     let metrics = info.info.get("operationMetrics");
     let get = |k: &str| {
         metrics
@@ -486,7 +492,67 @@ async fn last_commit_counts(table: &DeltaTable) -> (u64, u64) {
             })
             .unwrap_or(0)
     };
-    (get("num_added_rows"), get("num_added_files"))
+    let merge = info.operation.as_deref() == Some("MERGE");
+    WriteMetrics {
+        rows_inserted: get(if merge {
+            "num_target_rows_inserted"
+        } else {
+            "num_added_rows"
+        }),
+        rows_updated: if merge {
+            get("num_target_rows_updated")
+        } else {
+            0
+        },
+        files_added: get(if merge {
+            "num_target_files_added"
+        } else {
+            "num_added_files"
+        }),
+        ..Default::default()
+    }
+}
+
+/// The metrics of a write skipped because its transaction id `txn_id` is already committed: the
+/// counts and version of the commit that carries it, found in the latest [`HISTORY_SEARCH`]
+/// commits by its `smelter.txn_id` metadata. Commits are listed newest first and every commit
+/// delta-rs writes has a commitInfo, so the n-th is version `latest - n`.
+async fn earlier_commit(table: &DeltaTable, txn_id: &str) -> WriteMetrics {
+    let latest = table.version().map_or(-1, |v| v as i64);
+    let found = match table.history(Some(HISTORY_SEARCH)).await {
+        Ok(history) => history
+            .enumerate()
+            .find(|(_, info)| info.info.get(TXN_KEY).and_then(|v| v.as_str()) == Some(txn_id)),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot read the table history to report the earlier commit.");
+            None
+        }
+    };
+    match found {
+        Some((n, info)) => {
+            let version = latest - n as i64;
+            WriteMetrics {
+                version,
+                skipped: true,
+                earlier_commit: Some(EarlierCommit {
+                    version: Some(version),
+                    attempt: info
+                        .info
+                        .get("smelter.attempt")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string),
+                    timestamp_ms: info.timestamp,
+                }),
+                ..commit_counts(&info)
+            }
+        }
+        None => WriteMetrics {
+            version: latest,
+            skipped: true,
+            earlier_commit: Some(EarlierCommit::default()),
+            ..Default::default()
+        },
+    }
 }
 
 /// Quotes an identifier for a delta-rs SQL expression.

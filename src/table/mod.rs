@@ -42,8 +42,10 @@ pub struct WriteRequest<'a> {
     pub mode: WriteMode,
     /// Partition columns (used when the table is created).
     pub partition_by: Vec<String>,
-    /// Idempotency id, recorded with the commit: an append or merge whose id is already committed
-    /// is skipped; an overwrite always runs and records it.
+    /// Idempotency id, recorded with the commit (as a Delta application transaction and as commit
+    /// metadata `smelter.txn_id`): an append or merge whose id is already committed is skipped
+    /// and reports the counts of the commit that carries it; an overwrite always runs and
+    /// records it.
     pub txn_id: Option<String>,
     /// Commit metadata (run id, layer, model) recorded with the commit.
     pub metadata: Vec<(String, String)>,
@@ -60,8 +62,24 @@ pub struct WriteMetrics {
     pub files_added: u64,
     /// Table version after the write.
     pub version: i64,
-    /// True when the transaction id was already committed and nothing was written.
+    /// True when nothing was written: there was nothing to write, or the transaction id was
+    /// already committed (then `earlier_commit` is set).
     pub skipped: bool,
+    /// When the transaction id was already committed by an earlier attempt: that commit, whose
+    /// counts and version the other fields then hold (what the table holds from this run id).
+    pub earlier_commit: Option<EarlierCommit>,
+}
+
+/// The commit of an earlier attempt that carries a write's transaction id.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EarlierCommit {
+    /// Table version of the commit; `None` when the commit was not found in the recent history
+    /// (the counts are then unknown and reported as 0).
+    pub version: Option<i64>,
+    /// The attempt that made it (commit metadata `smelter.attempt`), when recorded.
+    pub attempt: Option<String>,
+    /// Commit time, milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// Size and shape of a table's current version, from its metadata (no data scan).

@@ -13,6 +13,7 @@ mod lineage;
 mod mssql;
 mod profile;
 mod quarantine;
+mod runlog;
 mod runs;
 mod storage;
 mod support;

@@ -991,6 +991,13 @@ fn sigterm_abandons_the_step_in_flight_and_exits_75() {
             .exists(),
         "an abandoned extraction publishes no manifest"
     );
+    // The interrupted attempt is in the run log, with exit code 75.
+    let failed = tokio::runtime::Runtime::new().unwrap().block_on(p.scalar(
+        &[("r", "_smelter/runs")],
+        "SELECT COUNT(*) FROM r WHERE run_id = 'term' AND layer = 'extract' \
+         AND status = 'failed' AND exit_code = 75 AND message LIKE '%SIGTERM%'",
+    ));
+    assert_eq!(failed, 1);
     ok(&p, "extract", "2026-11-01", "term");
     assert!(p
         .lake()

@@ -94,7 +94,7 @@ async fn bronze_rerun_with_same_run_id_does_not_duplicate() {
         "--run-id",
         "r1",
     ]);
-    assert!(out.contains("skipped"), "{out}");
+    assert!(out.contains("already_committed"), "{out}");
     let second = p
         .scalar(&[("b", "bronze/shipments")], "SELECT COUNT(*) FROM b")
         .await;
