@@ -296,6 +296,9 @@ pub struct SyncResult {
     pub changes: Vec<ColumnChange>,
     /// Other differences (source label, key, watermark).
     pub notes: Vec<String>,
+    /// Columns of the contract the table format cannot store (see
+    /// [`contract::unstorable_problems`]); the command then fails (exit 2).
+    pub unstorable: Vec<String>,
 }
 
 /// Discovers the schema of each table (all, or those named in `only`) from the source and
@@ -364,7 +367,12 @@ pub async fn sync_contracts(
             // A contract that no longer parses is replaced.
             Ok(None) | Err(_) => ("new", Vec::new(), Vec::new()),
         };
-        if !check && status != "unchanged" {
+        // A type the contract cannot record is not written (it would not parse back).
+        let unrepresentable = contract::unrepresentable_problems(&shown, &table.name, &columns);
+        let writable = unrepresentable.is_empty();
+        let mut unstorable = unrepresentable;
+        unstorable.extend(contract::unstorable_problems(pipeline, &table.name, &columns));
+        if !check && writable && status != "unchanged" {
             if let Some(dir) = file.parent() {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| Error::config(&shown, format!("cannot create directory: {e}")))?;
@@ -379,6 +387,7 @@ pub async fn sync_contracts(
             status,
             changes,
             notes,
+            unstorable,
         });
     }
     Ok(results)

@@ -199,7 +199,7 @@ fn infer_text(
             format!("cannot read the file to infer its columns: {e}"),
         )
     })?;
-    Ok(shapes(&schema))
+    Ok(shapes(&schema, true))
 }
 
 /// Infers a file's columns: Parquet from its footer, CSV and JSON from the first rows.
@@ -207,7 +207,7 @@ pub async fn infer(root: &Lake, file: &Listed, spec: &FilesTable) -> Result<Vec<
     let store = root.store();
     if spec.format == FileFormat::Parquet {
         let builder = parquet_builder(&store, file).await?;
-        return Ok(shapes(builder.schema()));
+        return Ok(shapes(builder.schema(), false));
     }
     let bytes = fetch(&store, file).await?;
     let (file, spec) = (file.clone(), spec.clone());
@@ -217,27 +217,41 @@ pub async fn infer(root: &Lake, file: &Listed, spec: &FilesTable) -> Result<Vec<
 }
 
 /// Column shapes of an inferred or footer schema, with types a Delta table stores: timestamps
-/// in microseconds (Delta's unit), an all-empty column and nested JSON values as text.
-fn shapes(schema: &Schema) -> Vec<ColumnShape> {
+/// in microseconds (Delta's unit), an all-empty column and nested JSON values as text. Nested
+/// Parquet types (lists, structs, maps) are kept, with their members normalized the same way.
+fn shapes(schema: &Schema, nested_as_text: bool) -> Vec<ColumnShape> {
     schema
         .fields()
         .iter()
         .map(|f| ColumnShape {
             name: f.name().clone(),
-            data_type: storable(f.data_type()),
+            data_type: storable(f.data_type(), nested_as_text),
             nullable: true,
             source_type: None,
         })
         .collect()
 }
 
-fn storable(t: &DataType) -> DataType {
+fn storable(t: &DataType, nested_as_text: bool) -> DataType {
+    let member = |f: &Arc<Field>| {
+        Arc::new(
+Field::new(
+            f.name(),
+            storable(f.data_type(), false),
+            f.is_nullable(),
+        ))
+    };
     match t {
         DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
         DataType::Date64 => DataType::Timestamp(TimeUnit::Microsecond, None),
         DataType::Null | DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
-        DataType::List(_) | DataType::LargeList(_) | DataType::Struct(_) => DataType::Utf8,
-        DataType::BinaryView => DataType::Binary,
+        t if nested_as_text && t.is_nested() => DataType::Utf8,
+        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => {
+            DataType::List(member(f))
+        }
+        DataType::Struct(fs) => DataType::Struct(fs.iter().map(member).collect()),
+        DataType::Map(f, sorted) => DataType::Map(member(f), *sorted),
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
         other => other.clone(),
     }
 }
