@@ -268,7 +268,7 @@ pub fn diff(old: &[ColumnShape], new: &[ColumnShape]) -> Vec<ColumnChange> {
 pub fn storage_type(t: &DataType) -> DataType {
     use arrow::datatypes::{Field, Fields};
     let field = |f: &Field| {
-Arc::new(Field::new(
+        Arc::new(Field::new(
             f.name(),
             storage_type(f.data_type()),
             f.is_nullable(),
@@ -278,7 +278,10 @@ Arc::new(Field::new(
         DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
         DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
         DataType::Dictionary(_, v) => storage_type(v),
-        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) | DataType::LargeListView(f) => DataType::List(field(f)),
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f) => DataType::List(field(f)),
         DataType::Struct(fs) => DataType::Struct(fs.iter().map(|f| field(f)).collect::<Fields>()),
         DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
         other => other.clone(),

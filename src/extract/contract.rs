@@ -167,7 +167,11 @@ pub fn unrepresentable_problems(shown: &str, table: &str, columns: &[ColumnShape
 /// column in Delta Lake), each naming the contract file (`shown`), `<table>.<column>`, the type,
 /// why, and how to fix it; empty when every column is storable. Checked by `source sync` and
 /// `validate`, so the problem is found before a run reaches bronze (exit 2).
-pub fn unstorable_problems(pipeline: &Pipeline, table: &str, columns: &[ColumnShape]) -> Vec<String> {
+pub fn unstorable_problems(
+    pipeline: &Pipeline,
+    table: &str,
+    columns: &[ColumnShape],
+) -> Vec<String> {
     let format = crate::table::for_pipeline(pipeline, &crate::storage::Lake::in_memory());
     let shown = crate::plan::display_path(pipeline, &path(pipeline, table));
     format

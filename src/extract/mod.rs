@@ -371,7 +371,11 @@ pub async fn sync_contracts(
         let unrepresentable = contract::unrepresentable_problems(&shown, &table.name, &columns);
         let writable = unrepresentable.is_empty();
         let mut unstorable = unrepresentable;
-        unstorable.extend(contract::unstorable_problems(pipeline, &table.name, &columns));
+        unstorable.extend(contract::unstorable_problems(
+            pipeline,
+            &table.name,
+            &columns,
+        ));
         if !check && writable && status != "unchanged" {
             if let Some(dir) = file.parent() {
                 std::fs::create_dir_all(dir)

@@ -234,8 +234,7 @@ fn shapes(schema: &Schema, nested_as_text: bool) -> Vec<ColumnShape> {
 
 fn storable(t: &DataType, nested_as_text: bool) -> DataType {
     let member = |f: &Arc<Field>| {
-        Arc::new(
-Field::new(
+        Arc::new(Field::new(
             f.name(),
             storable(f.data_type(), false),
             f.is_nullable(),

@@ -215,9 +215,9 @@ async fn check_footers(
         .map(|f| Box::pin(decode::infer(root, f, spec)))
         .collect();
     let footers: Vec<Vec<ColumnShape>> = futures::stream::iter(reads)
-            .buffered(FOOTER_READS)
-            .try_collect()
-            .await?;
+        .buffered(FOOTER_READS)
+        .try_collect()
+        .await?;
     for (file, found) in files.iter().zip(footers) {
         for column in contract.iter_mut() {
             let Some(in_file) = found.iter().find(|f| f.name == column.name) else {
