@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::layers::RunContext;
 use crate::plan::{Layer, TableId};
 use crate::profile::TableProfile;
-use crate::storage::sanitize;
+use crate::storage::run_dir_name;
 
 /// Whether any lineage output is configured.
 fn enabled(rc: &RunContext<'_>) -> bool {
@@ -89,7 +89,7 @@ pub async fn deliver(
 ) -> Vec<String> {
     let l = &rc.plan.pipeline.lineage;
     let layer = &job.layer;
-    let run_dir = sanitize(&job.run_id);
+    let run_dir = run_dir_name(&job.run_id);
     let mut problems = Vec::new();
 
     let mut mcps = datahub::run_event_mcps(job, None, job.started_ms);

@@ -605,3 +605,35 @@ async fn unstorable_contract_types_are_refused_at_sync_and_validate() {
         "08:00:00"
     );
 }
+
+/// Run ids that differ only in characters a directory name cannot hold (`x/y`, `x_y`) land in
+/// different directories, and bronze reads each run's own landing.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_ids_map_to_distinct_landing_directories() {
+    let p = project();
+    write_fx(&p, "fx/rates.parquet");
+    write(&p, "orders/a.csv", orders_csv(1, 2).as_bytes());
+    expect(&p, &["source", "sync", "{p}"], 0);
+    layer(&p, "extract", "x/y", 0);
+    write(&p, "orders/b.csv", orders_csv(3, 3).as_bytes());
+    layer(&p, "extract", "x_y", 0);
+    let landing = p.lake().join("landing/orders");
+    let mut dirs: Vec<String> = std::fs::read_dir(&landing)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, ["run=x@2Fy", "run=x_y"]);
+    let airflow = "scheduled__2026-11-01T00:00:00+00:00";
+    write(&p, "orders/c.csv", orders_csv(6, 1).as_bytes());
+    layer(&p, "extract", airflow, 0);
+    assert!(landing
+        .join(format!("run={airflow}/_manifest.json"))
+        .exists());
+    layer(&p, "bronze", "x/y", 0);
+    assert_eq!(count(&p, "bronze/orders").await, 2);
+    layer(&p, "bronze", "x_y", 0);
+    assert_eq!(count(&p, "bronze/orders").await, 5);
+    layer(&p, "bronze", airflow, 0);
+    assert_eq!(count(&p, "bronze/orders").await, 6);
+}
