@@ -615,8 +615,12 @@ async fn run_ids_map_to_distinct_landing_directories() {
     write(&p, "orders/a.csv", orders_csv(1, 2).as_bytes());
     expect(&p, &["source", "sync", "{p}"], 0);
     layer(&p, "extract", "x/y", 0);
+    layer(&p, "bronze", "x/y", 0);
+    assert_eq!(count(&p, "bronze/orders").await, 2);
     write(&p, "orders/b.csv", orders_csv(3, 3).as_bytes());
     layer(&p, "extract", "x_y", 0);
+    layer(&p, "bronze", "x_y", 0);
+    assert_eq!(count(&p, "bronze/orders").await, 5);
     let landing = p.lake().join("landing/orders");
     let mut dirs: Vec<String> = std::fs::read_dir(&landing)
         .unwrap()
@@ -630,10 +634,47 @@ async fn run_ids_map_to_distinct_landing_directories() {
     assert!(landing
         .join(format!("run={airflow}/_manifest.json"))
         .exists());
-    layer(&p, "bronze", "x/y", 0);
-    assert_eq!(count(&p, "bronze/orders").await, 2);
-    layer(&p, "bronze", "x_y", 0);
-    assert_eq!(count(&p, "bronze/orders").await, 5);
     layer(&p, "bronze", airflow, 0);
     assert_eq!(count(&p, "bronze/orders").await, 6);
+}
+
+/// CSV type inference treats the configured `null_value` as NULL: a numeric column holding the
+/// marker is inferred as a number, not text, and the marker lands as NULL.
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_inference_reads_null_value_as_null() {
+    let p = Project::custom(
+        r#"
+name = "n"
+[source]
+type = "files"
+root = "incoming"
+[[source.tables]]
+name = "readings"
+path = "r/*.csv"
+null_value = "N/A"
+[storage]
+root = "lake"
+"#,
+        &[],
+    );
+    write(
+        &p,
+        "r/a.csv",
+        b"sensor,value,taken_on\n1,N/A,2026-11-01\n2,2.5,N/A\n3,,2026-11-03\n",
+    );
+    expect(&p, &["source", "sync", "{p}"], 0);
+    let contract = std::fs::read_to_string(p.dir.path().join("schemas/n/readings.toml")).unwrap();
+    assert!(
+        contract.contains("name = \"value\"\narrow_type = \"Float64\""),
+        "{contract}"
+    );
+    assert!(
+        contract.contains("name = \"taken_on\"\narrow_type = \"Date32\""),
+        "{contract}"
+    );
+    layer(&p, "extract", "r1", 0);
+    layer(&p, "bronze", "r1", 0);
+    let b = [("b", "bronze/readings")];
+    assert_eq!(p.scalar(&b, "SELECT COUNT(value) FROM b").await, 1);
+    assert_eq!(p.scalar(&b, "SELECT COUNT(taken_on) FROM b").await, 2);
 }

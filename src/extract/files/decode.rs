@@ -186,11 +186,19 @@ fn infer_text(
 ) -> Result<Vec<ColumnShape>> {
     let input = decompress(file, bytes, spec)?;
     let (schema, _) = match spec.format {
-        FileFormat::Csv => arrow::csv::reader::Format::default()
-            .with_header(spec.header)
-            .with_delimiter(spec.delimiter)
-            .with_quote(spec.quote)
-            .infer_schema(input, rows),
+        FileFormat::Csv => {
+            let mut format = arrow::csv::reader::Format::default()
+                .with_header(spec.header)
+                .with_delimiter(spec.delimiter)
+                .with_quote(spec.quote);
+            // The empty field and `null_value` are NULL, as when the values are read.
+            if let Some(nv) = &spec.null_value {
+                let null = regex::Regex::new(&format!("^(|{})$", regex::escape(nv)))
+                    .map_err(|e| Error::Internal(format!("null_value pattern: {e}")))?;
+                format = format.with_null_regex(null);
+            }
+            format.infer_schema(input, rows)
+        }
         _ => arrow::json::reader::infer_json_schema(BufReader::new(input), rows),
     }
     .map_err(|e| {
