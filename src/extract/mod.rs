@@ -90,10 +90,12 @@ pub async fn run(
                 info!(table = %table.name, reason = %why, "Nothing to land.");
                 nothing.push(why);
             }
-            // Whatever fails names the table and its landing directory.
+            // Whatever fails names the table and its landing directory; a source error names
+            // its source file in the message, so the landing directory is not given as `file`.
             Err(e) => {
                 let dir = crate::storage::redact(&lake.landing_url(&table.name, &params.run_id));
-                return Err(e.in_table(&format!("landing.{}", table.name), &dir, Some(&dir)));
+                let file = (!matches!(e, Error::Source { .. })).then_some(dir.as_str());
+                return Err(e.in_table(&format!("landing.{}", table.name), &dir, file));
             }
         }
     }

@@ -469,6 +469,8 @@ async fn parquet_column_types_are_checked_against_the_contract() {
         assert!(text.contains(want), "{want}: {text}");
     }
     assert!(!text.contains("Utf8View"), "{text}");
+    // The structured `file` field is the source file's, never the landing directory.
+    assert!(!text.contains("file=\"file://"), "{text}");
     assert!(
         !p.lake().join("landing/meas/run=r3/_manifest.json").exists(),
         "nothing lands"
@@ -677,4 +679,57 @@ root = "lake"
     let b = [("b", "bronze/readings")];
     assert_eq!(p.scalar(&b, "SELECT COUNT(value) FROM b").await, 1);
     assert_eq!(p.scalar(&b, "SELECT COUNT(taken_on) FROM b").await, 2);
+}
+
+/// Lineage of a files source names the files by the OpenLineage conventions (namespace `file`,
+/// name the absolute path of the glob under the source root; DataHub platform `file`), not the
+/// database of the sample source.
+#[tokio::test(flavor = "multi_thread")]
+async fn lineage_names_the_source_files() {
+    let p = project();
+    let toml = std::fs::read_to_string(p.pipeline()).unwrap().replace(
+        "[storage]",
+        "[lineage]\nopenlineage_file = \"ol\"\ndatahub_file = \"dh\"\n[storage]",
+    );
+    std::fs::write(p.pipeline(), toml).unwrap();
+    write_fx(&p, "fx/rates.parquet");
+    write(&p, "orders/a.csv", orders_csv(1, 2).as_bytes());
+    expect(&p, &["source", "sync", "{p}"], 0);
+    layer(&p, "extract", "r1", 0);
+    layer(&p, "bronze", "r1", 0);
+    let ol = std::fs::read_to_string(p.dir.path().join("ol/r1/bronze.jsonl")).unwrap();
+    let incoming = std::fs::canonicalize(p.dir.path().join("incoming")).unwrap();
+    let want = format!(
+        "\"name\":\"{}/orders/*.csv\",\"namespace\":\"file\"",
+        incoming.display()
+    );
+    assert!(ol.replace(' ', "").contains(&want), "{want}\n{ol}");
+    assert!(!ol.contains("LogisticsDB"), "{ol}");
+    // Types as the table stores them, not DataFusion's read-back layout.
+    assert!(!ol.contains("Utf8View"), "{ol}");
+    let dh = std::fs::read_to_string(p.dir.path().join("dh/r1/bronze.json")).unwrap();
+    assert!(dh.contains("urn:li:dataPlatform:file,"), "{dh}");
+    assert!(!dh.contains("LogisticsDB"), "{dh}");
+}
+
+/// A file that is not the compression its name says is named with what it is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_gzip_is_named() {
+    let p = project();
+    write_fx(&p, "fx/rates.parquet");
+    let toml = std::fs::read_to_string(p.pipeline())
+        .unwrap()
+        .replace("\"orders/*.csv\"", "\"orders/*.csv*\"\nformat = \"csv\"");
+    std::fs::write(p.pipeline(), toml).unwrap();
+    write(&p, "orders/a.csv", orders_csv(1, 2).as_bytes());
+    expect(&p, &["source", "sync", "{p}"], 0);
+    let mut truncated = gzip(orders_csv(3, 50).as_bytes());
+    truncated.truncate(truncated.len() / 2);
+    write(&p, "orders/b.csv.gz", &truncated);
+    let text = layer(&p, "extract", "r1", 2);
+    assert!(
+        text.contains("file `orders/b.csv.gz`: not valid gzip:"),
+        "{text}"
+    );
+    assert!(!text.contains("malformed row"), "{text}");
 }

@@ -127,7 +127,11 @@ impl Reader {
         // 1-based line of the first data row.
         let mut line = 1 + u64::from(spec.format == FileFormat::Csv && spec.header);
         for batch in batches {
-            let batch = batch.map_err(|e| bad(file, format!("malformed row: {e}")))?;
+            let batch = batch.map_err(|e| match e {
+                // Reading the (decompressed) bytes failed, not parsing a row.
+                ArrowError::IoError(_, io) => bad(file, io),
+                e => bad(file, format!("malformed row: {e}")),
+            })?;
             let out = conform_text(&batch, &self.schema, spec, file, line)?;
             line += batch.num_rows() as u64;
             if tx.blocking_send(Ok(out)).is_err() {
@@ -168,13 +172,31 @@ fn decompress(
     };
     let raw = Cursor::new(bytes);
     Ok(match codec {
-        FileCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-        FileCompression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(raw)
-                .map_err(|e| bad(file, format!("not a zstd file: {e}")))?,
-        ),
+        FileCompression::Gzip => Box::new(Labeled {
+            inner: flate2::read::MultiGzDecoder::new(raw),
+            what: "not valid gzip",
+        }),
+        FileCompression::Zstd => Box::new(Labeled {
+            inner: zstd::stream::read::Decoder::new(raw)
+                .map_err(|e| bad(file, format!("not valid zstd: {e}")))?,
+            what: "not valid zstd",
+        }),
         _ => Box::new(raw),
     })
+}
+
+/// A decompressing reader whose errors say what the file is not (`not valid gzip: ...`).
+struct Labeled<R> {
+    inner: R,
+    what: &'static str,
+}
+
+impl<R: Read> Read for Labeled<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner
+            .read(buf)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.what)))
+    }
 }
 
 /// Infers the columns of a CSV or JSON-lines file from its first `rows` rows.
@@ -204,7 +226,10 @@ fn infer_text(
     .map_err(|e| {
         bad(
             file,
-            format!("cannot read the file to infer its columns: {e}"),
+            match e {
+                ArrowError::IoError(_, io) => io.to_string(),
+                e => format!("cannot read the file to infer its columns: {e}"),
+            },
         )
     })?;
     Ok(shapes(&schema, true))

@@ -67,6 +67,21 @@ impl FilesSource {
     }
 }
 
+/// URL of the files source's base: `source.root`, else the lake root (no store is opened).
+/// Names the source's datasets in lineage.
+pub fn root_url(pipeline: &Pipeline) -> Result<url::Url> {
+    let mut other = pipeline.clone();
+    if let Some(root) = pipeline
+        .source
+        .files
+        .as_ref()
+        .and_then(|f| f.root.as_deref())
+    {
+        other.storage.root = root.to_string();
+    }
+    Ok(crate::storage::check(&other)?.0)
+}
+
 #[async_trait::async_trait]
 impl Source for FilesSource {
     fn kind(&self) -> &'static str {
