@@ -7,6 +7,7 @@
 //! without dbt's `ignore`: Smelter never casts silently.
 
 use std::fmt;
+use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Schema};
 use serde::{Deserialize, Serialize};
@@ -198,8 +199,8 @@ impl ColumnShape {
 
     fn shown_type(&self) -> String {
         match &self.source_type {
-            Some(t) => format!("{t} ({})", self.data_type),
-            None => self.data_type.to_string(),
+            Some(t) => format!("{t} ({})", type_name(&self.data_type)),
+            None => type_name(&self.data_type),
         }
     }
 }
@@ -262,14 +263,36 @@ pub fn diff(old: &[ColumnShape], new: &[ColumnShape]) -> Vec<ColumnChange> {
 
 /// The type as stored: Arrow's several layouts of one logical type (`Utf8`, `LargeUtf8` and
 /// `Utf8View`; the binary ones; dictionary encoding) are one type in Parquet and Delta, and
-/// DataFusion reads tables back with the view layouts, so they never count as a change.
-fn storage_type(t: &DataType) -> DataType {
+/// DataFusion reads tables back with the view layouts, so they never count as a change. Nested
+/// types are normalized inside (a `List(Utf8View)` is a `List(Utf8)`), without field metadata.
+pub fn storage_type(t: &DataType) -> DataType {
+    use arrow::datatypes::{Field, Fields};
+    let field = |f: &Field| {
+        Arc::new(Field::new(
+            f.name(),
+            storage_type(f.data_type()),
+            f.is_nullable(),
+        ))
+    };
     match t {
         DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
         DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
         DataType::Dictionary(_, v) => storage_type(v),
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f) => DataType::List(field(f)),
+        DataType::Struct(fs) => DataType::Struct(fs.iter().map(|f| field(f)).collect::<Fields>()),
+        DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
         other => other.clone(),
     }
+}
+
+/// A type as shown to users: its stored form ([`storage_type`]) in Arrow's display form, so a
+/// column the contract declares `Utf8` never shows as `Utf8View` because DataFusion read it back
+/// with the view layout.
+pub fn type_name(t: &DataType) -> String {
+    storage_type(t).to_string()
 }
 
 /// Whether every value of Arrow type `from` is exactly representable in `to` (a lossless

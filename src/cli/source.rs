@@ -55,6 +55,13 @@ pub async fn execute(cmd: SourceCommand) -> Result<()> {
             stale.push(r.file.clone());
         }
     }
+    let unstorable: Vec<String> = results
+        .iter()
+        .flat_map(|r| r.unstorable.iter().cloned())
+        .collect();
+    if !unstorable.is_empty() {
+        return Err(Error::Invalid(unstorable));
+    }
     if args.check && !stale.is_empty() {
         return Err(Error::Usage(format!(
             "{} contract(s) out of date: {}; run `smelter source sync {}`",

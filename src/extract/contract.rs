@@ -160,13 +160,56 @@ pub fn read(pipeline: &Pipeline, table: &str) -> Result<Option<(Contract, Vec<Co
     Ok(Some((contract, columns)))
 }
 
+/// One problem per column whose Arrow type's display form does not parse back to the same type
+/// (so the contract could not record it exactly), naming the contract file (`shown`) and
+/// `<table>.<column>`; empty when every type round-trips.
+pub fn unrepresentable_problems(shown: &str, table: &str, columns: &[ColumnShape]) -> Vec<String> {
+    columns
+        .iter()
+        .filter(|c| c.data_type.to_string().parse::<DataType>().ok().as_ref() != Some(&c.data_type))
+        .map(|c| {
+            format!(
+                "{shown}: column `{table}.{}` has type {}, which a contract cannot record exactly; exclude the column from the source files or land it through a model that converts it",
+                c.name, c.data_type
+            )
+        })
+        .collect()
+}
+
+/// One problem per contract column the lake's table format cannot store (a Parquet `Time64`
+/// column in Delta Lake), each naming the contract file (`shown`), `<table>.<column>`, the type,
+/// why, and how to fix it; empty when every column is storable. Checked by `source sync` and
+/// `validate`, so the problem is found before a run reaches bronze (exit 2).
+pub fn unstorable_problems(
+    pipeline: &Pipeline,
+    table: &str,
+    columns: &[ColumnShape],
+) -> Vec<String> {
+    let format = crate::table::for_pipeline(pipeline, &crate::storage::Lake::in_memory());
+    let shown = crate::plan::display_path(pipeline, &path(pipeline, table));
+    format
+        .unstorable_columns(&crate::schema::arrow_schema(columns))
+        .into_iter()
+        .map(|c| {
+            format!(
+                "{shown}: column `{table}.{}` has type {}, which the {} table format cannot store: {}; set its `arrow_type` to \"Utf8\" to land the values as text, or change the source",
+                c.column,
+                crate::schema::type_name(&c.data_type),
+                format.name(),
+                c.reason,
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn arrow_types_round_trip() {
-        use arrow::datatypes::TimeUnit;
+        use arrow::datatypes::{Field, Fields, TimeUnit};
+        use std::sync::Arc;
         for t in [
             DataType::Int64,
             DataType::Decimal128(15, 2),
@@ -176,6 +219,23 @@ mod tests {
             DataType::Utf8,
             DataType::Binary,
             DataType::Time64(TimeUnit::Nanosecond),
+            DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))),
+            DataType::List(Arc::new(Field::new_list_field(DataType::Int64, false))),
+            DataType::Struct(Fields::from(vec![
+                Field::new("x", DataType::Int64, false),
+                Field::new("y", DataType::Utf8, true),
+            ])),
+            DataType::Map(
+                Arc::new(Field::new(
+                    "key_value",
+                    DataType::Struct(Fields::from(vec![
+                        Field::new("key", DataType::Utf8, false),
+                        Field::new("value", DataType::Int64, true),
+                    ])),
+                    false,
+                )),
+                false,
+            ),
         ] {
             let c = ContractColumn {
                 name: "c".into(),

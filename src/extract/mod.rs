@@ -102,10 +102,12 @@ pub async fn run(
                 info!(table = %table.name, reason = %why, "Nothing to land.");
                 nothing.push(why);
             }
-            // Whatever fails names the table and its landing directory.
+            // Whatever fails names the table and its landing directory; a source error names
+            // its source file in the message, so the landing directory is not given as `file`.
             Err(e) => {
                 let dir = crate::storage::redact(&lake.landing_url(&table.name, &params.run_id));
-                return Err(e.in_table(&format!("landing.{}", table.name), &dir, Some(&dir)));
+                let file = (!matches!(e, Error::Source { .. })).then_some(dir.as_str());
+                return Err(e.in_table(&format!("landing.{}", table.name), &dir, file));
             }
         }
     }
@@ -359,6 +361,9 @@ pub struct SyncResult {
     pub changes: Vec<ColumnChange>,
     /// Other differences (source label, key, watermark).
     pub notes: Vec<String>,
+    /// Columns of the contract the table format cannot store (see
+    /// [`contract::unstorable_problems`]); the command then fails (exit 2).
+    pub unstorable: Vec<String>,
 }
 
 /// Discovers the schema of each table (all, or those named in `only`) from the source and
@@ -427,7 +432,16 @@ pub async fn sync_contracts(
             // A contract that no longer parses is replaced.
             Ok(None) | Err(_) => ("new", Vec::new(), Vec::new()),
         };
-        if !check && status != "unchanged" {
+        // A type the contract cannot record is not written (it would not parse back).
+        let unrepresentable = contract::unrepresentable_problems(&shown, &table.name, &columns);
+        let writable = unrepresentable.is_empty();
+        let mut unstorable = unrepresentable;
+        unstorable.extend(contract::unstorable_problems(
+            pipeline,
+            &table.name,
+            &columns,
+        ));
+        if !check && writable && status != "unchanged" {
             if let Some(dir) = file.parent() {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| Error::config(&shown, format!("cannot create directory: {e}")))?;
@@ -442,6 +456,7 @@ pub async fn sync_contracts(
             status,
             changes,
             notes,
+            unstorable,
         });
     }
     Ok(results)

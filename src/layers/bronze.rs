@@ -306,15 +306,13 @@ async fn write_quarantine(
             mode: WriteMode::Append,
             partition_by: Vec::new(),
             txn_id: Some(format!("smelter:{}", rc.params.run_id)),
-            metadata: vec![
-                ("run_id".into(), rc.params.run_id.clone()),
-                ("layer".into(), "bronze".into()),
-            ],
+            metadata: rc.commit_metadata(&[("layer", "bronze".into())]),
         })
         .await
         .map_err(|e| e.in_table(&qid.to_string(), &crate::storage::redact(&url), None))?;
-    let rows = if m.skipped || m.rows_inserted == 0 {
-        // A retry: the rows went in with the first attempt.
+    let found = m.earlier_commit.as_ref().is_none_or(|e| e.version.is_some());
+    let rows = if !found {
+        // A retry whose earlier commit is no longer in the recent history: count the rows.
         rc.ctx
             .read_table(
                 rc.format

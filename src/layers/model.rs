@@ -391,7 +391,19 @@ pub async fn plan_all(
         let schema = match existing {
             Some(schema) => schema,
             None => match crate::extract::planning_columns(&plan.pipeline, table) {
-                Ok(columns) => super::bronze::bronze_schema(&crate::schema::arrow_schema(&columns)),
+                Ok(columns) => {
+                    let unstorable = crate::extract::contract::unstorable_problems(
+                        &plan.pipeline,
+                        &table.name,
+                        &columns,
+                    );
+                    if !unstorable.is_empty() {
+                        problems.extend(unstorable);
+                        failed.insert(id);
+                        continue;
+                    }
+                    super::bronze::bronze_schema(&crate::schema::arrow_schema(&columns))
+                }
                 Err(e) => {
                     problems.push(e.to_string());
                     failed.insert(id);

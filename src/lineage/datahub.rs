@@ -68,6 +68,23 @@ pub fn mssql_urn(object: &str, env: &str) -> String {
     format!("urn:li:dataset:(urn:li:dataPlatform:mssql,{object},{env})")
 }
 
+/// URN of the files a files-source table reads: platform `s3`, `gcs`, `abs` (Azure) or `file`
+/// by the scheme of the source root `root`, and name `<bucket or container>/<path>/<glob>` (for
+/// `file`, the absolute path without its leading `/`).
+pub fn files_urn(root: &url::Url, glob: &str, env: &str) -> String {
+    let platform = match root.scheme() {
+        "s3" | "s3a" => "s3",
+        "gs" => "gcs",
+        "file" => "file",
+        _ => "abs",
+    };
+    let base = format!("{}{}", root.host_str().unwrap_or(""), root.path());
+    format!(
+        "urn:li:dataset:(urn:li:dataPlatform:{platform},{}/{glob},{env})",
+        base.trim_matches('/')
+    )
+}
+
 fn field_urn(dataset: &str, field: &str) -> String {
     format!("urn:li:schemaField:({dataset},{field})")
 }
@@ -149,7 +166,7 @@ pub fn dataset_mcps(job: &JobContext, written: &[Written], now_ms: i64) -> Vec<V
                     "fieldPath": f.name(),
                     "nullable": f.is_nullable(),
                     "type": { "type": { datahub_type(f.data_type()): {} } },
-                    "nativeDataType": f.data_type().to_string(),
+                    "nativeDataType": crate::schema::type_name(f.data_type()),
                     "recursive": false,
                     "isPartOfKey": false,
                 })

@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::layers::RunContext;
 use crate::plan::{Layer, TableId};
 use crate::profile::TableProfile;
-use crate::storage::sanitize;
+use crate::storage::run_dir_name;
 
 /// Whether any lineage output is configured.
 fn enabled(rc: &RunContext<'_>) -> bool {
@@ -89,7 +89,7 @@ pub async fn deliver(
 ) -> Vec<String> {
     let l = &rc.plan.pipeline.lineage;
     let layer = &job.layer;
-    let run_dir = sanitize(&job.run_id);
+    let run_dir = run_dir_name(&job.run_id);
     let mut problems = Vec::new();
 
     let mut mcps = datahub::run_event_mcps(job, None, job.started_ms);
@@ -158,7 +158,15 @@ fn naming(rc: &RunContext<'_>) -> Naming {
             Some(m) => format!("mssql://{}:{}", m.host, m.port.unwrap_or(1433)),
             None => format!("sample://{}", source.database),
         },
+        files_root: files_root(&rc.plan.pipeline),
     }
+}
+
+/// Base URL of the pipeline's files source, if it reads files.
+fn files_root(pipeline: &crate::config::Pipeline) -> Option<url::Url> {
+    (pipeline.source.kind == crate::config::SourceKind::Files)
+        .then(|| crate::extract::files::root_url(pipeline).ok())
+        .flatten()
 }
 
 /// The DataHub job context of a layer run (Airflow ids from the environment when set).
@@ -206,11 +214,14 @@ pub async fn datasets(
 ) -> Result<Vec<Written>> {
     let env = &rc.plan.pipeline.lineage.env;
     let mut written = Vec::new();
-    let source_urn = |object: &str| {
-        datahub::mssql_urn(
+    let files_root = files_root(&rc.plan.pipeline);
+    // A database object, or for a files source the object is the table's glob.
+    let source_urn = |object: &str| match &files_root {
+        Some(root) => datahub::files_urn(root, object, env),
+        None => datahub::mssql_urn(
             &format!("{}.{}", rc.plan.pipeline.source.database, object),
             env,
-        )
+        ),
     };
     {
         match layer {
@@ -223,9 +234,13 @@ pub async fn datasets(
                     };
                     // A table read through a `query` links to the tables the query names, but
                     // its columns are not traced through the T-SQL.
-                    let upstreams: Vec<String> =
-                        t.upstream_objects().iter().map(|o| source_urn(o)).collect();
-                    let src = t.query.is_none().then(|| source_urn(&t.object));
+                    let (upstreams, src) = match &t.files {
+                        Some(f) => (vec![source_urn(&f.path)], Some(source_urn(&f.path))),
+                        None => (
+                            t.upstream_objects().iter().map(|o| source_urn(o)).collect(),
+                            t.query.is_none().then(|| source_urn(&t.object)),
+                        ),
+                    };
                     // The schema as written, whatever the source type.
                     let Some(provider) =
                         rc.format.provider(&rc.ctx, &rc.lake.table_url(&id)).await?

@@ -351,10 +351,16 @@ pub fn for_pipeline(
         .iter()
         .filter(|t| t.query.is_none())
         .map(|t| {
-            (
-                format!("bronze.{}", t.name),
-                format!("{}.{}", plan.pipeline.source.database, t.object),
-            )
+            let source = match (&t.files, crate::extract::files::root_url(&plan.pipeline)) {
+                // The files a files-source table reads: the glob under the source root.
+                (Some(f), Ok(root)) => format!(
+                    "{}/{}",
+                    crate::storage::redact(&root).trim_end_matches('/'),
+                    f.path
+                ),
+                _ => format!("{}.{}", plan.pipeline.source.database, t.object),
+            };
+            (format!("bronze.{}", t.name), source)
         })
         .collect();
     let lineages: BTreeMap<String, ModelLineage> = planned

@@ -4,7 +4,8 @@
 //!
 //! Naming follows the OpenLineage conventions: lake tables are `(s3://bucket, prefix/layer/table)`,
 //! `(abfss://container@account..., path)` or `(file, /abs/path)`; source tables are
-//! `(<source type>://<database>, <db>.<schema>.<table>)`. The job is `<namespace>` /
+//! `(<source type>://<database>, <db>.<schema>.<table>)`, and the files a files-source table reads
+//! are `(s3://bucket, prefix/<glob>)`, `(file, /abs/root/<glob>)` like lake paths. The job is `<namespace>` /
 //! `<dag_id>.<task_id>` under Airflow, else `<pipeline>.<layer>`. The run id is a UUID derived from
 //! pipeline, layer and run id, so a re-emission describes the same run. With
 //! `OPENLINEAGE_PARENT_ID=<namespace>/<job>/<run uuid>` (as Airflow's OpenLineage provider passes
@@ -33,6 +34,8 @@ pub struct Naming {
     pub lake_root: Url,
     /// Namespace of source tables, e.g. `mssql://sqlhost:1433` or `sample://LogisticsDB`.
     pub source_namespace: String,
+    /// Base URL of a files source (its datasets are named like lake paths under it).
+    pub files_root: Option<Url>,
 }
 
 impl Naming {
@@ -49,17 +52,28 @@ impl Naming {
         if platform == "mssql" {
             return (self.source_namespace.clone(), name.to_string());
         }
-        match self.lake_root.host_str().filter(|h| !h.is_empty()) {
-            Some(host) => {
-                let mut ns = format!("{}://{host}", self.lake_root.scheme());
-                if let Some(user) = Some(self.lake_root.username()).filter(|u| !u.is_empty()) {
-                    ns = format!("{}://{user}@{host}", self.lake_root.scheme());
-                }
-                let path = name.strip_prefix(host).unwrap_or(name);
-                (ns, path.trim_start_matches('/').to_string())
+        let root = match (&self.files_root, platform) {
+            (Some(files), "s3" | "gcs" | "abs" | "file") => files,
+            _ => &self.lake_root,
+        };
+        storage_dataset(root, name)
+    }
+}
+
+/// `(namespace, name)` of a path under a storage root, by the OpenLineage naming conventions:
+/// `(s3://bucket, path)`, `(abfss://container@account..., path)`, `(file, /absolute/path)`.
+/// `name` starts with the root's bucket or container (DataHub's dataset name).
+fn storage_dataset(root: &Url, name: &str) -> (String, String) {
+    match root.host_str().filter(|h| !h.is_empty()) {
+        Some(host) => {
+            let mut ns = format!("{}://{host}", root.scheme());
+            if let Some(user) = Some(root.username()).filter(|u| !u.is_empty()) {
+                ns = format!("{}://{user}@{host}", root.scheme());
             }
-            None => ("file".into(), format!("/{}", name.trim_start_matches('/'))),
+            let path = name.strip_prefix(host).unwrap_or(name);
+            (ns, path.trim_start_matches('/').to_string())
         }
+        None => ("file".into(), format!("/{}", name.trim_start_matches('/'))),
     }
 }
 
@@ -143,7 +157,7 @@ pub fn event(
                 .schema
                 .fields()
                 .iter()
-                .map(|f| json!({ "name": f.name(), "type": f.data_type().to_string() }))
+                .map(|f| json!({ "name": f.name(), "type": crate::schema::type_name(f.data_type()) }))
                 .collect();
             let lineage: serde_json::Map<String, Value> = w
                 .columns

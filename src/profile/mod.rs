@@ -264,7 +264,10 @@ pub async fn latest(state: &State, id: &TableId) -> Result<Option<TableProfile>>
 
 /// Where a layer run's report lives under `_smelter/`: `reports/<run_id>/<layer>.html`.
 pub fn report_path(run_id: &str, layer: Layer) -> String {
-    format!("reports/{}/{layer}.html", crate::storage::sanitize(run_id))
+    format!(
+        "reports/{}/{layer}.html",
+        crate::storage::run_dir_name(run_id)
+    )
 }
 
 /// Writes the HTML report of one layer run to `_smelter/reports/<run_id>/<layer>.html` in the lake

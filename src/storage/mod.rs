@@ -146,7 +146,7 @@ impl Lake {
 
     /// URL of the landing directory of one table and run.
     pub fn landing_url(&self, table: &str, run_id: &str) -> Url {
-        self.join(&format!("landing/{table}/run={}/", sanitize(run_id)))
+        self.join(&format!("landing/{table}/run={}/", run_dir_name(run_id)))
     }
 
     /// URL of a state table under `_smelter/`.
@@ -190,18 +190,30 @@ fn ensure_dir_url(mut url: Url) -> Url {
     url
 }
 
-/// Run ids become path segments: keep them readable but safe.
-pub fn sanitize(run_id: &str) -> String {
-    run_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+/// Characters of a run id kept as they are in its directory name (everything else is escaped):
+/// letters, digits, `-`, `_`, `.`, `:` and `+`, so `manual__2026-11-01` and Airflow's
+/// `scheduled__2026-11-01T00:00:00+00:00` stay as they are.
+const RUN_ID_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b':')
+    .remove(b'+');
+
+/// The directory name of a run id (under `landing/<table>/run=`, `_smelter/reports/` and the
+/// lineage output directories): percent-encoding (UTF-8 bytes, upper-case hex) of every byte
+/// outside [`RUN_ID_ESCAPED`]'s kept set, written with `@` instead of `%` (`x/y` → `x@2Fy`,
+/// `@` → `@40`), and a run id of only dots escaped whole. `@` because a `%` in a path is
+/// decoded or encoded again by URL and object-store layers (a local object store writes `%` as
+/// `%25` but does not read it back). The mapping is injective (`@` itself is escaped), so `x/y`
+/// and `x_y` never share a directory.
+pub fn run_dir_name(run_id: &str) -> String {
+    let encoded = if !run_id.is_empty() && run_id.bytes().all(|b| b == b'.') {
+        run_id.replace('.', "%2E")
+    } else {
+        percent_encoding::utf8_percent_encode(run_id, RUN_ID_ESCAPED).to_string()
+    };
+    encoded.replace('%', "@")
 }
 
 /// A URL without credentials or query string, safe to log.
@@ -574,6 +586,29 @@ pub fn store_error(url: &Url, e: object_store::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_dir_names_are_readable_and_distinct() {
+        assert_eq!(run_dir_name("manual__2026-11-01"), "manual__2026-11-01");
+        let airflow = "scheduled__2026-11-01T00:00:00+00:00";
+        assert_eq!(run_dir_name(airflow), airflow);
+        let ids = [
+            "x/y", "x_y", "x@2Fy", "x%2Fy", "x y", "x+y", "..", "@2E@2E", "é", "?",
+        ];
+        assert_eq!(run_dir_name("x/y"), "x@2Fy");
+        let names: std::collections::BTreeSet<String> =
+            ids.iter().map(|i| run_dir_name(i)).collect();
+        assert_eq!(names.len(), ids.len(), "{names:?}");
+        let lake = Lake::in_memory();
+        for id in ids {
+            let path = lake.path_of(&lake.landing_url("t", id)).unwrap();
+            assert_eq!(
+                path.as_ref().rsplit('/').next(),
+                Some(format!("run={}", run_dir_name(id)).as_str()),
+                "{id}"
+            );
+        }
+    }
 
     #[test]
     fn scrub_hides_sas_signatures() {

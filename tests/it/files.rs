@@ -395,3 +395,341 @@ async fn tpch_dump_lands_as_csv_and_parquet_through_the_tpch_models() {
         }
     }
 }
+
+const MEASUREMENTS: &str = r#"
+name = "m"
+[source]
+type = "files"
+root = "incoming"
+[[source.tables]]
+name = "meas"
+path = "m/*.parquet"
+[storage]
+root = "lake"
+"#;
+
+fn write_parquet(p: &Project, rel: &str, columns: Vec<(&str, arrow::array::ArrayRef)>) {
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    write(p, rel, &buf);
+}
+
+fn ids32(v: &[i32]) -> arrow::array::ArrayRef {
+    Arc::new(arrow::array::Int32Array::from(v.to_vec()))
+}
+
+fn ids64(v: &[i64]) -> arrow::array::ArrayRef {
+    Arc::new(Int64Array::from(v.to_vec()))
+}
+
+fn floats(v: &[f64]) -> arrow::array::ArrayRef {
+    Arc::new(Float64Array::from(v.to_vec()))
+}
+
+/// A Parquet file whose column type differs from the contract is never cast silently: a type
+/// that converts losslessly into the contract's lands; any other stops extraction (exit 2)
+/// naming the file, the column and both types; `sync_all_columns` lands a lossless widening of
+/// the contract's type and widens the bronze table.
+#[tokio::test(flavor = "multi_thread")]
+async fn parquet_column_types_are_checked_against_the_contract() {
+    let p = Project::custom(MEASUREMENTS, &[]);
+    write_parquet(
+        &p,
+        "m/a.parquet",
+        vec![("id", ids64(&[1, 2])), ("qty", floats(&[1.5, 2.5]))],
+    );
+    expect(&p, &["source", "sync", "{p}"], 0);
+    layer(&p, "extract", "r1", 0);
+    layer(&p, "bronze", "r1", 0);
+
+    // Int32 into the contract's Int64: lossless, lands.
+    write_parquet(
+        &p,
+        "m/b.parquet",
+        vec![("id", ids32(&[3])), ("qty", floats(&[3.5]))],
+    );
+    layer(&p, "extract", "r2", 0);
+    layer(&p, "bronze", "r2", 0);
+    assert_eq!(count(&p, "bronze/meas").await, 3);
+
+    // Text where the contract says Float64: refused before anything lands.
+    let qty: arrow::array::ArrayRef = Arc::new(StringArray::from(vec!["4.5"]));
+    write_parquet(&p, "m/c.parquet", vec![("id", ids64(&[4])), ("qty", qty)]);
+    let text = layer(&p, "extract", "r3", 2);
+    for want in [
+        "m/c.parquet",
+        "`qty`",
+        "Float64",
+        "Utf8",
+        "append_new_columns",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    assert!(!text.contains("Utf8View"), "{text}");
+    // The structured `file` field is the source file's, never the landing directory.
+    assert!(!text.contains("file=\"file://"), "{text}");
+    assert!(
+        !p.lake().join("landing/meas/run=r3/_manifest.json").exists(),
+        "nothing lands"
+    );
+    std::fs::remove_file(p.dir.path().join("incoming/m/c.parquet")).unwrap();
+
+    // Int64 where the contract says Int32: a widening of the contract, refused by the default
+    // policy and applied by `sync_all_columns`.
+    let contract = p.dir.path().join("schemas/m/meas.toml");
+    let text = std::fs::read_to_string(&contract).unwrap();
+    std::fs::write(&contract, text.replacen("\"Int64\"", "\"Int32\"", 1)).unwrap();
+    let p2 = Project::custom(MEASUREMENTS, &[]);
+    std::fs::create_dir_all(p2.dir.path().join("schemas/m")).unwrap();
+    std::fs::copy(&contract, p2.dir.path().join("schemas/m/meas.toml")).unwrap();
+    write_parquet(
+        &p2,
+        "m/a.parquet",
+        vec![("id", ids64(&[1 << 40])), ("qty", floats(&[1.0]))],
+    );
+    let text = layer(&p2, "extract", "r1", 2);
+    assert!(text.contains("Int64 in the file but Int32"), "{text}");
+    let toml = std::fs::read_to_string(p2.pipeline()).unwrap().replace(
+        "path = \"m/*.parquet\"",
+        "path = \"m/*.parquet\"\non_schema_change = \"sync_all_columns\"",
+    );
+    std::fs::write(p2.pipeline(), toml).unwrap();
+    layer(&p2, "extract", "r1", 0);
+    layer(&p2, "bronze", "r1", 0);
+    assert_eq!(
+        p2.scalar(&[("b", "bronze/meas")], "SELECT MAX(id) FROM b")
+            .await,
+        1 << 40
+    );
+}
+
+/// Lists, structs and maps in Parquet files are recorded in the contract exactly (Arrow's
+/// display form parses back) and land as nested columns, not text.
+#[tokio::test(flavor = "multi_thread")]
+async fn nested_parquet_columns_round_trip_through_the_contract() {
+    use arrow::array::{ListBuilder, MapBuilder, StringBuilder, StructArray};
+    let p = Project::custom(MEASUREMENTS, &[]);
+    let mut tags = ListBuilder::new(StringBuilder::new());
+    tags.append_value([Some("a"), Some("b")]);
+    tags.append_value([Some("c")]);
+    let mut attrs = MapBuilder::new(
+        None,
+        StringBuilder::new(),
+        arrow::array::Int64Builder::new(),
+    );
+    attrs.keys().append_value("k");
+    attrs.values().append_value(7);
+    attrs.append(true).unwrap();
+    attrs.append(true).unwrap();
+    let point = StructArray::from(vec![
+        (
+            Arc::new(Field::new("x", DataType::Int64, true)),
+            ids64(&[1, 2]),
+        ),
+        (
+            Arc::new(Field::new("y", DataType::Float64, true)),
+            floats(&[0.5, 1.5]),
+        ),
+    ]);
+    write_parquet(
+        &p,
+        "m/a.parquet",
+        vec![
+            ("id", ids64(&[1, 2])),
+            ("tags", Arc::new(tags.finish())),
+            ("attrs", Arc::new(attrs.finish())),
+            ("point", Arc::new(point)),
+        ],
+    );
+    expect(&p, &["source", "sync", "{p}"], 0);
+    let contract = std::fs::read_to_string(p.dir.path().join("schemas/m/meas.toml")).unwrap();
+    assert!(contract.contains("arrow_type = \"List(Utf8"), "{contract}");
+    assert!(contract.contains("Map("), "{contract}");
+    assert!(
+        contract.contains("Struct(\\\"x\\\": Int64") || contract.contains("Struct(\"x\": Int64"),
+        "{contract}"
+    );
+    // The contract is what the source has: a second sync changes nothing.
+    let text = expect(&p, &["source", "sync", "{p}", "--check"], 0);
+    assert!(text.contains("unchanged"), "{text}");
+    layer(&p, "extract", "r1", 0);
+    layer(&p, "bronze", "r1", 0);
+    let b = [("b", "bronze/meas")];
+    assert_eq!(
+        p.scalar(&b, "SELECT SUM(cardinality(tags)) FROM b").await,
+        3
+    );
+    assert_eq!(p.scalar(&b, "SELECT SUM(point['x']) FROM b").await, 3);
+    assert_eq!(
+        p.scalar(&b, "SELECT SUM(cardinality(attrs)) FROM b").await,
+        1
+    );
+}
+
+/// A column type the lake's table format cannot store (a Parquet time of day) is named with
+/// its table and type by `source sync` and `validate` (exit 2), not first at bronze; set to
+/// `Utf8` in the contract it lands as text.
+#[tokio::test(flavor = "multi_thread")]
+async fn unstorable_contract_types_are_refused_at_sync_and_validate() {
+    let p = Project::custom(MEASUREMENTS, &[]);
+    let starts: arrow::array::ArrayRef =
+        Arc::new(arrow::array::Time64MicrosecondArray::from(vec![
+            8 * 3_600_000_000,
+            9 * 3_600_000_000,
+        ]));
+    write_parquet(
+        &p,
+        "m/a.parquet",
+        vec![("id", ids64(&[1, 2])), ("starts", starts)],
+    );
+    for args in [&["source", "sync", "{p}"][..], &["validate", "{p}"][..]] {
+        let text = expect(&p, args, 2);
+        assert!(
+            text.contains("`meas.starts`") && text.contains("Time64(µs)"),
+            "{args:?}: {text}"
+        );
+    }
+    let path = p.dir.path().join("schemas/m/meas.toml");
+    let contract = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, contract.replace("\"Time64(µs)\"", "\"Utf8\"")).unwrap();
+    expect(&p, &["validate", "{p}"], 0);
+    layer(&p, "extract", "r1", 0);
+    layer(&p, "bronze", "r1", 0);
+    let rows = p
+        .query(&[("b", "bronze/meas")], "SELECT starts FROM b ORDER BY id")
+        .await;
+    let v = arrow::compute::cast(rows[0].column(0), &DataType::Utf8).unwrap();
+    assert_eq!(
+        v.as_any().downcast_ref::<StringArray>().unwrap().value(0),
+        "08:00:00"
+    );
+}
+
+/// Run ids that differ only in characters a directory name cannot hold (`x/y`, `x_y`) land in
+/// different directories, and bronze reads each run's own landing.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_ids_map_to_distinct_landing_directories() {
+    let p = project();
+    write_fx(&p, "fx/rates.parquet");
+    write(&p, "orders/a.csv", orders_csv(1, 2).as_bytes());
+    expect(&p, &["source", "sync", "{p}"], 0);
+    layer(&p, "extract", "x/y", 0);
+    layer(&p, "bronze", "x/y", 0);
+    assert_eq!(count(&p, "bronze/orders").await, 2);
+    write(&p, "orders/b.csv", orders_csv(3, 3).as_bytes());
+    layer(&p, "extract", "x_y", 0);
+    layer(&p, "bronze", "x_y", 0);
+    assert_eq!(count(&p, "bronze/orders").await, 5);
+    let landing = p.lake().join("landing/orders");
+    let mut dirs: Vec<String> = std::fs::read_dir(&landing)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, ["run=x@2Fy", "run=x_y"]);
+    let airflow = "scheduled__2026-11-01T00:00:00+00:00";
+    write(&p, "orders/c.csv", orders_csv(6, 1).as_bytes());
+    layer(&p, "extract", airflow, 0);
+    assert!(landing
+        .join(format!("run={airflow}/_manifest.json"))
+        .exists());
+    layer(&p, "bronze", airflow, 0);
+    assert_eq!(count(&p, "bronze/orders").await, 6);
+}
+
+/// CSV type inference treats the configured `null_value` as NULL: a numeric column holding the
+/// marker is inferred as a number, not text, and the marker lands as NULL.
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_inference_reads_null_value_as_null() {
+    let p = Project::custom(
+        r#"
+name = "n"
+[source]
+type = "files"
+root = "incoming"
+[[source.tables]]
+name = "readings"
+path = "r/*.csv"
+null_value = "N/A"
+[storage]
+root = "lake"
+"#,
+        &[],
+    );
+    write(
+        &p,
+        "r/a.csv",
+        b"sensor,value,taken_on\n1,N/A,2026-11-01\n2,2.5,N/A\n3,,2026-11-03\n",
+    );
+    expect(&p, &["source", "sync", "{p}"], 0);
+    let contract = std::fs::read_to_string(p.dir.path().join("schemas/n/readings.toml")).unwrap();
+    assert!(
+        contract.contains("name = \"value\"\narrow_type = \"Float64\""),
+        "{contract}"
+    );
+    assert!(
+        contract.contains("name = \"taken_on\"\narrow_type = \"Date32\""),
+        "{contract}"
+    );
+    layer(&p, "extract", "r1", 0);
+    layer(&p, "bronze", "r1", 0);
+    let b = [("b", "bronze/readings")];
+    assert_eq!(p.scalar(&b, "SELECT COUNT(value) FROM b").await, 1);
+    assert_eq!(p.scalar(&b, "SELECT COUNT(taken_on) FROM b").await, 2);
+}
+
+/// Lineage of a files source names the files by the OpenLineage conventions (namespace `file`,
+/// name the absolute path of the glob under the source root; DataHub platform `file`), not the
+/// database of the sample source.
+#[tokio::test(flavor = "multi_thread")]
+async fn lineage_names_the_source_files() {
+    let p = project();
+    let toml = std::fs::read_to_string(p.pipeline()).unwrap().replace(
+        "[storage]",
+        "[lineage]\nopenlineage_file = \"ol\"\ndatahub_file = \"dh\"\n[storage]",
+    );
+    std::fs::write(p.pipeline(), toml).unwrap();
+    write_fx(&p, "fx/rates.parquet");
+    write(&p, "orders/a.csv", orders_csv(1, 2).as_bytes());
+    expect(&p, &["source", "sync", "{p}"], 0);
+    layer(&p, "extract", "r1", 0);
+    layer(&p, "bronze", "r1", 0);
+    let ol = std::fs::read_to_string(p.dir.path().join("ol/r1/bronze.jsonl")).unwrap();
+    let incoming = std::fs::canonicalize(p.dir.path().join("incoming")).unwrap();
+    let want = format!(
+        "\"name\":\"{}/orders/*.csv\",\"namespace\":\"file\"",
+        incoming.display()
+    );
+    assert!(ol.replace(' ', "").contains(&want), "{want}\n{ol}");
+    assert!(!ol.contains("LogisticsDB"), "{ol}");
+    // Types as the table stores them, not DataFusion's read-back layout.
+    assert!(!ol.contains("Utf8View"), "{ol}");
+    let dh = std::fs::read_to_string(p.dir.path().join("dh/r1/bronze.json")).unwrap();
+    assert!(dh.contains("urn:li:dataPlatform:file,"), "{dh}");
+    assert!(!dh.contains("LogisticsDB"), "{dh}");
+}
+
+/// A file that is not the compression its name says is named with what it is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_gzip_is_named() {
+    let p = project();
+    write_fx(&p, "fx/rates.parquet");
+    let toml = std::fs::read_to_string(p.pipeline())
+        .unwrap()
+        .replace("\"orders/*.csv\"", "\"orders/*.csv*\"\nformat = \"csv\"");
+    std::fs::write(p.pipeline(), toml).unwrap();
+    write(&p, "orders/a.csv", orders_csv(1, 2).as_bytes());
+    expect(&p, &["source", "sync", "{p}"], 0);
+    let mut truncated = gzip(orders_csv(3, 50).as_bytes());
+    truncated.truncate(truncated.len() / 2);
+    write(&p, "orders/b.csv.gz", &truncated);
+    let text = layer(&p, "extract", "r1", 2);
+    assert!(
+        text.contains("file `orders/b.csv.gz`: not valid gzip:"),
+        "{text}"
+    );
+    assert!(!text.contains("malformed row"), "{text}");
+}

@@ -128,7 +128,11 @@ impl Reader {
         // 1-based line of the first row of the batch.
         let mut line = 1;
         for batch in batches {
-            let batch = batch.map_err(|e| bad(file, format!("malformed row: {e}")))?;
+            let batch = batch.map_err(|e| match e {
+                // Reading the (decompressed) bytes failed, not parsing a row.
+                ArrowError::IoError(_, io) => bad(file, io),
+                e => bad(file, format!("malformed row: {e}")),
+            })?;
             let lines: Vec<u64> = (line..line + batch.num_rows() as u64).collect();
             let out = self.conform_text(&batch, file, &lines)?;
             line += batch.num_rows() as u64;
@@ -300,13 +304,31 @@ fn decompress(
     };
     let raw = Cursor::new(bytes);
     Ok(match codec {
-        FileCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-        FileCompression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(raw)
-                .map_err(|e| bad(file, format!("not a zstd file: {e}")))?,
-        ),
+        FileCompression::Gzip => Box::new(Labeled {
+            inner: flate2::read::MultiGzDecoder::new(raw),
+            what: "not valid gzip",
+        }),
+        FileCompression::Zstd => Box::new(Labeled {
+            inner: zstd::stream::read::Decoder::new(raw)
+                .map_err(|e| bad(file, format!("not valid zstd: {e}")))?,
+            what: "not valid zstd",
+        }),
         _ => Box::new(raw),
     })
+}
+
+/// A decompressing reader whose errors say what the file is not (`not valid gzip: ...`).
+struct Labeled<R> {
+    inner: R,
+    what: &'static str,
+}
+
+impl<R: Read> Read for Labeled<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner
+            .read(buf)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.what)))
+    }
 }
 
 /// Infers the columns of a CSV or JSON-lines file from its first `rows` rows.
@@ -318,20 +340,31 @@ fn infer_text(
 ) -> Result<Vec<ColumnShape>> {
     let input = decompress(file, bytes, spec)?;
     let (schema, _) = match spec.format {
-        FileFormat::Csv => arrow::csv::reader::Format::default()
-            .with_header(spec.header)
-            .with_delimiter(spec.delimiter)
-            .with_quote(spec.quote)
-            .infer_schema(Cursor::new(well_formed(file, input, spec, rows)?), rows),
+        FileFormat::Csv => {
+            let mut format = arrow::csv::reader::Format::default()
+                .with_header(spec.header)
+                .with_delimiter(spec.delimiter)
+                .with_quote(spec.quote);
+            // The empty field and `null_value` are NULL, as when the values are read.
+            if let Some(nv) = &spec.null_value {
+                let null = regex::Regex::new(&format!("^(|{})$", regex::escape(nv)))
+                    .map_err(|e| Error::Internal(format!("null_value pattern: {e}")))?;
+                format = format.with_null_regex(null);
+            }
+            format.infer_schema(Cursor::new(well_formed(file, input, spec, rows)?), rows)
+        }
         _ => arrow::json::reader::infer_json_schema(BufReader::new(input), rows),
     }
     .map_err(|e| {
         bad(
             file,
-            format!("cannot read the file to infer its columns: {e}"),
+            match e {
+                ArrowError::IoError(_, io) => io.to_string(),
+                e => format!("cannot read the file to infer its columns: {e}"),
+            },
         )
     })?;
-    Ok(shapes(&schema))
+    Ok(shapes(&schema, true))
 }
 
 /// The header and the first `rows` records of a CSV file that have the header's number of fields
@@ -391,7 +424,7 @@ pub async fn infer(root: &Lake, file: &Listed, spec: &FilesTable) -> Result<Vec<
     let store = root.store();
     if spec.format == FileFormat::Parquet {
         let builder = parquet_builder(&store, file).await?;
-        return Ok(shapes(builder.schema()));
+        return Ok(shapes(builder.schema(), false));
     }
     let bytes = fetch(&store, file).await?;
     let (file, spec) = (file.clone(), spec.clone());
@@ -401,27 +434,40 @@ pub async fn infer(root: &Lake, file: &Listed, spec: &FilesTable) -> Result<Vec<
 }
 
 /// Column shapes of an inferred or footer schema, with types a Delta table stores: timestamps
-/// in microseconds (Delta's unit), an all-empty column and nested JSON values as text.
-fn shapes(schema: &Schema) -> Vec<ColumnShape> {
+/// in microseconds (Delta's unit), an all-empty column and nested JSON values as text. Nested
+/// Parquet types (lists, structs, maps) are kept, with their members normalized the same way.
+fn shapes(schema: &Schema, nested_as_text: bool) -> Vec<ColumnShape> {
     schema
         .fields()
         .iter()
         .map(|f| ColumnShape {
             name: f.name().clone(),
-            data_type: storable(f.data_type()),
+            data_type: storable(f.data_type(), nested_as_text),
             nullable: true,
             source_type: None,
         })
         .collect()
 }
 
-fn storable(t: &DataType) -> DataType {
+fn storable(t: &DataType, nested_as_text: bool) -> DataType {
+    let member = |f: &Arc<Field>| {
+        Arc::new(Field::new(
+            f.name(),
+            storable(f.data_type(), false),
+            f.is_nullable(),
+        ))
+    };
     match t {
         DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
         DataType::Date64 => DataType::Timestamp(TimeUnit::Microsecond, None),
         DataType::Null | DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
-        DataType::List(_) | DataType::LargeList(_) | DataType::Struct(_) => DataType::Utf8,
-        DataType::BinaryView => DataType::Binary,
+        t if nested_as_text && t.is_nested() => DataType::Utf8,
+        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => {
+            DataType::List(member(f))
+        }
+        DataType::Struct(fs) => DataType::Struct(fs.iter().map(member).collect()),
+        DataType::Map(f, sorted) => DataType::Map(member(f), *sorted),
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
         other => other.clone(),
     }
 }

@@ -14,10 +14,12 @@ mod listing;
 
 use std::sync::Arc;
 
+use arrow::datatypes::DataType;
+
 use super::source::{ReadRequest, Source, TableRead};
-use crate::config::{FilesTable, Pipeline, SourceTable};
+use crate::config::{FileFormat, FilesTable, Pipeline, SourceTable};
 use crate::error::{Error, Result};
-use crate::schema::ColumnShape;
+use crate::schema::{ColumnChange, ColumnShape};
 use crate::state::LandedFile;
 use crate::storage::Lake;
 use listing::Listed;
@@ -63,6 +65,21 @@ impl FilesSource {
             ))
         })
     }
+}
+
+/// URL of the files source's base: `source.root`, else the lake root (no store is opened).
+/// Names the source's datasets in lineage.
+pub fn root_url(pipeline: &Pipeline) -> Result<url::Url> {
+    let mut other = pipeline.clone();
+    if let Some(root) = pipeline
+        .source
+        .files
+        .as_ref()
+        .and_then(|f| f.root.as_deref())
+    {
+        other.storage.root = root.to_string();
+    }
+    Ok(crate::storage::check(&other)?.0)
 }
 
 #[async_trait::async_trait]
@@ -119,6 +136,13 @@ impl Source for FilesSource {
         let found = decode::infer(&root, &selected[0], &spec).await?;
         let columns = match super::contract::read(&self.pipeline, &table.name)? {
             Some((_, mut contract)) => {
+                if spec.format == FileFormat::Parquet {
+                    let shown = crate::plan::display_path(
+                        &self.pipeline,
+                        &super::contract::path(&self.pipeline, &table.name),
+                    );
+                    check_footers(&root, &selected, &spec, table, &shown, &mut contract).await?;
+                }
                 for c in found {
                     if !contract.iter().any(|k| k.name == c.name) {
                         contract.push(c);
@@ -177,4 +201,83 @@ impl Source for FilesSource {
             None => format!("files:{}", table.name),
         }
     }
+}
+
+/// Whether every value of a file's type `have` converts exactly into the contract's type `want`:
+/// the same stored type, a lossless widening ([`crate::schema::is_widening`]), or any scalar type
+/// into text (`Utf8`, the value's display form: how a contract lands a type the table format
+/// cannot store, such as a time of day).
+fn converts_losslessly(have: &DataType, want: &DataType) -> bool {
+    let (have, want) = (
+        crate::schema::storage_type(have),
+        crate::schema::storage_type(want),
+    );
+    have == want
+        || crate::schema::is_widening(&have, &want)
+        || (want == DataType::Utf8 && !have.is_nested() && !matches!(have, DataType::Binary))
+}
+
+/// Footers read at once when checking a run's Parquet files against the contract.
+const FOOTER_READS: usize = 8;
+
+/// Compares the footer schema of every Parquet file the run lands with the contract, column by
+/// column, before anything lands. A file type that converts losslessly into the contract's type
+/// ([`crate::schema::is_widening`]: `Int32` into `Int64`) is read as the contract's type. Any
+/// other difference is a schema change from the contract to the file, which the table's
+/// `on_schema_change` policy decides: `sync_all_columns` allows a lossless widening of the
+/// contract's type (the column then lands with the file's wider type, and bronze widens the
+/// table); everything else stops the run (exit 2), naming the file, the column, the contract's
+/// type and the file's. `contract` is updated in place with the widened types.
+async fn check_footers(
+    root: &Lake,
+    files: &[Listed],
+    spec: &FilesTable,
+    table: &SourceTable,
+    shown: &str,
+    contract: &mut [ColumnShape],
+) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    let reads: Vec<_> = files
+        .iter()
+        .map(|f| Box::pin(decode::infer(root, f, spec)))
+        .collect();
+    let footers: Vec<Vec<ColumnShape>> = futures::stream::iter(reads)
+        .buffered(FOOTER_READS)
+        .try_collect()
+        .await?;
+    for (file, found) in files.iter().zip(footers) {
+        for column in contract.iter_mut() {
+            let Some(in_file) = found.iter().find(|f| f.name == column.name) else {
+                continue;
+            };
+            let (want, have) = (&column.data_type, &in_file.data_type);
+            if converts_losslessly(have, want) {
+                continue;
+            }
+            let change = ColumnChange::TypeChanged {
+                column: column.name.clone(),
+                from: crate::schema::type_name(want),
+                to: crate::schema::type_name(have),
+                widening: crate::schema::is_widening(want, have),
+            };
+            if table.on_schema_change.allows(&change) {
+                column.data_type = have.clone();
+                continue;
+            }
+            return Err(Error::Source {
+                message: format!(
+                    "file `{}`: column `{}` is {} in the file but {} in the contract {shown}, and {} does not convert losslessly to {}; `on_schema_change = \"{}\"` does not allow it. Fix the file, or review the change and run `smelter source sync` (or edit the contract's `arrow_type`)",
+                    file.rel,
+                    column.name,
+                    crate::schema::type_name(have),
+                    crate::schema::type_name(want),
+                    crate::schema::type_name(have),
+                    crate::schema::type_name(want),
+                    table.on_schema_change,
+                ),
+                retryable: false,
+            });
+        }
+    }
+    Ok(())
 }
