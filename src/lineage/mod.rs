@@ -162,6 +162,19 @@ fn walk(plan: &LogicalPlan, indirect: &mut BTreeSet<ColumnRef>) -> Vec<Inputs> {
             input.extend(extra);
             input
         }
+        // A node that keeps some of its input's rows as they are (the latest row per key of
+        // `engine::dedup`): columns pass through, its expressions are indirect.
+        LogicalPlan::Extension(e)
+            if e.node.inputs().len() == 1
+                && e.node.schema().fields().len() == e.node.inputs()[0].schema().fields().len() =>
+        {
+            let child = e.node.inputs()[0];
+            let input = walk(child, indirect);
+            for x in e.node.expressions() {
+                add_indirect(&x, child, &input, indirect);
+            }
+            input
+        }
         LogicalPlan::Sort(s) => {
             let input = walk(&s.input, indirect);
             for e in &s.expr {
