@@ -310,7 +310,10 @@ async fn write_quarantine(
         })
         .await
         .map_err(|e| e.in_table(&qid.to_string(), &crate::storage::redact(&url), None))?;
-    let found = m.earlier_commit.as_ref().is_none_or(|e| e.version.is_some());
+    let found = m
+        .earlier_commit
+        .as_ref()
+        .is_none_or(|e| e.version.is_some());
     let rows = if !found {
         // A retry whose earlier commit is no longer in the recent history: count the rows.
         rc.ctx
