@@ -177,6 +177,13 @@ impl Reader {
                         done = true;
                         break;
                     }
+                    // Reading the (decompressed) bytes failed, not parsing a row.
+                    Err(e) if e.is_io_error() => {
+                        return Err(match e.into_kind() {
+                            csv::ErrorKind::Io(io) => bad(file, io),
+                            kind => bad(file, format!("{kind:?}")),
+                        })
+                    }
                     Err(e) => return Err(bad(file, format!("malformed row: {e}"))),
                 }
                 let line = record.position().map_or(0, |p| p.line());
