@@ -184,7 +184,12 @@ fn print_summary(plan: &Plan, params: &RunParams, records: &[RunRecord], elapsed
         params.logical_date,
         records.len(),
         models,
-        records.iter().map(|r| r.rows).sum::<u64>(),
+        // Rows this attempt wrote: an `already_committed` step's rows were written before.
+        records
+            .iter()
+            .filter(|r| r.status == "success")
+            .map(|r| r.rows)
+            .sum::<u64>(),
         elapsed.as_secs_f64()
     );
 }
