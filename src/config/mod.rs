@@ -4,6 +4,7 @@
 //! every value, collects *all* problems and reports them together, naming the file and the key.
 //! Nothing here opens a connection.
 
+pub mod connection;
 pub mod raw;
 
 use std::collections::BTreeMap;
@@ -87,6 +88,9 @@ pub enum PasswordSource {
     Env(String),
     /// A file (a mounted secret); trailing newlines are ignored.
     File(PathBuf),
+    /// The password of an Airflow connection (`source.connection`), read from
+    /// `AIRFLOW_CONN_<ID>` when connecting.
+    Connection(String),
 }
 
 /// Validated SQL Server connection settings (`[source]` with `type = "mssql"`).
@@ -209,6 +213,9 @@ pub struct Storage {
     pub root: String,
     /// Object-store options.
     pub options: BTreeMap<String, String>,
+    /// Airflow connection id whose settings and credentials the lake uses
+    /// ([`connection::Connection::storage_options`]), read when the lake is opened.
+    pub connection: Option<String>,
 }
 
 /// Parquet compression codec for written tables.
@@ -819,11 +826,37 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             format!("{datahub_batch_size} is out of range; use 1 to 200"),
         );
     }
+    let source_conn = match (kind, raw.source.connection.as_deref()) {
+        (SourceKind::Mssql, Some(id)) if !id.is_empty() => match connection::from_env(id) {
+            Ok(c) if c.conn_type == "mssql" => Some(c),
+            Ok(c) => {
+                problem(
+                    "source.connection",
+                    format!(
+                        "connection `{id}` has conn type `{}`; `type = \"mssql\"` needs `mssql`",
+                        c.conn_type
+                    ),
+                );
+                None
+            }
+            Err(m) => {
+                problem("source.connection", m);
+                None
+            }
+        },
+        _ => None,
+    };
     let mssql = match kind {
-        SourceKind::Mssql => Some(mssql_source(&raw.source, &project_dir, &mut problem)),
+        SourceKind::Mssql => Some(mssql_source(
+            &raw.source,
+            source_conn.as_ref(),
+            &project_dir,
+            &mut problem,
+        )),
         SourceKind::Sample | SourceKind::Files => {
             let s = &raw.source;
             for (set, name) in [
+                (s.connection.is_some(), "connection"),
                 (s.host.is_some(), "host"),
                 (s.port.is_some(), "port"),
                 (s.instance.is_some(), "instance"),
@@ -1005,7 +1038,11 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         on_error,
         source: Source {
             kind,
-            database: raw.source.database.unwrap_or_else(|| "LogisticsDB".into()),
+            database: raw
+                .source
+                .database
+                .or_else(|| source_conn.and_then(|c| c.schema))
+                .unwrap_or_else(|| "LogisticsDB".into()),
             scale_factor,
             seed: raw.source.seed.unwrap_or(42),
             start_date,
@@ -1017,6 +1054,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         storage: Storage {
             root,
             options: raw.storage.options,
+            connection: raw.storage.connection.filter(|c| !c.is_empty()),
         },
         format: Format {
             compression,
@@ -1242,14 +1280,24 @@ fn files_table(
 
 fn mssql_source(
     s: &raw::SourceFile,
+    conn: Option<&connection::Connection>,
     project_dir: &Path,
     problem: &mut impl FnMut(&str, String),
 ) -> MssqlSource {
-    let host = env_or("SMELTER_MSSQL_HOST", &s.host).unwrap_or_default();
+    let hint = match &s.connection {
+        Some(id) => format!(" (or set SMELTER_MSSQL_{{}}, or give it in connection `{id}`)"),
+        None => " (or set SMELTER_MSSQL_{})".into(),
+    };
+    let host = env_or("SMELTER_MSSQL_HOST", &s.host)
+        .or_else(|| conn.and_then(|c| c.host.clone()))
+        .unwrap_or_default();
     if host.is_empty() {
         problem(
             "source.host",
-            "required for `type = \"mssql\"` (or set SMELTER_MSSQL_HOST)".into(),
+            format!(
+                "required for `type = \"mssql\"`{}",
+                hint.replace("{}", "HOST")
+            ),
         );
     }
     let port = match std::env::var("SMELTER_MSSQL_PORT")
@@ -1266,26 +1314,47 @@ fn mssql_source(
                 None
             }
         },
-        None => s.port,
+        None => s.port.or_else(|| conn.and_then(|c| c.port)),
     };
-    let user = env_or("SMELTER_MSSQL_USER", &s.user).unwrap_or_default();
+    let user = env_or("SMELTER_MSSQL_USER", &s.user)
+        .or_else(|| conn.and_then(|c| c.login.clone()))
+        .unwrap_or_default();
     if user.is_empty() {
         problem(
             "source.user",
-            "required for `type = \"mssql\"` (a SQL login; or set SMELTER_MSSQL_USER)".into(),
+            format!(
+                "required for `type = \"mssql\"` (a SQL login){}",
+                hint.replace("{}", "USER")
+            ),
         );
     }
-    let password = match (&s.password_env, &s.password_file) {
-        (Some(v), None) if !v.is_empty() => PasswordSource::Env(v.clone()),
-        (None, Some(f)) if !f.is_empty() => PasswordSource::File(project_dir.join(f)),
+    let password = match (&s.password_env, &s.password_file, conn) {
+        (Some(v), None, _) if !v.is_empty() => PasswordSource::Env(v.clone()),
+        (None, Some(f), _) if !f.is_empty() => PasswordSource::File(project_dir.join(f)),
+        (None, None, Some(_)) => {
+            PasswordSource::Connection(s.connection.clone().unwrap_or_default())
+        }
         _ => {
             problem(
                 "source.password_env",
-                "give exactly one of `password_env` (an environment variable name) and `password_file` (a secret file); passwords never go in the pipeline file".into(),
+                "give exactly one of `password_env` (an environment variable name), `password_file` (a secret file) and `connection` (an Airflow connection); passwords never go in the pipeline file".into(),
             );
             PasswordSource::Env(String::new())
         }
     };
+    let conn_bool = |key: &str, problem: &mut dyn FnMut(&str, String)| -> Option<bool> {
+        conn.and_then(|c| match c.extra_bool(key) {
+            Ok(v) => v,
+            Err(m) => {
+                problem("source.connection", m);
+                None
+            }
+        })
+    };
+    let encrypt_default = s.encrypt.or_else(|| conn_bool("encrypt", problem));
+    let trust = s
+        .trust_server_certificate
+        .or_else(|| conn_bool("trust_server_certificate", problem));
     if s.packet_size.is_some_and(|p| !(512..=32_767).contains(&p)) {
         problem(
             "source.packet_size",
@@ -1314,8 +1383,8 @@ fn mssql_source(
         instance: s.instance.clone().filter(|i| !i.is_empty()),
         user,
         password,
-        encrypt: encrypt(s.encrypt, problem),
-        trust_server_certificate: s.trust_server_certificate.unwrap_or(false),
+        encrypt: encrypt(encrypt_default, problem),
+        trust_server_certificate: trust.unwrap_or(false),
         connect_timeout: std::time::Duration::from_secs(s.connect_timeout_seconds.unwrap_or(30)),
         query_timeout: std::time::Duration::from_secs(s.query_timeout_seconds.unwrap_or(300)),
         application_name: s

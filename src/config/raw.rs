@@ -67,6 +67,10 @@ pub struct SourceFile {
     /// and JSON-lines files, see docs/files.md).
     #[serde(rename = "type")]
     pub kind: String,
+    /// SQL Server: an Airflow connection id (conn type `mssql`) read from `AIRFLOW_CONN_<ID>`
+    /// (URI or JSON form): host, port, schema (database), login, password and the extras
+    /// `encrypt` and `trust_server_certificate` fill the keys this table leaves unset.
+    pub connection: Option<String>,
     /// Logical database name, used in `_source` and lineage (default `LogisticsDB`).
     #[serde(default)]
     pub database: Option<String>,
@@ -223,6 +227,10 @@ pub struct StorageFile {
     /// Object-store options (endpoint, region, allow_http, ...). Never put secrets here.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// An Airflow connection id (`wasb`/`adls` or `aws`) read from `AIRFLOW_CONN_<ID>` when the
+    /// lake is opened: account, keys, SAS token, endpoint and region; `options` override its
+    /// non-secret settings.
+    pub connection: Option<String>,
 }
 
 /// `[format]`.

@@ -76,6 +76,10 @@ impl Lake {
         let mut other = pipeline.clone();
         other.storage.root = root.to_string();
         other.storage.options = options.clone();
+        // The lake's connection serves a source root on the same kind of store only.
+        if !root.contains("://") || root.starts_with("file://") {
+            other.storage.connection = None;
+        }
         let (root, backend, options) = check(&other)?;
         if backend == Backend::Local {
             let path = root
@@ -357,6 +361,17 @@ fn normalize_options(pipeline: &Pipeline, backend: Backend) -> Result<HashMap<St
             },
         }
     }
+    if let Some(id) = &pipeline.storage.connection {
+        match connection_options(id, backend) {
+            // The pipeline's own options win over the connection's non-secret settings.
+            Ok(conn) => {
+                for (k, v) in conn {
+                    out.entry(k).or_insert(v);
+                }
+            }
+            Err(m) => problems.push(format!("key `storage.connection`: {m}")),
+        }
+    }
     if let Err(e) = retry_config(&out) {
         problems.push(format!("key `storage.options`: {e}"));
     }
@@ -365,6 +380,29 @@ fn normalize_options(pipeline: &Pipeline, backend: Backend) -> Result<HashMap<St
     } else {
         Err(Error::config(pipeline.file.display(), problems.join("; ")))
     }
+}
+
+/// The object-store options of Airflow connection `id` for a lake on `backend`.
+fn connection_options(
+    id: &str,
+    backend: Backend,
+) -> std::result::Result<std::collections::BTreeMap<String, String>, String> {
+    let conn = crate::config::connection::from_env(id)?;
+    let options = conn
+        .storage_options()
+        .map_err(|m| format!("connection `{id}`: {m}"))?;
+    let prefix = match backend {
+        Backend::S3 => "aws_",
+        Backend::Azure => "azure_",
+        Backend::Local => return Err("a local lake takes no connection".into()),
+    };
+    if options.keys().any(|k| !k.starts_with(prefix)) {
+        return Err(format!(
+            "connection `{id}` (conn type `{}`) does not fit the lake root's store",
+            conn.conn_type
+        ));
+    }
+    Ok(options)
 }
 
 fn is_truthy(v: &str) -> bool {
@@ -466,6 +504,7 @@ pub fn scrub(text: &str) -> String {
                     || k.ends_with("_TOKEN")
             })
             .map(|(_, v)| v)
+            .chain(crate::config::connection::secrets())
             .filter(|v| v.len() >= 6)
             .collect();
         v.sort_by_key(|s| std::cmp::Reverse(s.len()));

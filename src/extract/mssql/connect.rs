@@ -103,6 +103,15 @@ fn password(src: &PasswordSource) -> Result<String> {
             ),
             retryable: false,
         }),
+        PasswordSource::Connection(id) => crate::config::connection::from_env(id)
+            .and_then(|c| {
+                c.password
+                    .ok_or_else(|| format!("connection `{id}` has no password"))
+            })
+            .map_err(|m| Error::Source {
+                message: format!("{m} (source.connection)"),
+                retryable: false,
+            }),
         PasswordSource::File(path) => std::fs::read_to_string(path)
             .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
             .map_err(|e| Error::Source {
