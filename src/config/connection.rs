@@ -147,10 +147,7 @@ fn parse_uri(text: &str) -> std::result::Result<Connection, String> {
     let mut conn = Connection {
         // Airflow writes `_` in the type as `-` in the scheme.
         conn_type: url.scheme().replace('-', "_"),
-        host: url
-            .host_str()
-            .filter(|h| *h != NO_HOST)
-            .and_then(decode),
+        host: url.host_str().filter(|h| *h != NO_HOST).and_then(decode),
         port: url.port(),
         schema: decode(url.path().trim_start_matches('/')),
         login: decode(url.username()),
@@ -267,9 +264,7 @@ impl Connection {
                 );
                 put(
                     "azure_storage_account_key",
-                    self.password
-                        .as_deref()
-                        .or(self.extra("shared_access_key")),
+                    self.password.as_deref().or(self.extra("shared_access_key")),
                 );
                 put(
                     "azure_storage_sas_key",
@@ -359,7 +354,10 @@ mod tests {
         assert_eq!(c.port, Some(1433));
         assert_eq!(c.schema.as_deref(), Some("Sales"));
         assert_eq!(c.extra_bool("encrypt").unwrap(), Some(true));
-        assert_eq!(c.extra_bool("trust_server_certificate").unwrap(), Some(false));
+        assert_eq!(
+            c.extra_bool("trust_server_certificate").unwrap(),
+            Some(false)
+        );
         assert!(!format!("{c:?}").contains("p@ss"));
     }
 
@@ -369,7 +367,10 @@ mod tests {
             "wasb://devstoreaccount1:k%2Bey%3D%3D@http%3A%2F%2F127.0.0.1%3A10000%2Fdevstoreaccount1?__extra__=%7B%22sas_token%22%3A+%22sv%3D1%26sig%3Dab%252B%22%7D",
         )
         .unwrap();
-        assert_eq!(c.host.as_deref(), Some("http://127.0.0.1:10000/devstoreaccount1"));
+        assert_eq!(
+            c.host.as_deref(),
+            Some("http://127.0.0.1:10000/devstoreaccount1")
+        );
         assert_eq!(c.password.as_deref(), Some("k+ey=="));
         assert_eq!(c.extra("sas_token"), Some("sv=1&sig=ab%2B"));
         let c = parse("wasb://acct@?extra__wasb__sas_token=tok").unwrap();
@@ -403,7 +404,10 @@ mod tests {
 
     #[test]
     fn wasb_maps_to_azure_options() {
-        let c = parse(r#"{"conn_type": "wasb", "login": "acct", "extra": {"sas_token": "?sv=2&sig=x"}}"#).unwrap();
+        let c = parse(
+            r#"{"conn_type": "wasb", "login": "acct", "extra": {"sas_token": "?sv=2&sig=x"}}"#,
+        )
+        .unwrap();
         let o = c.storage_options().unwrap();
         assert_eq!(o["azure_storage_account_name"], "acct");
         assert_eq!(o["azure_storage_sas_key"], "sv=2&sig=x");
@@ -415,9 +419,13 @@ mod tests {
 
     #[test]
     fn bad_input_names_no_value() {
-        let e = parse(r#"{"conn_type": "mssql", "password": "hunter22", "port": "x"}"#).unwrap_err();
+        let e =
+            parse(r#"{"conn_type": "mssql", "password": "hunter22", "port": "x"}"#).unwrap_err();
         assert!(!e.contains("hunter22"), "{e}");
-        assert!(parse("{not json hunter22").unwrap_err().find("hunter22").is_none());
+        assert!(parse("{not json hunter22")
+            .unwrap_err()
+            .find("hunter22")
+            .is_none());
         assert!(parse(r#"{"login": "a"}"#).is_err());
     }
 }
