@@ -203,7 +203,11 @@ fn lineage_table(l: &PipelineLineage) -> String {
                 format!("{model}.{}", c.column),
                 refs(&c.inputs),
                 indirect_refs(&c.indirect),
-                refs(&c.sources),
+                [refs(&c.sources), indirect_refs(&c.indirect_sources)]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             ]);
         }
         if !m.indirect.is_empty() {
@@ -219,8 +223,8 @@ fn lineage_table(l: &PipelineLineage) -> String {
 }
 
 /// Lineage as JSON: per model, per column, the direct inputs and the source columns with their
-/// kinds (`IDENTITY`, `TRANSFORM`, `AGGREGATE`) and the column's indirect inputs with their
-/// subtypes (`FILTER`, `JOIN`, `GROUP_BY`, `SORT`, `WINDOW`, `CONDITIONAL`); per model, the
+/// kinds (`IDENTITY`, `TRANSFORM`, `AGGREGATE`) and the column's indirect inputs (and the source
+/// columns they resolve to) with their subtypes (`FILTER`, `JOIN`, `GROUP_BY`, `SORT`, `WINDOW`, `CONDITIONAL`); per model, the
 /// indirect inputs that apply to every column.
 pub fn lineage_json(l: &PipelineLineage) -> serde_json::Value {
     let list = |v: &[(ColumnRef, Kind)]| -> Vec<serde_json::Value> {
@@ -245,6 +249,7 @@ pub fn lineage_json(l: &PipelineLineage) -> serde_json::Value {
                         "inputs": list(&c.inputs),
                         "indirect": indirect(&c.indirect),
                         "sources": list(&c.sources),
+                        "indirect_sources": indirect(&c.indirect_sources),
                     })).collect::<Vec<_>>(),
                     "indirect": indirect(&m.indirect),
                 }),

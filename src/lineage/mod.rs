@@ -668,6 +668,23 @@ pub fn resolve(
     out
 }
 
+/// [`resolve`] for indirect inputs: each resolves to the source columns its upstream column's
+/// value comes from, keeping its subtypes.
+pub fn resolve_indirect(
+    models: &BTreeMap<String, ModelLineage>,
+    bronze_source: &BTreeMap<String, String>,
+    inputs: &IndirectInputs,
+) -> Vec<(ColumnRef, Indirect)> {
+    let mut out = IndirectInputs::new();
+    for (col, subtypes) in inputs {
+        let one = Inputs::from([(col.clone(), Kind::Identity)]);
+        for c in resolve(models, bronze_source, &one).into_keys() {
+            out.entry(c).or_default().extend(subtypes);
+        }
+    }
+    indirect_edges(&out)
+}
+
 /// Lineage of one output column: direct and indirect inputs, and the source columns the direct
 /// inputs resolve to.
 #[derive(Debug, Clone, Serialize)]
@@ -680,6 +697,9 @@ pub struct ColumnReport {
     pub indirect: Vec<(ColumnRef, Indirect)>,
     /// Direct inputs resolved through upstream models down to source columns.
     pub sources: Vec<(ColumnRef, Kind)>,
+    /// This column's indirect inputs resolved the same way (through the upstream columns'
+    /// direct inputs), with their subtypes.
+    pub indirect_sources: Vec<(ColumnRef, Indirect)>,
 }
 
 /// Lineage of one model.
@@ -747,6 +767,7 @@ pub fn for_pipeline(
                     sources: resolve(&lineages, &bronze_source, &col.direct)
                         .into_iter()
                         .collect(),
+                    indirect_sources: resolve_indirect(&lineages, &bronze_source, &col.indirect),
                 })
                 .collect();
             let report = ModelReport {

@@ -1,8 +1,8 @@
 //! Golden-file tests of column lineage: the `library` pipeline under `tests/lineage/` (its own
 //! schema, not the demo's: members, books and loans read from CSV files) has 30+ models, one per
 //! SQL shape. For each model, `smelter plan --lineage --format json` is rendered as text (per
-//! output column its direct inputs, its own indirect inputs and the source columns; then the
-//! model's indirect inputs) and compared with `tests/lineage/golden/<model>.txt`, whose contents
+//! output column its direct inputs, its own indirect inputs, and the source columns both resolve
+//! to; then the model's indirect inputs) and compared with `tests/lineage/golden/<model>.txt`, whose contents
 //! were checked by hand. Regenerate after a deliberate change and review the diff:
 //!
 //! ```sh
@@ -45,6 +45,7 @@ fn render(model: &str, m: &Value, root: &str) -> String {
             ("direct  ", "inputs", "kind"),
             ("indirect", "indirect", "subtype"),
             ("source  ", "sources", "kind"),
+            ("isource ", "indirect_sources", "subtype"),
         ] {
             for e in c[list].as_array().unwrap() {
                 out.push_str(&format!("  {label} {}\n", edge(e, key)));
