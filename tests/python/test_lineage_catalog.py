@@ -198,3 +198,37 @@ def test_openlineage_carries_indirect_lineage(library):
     assert first == {("book_id", "DIRECT", "IDENTITY"), ("loaned_on", "INDIRECT", "SORT")}
     assert {(i["field"], t["subtype"]) for i in lineage["dataset"] for t in i["transformations"]} == {
         ("member_id", "GROUP_BY")}
+
+
+def test_datahub_lite_imports_a_demo_run_and_returns_lineage_and_schema(demo, tmp_path):
+    """DataHub Lite (acryl-datahub's embedded catalog, extra `datahub-lite`) imports the demo's MCP
+    files and answers for a gold table: its upstream datasets, column edges and schema fields."""
+    python = _datahub_python()
+    dh = str(Path(python).parent / "datahub")
+    home = tmp_path / "home"
+    home.mkdir()
+    # Lite keeps its catalog under $HOME/.datahub/lite; the CLI wants a client config to exist.
+    (home / ".datahubenv").write_text("gms:\n  server: http://127.0.0.1:1\n")
+    env = {**os.environ, "HOME": str(home), "DATAHUB_TELEMETRY_ENABLED": "false"}
+
+    def lite(*args):
+        out = subprocess.run([dh, "lite", *args], capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    for f in _mcp_files(demo):
+        lite("import", "--file", str(f))
+    gold = next(m["entityUrn"] for m in _mcps(demo, "gold")
+                if m["aspectName"] == "upstreamLineage" and "gold/revenue_by_customer" in m["entityUrn"])
+    got = json.loads(lite("get", "--urn", gold, "--aspect", "upstreamLineage"))["upstreamLineage"]
+    assert any(u["dataset"].endswith("silver/invoices,PROD)") for u in got["upstreams"]), got
+    amount = [f for f in got["fineGrainedLineages"]
+              if f["downstreams"][0].endswith(",invoiced_amount)") and f["downstreamType"] == "FIELD"]
+    assert [(f["transformOperation"], [u.rsplit(",", 1)[1] for u in f["upstreams"]]) for f in amount] == [
+        ("AGGREGATE", ["amount)"])], amount
+    schema = json.loads(lite("get", "--urn", gold, "--aspect", "schemaMetadata"))["schemaMetadata"]
+    assert "invoiced_amount" in [f["fieldPath"] for f in schema["fields"]]
+    # The source end of the path is in the catalog too, with its schema.
+    source = "urn:li:dataset:(urn:li:dataPlatform:mssql,LogisticsDB.dbo.invoices,PROD)"
+    fields = json.loads(lite("get", "--urn", source, "--aspect", "schemaMetadata"))["schemaMetadata"]["fields"]
+    assert "amount" in [f["fieldPath"] for f in fields]
