@@ -112,9 +112,9 @@ pub fn urn_encode(s: &str) -> String {
 
 /// The inverse of [`urn_encode`].
 pub fn urn_decode(s: &str) -> String {
-    RESERVED
-        .iter()
-        .fold(s.to_string(), |acc, (c, enc)| acc.replace(enc, &c.to_string()))
+    RESERVED.iter().fold(s.to_string(), |acc, (c, enc)| {
+        acc.replace(enc, &c.to_string())
+    })
 }
 
 fn dataset_urn(platform: &str, name: &str, env: &str) -> String {
@@ -145,11 +145,7 @@ pub fn files_urn(root: &url::Url, glob: &str, env: &str) -> String {
         _ => "abs",
     };
     let base = format!("{}{}", root.host_str().unwrap_or(""), root.path());
-    dataset_urn(
-        platform,
-        &format!("{}/{glob}", base.trim_matches('/')),
-        env,
-    )
+    dataset_urn(platform, &format!("{}/{glob}", base.trim_matches('/')), env)
 }
 
 /// The DataHub platform of a dataset URN (`mssql`, `delta-lake`, `s3`, ...).
@@ -232,16 +228,17 @@ fn schema_metadata(
 /// upstreams the inputs with that transformation), then one entry per indirect subtype that
 /// applies to every column (downstreams: all of them, `FIELD_SET`).
 fn fine_grained(w: &Written) -> Vec<Value> {
-    let entry = |upstreams: Vec<String>, many: bool, downstreams: Vec<String>, t: Transformation| {
-        json!({
-            "upstreamType": "FIELD_SET",
-            "upstreams": upstreams,
-            "downstreamType": if many { "FIELD_SET" } else { "FIELD" },
-            "downstreams": downstreams,
-            "transformOperation": t.datahub_operation(),
-            "confidenceScore": 1.0,
-        })
-    };
+    let entry =
+        |upstreams: Vec<String>, many: bool, downstreams: Vec<String>, t: Transformation| {
+            json!({
+                "upstreamType": "FIELD_SET",
+                "upstreams": upstreams,
+                "downstreamType": if many { "FIELD_SET" } else { "FIELD" },
+                "downstreams": downstreams,
+                "transformOperation": t.datahub_operation(),
+                "confidenceScore": 1.0,
+            })
+        };
     let by_transformation = |inputs: &FieldInputs| {
         let mut groups: std::collections::BTreeMap<Transformation, Vec<String>> =
             std::collections::BTreeMap::new();
@@ -256,7 +253,11 @@ fn fine_grained(w: &Written) -> Vec<Value> {
             out.push(entry(upstreams, false, vec![field_urn(&w.urn, col)], t));
         }
     }
-    let all: Vec<String> = w.columns.iter().map(|(c, _)| field_urn(&w.urn, c)).collect();
+    let all: Vec<String> = w
+        .columns
+        .iter()
+        .map(|(c, _)| field_urn(&w.urn, c))
+        .collect();
     if !all.is_empty() {
         for (t, upstreams) in by_transformation(&w.indirect) {
             out.push(entry(upstreams, true, all.clone(), t));
@@ -472,9 +473,7 @@ pub fn column_inputs(
     indirect: &[(ColumnRef, Indirect)],
     urn_of: impl Fn(&str) -> Option<String>,
 ) -> FieldInputs {
-    let direct = direct
-        .iter()
-        .map(|(c, k)| (c, Transformation::Direct(*k)));
+    let direct = direct.iter().map(|(c, k)| (c, Transformation::Direct(*k)));
     let indirect = indirect
         .iter()
         .map(|(c, s)| (c, Transformation::Indirect(*s)));
@@ -552,4 +551,28 @@ pub fn dataset_profile(p: &crate::profile::TableProfile) -> Value {
         aspect["sizeInBytes"] = json!(size);
     }
     aspect
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_characters_are_percent_encoded_in_field_urns_and_decode_back() {
+        let ds = lake_urn("lake/gold/t", "PROD");
+        assert_eq!(
+            field_urn(&ds, "count(a.b)"),
+            "urn:li:schemaField:(urn:li:dataset:(urn:li:dataPlatform:delta-lake,lake/gold/t,PROD),count%28a.b%29)"
+        );
+        assert_eq!(urn_encode("label (x, y) 50%"), "label %28x%2C y%29 50%");
+        assert_eq!(urn_decode(&urn_encode("a,(b)\u{241f}")), "a,(b)\u{241f}");
+        assert_eq!(platform_of(&mssql_urn("Db.dbo.t", "PROD")), "mssql");
+    }
+
+    #[test]
+    fn every_string_layout_is_a_string() {
+        for t in [DataType::Utf8, DataType::Utf8View, DataType::LargeUtf8] {
+            assert_eq!(datahub_type(&t), "com.linkedin.schema.StringType");
+        }
+    }
 }

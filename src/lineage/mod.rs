@@ -203,7 +203,9 @@ fn walk(plan: &LogicalPlan, ind: &mut IndirectInputs) -> Vec<ColumnLineage> {
             };
             for f in &scan.filters {
                 for c in f.column_refs() {
-                    ind.entry(col(&c.name)).or_default().insert(Indirect::Filter);
+                    ind.entry(col(&c.name))
+                        .or_default()
+                        .insert(Indirect::Filter);
                 }
             }
             scan.projected_schema
@@ -614,7 +616,11 @@ fn edges(
     out
 }
 
-fn lookup<'a>(c: &Column, plan: &LogicalPlan, input: &'a [ColumnLineage]) -> Option<&'a ColumnLineage> {
+fn lookup<'a>(
+    c: &Column,
+    plan: &LogicalPlan,
+    input: &'a [ColumnLineage],
+) -> Option<&'a ColumnLineage> {
     plan.schema()
         .maybe_index_of_column(c)
         .and_then(|i| input.get(i))
@@ -629,7 +635,10 @@ fn add_indirect(
     subtype: Indirect,
     ind: &mut IndirectInputs,
 ) {
-    merge_indirect(ind, &edges(e, Some(subtype), plan, input, Kind::Transform).indirect);
+    merge_indirect(
+        ind,
+        &edges(e, Some(subtype), plan, input, Kind::Transform).indirect,
+    );
 }
 
 /// Chains model lineage across layers: replaces every `<layer>.<table>` input that is itself a

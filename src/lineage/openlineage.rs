@@ -116,7 +116,10 @@ fn input_fields(inputs: &FieldInputs, naming: &Naming) -> Vec<Value> {
             "description": "",
             "masking": false,
         });
-        match by_field.iter_mut().find(|(u, f, _)| *u == urn && *f == field) {
+        match by_field
+            .iter_mut()
+            .find(|(u, f, _)| *u == urn && *f == field)
+        {
             Some((_, _, ts)) => ts.push(transformation),
             None => by_field.push((urn, field, vec![transformation])),
         }
