@@ -14,14 +14,13 @@ shaped sample source with declared types). Then:
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from test_independent_reader import _structure_openlineage, _without_meta
+from test_independent_reader import _structure_openlineage, _without_meta, lake  # noqa: F401
 
 REPO = Path(os.environ.get("SMELTER_REPO", Path(__file__).resolve().parents[2]))
 BIN = os.environ.get("SMELTER_BIN", str(REPO / "target/release/smelter"))
@@ -43,25 +42,19 @@ def library(tmp_path_factory):
     project = tmp_path_factory.mktemp("library")
     for sub in ["pipelines", "sql", "schemas", "data"]:
         shutil.copytree(REPO / "tests/lineage" / sub, project / sub)
-    _run(project, "library", "c1")
+    _run(project, "library", "py1")
     return project
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    project = tmp_path_factory.mktemp("demo")
-    (project / "pipelines").mkdir()
-    toml = (REPO / "pipelines/demo.toml").read_text()
-    toml = re.sub(r"scale_factor = [0-9.]+", "scale_factor = 0.002", toml)
-    (project / "pipelines/demo.toml").write_text(toml)
-    shutil.copytree(REPO / "sql/demo", project / "sql/demo")
-    _run(project, "demo", "c1")
-    return project
+def demo(lake):
+    """The demo project run by test_independent_reader.py's fixture (run id `py1`)."""
+    return lake.parent
 
 
 def _mcp_files(project):
-    """The DataHub MCP files of run `c1` (the library pipeline writes them under `datahub/`)."""
-    sub = "lineage/datahub/c1" if (project / "lineage/datahub").is_dir() else "lineage/c1"
+    """The DataHub MCP files of run `py1` (the library pipeline writes them under `datahub/`)."""
+    sub = "lineage/datahub/py1" if (project / "lineage/datahub").is_dir() else "lineage/py1"
     return sorted((project / sub).glob("*.json"))
 
 
@@ -175,7 +168,7 @@ def test_fine_grained_lineage_is_per_edge_with_indirect_subtypes(library):
 
 def test_openlineage_events_rebuild_with_openlineage_python(library):
     """The demo's events are checked the same way in test_independent_reader.py."""
-    files = sorted((library / "lineage/openlineage/c1").glob("*.jsonl"))
+    files = sorted((library / "lineage/openlineage/py1").glob("*.jsonl"))
     assert [f.stem for f in files] == ["bronze", "extract", "gold", "silver"]
     from openlineage.client.serde import Serde
 
@@ -190,7 +183,7 @@ def test_openlineage_events_rebuild_with_openlineage_python(library):
 
 
 def test_openlineage_carries_indirect_lineage(library):
-    gold = [json.loads(x) for x in (library / "lineage/openlineage/c1/gold.jsonl").read_text().splitlines()]
+    gold = [json.loads(x) for x in (library / "lineage/openlineage/py1/gold.jsonl").read_text().splitlines()]
     out = next(o for o in gold[1]["outputs"] if o["name"].endswith("gold/first_book"))
     lineage = out["facets"]["columnLineage"]
     first = {(i["field"], t["type"], t["subtype"]) for i in lineage["fields"]["first_book"]["inputFields"]
