@@ -45,7 +45,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 use futures::{StreamExt, TryStreamExt};
 
 /// The query planner of Smelter's sessions: DataFusion's, with delta-rs' extension nodes (write,
-/// merge) and [`LatestPerKey`].
+/// merge), [`LatestPerKey`] and [`super::observe::Observe`].
 #[derive(Debug)]
 pub struct Planner;
 
@@ -59,6 +59,7 @@ impl QueryPlanner for Planner {
         DefaultPhysicalPlanner::with_extension_planners(vec![
             deltalake::delta_datafusion::planner::DeltaExtensionPlanner::new(),
             Arc::new(LatestPerKeyPlanner),
+            Arc::new(super::observe::ObservePlanner),
         ])
         .create_physical_plan(logical_plan, session_state)
         .await

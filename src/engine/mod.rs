@@ -11,6 +11,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 pub mod dedup;
+pub mod observe;
 
 use crate::config::Pipeline;
 use crate::error::{Error, Result};

@@ -56,6 +56,7 @@ pub async fn run(rc: &RunContext<'_>, records: &mut Vec<RunRecord>) -> Result<()
         };
         let mut schema_changes = Vec::new();
         let mut quarantined = 0;
+        let mut streamed = None;
         let metrics = if manifest.rows == 0 && manifest.rejected_rows == 0 {
             WriteMetrics {
                 skipped: true,
@@ -63,9 +64,10 @@ pub async fn run(rc: &RunContext<'_>, records: &mut Vec<RunRecord>) -> Result<()
             }
         } else {
             match append(rc, &id, &manifest, started).await {
-                Ok((m, changes, q)) => {
+                Ok((m, changes, q, s)) => {
                     schema_changes = changes;
                     quarantined = q;
+                    streamed = s;
                     m
                 }
                 Err(e @ Error::Rejected { .. }) => return Err(e),
@@ -95,7 +97,7 @@ pub async fn run(rc: &RunContext<'_>, records: &mut Vec<RunRecord>) -> Result<()
         let profile = if metrics.skipped {
             None
         } else {
-            crate::profile::after_write(rc, &id).await?
+            crate::profile::after_write(rc, &id, streamed).await?
         };
         let mut record = rc.record(
             Layer::Bronze,
@@ -149,7 +151,12 @@ async fn append(
     id: &TableId,
     manifest: &Manifest,
     started: i64,
-) -> Result<(WriteMetrics, Vec<crate::schema::ColumnChange>, u64)> {
+) -> Result<(
+    WriteMetrics,
+    Vec<crate::schema::ColumnChange>,
+    u64,
+    Option<crate::profile::Streamed>,
+)> {
     let urls = landing_files(rc, &id.name, manifest)?;
     let files: Vec<String> = urls.iter().map(Url::to_string).collect();
     let policy = rc
@@ -211,6 +218,7 @@ async fn append(
             },
             Vec::new(),
             quarantined,
+            None,
         ));
     };
     let mut exprs: Vec<_> = df.schema().columns().into_iter().map(col).collect();
@@ -230,6 +238,8 @@ async fn append(
         retryable: false,
     })
     .await?;
+    let streamed =
+        crate::profile::stream_profiler(rc, id, input.schema().as_arrow(), &WriteMode::Append)?;
     let metrics = rc
         .format
         .write(WriteRequest {
@@ -240,9 +250,10 @@ async fn append(
             partition_by: Vec::new(),
             txn_id: Some(format!("smelter:{}", rc.params.run_id)),
             metadata: rc.commit_metadata(&[("layer", "bronze".into())]),
+            observer: streamed.as_ref().map(crate::profile::Streamed::observer),
         })
         .await?;
-    Ok((metrics, changes, quarantined))
+    Ok((metrics, changes, quarantined, streamed))
 }
 
 /// `started` (µs since the epoch) as a UTC timestamp literal.
@@ -307,6 +318,7 @@ async fn write_quarantine(
             partition_by: Vec::new(),
             txn_id: Some(format!("smelter:{}", rc.params.run_id)),
             metadata: rc.commit_metadata(&[("layer", "bronze".into())]),
+            observer: None,
         })
         .await
         .map_err(|e| e.in_table(&qid.to_string(), &crate::storage::redact(&url), None))?;

@@ -107,6 +107,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     let txn_id = (model.header.materialized == Materialization::Append)
         .then(|| format!("smelter:{}", rc.params.run_id));
     let url = rc.lake.table_url(&model.id);
+    let streamed = crate::profile::stream_profiler(rc, &model.id, df.schema().as_arrow(), &mode)?;
     let metrics = rc
         .format
         .write(WriteRequest {
@@ -120,6 +121,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
                 ("layer", model.id.layer.to_string()),
                 ("model", model.id.to_string()),
             ]),
+            observer: streamed.as_ref().map(crate::profile::Streamed::observer),
         })
         .await?;
     info!(
@@ -135,7 +137,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     let profile = if metrics.skipped {
         None
     } else {
-        crate::profile::after_write(rc, &model.id).await?
+        crate::profile::after_write(rc, &model.id, streamed).await?
     };
     let mut record = rc.record(
         model.id.layer,
@@ -207,6 +209,7 @@ async fn check_expectations(
                 partition_by: Vec::new(),
                 txn_id: Some(format!("smelter:{}", rc.params.run_id)),
                 metadata: rc.commit_metadata(&[("model", model.id.to_string())]),
+                observer: None,
             })
             .await?;
         info!(model = %model.id, quarantine = %id, rows = m.rows_inserted, "Quarantined rows.");

@@ -73,7 +73,7 @@ pub fn kind_of(dt: &DataType) -> ColumnKind {
 }
 
 /// A numeric (f64) view of a numeric or temporal column: epoch units for temporal types.
-fn as_number(e: Expr, dt: &DataType) -> Expr {
+pub(crate) fn as_number(e: Expr, dt: &DataType) -> Expr {
     match dt {
         DataType::Date32 | DataType::Time32(_) => cast(cast(e, DataType::Int32), DataType::Float64),
         DataType::Date64 | DataType::Timestamp(..) | DataType::Time64(_) => {
@@ -98,7 +98,7 @@ fn distinct_arg(e: Expr, dt: &DataType) -> Option<Expr> {
 }
 
 /// A column reference that survives any name (no identifier parsing).
-fn column(name: &str) -> Expr {
+pub(crate) fn column(name: &str) -> Expr {
     Expr::Column(datafusion::common::Column::from_name(name))
 }
 
@@ -137,84 +137,10 @@ pub async fn profile_dataframe(
     };
 
     // Pass 1: one aggregate over every column.
-    let mut aggs = vec![count(lit(1)).alias("rows")];
-    for (i, f) in fields.iter().enumerate() {
-        let c = column(f.name());
-        let dt = f.data_type();
-        let kind = kind_of(dt);
-        aggs.push(count(c.clone()).alias(format!("c{i}_nonnull")));
-        if let Some(arg) = distinct_arg(c.clone(), dt) {
-            aggs.push(approx_distinct(arg).alias(format!("c{i}_distinct")));
-        }
-        if kind != ColumnKind::Other {
-            aggs.push(min(c.clone()).alias(format!("c{i}_min")));
-            aggs.push(max(c.clone()).alias(format!("c{i}_max")));
-        }
-        match kind {
-            ColumnKind::Numeric => {
-                let x = as_number(c.clone(), dt);
-                aggs.push(avg(x.clone()).alias(format!("c{i}_mean")));
-                aggs.push(stddev(x.clone()).alias(format!("c{i}_stddev")));
-                aggs.push(super::sketch::quantiles(x).alias(format!("c{i}_q")));
-            }
-            ColumnKind::String => {
-                let len = cast(character_length(c.clone()), DataType::Int64);
-                aggs.push(min(len.clone()).alias(format!("c{i}_minlen")));
-                aggs.push(max(len.clone()).alias(format!("c{i}_maxlen")));
-                aggs.push(avg(cast(len, DataType::Float64)).alias(format!("c{i}_meanlen")));
-            }
-            _ => {}
-        }
-    }
+    let aggs = aggregates(&fields);
     let batches = df.clone().aggregate(vec![], aggs)?.collect().await?;
-    let row = One::new(&batches)?;
-    let rows = row.u64("rows").unwrap_or(0);
-
-    let mut columns = Vec::with_capacity(fields.len());
-    for (i, f) in fields.iter().enumerate() {
-        let dt = f.data_type();
-        let kind = kind_of(dt);
-        let nonnull = row.u64(&format!("c{i}_nonnull")).unwrap_or(0);
-        let min_s = row.scalar(&format!("c{i}_min"));
-        let max_s = row.scalar(&format!("c{i}_max"));
-        let numeric = matches!(kind, ColumnKind::Numeric | ColumnKind::Temporal);
-        let quantiles: Vec<Quantile> = QUANTILES
-            .iter()
-            .zip(row.floats(&format!("c{i}_q")))
-            .filter(|(_, v)| v.is_finite())
-            .map(|(q, value)| Quantile {
-                quantile: *q,
-                value,
-            })
-            .collect();
-        let distinct = row.u64(&format!("c{i}_distinct"));
-        columns.push(ColumnProfile {
-            name: f.name().clone(),
-            data_type: dt.to_string(),
-            kind,
-            null_count: rows - nonnull.min(rows),
-            null_proportion: ratio(rows - nonnull.min(rows), rows),
-            distinct_count: distinct,
-            distinct_proportion: distinct.map(|d| ratio(d, rows)),
-            distinct_exact: false,
-            min: row.text(&format!("c{i}_min")),
-            max: row.text(&format!("c{i}_max")),
-            min_value: min_s.as_ref().filter(|_| numeric).and_then(scalar_number),
-            max_value: max_s.as_ref().filter(|_| numeric).and_then(scalar_number),
-            mean: row.f64(&format!("c{i}_mean")),
-            stddev: row.f64(&format!("c{i}_stddev")),
-            median: quantiles
-                .iter()
-                .find(|q| q.quantile == 0.5)
-                .map(|q| q.value),
-            quantiles,
-            min_length: row.u64(&format!("c{i}_minlen")),
-            max_length: row.u64(&format!("c{i}_maxlen")),
-            mean_length: row.f64(&format!("c{i}_meanlen")),
-            top_k: Vec::new(),
-            histogram: None,
-        });
-    }
+    let row = One::from_batches(&batches);
+    let (rows, mut columns) = columns_from(&fields, &row);
 
     // Pass 2: one GROUPING SETS scan. A low-cardinality column is grouped by its own value (exact
     // distinct count, top-k, and for numeric/temporal columns the histogram from the value counts);
@@ -319,32 +245,145 @@ pub async fn profile_dataframe(
             }
         }
         for (i, _, _) in keys.iter().filter(|(_, h, _)| !h) {
-            let p = &mut columns[*i];
             let list = values.remove(i).unwrap_or_default();
-            if let (Some(lo), Some(hi), true) = (p.min_value, p.max_value, bins > 0) {
-                let mut counts = vec![0u64; bins];
-                for (_, count, number) in &list {
-                    if let Some(v) = number {
-                        counts[bucket(*v, lo, hi, bins)] += count;
-                    }
-                }
-                p.histogram = Some(Histogram {
-                    edges: edges(lo, hi, bins),
-                    counts,
-                });
-            }
-            p.distinct_count = Some(list.len() as u64);
-            p.distinct_proportion = Some(ratio(list.len() as u64, rows));
-            p.distinct_exact = true;
-            let mut top: Vec<ValueFrequency> = list
-                .into_iter()
-                .map(|(value, count, _)| ValueFrequency { value, count })
-                .collect();
-            top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
-            top.truncate(options.top_k);
-            p.top_k = top;
+            finish_values(&mut columns[*i], list, rows, options);
         }
     }
+    let mut profile = assemble(table, fields.len(), rows, columns);
+    profile.row_count = sampled_from.unwrap_or(rows);
+    profile.sampled_rows = sampled_from.map(|_| rows);
+    profile.scans = scans;
+    Ok(profile)
+}
+
+/// The pass-1 aggregates of every column (see the module documentation), each aliased `rows` or
+/// `c<i>_<metric>`; [`columns_from`] reads their results.
+pub(crate) fn aggregates(fields: &[Field]) -> Vec<Expr> {
+    let mut aggs = vec![count(lit(1)).alias("rows")];
+    for (i, f) in fields.iter().enumerate() {
+        let c = column(f.name());
+        let dt = f.data_type();
+        let kind = kind_of(dt);
+        aggs.push(count(c.clone()).alias(format!("c{i}_nonnull")));
+        if let Some(arg) = distinct_arg(c.clone(), dt) {
+            aggs.push(approx_distinct(arg).alias(format!("c{i}_distinct")));
+        }
+        if kind != ColumnKind::Other {
+            aggs.push(min(c.clone()).alias(format!("c{i}_min")));
+            aggs.push(max(c.clone()).alias(format!("c{i}_max")));
+        }
+        match kind {
+            ColumnKind::Numeric => {
+                let x = as_number(c.clone(), dt);
+                aggs.push(avg(x.clone()).alias(format!("c{i}_mean")));
+                aggs.push(stddev(x.clone()).alias(format!("c{i}_stddev")));
+                aggs.push(super::sketch::quantiles(x).alias(format!("c{i}_q")));
+            }
+            ColumnKind::String => {
+                let len = cast(character_length(c.clone()), DataType::Int64);
+                aggs.push(min(len.clone()).alias(format!("c{i}_minlen")));
+                aggs.push(max(len.clone()).alias(format!("c{i}_maxlen")));
+                aggs.push(avg(cast(len, DataType::Float64)).alias(format!("c{i}_meanlen")));
+            }
+            _ => {}
+        }
+    }
+    aggs
+}
+
+/// The row count and the column profiles from the results of [`aggregates`].
+pub(crate) fn columns_from(fields: &[Field], row: &One) -> (u64, Vec<ColumnProfile>) {
+    let rows = row.u64("rows").unwrap_or(0);
+
+    let mut columns = Vec::with_capacity(fields.len());
+    for (i, f) in fields.iter().enumerate() {
+        let dt = f.data_type();
+        let kind = kind_of(dt);
+        let nonnull = row.u64(&format!("c{i}_nonnull")).unwrap_or(0);
+        let min_s = row.scalar(&format!("c{i}_min"));
+        let max_s = row.scalar(&format!("c{i}_max"));
+        let numeric = matches!(kind, ColumnKind::Numeric | ColumnKind::Temporal);
+        let quantiles: Vec<Quantile> = QUANTILES
+            .iter()
+            .zip(row.floats(&format!("c{i}_q")))
+            .filter(|(_, v)| v.is_finite())
+            .map(|(q, value)| Quantile {
+                quantile: *q,
+                value,
+            })
+            .collect();
+        let distinct = row.u64(&format!("c{i}_distinct"));
+        columns.push(ColumnProfile {
+            name: f.name().clone(),
+            data_type: dt.to_string(),
+            kind,
+            null_count: rows - nonnull.min(rows),
+            null_proportion: ratio(rows - nonnull.min(rows), rows),
+            distinct_count: distinct,
+            distinct_proportion: distinct.map(|d| ratio(d, rows)),
+            distinct_exact: false,
+            min: row.text(&format!("c{i}_min")),
+            max: row.text(&format!("c{i}_max")),
+            min_value: min_s.as_ref().filter(|_| numeric).and_then(scalar_number),
+            max_value: max_s.as_ref().filter(|_| numeric).and_then(scalar_number),
+            mean: row.f64(&format!("c{i}_mean")),
+            stddev: row.f64(&format!("c{i}_stddev")),
+            median: quantiles
+                .iter()
+                .find(|q| q.quantile == 0.5)
+                .map(|q| q.value),
+            quantiles,
+            min_length: row.u64(&format!("c{i}_minlen")),
+            max_length: row.u64(&format!("c{i}_maxlen")),
+            mean_length: row.f64(&format!("c{i}_meanlen")),
+            top_k: Vec::new(),
+            histogram: None,
+        });
+    }
+
+    (rows, columns)
+}
+
+/// Completes a column whose every distinct non-NULL value was counted (`list`: value as text,
+/// rows, value as a number): exact distinct count, top-k and, with numbers, the histogram.
+pub(crate) fn finish_values(
+    p: &mut ColumnProfile,
+    list: Vec<(String, u64, Option<f64>)>,
+    rows: u64,
+    options: &ProfileOptions,
+) {
+    let bins = options.histogram_bins;
+    if let (Some(lo), Some(hi), true) = (p.min_value, p.max_value, bins > 0) {
+        let mut counts = vec![0u64; bins];
+        for (_, count, number) in &list {
+            if let Some(v) = number {
+                counts[bucket(*v, lo, hi, bins)] += count;
+            }
+        }
+        p.histogram = Some(Histogram {
+            edges: edges(lo, hi, bins),
+            counts,
+        });
+    }
+    p.distinct_count = Some(list.len() as u64);
+    p.distinct_proportion = Some(ratio(list.len() as u64, rows));
+    p.distinct_exact = true;
+    let mut top: Vec<ValueFrequency> = list
+        .into_iter()
+        .map(|(value, count, _)| ValueFrequency { value, count })
+        .collect();
+    top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+    top.truncate(options.top_k);
+    p.top_k = top;
+}
+
+/// A profile of `rows` rows with these columns; an empty table's distinct counts are an exact 0.
+pub(crate) fn assemble(
+    table: &str,
+    column_count: usize,
+    rows: u64,
+    mut columns: Vec<ColumnProfile>,
+) -> TableProfile {
     if rows == 0 {
         for p in &mut columns {
             p.distinct_count = Some(0);
@@ -352,32 +391,32 @@ pub async fn profile_dataframe(
             p.distinct_exact = true;
         }
     }
-
-    Ok(TableProfile {
+    TableProfile {
         table: table.to_string(),
         run_id: String::new(),
         profiled_at_ms: chrono::Utc::now().timestamp_millis(),
-        row_count: sampled_from.unwrap_or(rows),
-        column_count: fields.len() as u64,
+        row_count: rows,
+        column_count: column_count as u64,
         size_bytes: None,
         files: None,
         version: None,
-        sampled_rows: sampled_from.map(|_| rows),
-        scans,
+        sampled_rows: None,
+        scans: 0,
+        scope: super::ProfileScope::Table,
         columns,
         drift: Vec::new(),
-    })
+    }
 }
 
 /// Equal-width bucket edges over `[lo, hi]`.
-fn edges(lo: f64, hi: f64, bins: usize) -> Vec<f64> {
+pub(crate) fn edges(lo: f64, hi: f64, bins: usize) -> Vec<f64> {
     let width = (hi - lo) / bins as f64;
     (0..=bins).map(|b| lo + width * b as f64).collect()
 }
 
 /// The bucket of `v`: the last bucket is closed, values outside `[lo, hi]` are clamped (the same
 /// rule as the SQL bucket expression of the grouping pass).
-fn bucket(v: f64, lo: f64, hi: f64, bins: usize) -> usize {
+pub(crate) fn bucket(v: f64, lo: f64, hi: f64, bins: usize) -> usize {
     if v <= lo || hi <= lo {
         0
     } else if v >= hi {
@@ -387,7 +426,7 @@ fn bucket(v: f64, lo: f64, hi: f64, bins: usize) -> usize {
     }
 }
 
-fn ratio(part: u64, whole: u64) -> f64 {
+pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {
@@ -415,20 +454,44 @@ pub fn scalar_number(v: &ScalarValue) -> Option<f64> {
     }
 }
 
-/// The single row of an aggregate without GROUP BY.
-struct One<'a> {
-    batch: Option<&'a RecordBatch>,
+/// The single row of an aggregate without GROUP BY: each result by name, as a one-row array.
+pub(crate) struct One {
+    values: std::collections::HashMap<String, arrow::array::ArrayRef>,
 }
 
-impl<'a> One<'a> {
-    fn new(batches: &'a [RecordBatch]) -> Result<Self> {
-        Ok(One {
-            batch: batches.iter().find(|b| b.num_rows() > 0),
-        })
+impl One {
+    /// The first non-empty row of an aggregate's result batches.
+    fn from_batches(batches: &[RecordBatch]) -> Self {
+        let values = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .map(|b| {
+                b.schema()
+                    .fields()
+                    .iter()
+                    .zip(b.columns())
+                    .map(|(f, c)| (f.name().clone(), c.slice(0, 1)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        One { values }
+    }
+
+    /// Results given as scalars (an accumulator's `evaluate`), by name.
+    pub(crate) fn from_scalars(scalars: Vec<(String, ScalarValue)>) -> Result<Self> {
+        let values = scalars
+            .into_iter()
+            .map(|(name, v)| Ok((name, v.to_array()?)))
+            .collect::<Result<_>>()?;
+        Ok(One { values })
+    }
+
+    fn get(&self, name: &str) -> Option<&arrow::array::ArrayRef> {
+        self.values.get(name)
     }
 
     fn scalar(&self, name: &str) -> Option<ScalarValue> {
-        let arr = self.batch?.column_by_name(name)?;
+        let arr = self.get(name)?;
         ScalarValue::try_from_array(arr, 0)
             .ok()
             .filter(|v| !v.is_null())
@@ -436,7 +499,7 @@ impl<'a> One<'a> {
 
     /// The values of a `List<Float64>` result (empty when NULL).
     fn floats(&self, name: &str) -> Vec<f64> {
-        let Some(arr) = self.batch.and_then(|b| b.column_by_name(name)) else {
+        let Some(arr) = self.get(name) else {
             return Vec::new();
         };
         let Some(list) = arr.as_any().downcast_ref::<arrow::array::ListArray>() else {
@@ -455,7 +518,7 @@ impl<'a> One<'a> {
 
     /// The value as Arrow displays it (decimals with their scale, ISO timestamps).
     fn text(&self, name: &str) -> Option<String> {
-        let arr = self.batch?.column_by_name(name)?;
+        let arr = self.get(name)?;
         if arr.is_null(0) {
             return None;
         }

@@ -1,10 +1,13 @@
 //! Table profiling: what is in every table Smelter writes, how it changed since the last run, and
 //! an HTML report people can read.
 //!
-//! Data flow: after a model (or bronze table) is written, [`after_write`] opens the table's current
-//! version, [`compute`] profiles it in two scans (one aggregate pass for every per-column metric, one
-//! `GROUPING SETS` pass for histograms, exact distinct counts and top-k), [`drift`] compares the result
-//! with the previous profile of the same table read from [`history`] (`_smelter/profiles`), and the
+//! Data flow: an overwrite or append is profiled while it is written: [`stream_profiler`] gives
+//! the write an observer ([`stream`]) that accumulates every metric from the batches the table
+//! receives, so nothing is read back. A merge (whose new version mixes old and new rows) and
+//! `smelter profile` scan the table: [`compute`] profiles it in two scans (one aggregate pass for
+//! every per-column metric, one `GROUPING SETS` pass for histograms, exact distinct counts and
+//! top-k). [`after_write`] finishes either, [`drift`] compares the result
+//! with the previous profile of the same table and scope read from [`history`] (`_smelter/profiles`), and the
 //! profile (with its drift findings) is appended to the history. [`html`] renders the profiles of a
 //! layer run as one self-contained HTML file, written to `_smelter/reports/<run_id>/<layer>.html`.
 //!
@@ -20,6 +23,7 @@ pub mod drift;
 pub mod history;
 pub mod html;
 pub mod sketch;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -57,8 +61,11 @@ pub struct TableProfile {
     pub version: Option<i64>,
     /// Rows actually profiled when the table was sampled (`None`: every row).
     pub sampled_rows: Option<u64>,
-    /// Scans of the table the profile took.
+    /// Scans of the table the profile took (0: profiled from the write stream, no scan).
     pub scans: u32,
+    /// What the profile describes: the whole table, or the rows one append added.
+    #[serde(default)]
+    pub scope: ProfileScope,
     /// Per-column profiles, in schema order.
     pub columns: Vec<ColumnProfile>,
     /// Drift findings against the previous profile of the same table (breaches only).
@@ -76,6 +83,21 @@ impl TableProfile {
     pub fn drift_failed(&self) -> bool {
         self.drift.iter().any(|d| d.action == DriftAction::Fail)
     }
+}
+
+/// What a [`TableProfile`] describes.
+///
+/// A `table` write (overwrite) and a merge are profiled as the whole new table version. An append
+/// (bronze, `materialized: append`) is profiled from its write stream: the profile then describes
+/// the rows that append added, and drift compares them with the rows the previous append added.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileScope {
+    /// Every row of the table version.
+    #[default]
+    Table,
+    /// The rows one append added.
+    Appended,
 }
 
 /// How a column is profiled.
@@ -169,20 +191,79 @@ pub struct ColumnProfile {
     pub histogram: Option<Histogram>,
 }
 
-/// Profiles the current version of `id` after a write, checks drift against the previous
-/// profile, stores the profile and returns it; `None` when profiling is off.
+/// The profiler of a write of `id` whose input has `schema`, when the table is profiled from the
+/// write stream: profiling is on and the write is an overwrite (the profile is then the table's)
+/// or an append (the rows it adds, [`ProfileScope::Appended`]). `None` otherwise; a merge is
+/// profiled by a scan after the write. Pass it as the write's observer and to [`after_write`].
+pub fn stream_profiler(
+    rc: &RunContext<'_>,
+    id: &TableId,
+    schema: &arrow::datatypes::Schema,
+    mode: &crate::table::WriteMode,
+) -> Result<Option<Streamed>> {
+    use crate::table::WriteMode;
+    if rc.plan.pipeline.profile.mode == ProfileMode::Off {
+        return Ok(None);
+    }
+    let scope = match mode {
+        WriteMode::Overwrite => ProfileScope::Table,
+        WriteMode::Append => ProfileScope::Appended,
+        WriteMode::Merge { .. } => return Ok(None),
+    };
+    let profiler = stream::StreamProfile::new(&id.to_string(), schema, options(rc))?;
+    Ok(Some(Streamed {
+        profiler: Arc::new(profiler),
+        scope,
+    }))
+}
+
+/// A write's stream profiler and what its profile describes (see [`stream_profiler`]).
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    /// The profiler, to be the write's observer.
+    pub profiler: Arc<stream::StreamProfile>,
+    /// What the profile describes.
+    pub scope: ProfileScope,
+}
+
+impl Streamed {
+    /// The profiler as a write observer.
+    pub fn observer(&self) -> Arc<dyn crate::engine::observe::BatchObserver> {
+        self.profiler.clone()
+    }
+}
+
+/// Profiles `id` after a write (from `streamed`, the write's stream profiler, or else by scanning
+/// the table's current version), checks drift against the previous profile of the same scope,
+/// stores the profile and returns it; `None` when profiling is off.
 ///
 /// A drift breach with action `fail` is an [`Error::Quality`] (exit 3), raised after the profile
 /// was stored: the data already written stays written.
-pub async fn after_write(rc: &RunContext<'_>, id: &TableId) -> Result<Option<Arc<TableProfile>>> {
+pub async fn after_write(
+    rc: &RunContext<'_>,
+    id: &TableId,
+    streamed: Option<Streamed>,
+) -> Result<Option<Arc<TableProfile>>> {
     let settings = &rc.plan.pipeline.profile;
     if settings.mode == ProfileMode::Off {
         return Ok(None);
     }
-    let mut profile = profile_table(rc, id, &rc.params.run_id).await?;
+    let mut profile = match streamed {
+        Some(s) => {
+            let mut p = s.profiler.finish(s.scope)?;
+            p.run_id = rc.params.run_id.clone();
+            if let Some(stats) = rc.format.stats(&rc.lake.table_url(id)).await? {
+                p.size_bytes = Some(stats.size_bytes);
+                p.files = Some(stats.files);
+                p.version = Some(stats.version);
+            }
+            p
+        }
+        None => profile_table(rc, id, &rc.params.run_id).await?,
+    };
     let previous = history::latest(rc.state, id).await?;
-    if let Some(prev) = &previous {
-        profile.drift = drift::compare(prev, &profile, &settings.drift);
+    if let Some(prev) = previous.filter(|p| p.scope == profile.scope) {
+        profile.drift = drift::compare(&prev, &profile, &settings.drift);
     }
     for d in &profile.drift {
         warn!(table = %id, metric = ?d.metric, column = d.column.as_deref().unwrap_or(""), value = d.value, max = d.max, action = ?d.action, "Drift against the previous profile.");
@@ -192,6 +273,8 @@ pub async fn after_write(rc: &RunContext<'_>, id: &TableId) -> Result<Option<Arc
         table = %id,
         rows = profile.row_count,
         columns = profile.column_count,
+        scope = ?profile.scope,
+        scans = profile.scans,
         sampled = profile.sampled_rows.is_some(),
         drift = profile.drift.len(),
         "Profiled table."
@@ -215,6 +298,17 @@ pub async fn after_write(rc: &RunContext<'_>, id: &TableId) -> Result<Option<Arc
     Ok(Some(Arc::new(profile)))
 }
 
+/// The profiler options of the pipeline's settings (`mode = "sample"` samples scans only).
+fn options(rc: &RunContext<'_>) -> ProfileOptions {
+    let settings = &rc.plan.pipeline.profile;
+    ProfileOptions {
+        top_k: settings.top_k,
+        histogram_bins: settings.histogram_bins,
+        exact_distinct_max: settings.exact_distinct_max,
+        sample_rows: (settings.mode == ProfileMode::Sample).then_some(settings.sample_rows),
+    }
+}
+
 /// Profiles the current version of a lake table with the pipeline's settings (`mode = "off"`
 /// profiles every row: asking for a profile means wanting one).
 pub async fn profile_table(
@@ -231,13 +325,7 @@ pub async fn profile_table(
         ))
     })?;
     let stats = rc.format.stats(&url).await?;
-    let settings = &rc.plan.pipeline.profile;
-    let options = ProfileOptions {
-        top_k: settings.top_k,
-        histogram_bins: settings.histogram_bins,
-        exact_distinct_max: settings.exact_distinct_max,
-        sample_rows: (settings.mode == ProfileMode::Sample).then_some(settings.sample_rows),
-    };
+    let options = options(rc);
     let df = rc.ctx.read_table(provider)?;
     let mut profile = profile_dataframe(
         &id.to_string(),

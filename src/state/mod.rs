@@ -324,6 +324,7 @@ impl State {
                 partition_by: Vec::new(),
                 txn_id: None,
                 metadata: Vec::new(),
+                observer: None,
             })
             .await?;
         Ok(())

@@ -246,6 +246,12 @@ impl TableFormat for Delta {
 
     async fn write(&self, mut req: WriteRequest<'_>) -> Result<WriteMetrics> {
         req.input = floor_to_micros(req.input)?;
+        if let (Some(observer), false) = (
+            req.observer.take(),
+            matches!(req.mode, WriteMode::Merge { .. }),
+        ) {
+            req.input = crate::engine::observe::observe(req.input, observer);
+        }
         let table = self.open_with(req.url, true).await?;
         // An overwrite always runs (a full refresh rebuilds the table), but still records its
         // transaction id, so a retry of the same run id that appends is recognised as done.

@@ -49,6 +49,9 @@ pub struct WriteRequest<'a> {
     pub txn_id: Option<String>,
     /// Commit metadata (run id, layer, model) recorded with the commit.
     pub metadata: Vec<(String, String)>,
+    /// Shown every batch written, as the format writes it (after its own type normalization),
+    /// by an overwrite or an append; not used by a merge, whose rows are not the table's.
+    pub observer: Option<Arc<dyn crate::engine::observe::BatchObserver>>,
 }
 
 /// What a write did.

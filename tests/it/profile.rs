@@ -10,7 +10,7 @@ use arrow::array::{Date32Array, Float64Array, Int64Array, RecordBatch, StringArr
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::SessionContext;
 use smelter::config::{DriftAction, DriftMetric, DriftRule};
-use smelter::profile::{drift, profile_dataframe, ProfileOptions, TableProfile};
+use smelter::profile::{drift, profile_dataframe, ProfileOptions, ProfileScope, TableProfile};
 
 use crate::support::{code, stderr, Project, ONE_TABLE};
 
@@ -452,6 +452,54 @@ async fn runs_store_profiles_that_match_the_lake_and_write_reports() {
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0].row_count, silver.row_count);
     assert_eq!(shown[0].run_id, "adhoc");
+    // The run profiled the table from its write stream (no scan); the on-demand profile scans
+    // it: both describe the same rows.
+    assert_eq!((silver.scans, silver.scope), (0, ProfileScope::Table));
+    assert!(shown[0].scans >= 1);
+    for (streamed, scanned) in silver.columns.iter().zip(&shown[0].columns) {
+        assert_eq!(streamed.null_count, scanned.null_count, "{}", streamed.name);
+        assert_eq!(streamed.min, scanned.min, "{}", streamed.name);
+        assert_eq!(streamed.max, scanned.max, "{}", streamed.name);
+        assert_eq!(
+            streamed.distinct_count, scanned.distinct_count,
+            "{}",
+            streamed.name
+        );
+        assert_eq!(streamed.top_k, scanned.top_k, "{}", streamed.name);
+        assert_eq!(
+            streamed
+                .histogram
+                .as_ref()
+                .map(|h| h.counts.iter().sum::<u64>()),
+            scanned
+                .histogram
+                .as_ref()
+                .map(|h| h.counts.iter().sum::<u64>()),
+            "{}",
+            streamed.name
+        );
+    }
+    // Bronze appends: the profile describes the rows each append added.
+    assert_eq!(bronze.scope, ProfileScope::Appended);
+    p.ok(&[
+        "run",
+        "{p}",
+        "--layer",
+        "extract",
+        "--logical-date",
+        "2026-01-01",
+        "--run-id",
+        "b",
+    ]);
+    p.ok(&["run", "{p}", "--layer", "bronze", "--run-id", "b"]);
+    let (appended, _) = latest_profile(&p, "bronze.shipments").await;
+    assert_eq!(appended.run_id, "b");
+    assert_eq!(
+        appended.row_count as i64,
+        p.scalar(b, "SELECT COUNT(*) FROM b WHERE _run_id = 'b'")
+            .await
+    );
+    assert!((appended.row_count as i64) < p.scalar(b, "SELECT COUNT(*) FROM b").await);
     let out = p.ok(&["profile", "{p}", "--layer", "silver"]);
     assert!(
         out.contains("silver.picked") && out.contains("weight_kg"),
