@@ -107,7 +107,7 @@ fn demo_value_wider_than_its_decimal_fails_with_exit_3() {
     for want in [
         "bronze.shipments",
         "`declared_value`",
-        "Decimal128(19, 4)",
+        "decimal(19,4)",
         "100000000000000000.0000",
         "landing/shipments/run=r1/part-0000.parquet",
         "row 1",

@@ -441,6 +441,43 @@ pub async fn infer(root: &Lake, file: &Listed, spec: &FilesTable) -> Result<Vec<
         .map_err(|e| Error::Internal(format!("inference task failed: {e}")))?
 }
 
+/// Whether the first [`INFER_ROWS`] rows of a CSV or JSON-lines file read as `column` (its type,
+/// declared source type and nullability), the way a run would read them: `None` if they do,
+/// else the first problem, naming the file and line.
+pub async fn fits(
+    root: &Lake,
+    file: &Listed,
+    spec: &FilesTable,
+    table: &str,
+    column: &ColumnShape,
+) -> Option<String> {
+    let reader = Reader {
+        store: root.store(),
+        spec: spec.clone(),
+        schema: Arc::new(crate::schema::arrow_schema(std::slice::from_ref(column))),
+        batch_size: INFER_ROWS,
+        table: table.to_string(),
+        columns: vec![column.clone()],
+        on_error: OnError::Fail,
+        rejected: None,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let task = {
+        let file = file.clone();
+        tokio::spawn(async move { reader.read(&file, &tx).await })
+    };
+    // Only the first batch counts; dropping the receiver stops the read.
+    let first = rx.recv().await;
+    drop(rx);
+    let ended = task.await;
+    match (first, ended) {
+        (Some(Ok(_)), _) => None,
+        (Some(Err(e)), _) | (None, Ok(Err(e))) => Some(e.to_string()),
+        (None, Ok(Ok(()))) => None,
+        (None, Err(e)) => Some(format!("the check failed: {e}")),
+    }
+}
+
 /// Column shapes of an inferred or footer schema, with types a Delta table stores: timestamps
 /// in microseconds (Delta's unit), an all-empty column and nested JSON values as text. Nested
 /// Parquet types (lists, structs, maps) are kept, with their members normalized the same way.
