@@ -229,10 +229,16 @@ pub async fn merge(
                 notes.push(format!(
                     "kept `{}`: {} (hand-set; the source has {}: {why})",
                     o.name,
-                    shown(&ColumnShape { nullable: true, ..o.clone() }),
+                    shown(&ColumnShape {
+                        nullable: true,
+                        ..o.clone()
+                    }),
                     shown(&f)
                 ));
-                columns.push(ColumnShape { nullable, ..o.clone() });
+                columns.push(ColumnShape {
+                    nullable,
+                    ..o.clone()
+                });
             }
             Verdict::Replace(why) => {
                 notes.push(format!(

@@ -518,7 +518,11 @@ fn source_sync_keeps_hand_edits_the_source_agrees_with() {
     let p = Project::custom(FILES_PIPELINE, &[]);
     let csv = p.dir.path().join("incoming/orders/a.csv");
     std::fs::create_dir_all(csv.parent().unwrap()).unwrap();
-    std::fs::write(&csv, "id,amount,code,note\n1,10.25,AB,hello\n2,7.50,CD,world\n").unwrap();
+    std::fs::write(
+        &csv,
+        "id,amount,code,note\n1,10.25,AB,hello\n2,7.50,CD,world\n",
+    )
+    .unwrap();
     let sync = |args: &[&str], want: i32| expect_code(&p.smelter(args), args, want);
     let file = p.dir.path().join("schemas/t/orders.toml");
 

@@ -14,7 +14,6 @@ mod listing;
 
 use std::sync::Arc;
 
-
 use super::source::{ReadRequest, Source, TableRead, Verdict};
 use crate::config::{FileFormat, FilesTable, Pipeline, SourceTable};
 use crate::error::{Error, Result};

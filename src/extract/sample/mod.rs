@@ -772,7 +772,7 @@ impl super::source::Source for SampleSource {
             partitions.push(rx);
         }
         Ok(super::source::TableRead {
-            columns: crate::schema::ColumnShape::of_schema(&schema),
+            columns: Self::columns(&table.name)?,
             schema,
             watermark_col,
             partitions,
