@@ -397,24 +397,16 @@ fn files_field_that_is_not_utf8_fails_with_exit_2() {
     }
 }
 
-const JSON_PIPELINE: &str = r#"
-name = "t"
-on_error = "ON_ERROR"
-[source]
-type = "files"
-root = "incoming"
-[[source.tables]]
-name = "events"
-path = "events/*.jsonl"
-[storage]
-root = "lake"
-"#;
-
 /// Line 2 is cut short, line 4 is not valid UTF-8, line 5 is blank, line 6 is not an object.
 const JSONL: &[u8] = b"{\"id\": 1, \"name\": \"a\"}\n{\"id\": 2, \"name\": \n{\"id\": 3, \"name\": \"c\"}\n{\"id\": 4, \"name\": \"\xff\"}\n\n[5]\n{\"id\": 7, \"name\": \"g\"}\n";
 
 fn json_project(on_error: &str) -> Project {
-    let p = Project::custom(&JSON_PIPELINE.replace("ON_ERROR", on_error), &[]);
+    let toml = FILES.replace("ON_ERROR", on_error).replace(
+        "name = \"orders\"\npath = \"orders/*.csv\"\nkey = [\"order_id\"]",
+        "name = \"events\"\npath = \"events/*.jsonl\"",
+    );
+    assert!(toml.contains("events/*.jsonl"));
+    let p = Project::custom(&toml, &[]);
     let dir = p.dir.path().join("incoming/events");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("a.jsonl"), JSONL).unwrap();
