@@ -8,7 +8,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde_json::json;
 
 use crate::error::Result;
-use crate::lineage::{ColumnRef, Kind, PipelineLineage};
+use crate::lineage::{ColumnRef, Indirect, Kind, PipelineLineage};
 use crate::plan::{display_path, Layer, Plan};
 
 /// Output format.
@@ -176,55 +176,82 @@ fn mermaid(plan: &Plan) -> String {
 
 fn refs(list: &[(ColumnRef, Kind)]) -> String {
     list.iter()
-        .map(|(c, k)| format!("{c} ({})", kind_name(*k)))
+        .map(|(c, k)| format!("{c} ({})", k.name()))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::Identity => "IDENTITY",
-        Kind::Transform => "TRANSFORM",
-        Kind::Aggregate => "AGGREGATE",
-    }
+fn indirect_refs(list: &[(ColumnRef, Indirect)]) -> String {
+    list.iter()
+        .map(|(c, s)| format!("{c} ({})", s.name()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn lineage_table(l: &PipelineLineage) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec!["model column", "inputs", "source columns"]);
-    for (model, (cols, _)) in &l.models {
-        for c in cols {
+    t.set_header(vec![
+        "model column",
+        "inputs",
+        "indirect inputs",
+        "source columns",
+    ]);
+    for (model, m) in &l.models {
+        for c in &m.columns {
             t.add_row(vec![
                 format!("{model}.{}", c.column),
                 refs(&c.inputs),
-                refs(&c.sources),
+                indirect_refs(&c.indirect),
+                [refs(&c.sources), indirect_refs(&c.indirect_sources)]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ]);
+        }
+        if !m.indirect.is_empty() {
+            t.add_row(vec![
+                format!("{model} (every column)"),
+                String::new(),
+                indirect_refs(&m.indirect),
+                String::new(),
             ]);
         }
     }
     t.to_string()
 }
 
-/// Lineage as JSON: per model, per column, the inputs and the source columns with their kinds.
+/// Lineage as JSON: per model, per column, the direct inputs and the source columns with their
+/// kinds (`IDENTITY`, `TRANSFORM`, `AGGREGATE`) and the column's indirect inputs (and the source
+/// columns they resolve to) with their subtypes (`FILTER`, `JOIN`, `GROUP_BY`, `SORT`, `WINDOW`, `CONDITIONAL`); per model, the
+/// indirect inputs that apply to every column.
 pub fn lineage_json(l: &PipelineLineage) -> serde_json::Value {
     let list = |v: &[(ColumnRef, Kind)]| -> Vec<serde_json::Value> {
         v.iter()
-            .map(|(c, k)| json!({"table": c.table, "column": c.column, "kind": kind_name(*k)}))
+            .map(|(c, k)| json!({"table": c.table, "column": c.column, "kind": k.name()}))
+            .collect()
+    };
+    let indirect = |v: &[(ColumnRef, Indirect)]| -> Vec<serde_json::Value> {
+        v.iter()
+            .map(|(c, s)| json!({"table": c.table, "column": c.column, "subtype": s.name()}))
             .collect()
     };
     let models: serde_json::Map<String, serde_json::Value> = l
         .models
         .iter()
-        .map(|(m, (cols, indirect))| {
+        .map(|(name, m)| {
             (
-                m.clone(),
+                name.clone(),
                 json!({
-                    "columns": cols.iter().map(|c| json!({
+                    "columns": m.columns.iter().map(|c| json!({
                         "name": c.column,
                         "inputs": list(&c.inputs),
+                        "indirect": indirect(&c.indirect),
                         "sources": list(&c.sources),
+                        "indirect_sources": indirect(&c.indirect_sources),
                     })).collect::<Vec<_>>(),
-                    "indirect": indirect.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "indirect": indirect(&m.indirect),
                 }),
             )
         })
@@ -233,16 +260,21 @@ pub fn lineage_json(l: &PipelineLineage) -> serde_json::Value {
 }
 
 fn lineage_mermaid(l: &PipelineLineage) -> String {
-    let node = |s: &str| s.replace(['.', ' '], "_");
+    // Mermaid node ids take letters, digits and `_` only; column names may hold anything.
+    let node = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
     let mut out = String::from("flowchart LR\n");
-    for (model, (cols, _)) in &l.models {
-        for c in cols {
+    for (model, m) in &l.models {
+        for c in &m.columns {
             let target = format!("{model}.{}", c.column);
             for (input, k) in &c.inputs {
                 out.push_str(&format!(
                     "  {}[\"{input}\"] -->|{}| {}[\"{target}\"]\n",
                     node(&input.to_string()),
-                    kind_name(*k),
+                    k.name(),
                     node(&target)
                 ));
             }

@@ -247,6 +247,8 @@ pub struct Engine {
     pub memory_limit: Option<usize>,
     /// Target partitions.
     pub target_partitions: usize,
+    /// Independent models of one layer run at once (`engine.threads`, like dbt's `threads`).
+    pub threads: usize,
 }
 
 /// A validated schedule entry.
@@ -969,6 +971,9 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             format!("unknown engine mode `{other}`; valid choices: `local`"),
         ),
     }
+    if raw.engine.threads == Some(0) {
+        problem("engine.threads", "must be at least 1".into());
+    }
     if raw.engine.target_partitions == Some(0) {
         problem("engine.target_partitions", "must be at least 1".into());
     }
@@ -1066,6 +1071,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
                 .engine
                 .target_partitions
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            threads: raw.engine.threads.unwrap_or(2),
         },
         vars,
         schedules,

@@ -261,6 +261,9 @@ pub struct EngineFile {
     /// Target partitions (default: number of cores).
     #[serde(default)]
     pub target_partitions: Option<usize>,
+    /// Models of one layer run at once, when independent (dbt's `threads`; default 2).
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 /// `[[schedule]]`, in the Dativo schedule format.

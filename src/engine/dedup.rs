@@ -15,7 +15,6 @@
 //! pinned release.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -427,7 +426,7 @@ impl Latest {
                 })
                 .collect::<DfResult<Vec<_>>>()?,
         )?;
-        let mut best: HashMap<Box<[u8]>, Best> = HashMap::new();
+        let mut best: ahash::AHashMap<Box<[u8]>, Best> = ahash::AHashMap::new();
         let mut batches: Vec<RecordBatch> = Vec::new();
         let mut retained_rows = 0usize;
         while let Some(batch) = input.next().await {

@@ -130,6 +130,153 @@ impl ContractColumn {
     }
 }
 
+/// A column's type as `source sync` shows it: the declared source type and the Arrow type
+/// (`decimal(18,2) = Decimal128(18, 2)`), or the Arrow type alone, then `NOT NULL` when the
+/// column is not nullable.
+pub fn shown(c: &ColumnShape) -> String {
+    let t = crate::schema::type_name(&c.data_type);
+    let t = match &c.source_type {
+        Some(d) => format!("{d} = {t}"),
+        None => t,
+    };
+    if c.nullable {
+        t
+    } else {
+        format!("{t} NOT NULL")
+    }
+}
+
+/// Whether every value of type `have` converts exactly into the type `want`: the same stored
+/// type, a lossless widening ([`crate::schema::is_widening`]), or any scalar type into text
+/// (`Utf8`, the value's display form: how a contract lands a type the table format cannot
+/// store, such as a time of day).
+pub fn converts_losslessly(have: &DataType, want: &DataType) -> bool {
+    let (have, want) = (
+        crate::schema::storage_type(have),
+        crate::schema::storage_type(want),
+    );
+    have == want
+        || crate::schema::is_widening(&have, &want)
+        || (want == DataType::Utf8 && !have.is_nested() && !matches!(have, DataType::Binary))
+}
+
+/// What `source sync` makes of an existing contract and the columns the source has now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    /// The columns to write: the source's, in source order, with hand-set columns kept.
+    pub columns: Vec<ColumnShape>,
+    /// Key columns: the pipeline's when it sets any, else the contract's (hand-set).
+    pub key: Vec<String>,
+    /// Watermark: the pipeline's when it sets one, else the contract's (hand-set).
+    pub watermark: Option<String>,
+    /// One line per hand-set column or setting kept, and per hand-set column replaced, saying
+    /// why.
+    pub notes: Vec<String>,
+}
+
+/// Merges the contract `old` (with its parsed columns `old_columns`) with the columns the source
+/// discovers now (`found`). A contract is reviewed code, so only what changed in the source
+/// changes in it:
+///
+/// - a column the source added is added, one it removed is removed;
+/// - a column whose contract shape equals the discovered one stays as it is;
+/// - a column whose contract shape differs (edited by hand, or the source changed) is kept
+///   when the source says every value converts into it ([`Source::keeps`]: for files, a
+///   lossless conversion, or for CSV/JSON the inferred rows reading as the declared type), else
+///   replaced by the discovered one. A hand-set NOT NULL is kept for a source whose discovery
+///   cannot know nullability ([`Source::discovers_nullability`]);
+/// - key and watermark come from the pipeline when it sets them, else stay as hand-set.
+///
+/// [`Source::keeps`]: super::source::Source::keeps
+/// [`Source::discovers_nullability`]: super::source::Source::discovers_nullability
+pub async fn merge(
+    source: &dyn super::source::Source,
+    table: &SourceTable,
+    old: &Contract,
+    old_columns: &[ColumnShape],
+    found: Vec<ColumnShape>,
+) -> Result<Merged> {
+    use super::source::Verdict;
+    let knows_nulls = source.discovers_nullability();
+    let mut notes = Vec::new();
+    let mut columns = Vec::with_capacity(found.len());
+    for f in found {
+        let Some(o) = old_columns.iter().find(|o| o.name == f.name) else {
+            columns.push(f);
+            continue;
+        };
+        let same_type = crate::schema::storage_type(&o.data_type)
+            == crate::schema::storage_type(&f.data_type)
+            && match (&o.source_type, &f.source_type) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                (Some(_), None) => false,
+                _ => true,
+            };
+        // Discovery that cannot tell NOT NULL keeps the contract's nullability.
+        let nullable = if knows_nulls { f.nullable } else { o.nullable };
+        if !knows_nulls && !o.nullable {
+            notes.push(format!(
+                "kept `{}` NOT NULL (hand-set; inferring from files cannot tell)",
+                o.name
+            ));
+        }
+        if same_type {
+            columns.push(ColumnShape { nullable, ..f });
+            continue;
+        }
+        match source.keeps(table, &f, o).await? {
+            Verdict::Keep(why) => {
+                notes.push(format!(
+                    "kept `{}`: {} (hand-set; the source has {}: {why})",
+                    o.name,
+                    shown(&ColumnShape {
+                        nullable: true,
+                        ..o.clone()
+                    }),
+                    shown(&f)
+                ));
+                columns.push(ColumnShape {
+                    nullable,
+                    ..o.clone()
+                });
+            }
+            Verdict::Replace(why) => {
+                notes.push(format!(
+                    "replaced `{}`: {} → {} ({why})",
+                    o.name,
+                    shown(o),
+                    shown(&f)
+                ));
+                columns.push(ColumnShape { nullable, ..f });
+            }
+        }
+    }
+    let key = if table.key.is_empty() && !old.key.is_empty() {
+        notes.push(format!(
+            "kept key {:?} (hand-set; the pipeline sets none)",
+            old.key
+        ));
+        old.key.clone()
+    } else {
+        table.key.clone()
+    };
+    let watermark = match (&table.watermark, &old.watermark) {
+        (None, Some(w)) => {
+            notes.push(format!(
+                "kept watermark `{w}` (hand-set; the pipeline sets none)"
+            ));
+            Some(w.clone())
+        }
+        (w, _) => w.clone(),
+    };
+    Ok(Merged {
+        columns,
+        key,
+        watermark,
+        notes,
+    })
+}
+
 /// Path of a table's contract file.
 pub fn path(pipeline: &Pipeline, table: &str) -> PathBuf {
     pipeline.schemas_dir.join(format!("{table}.toml"))

@@ -359,7 +359,8 @@ pub struct SyncResult {
     pub status: &'static str,
     /// Column changes from the old contract to the source (empty for new or unchanged).
     pub changes: Vec<ColumnChange>,
-    /// Other differences (source label, key, watermark).
+    /// Hand-set columns and settings kept or replaced (with why), and other differences
+    /// (source label, key, watermark).
     pub notes: Vec<String>,
     /// Columns of the contract the table format cannot store (see
     /// [`contract::unstorable_problems`]); the command then fails (exit 2).
@@ -367,7 +368,9 @@ pub struct SyncResult {
 }
 
 /// Discovers the schema of each table (all, or those named in `only`) from the source and
-/// writes its contract file, unless `check` is set; returns what changed per table. Unknown
+/// writes its contract file, unless `check` is set; returns what changed per table. An existing
+/// contract is merged with the source, keeping what was set by hand where the source agrees
+/// ([`contract::merge`]). Unknown
 /// table names are an error listing the valid ones (exit 2).
 pub async fn sync_contracts(
     pipeline: &Pipeline,
@@ -406,14 +409,23 @@ pub async fn sync_contracts(
     let source = source::open(pipeline);
     let mut results = Vec::new();
     for table in tables {
-        let columns = source.discover(table).await?;
-        let new = contract::Contract::new(source.label(pipeline, table), table, &columns);
+        let found = source.discover(table).await?;
+        let label = source.label(pipeline, table);
         let file = contract::path(pipeline, &table.name);
         let shown = crate::plan::display_path(pipeline, &file);
-        let (status, changes, notes) = match contract::read(pipeline, &table.name) {
+        let (new, columns, status, changes, notes) = match contract::read(pipeline, &table.name) {
             Ok(Some((old, old_columns))) => {
-                let changes = crate::schema::diff(&old_columns, &columns);
-                let mut notes = Vec::new();
+                let merged =
+                    contract::merge(source.as_ref(), table, &old, &old_columns, found).await?;
+                let new = contract::Contract {
+                    table: table.name.clone(),
+                    source: label,
+                    key: merged.key,
+                    watermark: merged.watermark,
+                    columns: contract::ContractColumn::of(&merged.columns),
+                };
+                let changes = crate::schema::diff(&old_columns, &merged.columns);
+                let mut notes = merged.notes;
                 if old.source != new.source {
                     notes.push(format!("source `{}` → `{}`", old.source, new.source));
                 }
@@ -426,11 +438,17 @@ pub async fn sync_contracts(
                         old.watermark, new.watermark
                     ));
                 }
-                let same = changes.is_empty() && notes.is_empty() && old == new;
-                (if same { "unchanged" } else { "changed" }, changes, notes)
+                let status = if old == new { "unchanged" } else { "changed" };
+                (new, merged.columns, status, changes, notes)
             }
             // A contract that no longer parses is replaced.
-            Ok(None) | Err(_) => ("new", Vec::new(), Vec::new()),
+            Ok(None) | Err(_) => (
+                contract::Contract::new(label, table, &found),
+                found,
+                "new",
+                Vec::new(),
+                Vec::new(),
+            ),
         };
         // A type the contract cannot record is not written (it would not parse back).
         let unrepresentable = contract::unrepresentable_problems(&shown, &table.name, &columns);

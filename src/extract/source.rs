@@ -37,6 +37,15 @@ pub struct TableRead {
     pub rejected: Option<tokio::sync::mpsc::UnboundedReceiver<RecordBatch>>,
 }
 
+/// What `source sync` does with a contract column edited by hand (see [`Source::keeps`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep the hand-set column; the text says why (every source value converts into it).
+    Keep(String),
+    /// Replace it with the discovered column; the text says why.
+    Replace(String),
+}
+
 /// What one extraction asks of a source.
 pub struct ReadRequest<'a> {
     /// The table.
@@ -70,6 +79,29 @@ pub trait Source: Send + Sync {
     /// footers or inference, or the built-in schema. Errors name the table; an unreachable
     /// source is retryable (exit 75).
     async fn discover(&self, table: &SourceTable) -> Result<Vec<ColumnShape>>;
+
+    /// Whether discovery knows each column's nullability. A catalog does; inference from files
+    /// does not (every inferred column is nullable), so `source sync` keeps a contract's
+    /// hand-set NOT NULL for such a source.
+    fn discovers_nullability(&self) -> bool {
+        true
+    }
+
+    /// Whether `source sync` keeps a contract's hand-set column `declared` (its Arrow type,
+    /// declared `source_type` and nullability) for a column the source now discovers as
+    /// `found`, which differs from it. The default (a source whose catalog is the truth, and
+    /// whose values land in the types it declares) replaces it.
+    async fn keeps(
+        &self,
+        _table: &SourceTable,
+        found: &ColumnShape,
+        _declared: &ColumnShape,
+    ) -> Result<Verdict> {
+        Ok(Verdict::Replace(format!(
+            "the source declares it {}",
+            super::contract::shown(found)
+        )))
+    }
 
     /// Starts reading one window of the table.
     async fn read(&self, req: ReadRequest<'_>) -> Result<TableRead>;

@@ -97,7 +97,7 @@ pub async fn run(rc: &RunContext<'_>, records: &mut Vec<RunRecord>) -> Result<()
         let profile = if metrics.skipped {
             None
         } else {
-            crate::profile::after_write(rc, &id, streamed).await?
+            crate::profile::after_write(rc, &id, &metrics, streamed).await?
         };
         let mut record = rc.record(
             Layer::Bronze,

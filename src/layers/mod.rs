@@ -60,6 +60,7 @@ impl Runtime {
             ctx: self.ctx.clone(),
             models: None,
             full_refresh: false,
+            registered: Arc::default(),
         }
     }
 }
@@ -84,6 +85,8 @@ pub struct RunContext<'a> {
     pub models: Option<Vec<String>>,
     /// Rebuild merge/append models from scratch.
     pub full_refresh: bool,
+    /// Lake tables registered in `ctx` and unchanged since (see [`RunContext::register`]).
+    pub registered: Arc<tokio::sync::Mutex<std::collections::HashSet<TableId>>>,
 }
 
 impl RunContext<'_> {
@@ -187,8 +190,15 @@ impl RunContext<'_> {
         .collect()
     }
 
-    /// Registers the current version of a lake table in the session as `<layer>.<name>`.
+    /// Registers the current version of a lake table in the session as `<layer>.<name>`, once per
+    /// run: a table registered before and not written since ([`RunContext::written`]) is kept,
+    /// so each table's log is loaded once however many models read it.
     pub async fn register(&self, id: &TableId) -> Result<()> {
+        // Held while registering: a model planning against a table never sees it deregistered.
+        let mut registered = self.registered.lock().await;
+        if registered.contains(id) {
+            return Ok(());
+        }
         let url = self.lake.table_url(id);
         let provider = self
             .format
@@ -208,7 +218,14 @@ impl RunContext<'_> {
             .ok_or_else(|| Error::Internal(format!("schema {} missing", id.layer)))?;
         schema.deregister_table(&id.name)?;
         schema.register_table(id.name.clone(), provider)?;
+        registered.insert(id.clone());
         Ok(())
+    }
+
+    /// Forgets the registration of `id` after this run wrote it: the next [`RunContext::register`]
+    /// loads its new version.
+    pub async fn written(&self, id: &TableId) {
+        self.registered.lock().await.remove(id);
     }
 }
 

@@ -20,34 +20,75 @@ use crate::quality;
 use crate::state::{now_us, RunRecord};
 use crate::table::{WriteMode, WriteRequest};
 
-/// Runs the models of `layer` (all, or those named with `--models`), in run order, pushing one
-/// record per written model into `records`; stops at the first model that fails.
+/// Runs the models of `layer` (all, or those named with `--models`), pushing one record per
+/// written model into `records`.
+///
+/// Up to `engine.threads` models run at once; a model starts when every model of this run it
+/// reads has been written (models outside the selection are read as they are). After a failure
+/// no model starts; the ones running finish (and are recorded), and the first error is returned.
 pub async fn run(rc: &RunContext<'_>, layer: Layer, records: &mut Vec<RunRecord>) -> Result<()> {
-    let before = records.len();
-    for model in rc.plan.layer_models(layer) {
-        if let Some(only) = &rc.models {
-            if !only
-                .iter()
-                .any(|m| *m == model.id.name || *m == model.id.to_string())
-            {
-                continue;
-            }
-        }
-        // Whatever fails in the model's step (its SQL on the data, the write, the disk) names the
-        // model and its file; the kind comes from the inner error (see `Error::in_model`).
-        let record = run_model(rc, model).await.map_err(|e| {
-            e.in_model(
-                &model.id.to_string(),
-                &display_path(&rc.plan.pipeline, &model.file),
-                &crate::storage::redact(&rc.lake.table_url(&model.id)),
-            )
-        })?;
-        records.push(record);
-    }
-    if records.len() == before {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let mut pending: Vec<&Model> = rc
+        .plan
+        .layer_models(layer)
+        .filter(|model| {
+            rc.models.as_ref().is_none_or(|only| {
+                only.iter()
+                    .any(|m| *m == model.id.name || *m == model.id.to_string())
+            })
+        })
+        .collect();
+    if pending.is_empty() {
         return Err(Error::NothingToDo(format!("no {layer} models selected")));
     }
-    Ok(())
+    let threads = rc.plan.pipeline.engine.threads.max(1);
+    let mut in_flight: BTreeSet<TableId> = BTreeSet::new();
+    let mut running = FuturesUnordered::new();
+    let mut failure: Option<Error> = None;
+    loop {
+        while failure.is_none() && running.len() < threads {
+            let waits = |m: &Model| {
+                m.depends_on
+                    .iter()
+                    .any(|d| in_flight.contains(d) || pending.iter().any(|p| p.id == *d))
+            };
+            let Some(next) = pending.iter().position(|m| !waits(m)) else {
+                break;
+            };
+            let model = pending.remove(next);
+            in_flight.insert(model.id.clone());
+            running.push(async move {
+                // Whatever fails in the model's step (its SQL on the data, the write, the disk)
+                // names the model and its file; the kind comes from the inner error.
+                let result = run_model(rc, model).await.map_err(|e| {
+                    e.in_model(
+                        &model.id.to_string(),
+                        &display_path(&rc.plan.pipeline, &model.file),
+                        &crate::storage::redact(&rc.lake.table_url(&model.id)),
+                    )
+                });
+                // Inside the model's future, not in this loop: the registrations' lock may be
+                // held by another model's future, which only makes progress while `running`
+                // is polled.
+                rc.written(&model.id).await;
+                (model, result)
+            });
+        }
+        let Some((model, result)) = running.next().await else {
+            break;
+        };
+        in_flight.remove(&model.id);
+        match result {
+            Ok(record) => records.push(record),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
@@ -137,7 +178,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     let profile = if metrics.skipped {
         None
     } else {
-        crate::profile::after_write(rc, &model.id, streamed).await?
+        crate::profile::after_write(rc, &model.id, &metrics, streamed).await?
     };
     let mut record = rc.record(
         model.id.layer,

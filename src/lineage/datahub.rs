@@ -7,14 +7,40 @@
 //! - lake tables: `urn:li:dataset:(urn:li:dataPlatform:delta-lake,<root path>/<layer>/<table>,<ENV>)`
 //! - flow: `urn:li:dataFlow:(airflow,<dag id>,<ENV>)` under Airflow, else `(smelter,<pipeline>,<ENV>)`
 //! - job: `urn:li:dataJob:(<flow urn>,<task id or layer>)`
+//! - column: `urn:li:schemaField:(<dataset urn>,<field path>)`
+//!
+//! Inside a URN, `,`, `(`, `)` and `␟` are percent-encoded in every name and field path (as the
+//! SDK's `UrnEncoder` does: `count(x)` becomes `count%28x%29`), so an unaliased aggregate or a
+//! quoted column name gives a URN DataHub parses. Fine-grained lineage has one entry per output
+//! column and transformation: direct edges carry `IDENTITY`, `TRANSFORM` or `AGGREGATE`; indirect
+//! ones carry their OpenLineage subtype (`FILTER`, `JOIN`, `GROUP_BY`, `SORT`, `WINDOW`,
+//! `CONDITIONAL`), with every output column as downstreams (`FIELD_SET`) when the edge applies
+//! to the whole model. Source tables (SQL Server objects, a files source's globs) get their own
+//! `schemaMetadata` with the declared types as native types, and `datasetProperties`.
 
 use arrow::datatypes::{DataType, Schema};
 use serde_json::{json, Value};
 
-use super::{ColumnRef, Kind};
+use super::{ColumnRef, Indirect, Kind, Transformation};
 
-/// Direct inputs of one output column: (dataset URN, column, kind).
-pub type FieldInputs = Vec<(String, String, Kind)>;
+/// Inputs of one output column, one per edge: (dataset URN, column, transformation).
+pub type FieldInputs = Vec<(String, String, Transformation)>;
+
+/// A source dataset (a SQL Server table or a files source's glob) a bronze table reads.
+#[derive(Debug, Clone)]
+pub struct SourceDataset {
+    /// Dataset URN.
+    pub urn: String,
+    /// Display name (`LogisticsDB.dbo.carriers`, or the glob's location).
+    pub name: String,
+    /// DataHub platform (`mssql`, `s3`, `abs`, `gcs`, `file`).
+    pub platform: String,
+    /// Columns in source order: the Arrow type they land as, and the type the source declares
+    /// (SQL Server `nvarchar(200)`), from the schema contract when it has one.
+    pub columns: Vec<crate::schema::ColumnShape>,
+    /// Descriptive properties (the contract file, the bronze table).
+    pub properties: Vec<(String, String)>,
+}
 
 /// One dataset written by a layer, with its direct column lineage.
 #[derive(Debug, Clone)]
@@ -29,8 +55,12 @@ pub struct Written {
     pub layer: String,
     /// Arrow schema of the written table.
     pub schema: Schema,
-    /// Per output column, its direct inputs (as dataset URN + column) and kinds.
+    /// Per output column, its inputs (as dataset URN + column) and transformations.
     pub columns: Vec<(String, FieldInputs)>,
+    /// Indirect inputs that apply to every column (filters, joins, groups, sorts).
+    pub indirect: FieldInputs,
+    /// The source dataset a bronze table reads, described with its declared types.
+    pub source: Option<SourceDataset>,
     /// Upstream dataset URNs.
     pub upstreams: Vec<String>,
     /// Description from the model header.
@@ -58,14 +88,50 @@ pub struct JobContext {
     pub started_ms: i64,
 }
 
+/// Characters DataHub's URN grammar reserves inside an id (`UrnEncoder.RESERVED_CHARS` of the
+/// acryl-datahub SDK), with their percent-encodings.
+const RESERVED: [(char, &str); 4] = [
+    (',', "%2C"),
+    ('(', "%28"),
+    (')', "%29"),
+    ('\u{241f}', "%E2%90%9F"),
+];
+
+/// `s` with DataHub's reserved URN characters percent-encoded (as the SDK's
+/// `UrnEncoder.encode_string`); other characters, `%` included, stay as they are.
+pub fn urn_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match RESERVED.iter().find(|(r, _)| *r == c) {
+            Some((_, enc)) => out.push_str(enc),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// The inverse of [`urn_encode`].
+pub fn urn_decode(s: &str) -> String {
+    RESERVED.iter().fold(s.to_string(), |acc, (c, enc)| {
+        acc.replace(enc, &c.to_string())
+    })
+}
+
+fn dataset_urn(platform: &str, name: &str, env: &str) -> String {
+    format!(
+        "urn:li:dataset:(urn:li:dataPlatform:{platform},{},{env})",
+        urn_encode(name)
+    )
+}
+
 /// URN of a lake dataset.
 pub fn lake_urn(path: &str, env: &str) -> String {
-    format!("urn:li:dataset:(urn:li:dataPlatform:delta-lake,{path},{env})")
+    dataset_urn("delta-lake", path, env)
 }
 
 /// URN of a SQL Server source table.
 pub fn mssql_urn(object: &str, env: &str) -> String {
-    format!("urn:li:dataset:(urn:li:dataPlatform:mssql,{object},{env})")
+    dataset_urn("mssql", object, env)
 }
 
 /// URN of the files a files-source table reads: platform `s3`, `gcs`, `abs` (Azure) or `file`
@@ -79,14 +145,19 @@ pub fn files_urn(root: &url::Url, glob: &str, env: &str) -> String {
         _ => "abs",
     };
     let base = format!("{}{}", root.host_str().unwrap_or(""), root.path());
-    format!(
-        "urn:li:dataset:(urn:li:dataPlatform:{platform},{}/{glob},{env})",
-        base.trim_matches('/')
-    )
+    dataset_urn(platform, &format!("{}/{glob}", base.trim_matches('/')), env)
 }
 
-fn field_urn(dataset: &str, field: &str) -> String {
-    format!("urn:li:schemaField:({dataset},{field})")
+/// The DataHub platform of a dataset URN (`mssql`, `delta-lake`, `s3`, ...).
+pub fn platform_of(urn: &str) -> &str {
+    urn.strip_prefix("urn:li:dataset:(urn:li:dataPlatform:")
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("")
+}
+
+/// URN of a column, its field path encoded with [`urn_encode`].
+pub fn field_urn(dataset: &str, field: &str) -> String {
+    format!("urn:li:schemaField:({dataset},{})", urn_encode(field))
 }
 
 fn mcp(entity_type: &str, urn: &str, aspect_name: &str, aspect: Value) -> Value {
@@ -117,12 +188,120 @@ fn datahub_type(t: &DataType) -> &'static str {
     }
 }
 
-fn transform(k: Kind) -> &'static str {
-    match k {
-        Kind::Identity => "IDENTITY",
-        Kind::Transform => "TRANSFORM",
-        Kind::Aggregate => "AGGREGATE",
+/// `schemaMetadata` of a dataset on `platform`: per column its path, DataHub logical type (from
+/// the Arrow type: `STRING` for every string layout), nullability and native type (`native`
+/// when the source declares one, else the Arrow type as stored).
+fn schema_metadata(
+    name: &str,
+    platform: &str,
+    columns: &[crate::schema::ColumnShape],
+    raw: String,
+    stamp: &Value,
+) -> Value {
+    let fields: Vec<Value> = columns
+        .iter()
+        .map(|c| {
+            json!({
+                "fieldPath": c.name,
+                "nullable": c.nullable,
+                "type": { "type": { datahub_type(&c.data_type): {} } },
+                "nativeDataType": c.source_type.clone()
+                    .unwrap_or_else(|| crate::schema::type_name(&c.data_type)),
+                "recursive": false,
+                "isPartOfKey": false,
+            })
+        })
+        .collect();
+    json!({
+        "schemaName": name,
+        "platform": format!("urn:li:dataPlatform:{platform}"),
+        "version": 0,
+        "created": stamp,
+        "lastModified": stamp,
+        "hash": "",
+        "platformSchema": { "com.linkedin.schema.OtherSchema": { "rawSchema": raw } },
+        "fields": fields,
+    })
+}
+
+/// `fineGrainedLineages` of one dataset: per output column one entry per transformation (its
+/// upstreams the inputs with that transformation), then one entry per indirect subtype that
+/// applies to every column (downstreams: all of them, `FIELD_SET`).
+fn fine_grained(w: &Written) -> Vec<Value> {
+    let entry =
+        |upstreams: Vec<String>, many: bool, downstreams: Vec<String>, t: Transformation| {
+            json!({
+                "upstreamType": "FIELD_SET",
+                "upstreams": upstreams,
+                "downstreamType": if many { "FIELD_SET" } else { "FIELD" },
+                "downstreams": downstreams,
+                "transformOperation": t.datahub_operation(),
+                "confidenceScore": 1.0,
+            })
+        };
+    let by_transformation = |inputs: &FieldInputs| {
+        let mut groups: std::collections::BTreeMap<Transformation, Vec<String>> =
+            std::collections::BTreeMap::new();
+        for (ds, c, t) in inputs {
+            groups.entry(*t).or_default().push(field_urn(ds, c));
+        }
+        groups
+    };
+    let mut out = Vec::new();
+    for (col, inputs) in &w.columns {
+        for (t, upstreams) in by_transformation(inputs) {
+            out.push(entry(upstreams, false, vec![field_urn(&w.urn, col)], t));
+        }
     }
+    let all: Vec<String> = w
+        .columns
+        .iter()
+        .map(|(c, _)| field_urn(&w.urn, c))
+        .collect();
+    if !all.is_empty() {
+        for (t, upstreams) in by_transformation(&w.indirect) {
+            out.push(entry(upstreams, true, all.clone(), t));
+        }
+    }
+    out
+}
+
+/// MCPs of a source dataset: `datasetProperties` and `schemaMetadata` with declared types.
+fn source_mcps(s: &SourceDataset, stamp: &Value) -> Vec<Value> {
+    let props: serde_json::Map<String, Value> = s
+        .properties
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let raw = s
+        .columns
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}{}",
+                c.name,
+                c.source_type
+                    .clone()
+                    .unwrap_or_else(|| crate::schema::type_name(&c.data_type)),
+                if c.nullable { "" } else { " NOT NULL" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        mcp(
+            "dataset",
+            &s.urn,
+            "datasetProperties",
+            json!({ "name": s.name, "customProperties": props }),
+        ),
+        mcp(
+            "dataset",
+            &s.urn,
+            "schemaMetadata",
+            schema_metadata(&s.name, &s.platform, &s.columns, raw, stamp),
+        ),
+    ]
 }
 
 /// The flow and job URNs of a layer run.
@@ -141,69 +320,33 @@ pub fn dataset_mcps(job: &JobContext, written: &[Written], now_ms: i64) -> Vec<V
     let stamp = json!({ "time": now_ms, "actor": "urn:li:corpuser:smelter" });
     let mut out = Vec::new();
     for w in written {
-        out.push(mcp(
-            "dataset",
-            &w.urn,
-            "datasetProperties",
-            json!({
-                "name": w.name,
-                "description": w.description,
-                "customProperties": {
-                    "location": w.location,
-                    "format": "delta",
-                    "layer": w.layer,
-                    "run_id": job.run_id,
-                    "pipeline": job.pipeline,
-                },
-            }),
-        ));
-        let fields: Vec<Value> = w
-            .schema
-            .fields()
-            .iter()
-            .map(|f| {
-                json!({
-                    "fieldPath": f.name(),
-                    "nullable": f.is_nullable(),
-                    "type": { "type": { datahub_type(f.data_type()): {} } },
-                    "nativeDataType": crate::schema::type_name(f.data_type()),
-                    "recursive": false,
-                    "isPartOfKey": false,
-                })
-            })
-            .collect();
+        let mut props = json!({
+            "name": w.name,
+            "customProperties": {
+                "location": w.location,
+                "format": "delta",
+                "layer": w.layer,
+                "run_id": job.run_id,
+                "pipeline": job.pipeline,
+            },
+        });
+        if let Some(d) = &w.description {
+            props["description"] = json!(d);
+        }
+        out.push(mcp("dataset", &w.urn, "datasetProperties", props));
         out.push(mcp(
             "dataset",
             &w.urn,
             "schemaMetadata",
-            json!({
-                "schemaName": w.name,
-                "platform": "urn:li:dataPlatform:delta-lake",
-                "version": 0,
-                "created": stamp,
-                "lastModified": stamp,
-                "hash": "",
-                "platformSchema": { "com.linkedin.schema.OtherSchema": { "rawSchema": w.schema.to_string() } },
-                "fields": fields,
-            }),
+            schema_metadata(
+                &w.name,
+                "delta-lake",
+                &crate::schema::ColumnShape::of_schema(&w.schema),
+                w.schema.to_string(),
+                &stamp,
+            ),
         ));
         if !w.upstreams.is_empty() {
-            let fine: Vec<Value> = w
-                .columns
-                .iter()
-                .filter(|(_, inputs)| !inputs.is_empty())
-                .map(|(col, inputs)| {
-                    let kind = inputs.iter().map(|(_, _, k)| *k).max().unwrap_or(Kind::Identity);
-                    json!({
-                        "upstreamType": "FIELD_SET",
-                        "upstreams": inputs.iter().map(|(ds, c, _)| field_urn(ds, c)).collect::<Vec<_>>(),
-                        "downstreamType": "FIELD",
-                        "downstreams": [field_urn(&w.urn, col)],
-                        "transformOperation": transform(kind),
-                        "confidenceScore": 1.0,
-                    })
-                })
-                .collect();
             out.push(mcp(
                 "dataset",
                 &w.urn,
@@ -214,9 +357,12 @@ pub fn dataset_mcps(job: &JobContext, written: &[Written], now_ms: i64) -> Vec<V
                         "dataset": u,
                         "type": "TRANSFORMED",
                     })).collect::<Vec<_>>(),
-                    "fineGrainedLineages": fine,
+                    "fineGrainedLineages": fine_grained(w),
                 }),
             ));
+        }
+        if let Some(s) = &w.source {
+            out.extend(source_mcps(s, &stamp));
         }
     }
     for w in written {
@@ -243,14 +389,27 @@ pub fn dataset_mcps(job: &JobContext, written: &[Written], now_ms: i64) -> Vec<V
             "customProperties": { "layer": job.layer, "pipeline": job.pipeline },
         }),
     ));
+    let inputs: Vec<&String> = inputs.into_iter().collect();
+    let outputs: Vec<&String> = written.iter().map(|w| &w.urn).collect();
     out.push(mcp(
         "dataJob",
         &job_urn,
         "dataJobInputOutput",
-        json!({
-            "inputDatasets": inputs.into_iter().collect::<Vec<_>>(),
-            "outputDatasets": written.iter().map(|w| w.urn.clone()).collect::<Vec<_>>(),
-        }),
+        json!({ "inputDatasets": inputs, "outputDatasets": outputs }),
+    ));
+    // The run itself read and wrote these datasets.
+    let instance = instance_urn(job);
+    out.push(mcp(
+        "dataProcessInstance",
+        &instance,
+        "dataProcessInstanceInput",
+        json!({ "inputs": inputs }),
+    ));
+    out.push(mcp(
+        "dataProcessInstance",
+        &instance,
+        "dataProcessInstanceOutput",
+        json!({ "outputs": outputs }),
     ));
     out
 }
@@ -307,14 +466,20 @@ pub fn run_event_mcps(job: &JobContext, status: Option<bool>, now_ms: i64) -> Ve
     out
 }
 
-/// Direct inputs of one column as (dataset URN, column, kind), given a table-name → URN map.
+/// Inputs of one column as (dataset URN, column, transformation), direct ones first, given a
+/// table-name → URN map.
 pub fn column_inputs(
-    inputs: &[(ColumnRef, Kind)],
+    direct: &[(ColumnRef, Kind)],
+    indirect: &[(ColumnRef, Indirect)],
     urn_of: impl Fn(&str) -> Option<String>,
-) -> Vec<(String, String, Kind)> {
-    inputs
+) -> FieldInputs {
+    let direct = direct.iter().map(|(c, k)| (c, Transformation::Direct(*k)));
+    let indirect = indirect
         .iter()
-        .filter_map(|(c, k)| urn_of(&c.table).map(|u| (u, c.column.clone(), *k)))
+        .map(|(c, s)| (c, Transformation::Indirect(*s)));
+    direct
+        .chain(indirect)
+        .filter_map(|(c, t)| urn_of(&c.table).map(|u| (u, c.column.clone(), t)))
         .collect()
 }
 
@@ -386,4 +551,28 @@ pub fn dataset_profile(p: &crate::profile::TableProfile) -> Value {
         aspect["sizeInBytes"] = json!(size);
     }
     aspect
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_characters_are_percent_encoded_in_field_urns_and_decode_back() {
+        let ds = lake_urn("lake/gold/t", "PROD");
+        assert_eq!(
+            field_urn(&ds, "count(a.b)"),
+            "urn:li:schemaField:(urn:li:dataset:(urn:li:dataPlatform:delta-lake,lake/gold/t,PROD),count%28a.b%29)"
+        );
+        assert_eq!(urn_encode("label (x, y) 50%"), "label %28x%2C y%29 50%");
+        assert_eq!(urn_decode(&urn_encode("a,(b)\u{241f}")), "a,(b)\u{241f}");
+        assert_eq!(platform_of(&mssql_urn("Db.dbo.t", "PROD")), "mssql");
+    }
+
+    #[test]
+    fn every_string_layout_is_a_string() {
+        for t in [DataType::Utf8, DataType::Utf8View, DataType::LargeUtf8] {
+            assert_eq!(datahub_type(&t), "com.linkedin.schema.StringType");
+        }
+    }
 }

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::datahub::{self, JobContext, Written};
+use super::datahub::{self, JobContext, SourceDataset, Written};
 use super::openlineage::{self, Naming};
 use super::sink;
+use super::Transformation;
 use crate::error::Result;
 use crate::layers::RunContext;
 use crate::plan::{Layer, TableId};
@@ -253,14 +254,17 @@ pub async fn datasets(
                         .iter()
                         .map(|f| {
                             let inputs = match &src {
-                                Some(src) if !f.name().starts_with('_') => {
-                                    vec![(src.clone(), f.name().clone(), super::Kind::Identity)]
-                                }
+                                Some(src) if !f.name().starts_with('_') => vec![(
+                                    src.clone(),
+                                    f.name().clone(),
+                                    Transformation::Direct(super::Kind::Identity),
+                                )],
                                 _ => Vec::new(),
                             };
                             (f.name().clone(), inputs)
                         })
                         .collect();
+                    let source = src.map(|urn| source_dataset(rc, t, urn, &schema));
                     written.push(Written {
                         urn: datahub::lake_urn(&lake_path(rc, &id), env),
                         name: id.to_string(),
@@ -268,6 +272,8 @@ pub async fn datasets(
                         layer: layer.to_string(),
                         schema: schema.as_ref().clone(),
                         columns,
+                        indirect: Vec::new(),
+                        source,
                         upstreams,
                         description: None,
                         profile: None,
@@ -288,15 +294,17 @@ pub async fn datasets(
                     .collect();
                 for (id, logical) in planned.iter().filter(|(id, _)| id.layer == layer) {
                     let model = rc.plan.models.iter().find(|m| m.id == *id);
-                    let Some((cols, _)) = lineage.models.get(&id.to_string()) else {
+                    let Some(report) = lineage.models.get(&id.to_string()) else {
                         continue;
                     };
-                    let columns = cols
+                    let urn_of = |t: &str| urns.get(t).cloned();
+                    let columns = report
+                        .columns
                         .iter()
                         .map(|c| {
                             (
                                 c.column.clone(),
-                                datahub::column_inputs(&c.inputs, |t| urns.get(t).cloned()),
+                                datahub::column_inputs(&c.inputs, &c.indirect, urn_of),
                             )
                         })
                         .collect();
@@ -307,6 +315,8 @@ pub async fn datasets(
                         layer: layer.to_string(),
                         schema: logical.schema().as_arrow().clone(),
                         columns,
+                        indirect: datahub::column_inputs(&[], &report.indirect, urn_of),
+                        source: None,
                         upstreams: model
                             .map(|m| {
                                 m.depends_on
@@ -326,4 +336,49 @@ pub async fn datasets(
         w.profile = profiles.iter().find(|p| p.table == w.name).cloned();
     }
     Ok(written)
+}
+
+/// The source dataset bronze table `t` reads (URN `urn`), described by its schema contract (the
+/// declared source types), else by the columns bronze stores (`bronze`, without its metadata
+/// columns).
+fn source_dataset(
+    rc: &RunContext<'_>,
+    t: &crate::config::SourceTable,
+    urn: String,
+    bronze: &arrow::datatypes::Schema,
+) -> SourceDataset {
+    let pipeline = &rc.plan.pipeline;
+    let columns = crate::extract::planning_columns(pipeline, t).unwrap_or_else(|_| {
+        crate::schema::ColumnShape::of_schema(bronze)
+            .into_iter()
+            .filter(|c| !c.name.starts_with('_'))
+            .collect()
+    });
+    let platform = datahub::platform_of(&urn).to_string();
+    let name = match &t.files {
+        Some(f) => format!(
+            "{}/{}",
+            files_root(pipeline)
+                .map(|r| crate::storage::redact(&r))
+                .unwrap_or_default()
+                .trim_end_matches('/'),
+            f.path
+        ),
+        None => format!("{}.{}", pipeline.source.database, t.object),
+    };
+    let mut properties = vec![("bronze_table".to_string(), format!("bronze.{}", t.name))];
+    let contract = crate::extract::contract::path(pipeline, &t.name);
+    if contract.exists() {
+        properties.push((
+            "schema_contract".into(),
+            crate::plan::display_path(pipeline, &contract),
+        ));
+    }
+    SourceDataset {
+        urn,
+        name,
+        platform,
+        columns,
+        properties,
+    }
 }

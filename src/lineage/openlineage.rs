@@ -2,6 +2,11 @@
 //! or `FAIL` when it ends, with every written table as an output dataset carrying the `schema` and
 //! `columnLineage` facets, and the tables it read as inputs.
 //!
+//! The `columnLineage` facet is version 1-2-0: each input field of an output column lists its
+//! transformations (`DIRECT` IDENTITY/TRANSFORMATION/AGGREGATION, `INDIRECT`
+//! FILTER/JOIN/GROUP_BY/SORT/WINDOW/CONDITIONAL), and the facet's `dataset` list holds the
+//! indirect inputs that apply to every column of the model (filters, join and group keys).
+//!
 //! Naming follows the OpenLineage conventions: lake tables are `(s3://bucket, prefix/layer/table)`,
 //! `(abfss://container@account..., path)` or `(file, /abs/path)`; source tables are
 //! `(<source type>://<database>, <db>.<schema>.<table>)`, and the files a files-source table reads
@@ -14,8 +19,7 @@
 use serde_json::{json, Value};
 use url::Url;
 
-use super::datahub::{JobContext, Written};
-use super::Kind;
+use super::datahub::{FieldInputs, JobContext, Written};
 
 const SPEC: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent";
 const FACETS: &str = "https://openlineage.io/spec/facets";
@@ -48,7 +52,8 @@ impl Naming {
         let mut parts = inner.splitn(2, ',');
         let platform = parts.next().unwrap_or_default();
         let rest = parts.next().unwrap_or_default();
-        let name = rest.rsplit_once(',').map_or(rest, |(n, _)| n);
+        let name = super::datahub::urn_decode(rest.rsplit_once(',').map_or(rest, |(n, _)| n));
+        let name = name.as_str();
         if platform == "mssql" {
             return (self.source_namespace.clone(), name.to_string());
         }
@@ -100,12 +105,37 @@ fn facet(path: &str, body: Value) -> Value {
     v
 }
 
-fn subtype(k: Kind) -> &'static str {
-    match k {
-        Kind::Identity => "IDENTITY",
-        Kind::Transform => "TRANSFORMATION",
-        Kind::Aggregate => "AGGREGATION",
+/// `inputFields` of the column-lineage facet: one per input field, with every transformation
+/// by which it reaches the output.
+fn input_fields(inputs: &FieldInputs, naming: &Naming) -> Vec<Value> {
+    let mut by_field: Vec<(&String, &String, Vec<Value>)> = Vec::new();
+    for (urn, field, t) in inputs {
+        let transformation = json!({
+            "type": t.openlineage_type(),
+            "subtype": t.openlineage_subtype(),
+            "description": "",
+            "masking": false,
+        });
+        match by_field
+            .iter_mut()
+            .find(|(u, f, _)| *u == urn && *f == field)
+        {
+            Some((_, _, ts)) => ts.push(transformation),
+            None => by_field.push((urn, field, vec![transformation])),
+        }
     }
+    by_field
+        .into_iter()
+        .map(|(urn, field, transformations)| {
+            let (ns, name) = naming.dataset(urn);
+            json!({
+                "namespace": ns,
+                "name": name,
+                "field": field,
+                "transformations": transformations,
+            })
+        })
+        .collect()
 }
 
 /// The job name of a layer run.
@@ -164,24 +194,7 @@ pub fn event(
                 .iter()
                 .filter(|(_, inputs)| !inputs.is_empty())
                 .map(|(col, inputs)| {
-                    let input_fields: Vec<Value> = inputs
-                        .iter()
-                        .map(|(urn, field, kind)| {
-                            let (ns, name) = naming.dataset(urn);
-                            json!({
-                                "namespace": ns,
-                                "name": name,
-                                "field": field,
-                                "transformations": [{
-                                    "type": "DIRECT",
-                                    "subtype": subtype(*kind),
-                                    "description": "",
-                                    "masking": false,
-                                }],
-                            })
-                        })
-                        .collect();
-                    (col.clone(), json!({ "inputFields": input_fields }))
+                    (col.clone(), json!({ "inputFields": input_fields(inputs, naming) }))
                 })
                 .collect();
             let mut facets = json!({
@@ -190,10 +203,14 @@ pub fn event(
                     json!({ "fields": fields }),
                 ),
             });
-            if !lineage.is_empty() {
+            if !lineage.is_empty() || !w.indirect.is_empty() {
+                let mut body = json!({ "fields": lineage });
+                if !w.indirect.is_empty() {
+                    body["dataset"] = json!(input_fields(&w.indirect, naming));
+                }
                 facets["columnLineage"] = facet(
                     "1-2-0/ColumnLineageDatasetFacet.json#/$defs/ColumnLineageDatasetFacet",
-                    json!({ "fields": lineage }),
+                    body,
                 );
             }
             json!({ "namespace": ns, "name": name, "facets": facets })

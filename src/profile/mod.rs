@@ -233,7 +233,7 @@ impl Streamed {
     }
 }
 
-/// Profiles `id` after a write (from `streamed`, the write's stream profiler, or else by scanning
+/// Profiles `id` after a write that reported `written` (from `streamed`, the write's stream profiler, or else by scanning
 /// the table's current version), checks drift against the previous profile of the same scope,
 /// stores the profile and returns it; `None` when profiling is off.
 ///
@@ -242,6 +242,7 @@ impl Streamed {
 pub async fn after_write(
     rc: &RunContext<'_>,
     id: &TableId,
+    written: &crate::table::WriteMetrics,
     streamed: Option<Streamed>,
 ) -> Result<Option<Arc<TableProfile>>> {
     let settings = &rc.plan.pipeline.profile;
@@ -252,7 +253,11 @@ pub async fn after_write(
         Some(s) => {
             let mut p = s.profiler.finish(s.scope)?;
             p.run_id = rc.params.run_id.clone();
-            if let Some(stats) = rc.format.stats(&rc.lake.table_url(id)).await? {
+            let stats = match &written.stats {
+                Some(s) => Some(s.clone()),
+                None => rc.format.stats(&rc.lake.table_url(id)).await?,
+            };
+            if let Some(stats) = stats {
                 p.size_bytes = Some(stats.size_bytes);
                 p.files = Some(stats.files);
                 p.version = Some(stats.version);

@@ -3,13 +3,14 @@
 //! profiler ([`super::compute`]) without reading the table back.
 //!
 //! Per batch, it feeds
-//! - the pass-1 aggregates of [`super::compute::aggregates`] (row and non-NULL counts, HyperLogLog
-//!   distinct counts, min/max, mean, stddev, the t-digest quantiles, string lengths), through
-//!   DataFusion's own accumulators, so every one of these metrics is computed exactly as a scan
-//!   computes it;
+//! - the pass-1 aggregates of [`super::compute::aggregates`] (row and non-NULL counts, min/max,
+//!   mean, stddev, the t-digest quantiles, string lengths, HyperLogLog distinct counts), through
+//!   DataFusion's own accumulators, so every one of these metrics is computed as a scan computes
+//!   it;
 //! - per column, an exact count of each distinct non-NULL value (in the Arrow row format), kept
 //!   while the column has at most `exact_distinct_max` distinct values: such a column gets an
-//!   exact distinct count, exact top-k and an exact histogram, as in the scan;
+//!   exact distinct count, exact top-k and an exact histogram, as in the scan. Its HyperLogLog
+//!   sketch is only started when the exact counts overflow, from the values counted so far;
 //! - per numeric or temporal column, a [`Rebucketing`] histogram, used when the exact counts
 //!   overflowed: the final equal-width buckets need the column's min and max, known only at the
 //!   end, so values are counted on a finer grid that doubles its span when a value falls outside
@@ -17,7 +18,6 @@
 //!
 //! Batches arrive from the write's partitions concurrently; one mutex serializes the updates.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -53,6 +53,10 @@ struct State {
     aggs: Vec<Agg>,
     /// Per column: exact value counts while they stay small (`None`: overflowed or not counted).
     values: Vec<Option<ValueCounts>>,
+    /// Per column: its HyperLogLog distinct count (the pass-1 `approx_distinct`), fed only once
+    /// the exact counts overflowed, starting with every value counted so far (a HyperLogLog
+    /// sketch does not depend on how often or in which order it sees a value).
+    distinct: Vec<Option<Agg>>,
     /// Per numeric/temporal column: its numbers and their histogram.
     numbers: Vec<Option<(Arc<dyn PhysicalExpr>, Rebucketing)>>,
 }
@@ -62,6 +66,30 @@ struct Agg {
     name: String,
     args: Vec<Arc<dyn PhysicalExpr>>,
     acc: Box<dyn Accumulator>,
+}
+
+impl Agg {
+    /// The accumulator of `e` (an aggregate aliased `name`) over rows of `schema`.
+    fn new(e: &Expr, name: &str, schema: &Schema, props: &ExecutionProps) -> Result<Self> {
+        let df_schema = DFSchema::try_from(schema.clone())?;
+        let (agg, _, _) = create_aggregate_expr_and_maybe_filter(e, &df_schema, schema, props)?;
+        Ok(Agg {
+            name: name.to_string(),
+            args: agg.expressions(),
+            acc: agg.create_accumulator()?,
+        })
+    }
+
+    /// Adds the rows of `batch`.
+    fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+        let args = self
+            .args
+            .iter()
+            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        self.acc.update_batch(&args)?;
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Agg {
@@ -91,17 +119,24 @@ impl State {
         let df_schema = DFSchema::try_from(schema.clone())?;
         let props = ExecutionProps::new();
         let mut aggs = Vec::new();
+        let mut distinct: Vec<Option<Agg>> = fields.iter().map(|_| None).collect();
         for e in compute::aggregates(&fields) {
             let Expr::Alias(alias) = &e else {
                 return Err(Error::Internal("profile aggregate without a name".into()));
             };
-            let (agg, _, _) =
-                create_aggregate_expr_and_maybe_filter(&e, &df_schema, schema, &props)?;
-            aggs.push(Agg {
-                name: alias.name.clone(),
-                args: agg.expressions(),
-                acc: agg.create_accumulator()?,
-            });
+            let column = alias
+                .name
+                .strip_prefix('c')
+                .and_then(|n| n.strip_suffix("_distinct"))
+                .and_then(|n| n.parse::<usize>().ok());
+            match column {
+                // Planned over the column alone: it is fed one-column batches.
+                Some(i) => {
+                    let one = Schema::new(vec![fields[i].clone()]);
+                    distinct[i] = Some(Agg::new(&e, &alias.name, &one, &props)?);
+                }
+                None => aggs.push(Agg::new(&e, &alias.name, schema, &props)?),
+            }
         }
         let cap = usize::try_from(options.exact_distinct_max).unwrap_or(usize::MAX);
         let mut values = Vec::with_capacity(fields.len());
@@ -132,6 +167,7 @@ impl State {
             seen: false,
             aggs,
             values,
+            distinct,
             numbers,
         })
     }
@@ -164,17 +200,34 @@ impl StreamProfile {
         state.seen = true;
         let rows = batch.num_rows();
         for agg in &mut state.aggs {
-            let args = agg
-                .args
-                .iter()
-                .map(|e| e.evaluate(batch).and_then(|v| v.into_array(rows)))
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
-            agg.acc.update_batch(&args)?;
+            agg.update(batch)?;
         }
-        for (i, slot) in state.values.iter_mut().enumerate() {
-            if let Some(counts) = slot {
-                if !counts.add(batch.column(i))? {
-                    *slot = None;
+        let State {
+            fields,
+            values,
+            distinct,
+            ..
+        } = &mut *state;
+        for (i, field) in fields.iter().enumerate() {
+            let column = batch.column(i);
+            let one = |arr: ArrayRef| {
+                RecordBatch::try_new(Arc::new(Schema::new(vec![field.clone()])), vec![arr])
+            };
+            match &mut values[i] {
+                Some(counts) => {
+                    if !counts.add(column)? {
+                        // Overflowed: the sketch takes over, from every value seen so far.
+                        if let Some(hll) = &mut distinct[i] {
+                            hll.update(&one(counts.values()?)?)?;
+                            hll.update(&one(column.clone())?)?;
+                        }
+                        values[i] = None;
+                    }
+                }
+                None => {
+                    if let Some(hll) = &mut distinct[i] {
+                        hll.update(&one(column.clone())?)?;
+                    }
                 }
             }
         }
@@ -194,9 +247,19 @@ impl StreamProfile {
             .state
             .lock()
             .map_err(|_| Error::Internal("profile state poisoned".into()))?;
-        let scalars = state
-            .aggs
+        let State {
+            aggs,
+            values,
+            distinct,
+            ..
+        } = &mut *state;
+        let sketched = distinct
             .iter_mut()
+            .zip(values.iter())
+            .filter_map(|(d, v)| d.as_mut().filter(|_| v.is_none()));
+        let scalars = aggs
+            .iter_mut()
+            .chain(sketched)
             .map(|a| Ok((a.name.clone(), a.acc.evaluate()?)))
             .collect::<Result<Vec<_>>>()?;
         let row = compute::One::from_scalars(scalars)?;
@@ -232,7 +295,7 @@ impl BatchObserver for StreamProfile {
 /// `cap` distinct values.
 struct ValueCounts {
     converter: RowConverter,
-    counts: HashMap<Box<[u8]>, u64>,
+    counts: ahash::AHashMap<Box<[u8]>, u64>,
     cap: usize,
 }
 
@@ -248,7 +311,7 @@ impl ValueCounts {
     fn new(dt: &DataType, cap: usize) -> Result<Self> {
         Ok(ValueCounts {
             converter: RowConverter::new(vec![SortField::new(dt.clone())])?,
-            counts: HashMap::new(),
+            counts: ahash::AHashMap::new(),
             cap,
         })
     }
@@ -273,12 +336,20 @@ impl ValueCounts {
         Ok(true)
     }
 
-    /// Every value as (text, rows, number when `numeric`), as the scan's grouping pass gives them.
-    fn finish(self, numeric: bool) -> Result<Vec<(String, u64, Option<f64>)>> {
+    /// Every distinct value counted, as an array (in the order of `counts`' iteration).
+    fn values(&self) -> Result<ArrayRef> {
         let parser = self.converter.parser();
         let keys: Vec<_> = self.counts.keys().map(|k| parser.parse(k)).collect();
-        let arrays = self.converter.convert_rows(keys)?;
-        let arr = &arrays[0];
+        let mut arrays = self.converter.convert_rows(keys)?;
+        arrays
+            .pop()
+            .ok_or_else(|| Error::Internal("row conversion lost its column".into()))
+    }
+
+    /// Every value as (text, rows, number when `numeric`), as the scan's grouping pass gives them.
+    fn finish(self, numeric: bool) -> Result<Vec<(String, u64, Option<f64>)>> {
+        let values = self.values()?;
+        let arr = &values;
         self.counts
             .values()
             .enumerate()

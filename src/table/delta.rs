@@ -144,27 +144,10 @@ impl TableFormat for Delta {
     }
 
     async fn stats(&self, url: &Url) -> Result<Option<super::TableStats>> {
-        let Some(table) = self.open(url).await? else {
-            return Ok(None);
-        };
-        let Some(version) = table.version() else {
-            return Ok(None);
-        };
-        let mut stats = super::TableStats {
-            version: version as i64,
-            rows: Some(0),
-            ..Default::default()
-        };
-        // Add actions of the current snapshot: their sizes, and row counts from file statistics.
-        for file in table.snapshot()?.log_data().iter() {
-            stats.files += 1;
-            stats.size_bytes += file.size().max(0) as u64;
-            stats.rows = match (stats.rows, file.num_records()) {
-                (Some(total), Some(n)) => Some(total + n as u64),
-                _ => None,
-            };
+        match self.open(url).await? {
+            Some(table) => table_stats(&table),
+            None => Ok(None),
         }
-        Ok(Some(stats))
     }
 
     async fn committed(&self, url: &Url, txn_id: &str) -> Result<bool> {
@@ -311,6 +294,7 @@ impl TableFormat for Delta {
                     version: table.version().map_or(-1, |v| v as i64),
                     skipped: false,
                     earlier_commit: None,
+                    stats: table_stats(&table)?,
                 })
             }
             (mode, _) => {
@@ -334,11 +318,35 @@ impl TableFormat for Delta {
                 let latest = table.history(Some(1)).await.ok().and_then(|mut h| h.next());
                 Ok(WriteMetrics {
                     version: table.version().map_or(-1, |v| v as i64),
+                    stats: table_stats(&table)?,
                     ..latest.as_ref().map(commit_counts).unwrap_or_default()
                 })
             }
         }
     }
+}
+
+/// Version, files, size and rows of a loaded table's snapshot (no I/O); `None` before its first
+/// commit.
+fn table_stats(table: &DeltaTable) -> Result<Option<super::TableStats>> {
+    let Some(version) = table.version() else {
+        return Ok(None);
+    };
+    let mut stats = super::TableStats {
+        version: version as i64,
+        rows: Some(0),
+        ..Default::default()
+    };
+    // Add actions of the current snapshot: their sizes, and row counts from file statistics.
+    for file in table.snapshot()?.log_data().iter() {
+        stats.files += 1;
+        stats.size_bytes += file.size().max(0) as u64;
+        stats.rows = match (stats.rows, file.num_records()) {
+            (Some(total), Some(n)) => Some(total + n as u64),
+            _ => None,
+        };
+    }
+    Ok(Some(stats))
 }
 
 /// Maps an Arrow type to its Delta type the way delta-rs' writer does (`normalize_for_delta`

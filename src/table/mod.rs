@@ -71,6 +71,10 @@ pub struct WriteMetrics {
     /// When the transaction id was already committed by an earlier attempt: that commit, whose
     /// counts and version the other fields then hold (what the table holds from this run id).
     pub earlier_commit: Option<EarlierCommit>,
+    /// The table's size and shape after the write, when the format had its new snapshot at hand
+    /// (read from the snapshot the commit produced: no extra log load).
+    #[serde(skip)]
+    pub stats: Option<TableStats>,
 }
 
 /// The commit of an earlier attempt that carries a write's transaction id.

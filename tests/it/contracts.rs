@@ -4,26 +4,15 @@
 //! `on_schema_change` policies for bronze tables and incremental models.
 
 use crate::mssql::{project, server, ENV};
-use crate::support::{code, Project, ONE_TABLE};
+use crate::support::{code, expect_code, out_text, Project, ONE_TABLE};
 use crate::tds::FixtureOptions;
-
-fn out_text(out: &std::process::Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn smelter(p: &Project, args: &[&str]) -> std::process::Output {
     p.smelter_env(args, ENV)
 }
 
 fn expect(p: &Project, args: &[&str], want: i32) -> String {
-    let out = smelter(p, args);
-    let text = out_text(&out);
-    assert_eq!(code(&out), want, "smelter {args:?}:\n{text}");
-    text
+    expect_code(&smelter(p, args), args, want)
 }
 
 /// Runs the extract layer of 2026-11-02 under `run_id`, expecting exit `want`.
@@ -477,4 +466,124 @@ async fn bronze_tables_evolve_with_the_source() {
         .scalar(&[("b", "bronze/big")], "SELECT COUNT(*) FROM b")
         .await;
     assert_eq!(total, 3 * rows);
+}
+
+const FILES_PIPELINE: &str = r#"
+name = "t"
+[source]
+type = "files"
+root = "incoming"
+[[source.tables]]
+name = "orders"
+path = "orders/*.csv"
+[storage]
+root = "lake"
+"#;
+
+/// The contract after hand edits: `id` NOT NULL, `amount` declared `decimal(18,2)` (inferred
+/// Float64, values with two decimals), `code` declared `varchar(2)` (values fit), `note`
+/// declared Int64 (values are words: cannot be kept), plus a key and a watermark the pipeline
+/// does not set.
+const HAND_EDITED: &str = r#"
+table = "orders"
+source = "files:orders/*.csv"
+key = ["id"]
+watermark = "id"
+
+[[columns]]
+name = "id"
+arrow_type = "Int64"
+nullable = false
+
+[[columns]]
+name = "amount"
+source_type = "decimal(18,2)"
+arrow_type = "Decimal128(18, 2)"
+nullable = true
+
+[[columns]]
+name = "code"
+source_type = "varchar(2)"
+arrow_type = "Utf8"
+nullable = true
+
+[[columns]]
+name = "note"
+arrow_type = "Int64"
+nullable = true
+"#;
+
+#[test]
+fn source_sync_keeps_hand_edits_the_source_agrees_with() {
+    let p = Project::custom(FILES_PIPELINE, &[]);
+    let csv = p.dir.path().join("incoming/orders/a.csv");
+    std::fs::create_dir_all(csv.parent().unwrap()).unwrap();
+    std::fs::write(
+        &csv,
+        "id,amount,code,note\n1,10.25,AB,hello\n2,7.50,CD,world\n",
+    )
+    .unwrap();
+    let sync = |args: &[&str], want: i32| expect_code(&p.smelter(args), args, want);
+    let file = p.dir.path().join("schemas/t/orders.toml");
+
+    sync(&["source", "sync", "{p}"], 0);
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.contains("arrow_type = \"Float64\""), "{written}");
+
+    std::fs::write(&file, HAND_EDITED).unwrap();
+    // Only `note` would change: --check says so with exit 2, and says what it keeps and why.
+    let text = sync(&["source", "sync", "{p}", "--check"], 2);
+    assert!(text.contains("differs from the source"), "{text}");
+    for want in [
+        "kept `id` NOT NULL",
+        "kept `amount`: decimal(18,2)",
+        "kept `code`: varchar(2)",
+        "replaced `note`",
+        "changed type",
+        "kept key [\"id\"]",
+        "kept watermark `id`",
+    ] {
+        assert!(text.contains(want), "missing {want:?}:\n{text}");
+    }
+    assert!(!text.contains("`amount`: Float64"), "{text}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), HAND_EDITED);
+
+    sync(&["source", "sync", "{p}"], 0);
+    let merged = std::fs::read_to_string(&file).unwrap();
+    for want in [
+        "arrow_type = \"Decimal128(18, 2)\"",
+        "source_type = \"decimal(18,2)\"",
+        "source_type = \"varchar(2)\"",
+        "key = [\"id\"]",
+        "watermark = \"id\"",
+    ] {
+        assert!(merged.contains(want), "missing {want:?}:\n{merged}");
+    }
+    assert!(!merged.contains("\"Float64\""), "{merged}");
+    let note = &merged[merged.find("name = \"note\"").unwrap()..];
+    assert!(note.contains("arrow_type = \"Utf8\""), "{merged}");
+    let id = &merged[merged.find("name = \"id\"").unwrap()..];
+    assert!(
+        id[..id.find("[[columns]]").unwrap()].contains("nullable = false"),
+        "{merged}"
+    );
+    let text = sync(&["source", "sync", "{p}", "--check"], 0);
+    assert!(text.contains("unchanged"), "{text}");
+
+    // The source changes: a value no longer fits varchar(2), and a column is added. Only those
+    // change in the contract; the decimal and the NOT NULL stay.
+    std::fs::write(
+        &csv,
+        "id,amount,code,note,extra\n1,10.25,ABC,hello,x\n2,7.50,CD,world,y\n",
+    )
+    .unwrap();
+    let text = sync(&["source", "sync", "{p}", "--check"], 2);
+    assert!(text.contains("replaced `code`"), "{text}");
+    assert!(text.contains("ABC"), "{text}");
+    assert!(text.contains("extra"), "{text}");
+    sync(&["source", "sync", "{p}"], 0);
+    let merged = std::fs::read_to_string(&file).unwrap();
+    assert!(merged.contains("name = \"extra\""), "{merged}");
+    assert!(!merged.contains("varchar(2)"), "{merged}");
+    assert!(merged.contains("Decimal128(18, 2)"), "{merged}");
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::support::{code, Project};
+use crate::support::{expect_code, Project};
 
 const PIPELINE: &str = r#"
 name = "t"
@@ -30,19 +30,8 @@ root = "lake"
 
 const SILVER: &str = "SELECT o.order_id, o.customer, o.amount * f.rate AS amount_eur\nFROM bronze.orders o JOIN bronze.fx_rates f ON o.currency = f.currency\n";
 
-fn out_text(out: &std::process::Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn expect(p: &Project, args: &[&str], want: i32) -> String {
-    let out = p.smelter(args);
-    let text = out_text(&out);
-    assert_eq!(code(&out), want, "smelter {args:?}:\n{text}");
-    text
+    expect_code(&p.smelter(args), args, want)
 }
 
 fn layer(p: &Project, layer: &str, run_id: &str, want: i32) -> String {

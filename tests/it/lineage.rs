@@ -28,7 +28,7 @@ fn refs(models: &Value, model: &str, column: &str, which: &str) -> Vec<String> {
                 "{}.{} {}",
                 r["table"].as_str().unwrap(),
                 r["column"].as_str().unwrap(),
-                r["kind"].as_str().unwrap()
+                r.get("kind").unwrap_or(&r["subtype"]).as_str().unwrap()
             )
         })
         .collect();
@@ -62,12 +62,29 @@ fn demo_gold_columns_trace_back_to_source_columns() {
         ),
         vec!["LogisticsDB.dbo.carriers.carrier_code TRANSFORM"]
     );
-    // CASE over a join of two columns, aggregated.
+    // A count of rows meeting a CASE condition over two columns: the columns decide the value
+    // (indirect, CONDITIONAL) without flowing into it.
     assert_eq!(
         refs(&m, "gold.on_time_delivery", "on_time_rate", "sources"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        refs(&m, "gold.on_time_delivery", "on_time_rate", "indirect"),
         vec![
-            "LogisticsDB.dbo.shipments.delivered_at AGGREGATE",
-            "LogisticsDB.dbo.shipments.promised_date AGGREGATE"
+            "silver.shipments_enriched.delivered_date CONDITIONAL",
+            "silver.shipments_enriched.promised_date CONDITIONAL"
+        ]
+    );
+    assert_eq!(
+        refs(
+            &m,
+            "gold.on_time_delivery",
+            "on_time_rate",
+            "indirect_sources"
+        ),
+        vec![
+            "LogisticsDB.dbo.shipments.delivered_at CONDITIONAL",
+            "LogisticsDB.dbo.shipments.promised_date CONDITIONAL"
         ]
     );
     assert_eq!(
@@ -78,19 +95,19 @@ fn demo_gold_columns_trace_back_to_source_columns() {
         refs(&m, "silver.shipments", "status", "inputs"),
         vec!["bronze.shipments.status TRANSFORM"]
     );
-    // The dedup window and the run filter are indirect dependencies.
-    let indirect: Vec<&str> = m["silver.shipments"]["indirect"]
+    // The dedup window and the run filter are indirect dependencies of the whole model.
+    let indirect: Vec<String> = m["silver.shipments"]["indirect"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v.as_str().unwrap())
+        .map(|v| format!("{}.{} {}", v["table"], v["column"], v["subtype"]).replace('"', ""))
         .collect();
     assert!(
-        indirect.contains(&"bronze.shipments.modified_at"),
+        indirect.contains(&"bronze.shipments.modified_at WINDOW".to_string()),
         "{indirect:?}"
     );
     assert!(
-        indirect.contains(&"bronze.shipments._run_id"),
+        indirect.contains(&"bronze.shipments._run_id FILTER".to_string()),
         "{indirect:?}"
     );
     // Joined columns come from the joined table.

@@ -10,6 +10,7 @@ mod failures_runtime;
 mod files;
 mod http;
 mod lineage;
+mod lineage_golden;
 mod mssql;
 mod profile;
 mod quarantine;

@@ -544,6 +544,10 @@ async fn logistics_pipeline_runs_end_to_end_against_the_fixture() {
     let toml = std::fs::read_to_string(repo.join("pipelines/logistics.toml")).unwrap();
     let p = Project::custom(&toml, &[]);
     crate::support::copy_dir(&repo.join("sql/demo"), &p.dir.path().join("sql/demo"));
+    crate::support::copy_dir(
+        &repo.join("schemas/logistics"),
+        &p.dir.path().join("schemas/logistics"),
+    );
     let port = s.port.to_string();
     let env = [
         ("SMELTER_MSSQL_PORT", port.as_str()),
@@ -587,6 +591,30 @@ async fn logistics_pipeline_runs_end_to_end_against_the_fixture() {
         )
         .await;
     assert!(gold > 0);
+    // Lineage describes the SQL Server tables with the types their contracts declare.
+    let bronze: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(p.dir.path().join("lineage/e2e/bronze.json")).unwrap(),
+    )
+    .unwrap();
+    let schema = bronze
+        .iter()
+        .find(|m| {
+            m["aspectName"] == "schemaMetadata"
+                && m["entityUrn"]
+                    == "urn:li:dataset:(urn:li:dataPlatform:mssql,LogisticsDB.dbo.carriers,PROD)"
+        })
+        .expect("schemaMetadata of the source table");
+    let code = schema["aspect"]["json"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fieldPath"] == "carrier_code")
+        .unwrap();
+    assert_eq!(code["nativeDataType"], "nvarchar(200)", "{code}");
+    assert_eq!(
+        code["type"]["type"],
+        serde_json::json!({ "com.linkedin.schema.StringType": {} })
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -107,7 +107,7 @@ fn demo_value_wider_than_its_decimal_fails_with_exit_3() {
     for want in [
         "bronze.shipments",
         "`declared_value`",
-        "Decimal128(19, 4)",
+        "decimal(19,4)",
         "100000000000000000.0000",
         "landing/shipments/run=r1/part-0000.parquet",
         "row 1",
@@ -380,4 +380,87 @@ fn unknown_on_error_policy_names_the_key_and_the_choices() {
     for want in ["on_error", "`skip`", "`fail`, `quarantine`"] {
         assert!(err.contains(want), "{want}: {err}");
     }
+}
+
+/// Line 3's `customer` is not valid UTF-8 (a Latin-1 `ü`).
+const NOT_UTF8: &[u8] = b"order_id,customer,amount\n1,alice,1.00\n2,m\xfcller,2.00\n3,carol,3.00\n";
+
+#[test]
+fn files_field_that_is_not_utf8_fails_with_exit_2() {
+    let p = files("fail", "");
+    std::fs::write(p.dir.path().join("incoming/orders/a.csv"), NOT_UTF8).unwrap();
+    let out = run(&p, "extract", "r1");
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    for want in ["orders/a.csv", "line 3", "`customer`", "not valid UTF-8"] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+/// Line 2 is cut short, line 4 is not valid UTF-8, line 5 is blank, line 6 is not an object.
+const JSONL: &[u8] = b"{\"id\": 1, \"name\": \"a\"}\n{\"id\": 2, \"name\": \n{\"id\": 3, \"name\": \"c\"}\n{\"id\": 4, \"name\": \"\xff\"}\n\n[5]\n{\"id\": 7, \"name\": \"g\"}\n";
+
+fn json_project(on_error: &str) -> Project {
+    let toml = FILES.replace("ON_ERROR", on_error).replace(
+        "name = \"orders\"\npath = \"orders/*.csv\"\nkey = [\"order_id\"]",
+        "name = \"events\"\npath = \"events/*.jsonl\"",
+    );
+    assert!(toml.contains("events/*.jsonl"));
+    let p = Project::custom(&toml, &[]);
+    let dir = p.dir.path().join("incoming/events");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.jsonl"), JSONL).unwrap();
+    // Inference skips the unreadable lines.
+    let out = p.smelter(&["source", "sync", "{p}"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    p
+}
+
+#[test]
+fn files_json_line_that_does_not_parse_fails_with_exit_2() {
+    let p = json_project("fail");
+    let out = run(&p, "extract", "r1");
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    for want in ["events/a.jsonl", "line 2", "not valid JSON"] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn files_unreadable_rows_are_quarantined_with_file_and_line() {
+    let p = json_project("quarantine");
+    ok(&p, "extract", "r1");
+    ok(&p, "bronze", "r1");
+    let b = &[("b", "bronze/events")];
+    let q = &[("q", "bronze/_quarantine_events")];
+    assert_eq!(p.scalar(b, "SELECT SUM(id) FROM b").await, 1 + 3 + 7);
+    assert_eq!(p.scalar(q, "SELECT COUNT(*) FROM q").await, 3);
+    for (line, why) in [
+        (2, "not valid JSON"),
+        (4, "not valid UTF-8"),
+        (6, "not a JSON object"),
+    ] {
+        let sql = format!(
+            "SELECT COUNT(*) FROM q WHERE _source_line = {line} AND _source_file = 'events/a.jsonl' AND _error LIKE '%{why}%'"
+        );
+        assert_eq!(p.scalar(q, &sql).await, 1, "line {line}");
+    }
+
+    // CSV: the field is kept as text with the invalid byte replaced, the column named.
+    let p = files("quarantine", "");
+    std::fs::write(p.dir.path().join("incoming/orders/a.csv"), NOT_UTF8).unwrap();
+    ok(&p, "extract", "r1");
+    ok(&p, "bronze", "r1");
+    let b = &[("b", "bronze/orders")];
+    let q = &[("q", "bronze/_quarantine_orders")];
+    assert_eq!(p.scalar(b, "SELECT SUM(order_id) FROM b").await, 1 + 3);
+    assert_eq!(
+        p.scalar(
+            q,
+            "SELECT COUNT(*) FROM q WHERE _source_line = 3 AND _error_column = 'customer' AND customer = 'm\u{FFFD}ller' AND _error LIKE '%not valid UTF-8%'"
+        )
+        .await,
+        1
+    );
 }

@@ -182,6 +182,22 @@ impl Project {
 }
 
 /// Exit code of an output.
+/// A command's stdout and stderr, labelled, for assertion messages.
+pub fn out_text(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Asserts that `out` (of `smelter <args>`) exited with `want`; returns [`out_text`].
+pub fn expect_code(out: &Output, args: &[&str], want: i32) -> String {
+    let text = out_text(out);
+    assert_eq!(code(out), want, "smelter {args:?}:\n{text}");
+    text
+}
+
 pub fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }

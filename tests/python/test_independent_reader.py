@@ -110,12 +110,16 @@ def _structure_openlineage(e):
             schema_dataset.SchemaDatasetFacetFields(name=f["name"], type=f["type"])
             for f in o["facets"]["schema"]["fields"]])}
         if "columnLineage" in o["facets"]:
-            facets["columnLineage"] = cl.ColumnLineageDatasetFacet(fields={
-                col: cl.Fields(inputFields=[
+            def input_fields(fields):
+                return [
                     cl.InputField(namespace=i["namespace"], name=i["name"], field=i["field"],
                                   transformations=[cl.Transformation(**t) for t in i["transformations"]])
-                    for i in v["inputFields"]])
-                for col, v in o["facets"]["columnLineage"]["fields"].items()})
+                    for i in fields]
+            lineage = o["facets"]["columnLineage"]
+            facets["columnLineage"] = cl.ColumnLineageDatasetFacet(
+                fields={col: cl.Fields(inputFields=input_fields(v["inputFields"]))
+                        for col, v in lineage["fields"].items()},
+                dataset=input_fields(lineage["dataset"]) if "dataset" in lineage else None)
         outputs.append(ev.OutputDataset(namespace=o["namespace"], name=o["name"], facets=facets))
     return ev.RunEvent(
         eventType=ev.RunState(e["eventType"]),

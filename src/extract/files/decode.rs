@@ -8,7 +8,7 @@
 //! quarantine under `on_error = "quarantine"` (see `crate::quarantine`). Parquet is read with its
 //! own types and cast by column name.
 
-use std::io::{BufReader, Cursor, Read};
+use std::io::{BufRead, BufReader, Cursor, Read};
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
@@ -121,27 +121,97 @@ impl Reader {
         if spec.format == FileFormat::Csv {
             return self.read_csv(file, input, &text, tx);
         }
-        let batches = arrow::json::ReaderBuilder::new(text)
+        self.read_json(file, input, &text, tx)
+    }
+
+    /// Reads a JSON-lines file as batches of text columns `text`, one object per line, with each
+    /// row's 1-based line (blank lines are skipped). A line that is not valid UTF-8 or not a JSON
+    /// object cannot be read: with `on_error = "fail"` it stops the run naming the file and line
+    /// (exit 2), with `quarantine` it is rejected with its text (lossily decoded).
+    fn read_json(
+        &self,
+        file: &Listed,
+        input: Box<dyn Read + Send>,
+        text: &SchemaRef,
+        tx: &Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
+        let mut decoder = arrow::json::ReaderBuilder::new(text.clone())
             .with_coerce_primitive(true)
             .with_batch_size(self.batch_size)
-            .build(BufReader::new(input))
+            .build_decoder()
             .map_err(|e| bad(file, e))?;
-        // 1-based line of the first row of the batch.
-        let mut line = 1;
-        for batch in batches {
-            let batch = batch.map_err(|e| match e {
-                // Reading the (decompressed) bytes failed, not parsing a row.
-                ArrowError::IoError(_, io) => bad(file, io),
-                e => bad(file, format!("malformed row: {e}")),
-            })?;
-            let lines: Vec<u64> = (line..line + batch.num_rows() as u64).collect();
-            let out = self.conform_text(&batch, file, &lines)?;
-            line += batch.num_rows() as u64;
-            if tx.blocking_send(Ok(out)).is_err() {
+        let mut input = BufReader::new(input);
+        let (mut buf, mut line, mut lines, mut wrong) = (Vec::new(), 0u64, Vec::new(), Vec::new());
+        // Converts and sends the rows decoded so far; false when the receiver is gone.
+        let flush = |decoder: &mut arrow::json::reader::Decoder,
+                     lines: &mut Vec<u64>,
+                     wrong: &mut Vec<Unreadable>|
+         -> Result<bool> {
+            if !wrong.is_empty() {
+                self.reject_unreadable(file, text, wrong)?;
+                wrong.clear();
+            }
+            let Some(batch) = decoder.flush().map_err(|e| bad(file, e))? else {
+                return Ok(true);
+            };
+            let out = self.conform_text(&batch, file, lines)?;
+            lines.clear();
+            Ok(tx.blocking_send(Ok(out)).is_ok())
+        };
+        loop {
+            buf.clear();
+            // Reading the (decompressed) bytes failed, not parsing a row.
+            if input
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| bad(file, e))?
+                == 0
+            {
+                flush(&mut decoder, &mut lines, &mut wrong)?;
+                return Ok(());
+            }
+            line += 1;
+            let body = buf.trim_ascii();
+            if body.is_empty() {
+                continue;
+            }
+            if let Some(problem) = json_line_problem(body) {
+                let raw = String::from_utf8_lossy(body);
+                if self.on_error == OnError::Fail {
+                    // Rows before it are checked first, so an earlier bad line is reported first.
+                    flush(&mut decoder, &mut lines, &mut wrong)?;
+                    return Err(bad(
+                        file,
+                        format!(
+                            "line {line}: {problem}: `{}`",
+                            crate::quarantine::shown(&raw)
+                        ),
+                    ));
+                }
+                wrong.push(Unreadable {
+                    line,
+                    column: None,
+                    problem: format!("{problem}: `{}`", crate::quarantine::shown(&raw)),
+                    fields: Vec::new(),
+                });
+                continue;
+            }
+            // The decoder stops at a full batch only after a whole object (flushed below).
+            for mut rest in [body, b"\n".as_slice()] {
+                while !rest.is_empty() {
+                    let n = decoder
+                        .decode(rest)
+                        .map_err(|e| bad(file, format!("line {line}: malformed row: {e}")))?;
+                    if n == 0 {
+                        break;
+                    }
+                    rest = &rest[n..];
+                }
+            }
+            lines.push(line);
+            if lines.len() >= self.batch_size && !flush(&mut decoder, &mut lines, &mut wrong)? {
                 return Ok(());
             }
         }
-        Ok(())
     }
 
     /// Reads a CSV file as batches of text columns `text` (the header's names), with the line
@@ -163,15 +233,15 @@ impl Reader {
             .quote(spec.quote)
             .flexible(true)
             .from_reader(input);
-        let mut record = csv::StringRecord::new();
+        let mut raw = csv::ByteRecord::new();
         let mut done = false;
         while !done {
             let mut columns: Vec<StringBuilder> =
                 (0..width).map(|_| StringBuilder::new()).collect();
             let mut lines = Vec::new();
-            let mut wrong: Vec<(u64, csv::StringRecord)> = Vec::new();
+            let mut wrong: Vec<Unreadable> = Vec::new();
             while lines.len() < self.batch_size {
-                match reader.read_record(&mut record) {
+                match reader.read_byte_record(&mut raw) {
                     Ok(true) => {}
                     Ok(false) => {
                         done = true;
@@ -186,26 +256,49 @@ impl Reader {
                     }
                     Err(e) => return Err(bad(file, format!("malformed row: {e}"))),
                 }
-                let line = record.position().map_or(0, |p| p.line());
-                if record.len() != width {
-                    if self.on_error == OnError::Fail {
-                        // An earlier bad line of this batch is reported first.
-                        let columns: Vec<ArrayRef> = columns
-                            .iter_mut()
-                            .map(|b| Arc::new(b.finish()) as ArrayRef)
-                            .collect();
-                        let batch = RecordBatch::try_new(text.clone(), columns)
-                            .map_err(|e| bad(file, e))?;
-                        self.conform_text(&batch, file, &lines)?;
-                        return Err(bad(
-                            file,
-                            format!(
-                                "line {line}: {} fields where the header has {width}",
-                                record.len()
-                            ),
-                        ));
+                let line = raw.position().map_or(0, |p| p.line());
+                let record = match csv::StringRecord::from_byte_record(raw.clone()) {
+                    Ok(r) if r.len() == width => r,
+                    Ok(r) => Unreadable {
+                        line,
+                        column: None,
+                        problem: format!("{} fields where the header has {width}", r.len()),
+                        fields: r.iter().map(str::to_string).collect(),
                     }
-                    wrong.push((line, record.clone()));
+                    .handle(
+                        self,
+                        file,
+                        text,
+                        &mut columns,
+                        &lines,
+                        &mut wrong,
+                    )?,
+                    Err(e) => {
+                        let at = e.utf8_error().field();
+                        Unreadable {
+                            line,
+                            column: text.fields().get(at).map(|f| f.name().clone()),
+                            problem: format!(
+                                "field {} is not valid UTF-8 ({})",
+                                at + 1,
+                                e.utf8_error()
+                            ),
+                            fields: raw
+                                .iter()
+                                .map(|f| String::from_utf8_lossy(f).into_owned())
+                                .collect(),
+                        }
+                        .handle(
+                            self,
+                            file,
+                            text,
+                            &mut columns,
+                            &lines,
+                            &mut wrong,
+                        )?
+                    }
+                };
+                if record.is_empty() && width > 0 {
                     continue;
                 }
                 for (b, v) in columns.iter_mut().zip(record.iter()) {
@@ -214,7 +307,7 @@ impl Reader {
                 lines.push(line);
             }
             if !wrong.is_empty() {
-                self.reject_records(file, text, &wrong)?;
+                self.reject_unreadable(file, text, &wrong)?;
             }
             if lines.is_empty() {
                 continue;
@@ -232,13 +325,15 @@ impl Reader {
         Ok(())
     }
 
-    /// Sends CSV records with the wrong number of fields to the rejected rows: the fields at the
-    /// header's positions under the target's column names, the whole record in the reason.
-    fn reject_records(
+    /// Sends records that cannot be read (wrong number of fields, invalid UTF-8, a malformed
+    /// JSON line) to the rejected rows: the fields at the header's positions under the target's
+    /// column names (as text, invalid UTF-8 replaced by U+FFFD), and the problem with the whole
+    /// record in the reason.
+    fn reject_unreadable(
         &self,
         file: &Listed,
         text: &SchemaRef,
-        records: &[(u64, csv::StringRecord)],
+        rows: &[Unreadable],
     ) -> Result<()> {
         let Some(tx) = &self.rejected else {
             return Ok(());
@@ -254,7 +349,8 @@ impl Reader {
             .map(|n| {
                 let at = text.index_of(n).ok();
                 Arc::new(StringArray::from_iter(
-                    records.iter().map(|(_, r)| at.and_then(|i| r.get(i))),
+                    rows.iter()
+                        .map(|r| at.and_then(|i| r.fields.get(i)).map(String::as_str)),
                 )) as ArrayRef
             })
             .collect();
@@ -262,23 +358,69 @@ impl Reader {
             .project(&(0..names.len()).collect::<Vec<_>>())?;
         let batch = RecordBatch::try_new(Arc::new(schema), columns)?;
         let delimiter = char::from(self.spec.delimiter).to_string();
-        let rows: Vec<Rejected> = records
+        let rejected: Vec<Rejected> = rows
             .iter()
             .enumerate()
-            .map(|(row, (line, r))| Rejected {
+            .map(|(row, r)| Rejected {
                 row,
-                column: None,
-                reason: format!(
-                    "{} fields where the header has {}: `{}`",
-                    r.len(),
-                    text.fields().len(),
-                    r.iter().collect::<Vec<_>>().join(&delimiter)
-                ),
-                line: Some(*line as i64),
+                column: r.column.clone(),
+                reason: if r.fields.is_empty() {
+                    r.problem.clone()
+                } else {
+                    format!("{}: `{}`", r.problem, r.fields.join(&delimiter))
+                },
+                line: Some(r.line as i64),
             })
             .collect();
-        tx.send(crate::quarantine::rejected_batch(&batch, &rows, &file.rel)?)
-            .map_err(|_| Error::Internal("the rejected-rows writer is gone".into()))
+        tx.send(crate::quarantine::rejected_batch(
+            &batch, &rejected, &file.rel,
+        )?)
+        .map_err(|_| Error::Internal("the rejected-rows writer is gone".into()))
+    }
+}
+
+/// A record that cannot be read at all: the wrong number of fields, invalid UTF-8, or a JSON
+/// line that does not parse.
+struct Unreadable {
+    /// 1-based line.
+    line: u64,
+    /// The column, when known (the field with invalid UTF-8).
+    column: Option<String>,
+    /// What is wrong.
+    problem: String,
+    /// The fields as text (lossily decoded), or the whole line for JSON.
+    fields: Vec<String>,
+}
+
+impl Unreadable {
+    /// With `on_error = "fail"`, the error naming the file, line and column (exit 2), after the
+    /// rows read before it in the batch (`columns`, `lines`) are checked, so an earlier bad line
+    /// is reported first; with `quarantine`, the record joins `wrong` and an empty record is
+    /// returned (skipped by the caller).
+    fn handle(
+        self,
+        reader: &Reader,
+        file: &Listed,
+        text: &SchemaRef,
+        columns: &mut [StringBuilder],
+        lines: &[u64],
+        wrong: &mut Vec<Unreadable>,
+    ) -> Result<csv::StringRecord> {
+        if reader.on_error == OnError::Fail {
+            let columns: Vec<ArrayRef> = columns
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef)
+                .collect();
+            let batch = RecordBatch::try_new(text.clone(), columns).map_err(|e| bad(file, e))?;
+            reader.conform_text(&batch, file, lines)?;
+            let at = match &self.column {
+                Some(c) => format!("line {}, column `{c}`", self.line),
+                None => format!("line {}", self.line),
+            };
+            return Err(bad(file, format!("{at}: {}", self.problem)));
+        }
+        wrong.push(self);
+        Ok(csv::StringRecord::new())
     }
 }
 
@@ -325,6 +467,42 @@ fn decompress(
     })
 }
 
+/// What makes one line of a JSON-lines file (trimmed, not blank) unreadable: invalid UTF-8, or
+/// not one JSON object; `None` when it is one.
+fn json_line_problem(body: &[u8]) -> Option<String> {
+    match std::str::from_utf8(body) {
+        Err(e) => Some(format!("not valid UTF-8 ({e})")),
+        Ok(_) if body.first() != Some(&b'{') => Some("not a JSON object".to_string()),
+        Ok(_) => serde_json::from_slice::<serde::de::IgnoredAny>(body)
+            .err()
+            .map(|e| format!("not valid JSON ({e})")),
+    }
+}
+
+/// The first `rows` readable lines of a JSON-lines file (see [`json_line_problem`]): inference
+/// skips unreadable lines, which the read then reports, or rejects, with their line.
+fn readable_json(
+    file: &Listed,
+    input: Box<dyn Read + Send>,
+    rows: Option<usize>,
+) -> Result<Vec<u8>> {
+    let (mut out, mut kept) = (Vec::new(), 0);
+    for line in BufReader::new(input).split(b'\n') {
+        let line = line.map_err(|e| bad(file, e))?;
+        let body = line.trim_ascii();
+        if body.is_empty() || json_line_problem(body).is_some() {
+            continue;
+        }
+        out.extend_from_slice(body);
+        out.push(b'\n');
+        kept += 1;
+        if Some(kept) == rows {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// A decompressing reader whose errors say what the file is not (`not valid gzip: ...`).
 struct Labeled<R> {
     inner: R,
@@ -361,7 +539,10 @@ fn infer_text(
             }
             format.infer_schema(Cursor::new(well_formed(file, input, spec, rows)?), rows)
         }
-        _ => arrow::json::reader::infer_json_schema(BufReader::new(input), rows),
+        _ => arrow::json::reader::infer_json_schema(
+            Cursor::new(readable_json(file, input, rows)?),
+            rows,
+        ),
     }
     .map_err(|e| {
         bad(
@@ -408,8 +589,11 @@ fn well_formed(
         out.write_record(&header).map_err(failed)?;
     }
     let mut kept = 0;
-    for record in reader.records() {
-        let record = record.map_err(failed)?;
+    for record in reader.byte_records() {
+        // A record that is not UTF-8 is skipped like one of the wrong width.
+        let Ok(record) = csv::StringRecord::from_byte_record(record.map_err(failed)?) else {
+            continue;
+        };
         if *width.get_or_insert(record.len()) != record.len() {
             continue;
         }
@@ -439,6 +623,43 @@ pub async fn infer(root: &Lake, file: &Listed, spec: &FilesTable) -> Result<Vec<
     tokio::task::spawn_blocking(move || infer_text(&file, bytes, &spec, Some(INFER_ROWS)))
         .await
         .map_err(|e| Error::Internal(format!("inference task failed: {e}")))?
+}
+
+/// Whether the first [`INFER_ROWS`] rows of a CSV or JSON-lines file read as `column` (its type,
+/// declared source type and nullability), the way a run would read them: `None` if they do,
+/// else the first problem, naming the file and line.
+pub async fn fits(
+    root: &Lake,
+    file: &Listed,
+    spec: &FilesTable,
+    table: &str,
+    column: &ColumnShape,
+) -> Option<String> {
+    let reader = Reader {
+        store: root.store(),
+        spec: spec.clone(),
+        schema: Arc::new(crate::schema::arrow_schema(std::slice::from_ref(column))),
+        batch_size: INFER_ROWS,
+        table: table.to_string(),
+        columns: vec![column.clone()],
+        on_error: OnError::Fail,
+        rejected: None,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let task = {
+        let file = file.clone();
+        tokio::spawn(async move { reader.read(&file, &tx).await })
+    };
+    // Only the first batch counts; dropping the receiver stops the read.
+    let first = rx.recv().await;
+    drop(rx);
+    let ended = task.await;
+    match (first, ended) {
+        (Some(Ok(_)), _) => None,
+        (Some(Err(e)), _) | (None, Ok(Err(e))) => Some(e.to_string()),
+        (None, Ok(Ok(()))) => None,
+        (None, Err(e)) => Some(format!("the check failed: {e}")),
+    }
 }
 
 /// Column shapes of an inferred or footer schema, with types a Delta table stores: timestamps

@@ -14,9 +14,7 @@ mod listing;
 
 use std::sync::Arc;
 
-use arrow::datatypes::DataType;
-
-use super::source::{ReadRequest, Source, TableRead};
+use super::source::{ReadRequest, Source, TableRead, Verdict};
 use crate::config::{FileFormat, FilesTable, Pipeline, SourceTable};
 use crate::error::{Error, Result};
 use crate::schema::{ColumnChange, ColumnShape};
@@ -195,26 +193,62 @@ impl Source for FilesSource {
         })
     }
 
+    fn discovers_nullability(&self) -> bool {
+        false
+    }
+
+    /// Keeps a hand-set type that every file value converts into: a lossless conversion of the
+    /// discovered type (Parquet's exact type, or a CSV/JSON type inferred from the first rows);
+    /// for CSV and JSON, whose types are only inferred, also a type (and declared
+    /// `source_type`) that the first [`INFER_ROWS`] rows of the first file all read as.
+    async fn keeps(
+        &self,
+        table: &SourceTable,
+        found: &ColumnShape,
+        declared: &ColumnShape,
+    ) -> Result<Verdict> {
+        let lossless = super::contract::converts_losslessly(&found.data_type, &declared.data_type);
+        let spec = self.settings(table)?;
+        if spec.format == FileFormat::Parquet {
+            return Ok(if lossless && declared.source_type.is_none() {
+                Verdict::Keep("it converts losslessly".into())
+            } else if lossless {
+                Verdict::Replace(
+                    "a declared source_type is only checked on CSV and JSON files".into(),
+                )
+            } else {
+                Verdict::Replace("the files' type does not convert losslessly into it".into())
+            });
+        }
+        if lossless && declared.source_type.is_none() {
+            return Ok(Verdict::Keep("it converts losslessly".into()));
+        }
+        let (root, is_lake) = self.root()?;
+        let listed = listing::list(&root, spec, is_lake).await?;
+        let Some(first) = listed.first() else {
+            return Ok(Verdict::Replace("no file to check the values of".into()));
+        };
+        let column = ColumnShape {
+            nullable: true,
+            ..declared.clone()
+        };
+        Ok(
+            match decode::fits(&root, first, spec, &table.name, &column).await {
+                None => Verdict::Keep(format!(
+                    "the first {INFER_ROWS} rows of `{}` all read as it",
+                    first.rel
+                )),
+                Some(problem) => Verdict::Replace(problem),
+            },
+        )
+    }
+
     fn label(&self, _pipeline: &Pipeline, table: &SourceTable) -> String {
         match &table.files {
             Some(f) => format!("files:{}", f.path),
             None => format!("files:{}", table.name),
         }
     }
-}
-
-/// Whether every value of a file's type `have` converts exactly into the contract's type `want`:
-/// the same stored type, a lossless widening ([`crate::schema::is_widening`]), or any scalar type
-/// into text (`Utf8`, the value's display form: how a contract lands a type the table format
-/// cannot store, such as a time of day).
-fn converts_losslessly(have: &DataType, want: &DataType) -> bool {
-    let (have, want) = (
-        crate::schema::storage_type(have),
-        crate::schema::storage_type(want),
-    );
-    have == want
-        || crate::schema::is_widening(&have, &want)
-        || (want == DataType::Utf8 && !have.is_nested() && !matches!(have, DataType::Binary))
 }
 
 /// Footers read at once when checking a run's Parquet files against the contract.
@@ -251,7 +285,7 @@ async fn check_footers(
                 continue;
             };
             let (want, have) = (&column.data_type, &in_file.data_type);
-            if converts_losslessly(have, want) {
+            if super::contract::converts_losslessly(have, want) {
                 continue;
             }
             let change = ColumnChange::TypeChanged {

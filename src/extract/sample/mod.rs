@@ -691,10 +691,32 @@ impl SampleSource {
         }
     }
 
+    /// The table's columns with the SQL Server types the sample database declares them as
+    /// (see [`declared_type`]).
     fn columns(table: &str) -> Result<Vec<crate::schema::ColumnShape>> {
-        Ok(crate::schema::ColumnShape::of_schema(
-            Sample::schema(table)?.as_ref(),
-        ))
+        let mut columns = crate::schema::ColumnShape::of_schema(Sample::schema(table)?.as_ref());
+        for c in &mut columns {
+            c.source_type = Some(declared_type(&c.name, &c.data_type));
+        }
+        Ok(columns)
+    }
+}
+
+/// The SQL Server type the sample database declares a column as, from its Arrow type (the
+/// mapping of docs/mssql.md, reversed): `bigint`, `int`, `decimal(p,s)`, `date`, `datetime2(6)`,
+/// and `nvarchar(n)` for text, with room for the longest value the generator writes (an e-mail
+/// address is at most 320 characters, RFC 3696 errata 1690; names 200; codes and labels 100).
+pub fn declared_type(column: &str, data_type: &DataType) -> String {
+    match data_type {
+        DataType::Int64 => "bigint".into(),
+        DataType::Int32 => "int".into(),
+        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(..) => "datetime2(6)".into(),
+        DataType::Utf8 if column == "email" => "nvarchar(320)".into(),
+        DataType::Utf8 if column.ends_with("_name") => "nvarchar(200)".into(),
+        DataType::Utf8 => "nvarchar(100)".into(),
+        other => crate::schema::type_name(other),
     }
 }
 
@@ -750,7 +772,7 @@ impl super::source::Source for SampleSource {
             partitions.push(rx);
         }
         Ok(super::source::TableRead {
-            columns: crate::schema::ColumnShape::of_schema(&schema),
+            columns: Self::columns(&table.name)?,
             schema,
             watermark_col,
             partitions,

@@ -1,0 +1,2 @@
+-- description: SELECT * over a bronze table, metadata columns included.
+SELECT * FROM bronze.books
