@@ -85,7 +85,10 @@ impl Agg {
         let args = self
             .args
             .iter()
-            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())))
+            .map(|e| {
+                e.evaluate(batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+            })
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         self.acc.update_batch(&args)?;
         Ok(())

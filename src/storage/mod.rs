@@ -21,6 +21,8 @@ use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::plan::TableId;
 
+pub mod emulator;
+
 /// A resolved lake root with its object store.
 #[derive(Debug, Clone)]
 pub struct Lake {
@@ -473,7 +475,16 @@ fn build_store(
                     Err(_) => b,
                 },
             );
-            Arc::new(builder.with_retry(retry).build()?)
+            let store: Arc<dyn ObjectStore> = Arc::new(builder.with_retry(retry).build()?);
+            // Azurite named by its account URL (an Airflow `wasb` connection): see `emulator`.
+            if options
+                .get(AzureConfigKey::Endpoint.as_ref())
+                .is_some_and(|e| emulator::is_path_style(e))
+            {
+                Arc::new(emulator::ClientOffset(store))
+            } else {
+                store
+            }
         }
     })
 }

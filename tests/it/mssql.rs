@@ -1032,3 +1032,100 @@ fn sigterm_abandons_the_step_in_flight_and_exits_75() {
         .join("landing/carriers/run=term/_manifest.json")
         .exists());
 }
+
+/// `[source] connection`: host, port, login, password, database and extras come from Airflow's
+/// `AIRFLOW_CONN_<ID>`, in the URI form (percent-encoded, as `Connection.get_uri()` writes it)
+/// and in the JSON form, with a password full of URI and JSON metacharacters; the password never
+/// shows, a wrong one is a login failure (exit 2) and a connection of another type is refused.
+#[test]
+fn source_credentials_come_from_an_airflow_connection_in_uri_and_json_forms() {
+    let password = r#"p@ss:w/rd?#%&=+ "{}'\é"#;
+    let s = TdsServer::start(ServerOptions {
+        password: Some(password.into()),
+        fixtures: FixtureOptions::default(),
+        ..Default::default()
+    })
+    .expect("start TDS fixture server");
+    let p = Project::custom(
+        r#"
+name = "t"
+[source]
+type = "mssql"
+connection = "sql_server_default"
+connect_timeout_seconds = 10
+[[source.tables]]
+name = "carriers"
+[storage]
+root = "lake"
+"#,
+        &[],
+    );
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let uri = format!(
+        "mssql://reader:{}@127.0.0.1:{}/LogisticsDB?encrypt=false",
+        enc(password),
+        s.port
+    );
+    let json = serde_json::json!({
+        "conn_type": "mssql",
+        "host": "127.0.0.1",
+        "port": s.port,
+        "schema": "LogisticsDB",
+        "login": "reader",
+        "password": password,
+        "extra": {"encrypt": false},
+    })
+    .to_string();
+    let shown = |out: &std::process::Output| {
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(out));
+        text.contains(password) || text.contains(&enc(password))
+    };
+    for (form, conn) in [("uri", &uri), ("json", &json)] {
+        let env = [("AIRFLOW_CONN_SQL_SERVER_DEFAULT", conn.as_str())];
+        let out = p.smelter_env(
+            &["run", "{p}", "--layer", "extract", "--run-id", form, "-v"],
+            &env,
+        );
+        assert_eq!(code(&out), 0, "{form}: {}", stderr(&out));
+        assert!(!shown(&out), "{form}: the password shows");
+        assert!(
+            rows(&landed(&p, "carriers", form)) > 0,
+            "{form}: nothing landed"
+        );
+        // The database comes from the connection's schema; the plan never holds the password.
+        let out = p.smelter_env(&["plan", "{p}", "--format", "json"], &env);
+        assert_eq!(code(&out), 0, "{form}: {}", stderr(&out));
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(plan["source"]["database"], "LogisticsDB", "{form}");
+        assert!(!shown(&out), "{form}: the password shows in the plan");
+    }
+
+    // A wrong password in the connection: a login failure, exit 2, neither password shown.
+    let wrong = uri.replace(&enc(password), &enc("Wr0ng-p@ss:word"));
+    let out = p.smelter_env(
+        &["run", "{p}", "--layer", "extract", "--run-id", "bad"],
+        &[("AIRFLOW_CONN_SQL_SERVER_DEFAULT", &wrong)],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.contains("18456"), "{err}");
+    assert!(!err.contains("Wr0ng-p@ss:word") && !shown(&out), "{err}");
+
+    // A connection of another type: a config error naming the key and the type.
+    let out = p.smelter_env(
+        &["run", "{p}", "--layer", "extract", "--run-id", "wasb"],
+        &[(
+            "AIRFLOW_CONN_SQL_SERVER_DEFAULT",
+            &uri.replace("mssql://", "wasb://"),
+        )],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains("source.connection") && err.contains("`wasb`"),
+        "{err}"
+    );
+    assert!(!shown(&out), "{err}");
+}
