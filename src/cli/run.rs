@@ -11,8 +11,9 @@ use tracing::info;
 
 use super::LogFormat;
 use crate::error::{Error, Result};
-use crate::layers::{run_layer, RunContext, Runtime};
+use crate::layers::{run_layer, RunContext, RunOutput, Runtime};
 use crate::plan::{Layer, Plan, RunParams};
+use crate::state::summary::{LineageFiles, Report, Summary};
 use crate::state::RunRecord;
 
 /// Which layers to run.
@@ -50,26 +51,146 @@ pub struct RunArgs {
     /// Rebuild merge and append models from scratch.
     #[arg(long)]
     pub full_refresh: bool,
+    /// Also write one JSON document describing this invocation to PATH, whether it succeeds or
+    /// fails: the exit code and error, and per step its rows, duration, status, table version,
+    /// quality results and drift breaches, with the report and lineage files written (shape:
+    /// `astro/README.md`, "Run summary"). Secrets are scrubbed from it.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
 }
 
-/// Runs the command.
+/// What a run has done so far, for its summary.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The pipeline, once its file loaded.
+    pipeline: Option<crate::config::Pipeline>,
+    /// The attempt id, once the lake was opened.
+    attempt: Option<String>,
+    /// Records and reports of the layers run.
+    output: RunOutput,
+}
+
+impl Progress {
+    fn summary(
+        &self,
+        args: &RunArgs,
+        params: &RunParams,
+        error: Option<&Error>,
+        elapsed: Duration,
+    ) -> Summary {
+        let pipeline = self.pipeline.as_ref();
+        let mut layers_run: Vec<&str> = Vec::new();
+        for r in &self.output.records {
+            if !layers_run.contains(&r.layer.as_str()) {
+                layers_run.push(&r.layer);
+            }
+        }
+        let shown = |p: std::path::PathBuf| p.exists().then(|| p.display().to_string());
+        let lineage = pipeline
+            .map(|p| {
+                layers_run
+                    .iter()
+                    .map(|layer| {
+                        let files = crate::lineage::emit::files(&p.lineage, &params.run_id, layer);
+                        LineageFiles {
+                            layer: layer.to_string(),
+                            datahub: files.datahub.and_then(shown),
+                            openlineage: files.openlineage.and_then(shown),
+                        }
+                    })
+                    .filter(|f| f.datahub.is_some() || f.openlineage.is_some())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut summary = Summary {
+            schema_version: crate::state::summary::SCHEMA_VERSION,
+            pipeline: pipeline.map(|p| p.name.clone()).unwrap_or_else(|| {
+                args.pipeline
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            }),
+            run_id: params.run_id.clone(),
+            attempt: self.attempt.clone(),
+            logical_date: params.logical_date.to_string(),
+            layers: layers(args.layer).iter().map(|l| l.to_string()).collect(),
+            exit_code: 0,
+            status: "success",
+            error: None,
+            rows_inserted: 0,
+            rows_updated: 0,
+            duration_ms: elapsed.as_millis() as u64,
+            steps: Vec::new(),
+            reports: self
+                .output
+                .reports
+                .iter()
+                .map(|(layer, url)| Report {
+                    layer: layer.to_string(),
+                    url: crate::storage::redact(url),
+                })
+                .collect(),
+            lineage,
+        };
+        summary.add_records(&self.output.records);
+        summary.finish(error);
+        summary
+    }
+}
+
+/// The layers `arg` names, in run order.
+fn layers(arg: LayerArg) -> Vec<Layer> {
+    match arg {
+        LayerArg::Extract => vec![Layer::Extract],
+        LayerArg::Bronze => vec![Layer::Bronze],
+        LayerArg::Silver => vec![Layer::Silver],
+        LayerArg::Gold => vec![Layer::Gold],
+        LayerArg::All => vec![Layer::Extract, Layer::Bronze, Layer::Silver, Layer::Gold],
+    }
+}
+
+/// Runs the command; with `--summary-json`, writes the summary whatever the outcome.
 pub async fn execute(args: RunArgs, log_format: LogFormat) -> Result<()> {
     let clock = Instant::now();
-    let plan = Plan::load(&args.pipeline)?;
     let logical_date = args
         .logical_date
         .unwrap_or_else(|| chrono::Utc::now().date_naive());
-    let run_id = args
-        .run_id
-        .clone()
-        .unwrap_or_else(|| format!("manual__{logical_date}"));
-    if run_id.is_empty() {
-        return Err(Error::Usage("--run-id must not be empty".into()));
-    }
     let params = RunParams {
         logical_date,
-        run_id,
+        run_id: args
+            .run_id
+            .clone()
+            .unwrap_or_else(|| format!("manual__{logical_date}")),
     };
+    let mut progress = Progress::default();
+    let result = run(&args, &params, log_format, &mut progress).await;
+    let Some(path) = &args.summary_json else {
+        return result;
+    };
+    let summary = progress.summary(&args, &params, result.as_ref().err(), clock.elapsed());
+    match (summary.write(path), result) {
+        (_, Err(e)) => Err(e),
+        (Err(io), Ok(())) => Err(Error::Storage {
+            url: path.display().to_string(),
+            message: format!("cannot write the run summary (--summary-json): {io}"),
+            retryable: false,
+        }),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+async fn run(
+    args: &RunArgs,
+    params: &RunParams,
+    log_format: LogFormat,
+    progress: &mut Progress,
+) -> Result<()> {
+    let clock = Instant::now();
+    if params.run_id.is_empty() {
+        return Err(Error::Usage("--run-id must not be empty".into()));
+    }
+    let plan = Plan::load(&args.pipeline)?;
+    progress.pipeline = Some(plan.pipeline.clone());
     if let Some(names) = &args.models {
         let known: Vec<String> = plan.models.iter().map(|m| m.id.to_string()).collect();
         let unknown: Vec<&String> = names
@@ -96,49 +217,41 @@ pub async fn execute(args: RunArgs, log_format: LogFormat) -> Result<()> {
         }
     }
     let runtime = Runtime::open(&plan)?;
+    progress.attempt = Some(runtime.attempt.clone());
     let rc = RunContext {
         models: args.models.clone(),
         full_refresh: args.full_refresh,
-        ..runtime.context(&plan, &params)
+        ..runtime.context(&plan, params)
     };
     let lake = &runtime.lake;
-    let layers: Vec<Layer> = match args.layer {
-        LayerArg::Extract => vec![Layer::Extract],
-        LayerArg::Bronze => vec![Layer::Bronze],
-        LayerArg::Silver => vec![Layer::Silver],
-        LayerArg::Gold => vec![Layer::Gold],
-        LayerArg::All => vec![Layer::Extract, Layer::Bronze, Layer::Silver, Layer::Gold],
-    };
     info!(pipeline = %plan.pipeline.name, run_id = %params.run_id, logical_date = %params.logical_date, root = %crate::storage::redact(lake.root()), "Starting run.");
-    let progress = (log_format == LogFormat::Text && std::io::stderr().is_terminal()).then(|| {
+    let bar = (log_format == LogFormat::Text && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
     });
-    let mut all = Vec::new();
-    for layer in layers {
-        if let Some(bar) = &progress {
+    for layer in layers(args.layer) {
+        if let Some(bar) = &bar {
             bar.set_message(format!("{layer}…"));
         }
-        let records = match run_layer(&rc, layer).await {
-            Ok(r) => r,
+        match run_layer(&rc, layer, &mut progress.output).await {
+            Ok(()) => {}
             // With --layer all, a layer with nothing selected is not an error.
             Err(Error::NothingToDo(_)) if args.layer == LayerArg::All && layer != Layer::Bronze => {
                 continue
             }
             Err(e) => {
-                if let Some(bar) = &progress {
+                if let Some(bar) = &bar {
                     bar.finish_and_clear();
                 }
                 return Err(e);
             }
-        };
-        all.extend(records);
+        }
     }
-    if let Some(bar) = &progress {
+    if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    print_summary(&plan, &params, &all, clock.elapsed());
+    print_summary(&plan, params, &progress.output.records, clock.elapsed());
     Ok(())
 }
 

@@ -151,14 +151,12 @@ impl RunContext<'_> {
             .named("model")
             .or_else(|| error.named("table"))
             .unwrap_or_else(|| layer.as_str().to_string());
+        let info = crate::state::summary::ErrorSummary::of(error);
         let details = serde_json::json!({
-            "kind": error.kind().as_str(),
-            "retryable": error.is_retryable(),
-            "hint": error.hint(),
-            "context": error
-                .context()
-                .into_iter()
-                .collect::<std::collections::BTreeMap<_, _>>(),
+            "kind": info.kind,
+            "retryable": info.retryable,
+            "hint": info.hint,
+            "context": info.context,
         });
         let duration_ms = ((now_us() - started).max(0) / 1000) as u64;
         let mut record = self.record(
@@ -170,11 +168,8 @@ impl RunContext<'_> {
             details,
         );
         record.status = "failed".into();
-        record.exit_code = Some(error.exit_code());
-        record.message = Some(match error {
-            Error::Invalid(problems) => problems.join("\n"),
-            e => e.user_message(),
-        });
+        record.exit_code = Some(info.exit_code);
+        record.message = Some(info.message);
         record
     }
 
@@ -337,11 +332,23 @@ pub async fn evolve_schema(
     Ok((input, changes))
 }
 
+/// What the layers of one invocation produced, for the summary: the run-log records and the
+/// profile reports written.
+#[derive(Debug, Default)]
+pub struct RunOutput {
+    /// Run-log records in order: the steps that finished, and a `failed` record for a layer
+    /// that failed.
+    pub records: Vec<RunRecord>,
+    /// Profile reports written: the layer and the report's URL.
+    pub reports: Vec<(Layer, url::Url)>,
+}
+
 /// Runs one layer and records its steps in the run log: the steps that finished, and when the
 /// layer fails (or a stop is requested, see [`crate::interrupt`]) one `failed` record naming the
 /// model or table at fault with the exit code and message. A layer with nothing to do records
-/// nothing.
-pub async fn run_layer(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecord>> {
+/// nothing. The records (and the report written) are added to `out` whether the layer
+/// succeeded or not.
+pub async fn run_layer(rc: &RunContext<'_>, layer: Layer, out: &mut RunOutput) -> Result<()> {
     let started_ms = chrono::Utc::now().timestamp_millis();
     let started = now_us();
     crate::lineage::emit::layer_started(rc, layer, started_ms).await;
@@ -356,9 +363,14 @@ pub async fn run_layer(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecor
     }
     match result {
         Ok(()) => {
-            rc.state.record(&records).await?;
-            crate::profile::write_report(rc, layer, &profiles).await;
-            Ok(records)
+            let logged = rc.state.record(&records).await;
+            if logged.is_ok() {
+                if let Some(url) = crate::profile::write_report(rc, layer, &profiles).await {
+                    out.reports.push((layer, url));
+                }
+            }
+            out.records.extend(records);
+            logged
         }
         Err(e) => {
             if !matches!(e, Error::NothingToDo(_)) {
@@ -369,6 +381,7 @@ pub async fn run_layer(rc: &RunContext<'_>, layer: Layer) -> Result<Vec<RunRecor
                     tracing::warn!(error = %log.user_message(), "Cannot record the failed attempt in the run log.");
                 }
             }
+            out.records.extend(records);
             Err(e)
         }
     }

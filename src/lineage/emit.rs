@@ -90,16 +90,15 @@ pub async fn deliver(
 ) -> Vec<String> {
     let l = &rc.plan.pipeline.lineage;
     let layer = &job.layer;
-    let run_dir = run_dir_name(&job.run_id);
+    let files = files(l, &job.run_id, layer);
     let mut problems = Vec::new();
 
     let mut mcps = datahub::run_event_mcps(job, None, job.started_ms);
     mcps.extend(datahub::dataset_mcps(job, written, ended_ms));
     mcps.extend(datahub::run_event_mcps(job, Some(ok), ended_ms));
-    if let Some(dir) = &l.datahub_dir {
-        let path = dir.join(&run_dir).join(format!("{layer}.json"));
+    if let Some(path) = &files.datahub {
         let body = serde_json::to_vec_pretty(&mcps).unwrap_or_default();
-        match sink::write_file(&path, &body) {
+        match sink::write_file(path, &body) {
             Ok(()) => {
                 info!(layer = %layer, mcps = mcps.len(), file = %path.display(), "Wrote DataHub MCPs.")
             }
@@ -119,10 +118,9 @@ pub async fn deliver(
     let start = openlineage::event(job, &l.namespace, "START", job.started_ms, &[], &naming);
     let end_type = if ok { "COMPLETE" } else { "FAIL" };
     let end = openlineage::event(job, &l.namespace, end_type, ended_ms, written, &naming);
-    if let Some(dir) = &l.openlineage_dir {
-        let path = dir.join(&run_dir).join(format!("{layer}.jsonl"));
+    if let Some(path) = &files.openlineage {
         let body = format!("{start}\n{end}\n");
-        match sink::write_file(&path, body.as_bytes()) {
+        match sink::write_file(path, body.as_bytes()) {
             Ok(()) => info!(layer = %layer, file = %path.display(), "Wrote OpenLineage events."),
             Err(e) => problems.push(format!("{}: {e}", path.display())),
         }
@@ -149,6 +147,31 @@ pub async fn deliver(
         }
     }
     problems
+}
+
+/// The lineage files of one layer run, each set when its directory is configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Files {
+    /// DataHub MCPs: `<datahub_dir>/<run dir>/<layer>.json`.
+    pub datahub: Option<std::path::PathBuf>,
+    /// OpenLineage events: `<openlineage_dir>/<run dir>/<layer>.jsonl`.
+    pub openlineage: Option<std::path::PathBuf>,
+}
+
+/// Where the lineage of `layer` in run `run_id` is written (the run directory is
+/// [`run_dir_name`]).
+pub fn files(l: &crate::config::Lineage, run_id: &str, layer: &str) -> Files {
+    let run_dir = run_dir_name(run_id);
+    Files {
+        datahub: l
+            .datahub_dir
+            .as_ref()
+            .map(|d| d.join(&run_dir).join(format!("{layer}.json"))),
+        openlineage: l
+            .openlineage_dir
+            .as_ref()
+            .map(|d| d.join(&run_dir).join(format!("{layer}.jsonl"))),
+    }
 }
 
 fn naming(rc: &RunContext<'_>) -> Naming {

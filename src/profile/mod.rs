@@ -364,10 +364,14 @@ pub fn report_path(run_id: &str, layer: Layer) -> String {
 }
 
 /// Writes the HTML report of one layer run to `_smelter/reports/<run_id>/<layer>.html` in the lake
-/// and returns its URL; a failure is logged and never fails the run.
-pub async fn write_report(rc: &RunContext<'_>, layer: Layer, profiles: &[Arc<TableProfile>]) {
+/// and returns its URL; a failure is logged (and gives `None`) and never fails the run.
+pub async fn write_report(
+    rc: &RunContext<'_>,
+    layer: Layer,
+    profiles: &[Arc<TableProfile>],
+) -> Option<url::Url> {
     if profiles.is_empty() || !rc.plan.pipeline.profile.report {
-        return;
+        return None;
     }
     let title = format!(
         "{} · {layer} · run {}",
@@ -385,10 +389,12 @@ pub async fn write_report(rc: &RunContext<'_>, layer: Layer, profiles: &[Arc<Tab
     .await;
     match written {
         Ok(()) => {
-            info!(layer = %layer, report = %crate::storage::redact(&url), "Wrote profile report.")
+            info!(layer = %layer, report = %crate::storage::redact(&url), "Wrote profile report.");
+            Some(url)
         }
         Err(e) => {
-            warn!(layer = %layer, error = %e, "Could not write the profile report; the data write stands.")
+            warn!(layer = %layer, error = %e, "Could not write the profile report; the data write stands.");
+            None
         }
     }
 }

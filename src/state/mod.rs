@@ -2,6 +2,8 @@
 //! (`_smelter/watermarks`) and the source files landed by the files source (`_smelter/files`).
 //! All are append-only; the latest watermark per table wins.
 
+pub mod summary;
+
 use std::sync::Arc;
 
 use arrow::array::{

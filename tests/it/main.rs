@@ -17,6 +17,7 @@ mod quarantine;
 mod runlog;
 mod runs;
 mod storage;
+mod summary;
 mod support;
 mod tpch;
 
