@@ -36,19 +36,35 @@ from urllib.parse import urlsplit
 import pendulum
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, Asset
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+# The operators and the exit-code mapping live in smelter_operators; re-exported here.
+from include.smelter_operators import (  # noqa: F401
+    EXIT_CONFIG,
+    EXIT_DATA_QUALITY,
+    EXIT_INTERNAL,
+    EXIT_NOTHING_TO_DO,
+    EXIT_OK,
+    EXIT_TRANSIENT,
+    SmelterConfigError,
+    SmelterDataQualityError,
+    SmelterExit,
+    SmelterFatalError,
+    SmelterInternalError,
+    SmelterRunOperator,
+    SmelterTransientError,
+    SmelterValidateOperator,
+    exception_for_exit_code,
+    model_task_groups,
+    smelter_plan,
+)
 
 LAYERS: tuple[str, ...] = ("extract", "bronze", "silver", "gold")
+# DAG shapes (SMELTER_DAG_SHAPE): one task per layer, or one task per silver/gold model.
+SHAPES: tuple[str, ...] = ("layer", "model")
 
 # Astro project root (``/usr/local/airflow`` in the image): the parent of ``include/``.
 ASTRO_HOME = Path(__file__).resolve().parent.parent
-
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_CONFIG = 2
-EXIT_DATA_QUALITY = 3
-EXIT_TRANSIENT = 75
-EXIT_NOTHING_TO_DO = 99
 
 # Per-layer execution timeouts; SMELTER_TASK_TIMEOUT_MINUTES overrides all four.
 DEFAULT_TIMEOUTS = {
@@ -62,64 +78,7 @@ SCHEDULE_KEYS = {"name", "cron", "interval_seconds", "enabled", "timezone", "max
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-# --------------------------------------------------------------------------- exit codes
-
-
-def _exit_message(exit_code: int, layer: str | None, meaning: str) -> str:
-    where = f" (layer {layer})" if layer else ""
-    return f"smelter exited with code {exit_code}{where}: {meaning}"
-
-
-class SmelterExit(AirflowException):
-    """The smelter binary exited with a non-zero code that Airflow may retry."""
-
-    def __init__(self, exit_code: int, layer: str | None = None, meaning: str = "failed") -> None:
-        self.exit_code = exit_code
-        self.layer = layer
-        super().__init__(_exit_message(exit_code, layer, meaning))
-
-
-class SmelterInternalError(SmelterExit):
-    """Exit 1: a bug in Smelter. Retried: the next try may not hit it."""
-
-
-class SmelterTransientError(SmelterExit):
-    """Exit 75: network, storage or SQL Server busy. Retried with backoff."""
-
-
-class SmelterFatalError(AirflowFailException):
-    """A failure that another try cannot fix: the task fails at once, retries are not spent."""
-
-    def __init__(self, exit_code: int, layer: str | None = None, meaning: str = "fatal") -> None:
-        self.exit_code = exit_code
-        self.layer = layer
-        super().__init__(_exit_message(exit_code, layer, meaning) + "; not retrying")
-
-
-class SmelterConfigError(SmelterFatalError):
-    """Exit 2: usage, pipeline file or SQL error."""
-
-
-class SmelterDataQualityError(SmelterFatalError):
-    """Exit 3: an expectation with action ``fail`` did not hold."""
-
-
-def exception_for_exit_code(exit_code: int, layer: str | None = None) -> BaseException | None:
-    """The exception a task raises for a smelter exit code (``None`` for success)."""
-    if exit_code == EXIT_OK:
-        return None
-    if exit_code == EXIT_NOTHING_TO_DO:
-        where = f" (layer {layer})" if layer else ""
-        return AirflowSkipException(f"smelter exited with code 99{where}: nothing to do")
-    if exit_code == EXIT_CONFIG:
-        return SmelterConfigError(exit_code, layer, "configuration or SQL error")
-    if exit_code == EXIT_DATA_QUALITY:
-        return SmelterDataQualityError(exit_code, layer, "data-quality check failed")
-    if exit_code == EXIT_TRANSIENT:
-        return SmelterTransientError(exit_code, layer, "transient error")
-    if exit_code == EXIT_INTERNAL:
-        return SmelterInternalError(exit_code, layer, "internal error")
-    return SmelterExit(exit_code, layer, "unexpected exit code")
+# --------------------------------------------------------------------------- operators
 
 
 class SmelterOperator(BashOperator):
@@ -200,6 +159,7 @@ class SmelterSettings:
     max_retry_delay: timedelta = timedelta(hours=1)
     retry_exponential_backoff: float = 2.0
     timeouts: tuple[tuple[str, timedelta], ...] = tuple(DEFAULT_TIMEOUTS.items())
+    shape: str = "layer"
 
     @classmethod
     def load(cls) -> SmelterSettings:
@@ -216,10 +176,18 @@ class SmelterSettings:
                 seconds=float(setting("SMELTER_RETRY_DELAY_SECONDS", "smelter_retry_delay_seconds", "300") or 300)
             ),
             timeouts=tuple(timeouts.items()),
+            shape=_shape(setting("SMELTER_DAG_SHAPE", "smelter_dag_shape", "layer") or "layer"),
         )
 
     def timeout(self, layer: str) -> timedelta:
         return dict(self.timeouts)[layer]
+
+
+def _shape(value: str) -> str:
+    shape = value.strip().lower()
+    if shape not in SHAPES:
+        raise SmelterPipelineError(f"SMELTER_DAG_SHAPE / smelter_dag_shape: {value!r}; valid: {', '.join(SHAPES)}")
+    return shape
 
 
 def default_pipeline_path() -> Path:
@@ -290,15 +258,15 @@ class Pipeline:
 
     def outlets(self, layer: str) -> list[Asset]:
         """Assets a layer writes: landing folders for extract, Delta/Iceberg tables for the others."""
-        root = self.storage_root()
+        return [self.outlet(layer, table) for table in self.tables(layer)]
+
+    def outlet(self, layer: str, table: str) -> Asset:
+        """The Asset of one table a layer writes (a landing folder for extract)."""
         folder = "landing" if layer == "extract" else layer
-        return [
-            Asset(
-                uri=f"{root}/{folder}/{table}",
-                extra={"smelter_pipeline": self.name, "smelter_layer": folder, "smelter_table": table},
-            )
-            for table in self.tables(layer)
-        ]
+        return Asset(
+            uri=f"{self.storage_root()}/{folder}/{table}",
+            extra={"smelter_pipeline": self.name, "smelter_layer": folder, "smelter_table": table},
+        )
 
 
 def resolve_storage_root(root: str, project_dir: Path) -> str:
@@ -349,7 +317,8 @@ def build_smelter_dag(
     tags: list[str] | None = None,
     description: str | None = None,
 ) -> DAG:
-    """One DAG: ``extract >> bronze >> silver >> gold``, each task one ``smelter run`` call."""
+    """One DAG: ``extract >> bronze >> silver >> gold``, each task one ``smelter run`` call; with
+    ``settings.shape == "model"``, one task per silver/gold model (see :func:`model_task_groups`)."""
     settings = settings or SmelterSettings.load()
     all_tags = ["smelter", f"pipeline:{pipeline.name}"]
     all_tags += [t for t in (tags or []) if t not in all_tags]
@@ -379,13 +348,17 @@ def build_smelter_dag(
         user_defined_filters={"shell_quote": shlex.quote},
         doc_md=__doc__,
     ) as dag:
+        env = {"SMELTER_PIPELINE": str(pipeline.path), **OPENLINEAGE_ENV}
+        if settings.shape == "model":
+            _model_shaped_tasks(pipeline, settings, env, workdir)
+            return dag
         previous = None
         for layer in LAYERS:
             task = SmelterOperator(
                 task_id=layer,
                 layer=layer,
                 bash_command=smelter_command(settings.bin, pipeline.path, layer),
-                env={"SMELTER_PIPELINE": str(pipeline.path), **OPENLINEAGE_ENV},
+                env=env,
                 append_env=True,
                 cwd=workdir,
                 execution_timeout=settings.timeout(layer),
@@ -399,6 +372,37 @@ def build_smelter_dag(
                 previous >> task
             previous = task
     return dag
+
+
+def _model_shaped_tasks(pipeline: Pipeline, settings: SmelterSettings, env: dict[str, str], workdir: str) -> None:
+    """``extract >> bronze >>`` one task per silver/gold model (from ``smelter plan``), in the DAG
+    being defined; every task is a :class:`SmelterRunOperator`."""
+    common: dict[str, Any] = {"pipeline": str(pipeline.path), "smelter_bin": settings.bin, "env": env, "cwd": workdir}
+    extract = SmelterRunOperator(
+        task_id="extract",
+        layer="extract",
+        execution_timeout=settings.timeout("extract"),
+        outlets=pipeline.outlets("extract"),
+        **common,
+    )
+    bronze = SmelterRunOperator(
+        task_id="bronze",
+        layer="bronze",
+        execution_timeout=settings.timeout("bronze"),
+        outlets=pipeline.outlets("bronze"),
+        trigger_rule="none_failed",
+        **common,
+    )
+    extract >> bronze
+    plan = smelter_plan(settings.bin, pipeline.path, cwd=workdir)
+    model_task_groups(
+        plan,
+        upstream=bronze,
+        outlets=lambda layer, table: [pipeline.outlet(layer, table)],
+        trigger_rule="none_failed",
+        execution_timeout=settings.timeout("silver"),
+        **common,
+    )
 
 
 def build_medallion_dag(dag_id: str = "medallion_architecture_etl", schedule: str = "0 2 * * *") -> DAG:
