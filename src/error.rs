@@ -64,6 +64,9 @@ pub enum Error {
         model: String,
         /// Which rule and how many rows.
         message: String,
+        /// What was measured, for the run log and the run summary: `{"expectations": [...]}`
+        /// (every rule's result) or `{"drift": [...]}` (the findings); `Null` when nothing more.
+        findings: serde_json::Value,
     },
     /// The requested layer had no input (for example no landed files for this run id).
     #[error("nothing to do: {0}")]
@@ -441,6 +444,16 @@ impl Error {
             _ => {}
         }
         out
+    }
+
+    /// What a quality failure measured ([`Error::Quality`]'s `findings`), through the model or
+    /// table that wraps it.
+    pub fn findings(&self) -> Option<&serde_json::Value> {
+        match self {
+            Error::Quality { findings, .. } => Some(findings),
+            Error::Model { source, .. } | Error::Table { source, .. } => source.findings(),
+            _ => None,
+        }
     }
 
     /// The value of one [`Error::context`] field (`model`, `table`, `column`, `file`), if the

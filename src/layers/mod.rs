@@ -152,12 +152,18 @@ impl RunContext<'_> {
             .or_else(|| error.named("table"))
             .unwrap_or_else(|| layer.as_str().to_string());
         let info = crate::state::summary::ErrorSummary::of(error);
-        let details = serde_json::json!({
+        let mut details = serde_json::json!({
             "kind": info.kind,
             "retryable": info.retryable,
             "hint": info.hint,
             "context": info.context,
         });
+        // A quality failure keeps what it measured (every rule's result, or the drift findings).
+        if let (Some(serde_json::Value::Object(found)), Some(d)) =
+            (error.findings(), details.as_object_mut())
+        {
+            d.extend(found.clone());
+        }
         let duration_ms = ((now_us() - started).max(0) / 1000) as u64;
         let mut record = self.record(
             layer,

@@ -375,6 +375,7 @@ async fn check_merge_keys(
                 "{nulls} row(s) have a NULL merge key ({}) in {shown}; filter them or fix the source",
                 keys.join(", ")
             ),
+            findings: serde_json::Value::Null,
         });
     }
     if dups > 0 {
@@ -385,6 +386,7 @@ async fn check_merge_keys(
                 keys.join(", "),
                 keys.join(", ")
             ),
+            findings: serde_json::Value::Null,
         });
     }
     Ok(())

@@ -298,6 +298,7 @@ pub async fn after_write(
                 what.join("; "),
                 profile.version.unwrap_or(-1)
             ),
+            findings: serde_json::json!({ "drift": profile.drift }),
         });
     }
     Ok(Some(Arc::new(profile)))

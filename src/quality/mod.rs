@@ -596,6 +596,7 @@ pub async fn decide(
         return Err(Error::Quality {
             model: model.to_string(),
             message: format!("{}; nothing was written", fatal.join(", ")),
+            findings: serde_json::json!({ "expectations": results }),
         });
     }
 

@@ -182,6 +182,12 @@ fn failed_runs_still_write_the_summary_with_the_error() {
     assert_eq!(failed[0]["status"], "failed");
     assert_eq!(failed[0]["exit_code"], 3);
     assert_eq!(failed[0]["error_kind"], "quality");
+    // The rules' results are kept although nothing was written.
+    assert_eq!(
+        failed[0]["quality"],
+        serde_json::json!([{"name": "id not_null", "action": "fail", "failed": 1}]),
+        "{s}"
+    );
     assert!(!p.lake().join("silver/bad/_delta_log").exists());
 
     // An error quoting a secret (here a literal the SQL fails on) is scrubbed in the summary.
