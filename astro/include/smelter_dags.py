@@ -1,6 +1,7 @@
-"""Build the Airflow DAGs that run Smelter, one task per medallion layer.
+"""Build the Airflow DAGs that run Smelter: one task per medallion layer, or (``SMELTER_DAG_SHAPE=model``)
+extract and bronze then one task per silver/gold model.
 
-Each task is one call of the ``smelter`` binary::
+Each task is one call of the ``smelter`` binary by a ``SmelterRunOperator`` (``smelter_operators``)::
 
     smelter run <pipeline.toml> --layer <layer> --logical-date {{ ds }} --run-id {{ run_id }} --log-format json
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,9 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pendulum
-from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, Asset
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 # The operators and the exit-code mapping live in smelter_operators; re-exported here.
 from include.smelter_operators import (  # noqa: F401
@@ -76,39 +74,6 @@ DEFAULT_TIMEOUTS = {
 DEFAULT_START_DATE = pendulum.datetime(2024, 1, 1, tz="UTC")
 SCHEDULE_KEYS = {"name", "cron", "interval_seconds", "enabled", "timezone", "max_active_runs", "tags"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-# --------------------------------------------------------------------------- operators
-
-
-class SmelterOperator(BashOperator):
-    """``BashOperator`` that maps the smelter exit code to the matching Airflow exception.
-
-    ``BashOperator`` already skips on 99 (``skip_on_exit_code``) and fails on anything else with a
-    plain ``AirflowException``, which Airflow retries. This subclass turns 2 and 3 into
-    ``AirflowFailException`` so that they fail at once, and gives the other codes a named exception.
-    """
-
-    ui_color = "#f3d9b1"
-
-    def __init__(self, *, layer: str | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("skip_on_exit_code", EXIT_NOTHING_TO_DO)
-        super().__init__(**kwargs)
-        self.layer = layer
-
-    def execute(self, context: Any) -> Any:
-        try:
-            return super().execute(context)
-        except AirflowSkipException:
-            raise
-        except AirflowException as exc:
-            proc = self.subprocess_hook.sub_process
-            if proc is None or proc.returncode is None:
-                raise  # failed before the command ran (e.g. missing cwd)
-            mapped = exception_for_exit_code(proc.returncode, self.layer)
-            if mapped is None:
-                raise
-            raise mapped from exc
 
 
 # --------------------------------------------------------------------------- settings
@@ -299,13 +264,6 @@ OPENLINEAGE_ENV = {
 }
 
 
-def smelter_command(bin_path: str, pipeline: Path, layer: str) -> str:
-    return (
-        f"exec {shlex.quote(bin_path)} run {shlex.quote(str(pipeline))} --layer {layer}"
-        " --logical-date {{ ds }} --run-id {{ run_id | shell_quote }} --log-format json"
-    )
-
-
 def build_smelter_dag(
     *,
     dag_id: str,
@@ -345,62 +303,40 @@ def build_smelter_dag(
         tags=all_tags,
         default_args=default_args,
         description=description or f"Smelter pipeline {pipeline.name}: extract >> bronze >> silver >> gold",
-        user_defined_filters={"shell_quote": shlex.quote},
         doc_md=__doc__,
     ) as dag:
         env = {"SMELTER_PIPELINE": str(pipeline.path), **OPENLINEAGE_ENV}
-        if settings.shape == "model":
-            _model_shaped_tasks(pipeline, settings, env, workdir)
-            return dag
+        common: dict[str, Any] = {"pipeline": str(pipeline.path), "smelter_bin": settings.bin, "env": env, "cwd": workdir}
+        layers = ("extract", "bronze") if settings.shape == "model" else LAYERS
         previous = None
-        for layer in LAYERS:
-            task = SmelterOperator(
+        for layer in layers:
+            task = SmelterRunOperator(
                 task_id=layer,
                 layer=layer,
-                bash_command=smelter_command(settings.bin, pipeline.path, layer),
-                env=env,
-                append_env=True,
-                cwd=workdir,
                 execution_timeout=settings.timeout(layer),
                 outlets=pipeline.outlets(layer),
-                do_xcom_push=False,
                 # A skipped layer (exit 99) does not hide work from the next one: each layer
                 # decides for itself whether it has anything to do.
                 trigger_rule="all_success" if previous is None else "none_failed",
+                **common,
             )
             if previous is not None:
                 previous >> task
             previous = task
+        if settings.shape == "model":
+            _model_tasks(pipeline, settings, common, upstream=previous)
     return dag
 
 
-def _model_shaped_tasks(pipeline: Pipeline, settings: SmelterSettings, env: dict[str, str], workdir: str) -> None:
-    """``extract >> bronze >>`` one task per silver/gold model (from ``smelter plan``), in the DAG
-    being defined; every task is a :class:`SmelterRunOperator`."""
-    common: dict[str, Any] = {"pipeline": str(pipeline.path), "smelter_bin": settings.bin, "env": env, "cwd": workdir}
-    extract = SmelterRunOperator(
-        task_id="extract",
-        layer="extract",
-        execution_timeout=settings.timeout("extract"),
-        outlets=pipeline.outlets("extract"),
-        **common,
-    )
-    bronze = SmelterRunOperator(
-        task_id="bronze",
-        layer="bronze",
-        execution_timeout=settings.timeout("bronze"),
-        outlets=pipeline.outlets("bronze"),
-        trigger_rule="none_failed",
-        **common,
-    )
-    extract >> bronze
-    plan = smelter_plan(settings.bin, pipeline.path, cwd=workdir)
+def _model_tasks(pipeline: Pipeline, settings: SmelterSettings, common: dict[str, Any], upstream: Any) -> None:
+    """One task per silver/gold model (from ``smelter plan``) after ``upstream`` (bronze), in the DAG
+    being defined."""
     model_task_groups(
-        plan,
-        upstream=bronze,
+        smelter_plan(settings.bin, pipeline.path, cwd=common["cwd"]),
+        upstream=upstream,
         outlets=lambda layer, table: [pipeline.outlet(layer, table)],
+        timeouts=dict(settings.timeouts),
         trigger_rule="none_failed",
-        execution_timeout=settings.timeout("silver"),
         **common,
     )
 

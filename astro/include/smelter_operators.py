@@ -18,8 +18,9 @@ import os
 import signal
 import subprocess
 import tempfile
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from airflow.sdk import Asset, BaseOperator, TaskGroup
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
@@ -119,14 +120,20 @@ class _SmelterBinaryOperator(BaseOperator):
         self.cwd = cwd
         self._proc: subprocess.Popen[str] | None = None
 
-    def _run(self, argv: list[str]) -> int:
+    def _run(self, argv: list[str], context: Any) -> int:
+        """Runs ``argv`` with the worker's environment, the task's Airflow context variables
+        (``AIRFLOW_CTX_DAG_ID``, ``…_TASK_ID``, ``…_DAG_RUN_ID``, ``…_TRY_NUMBER``, which Smelter puts in
+        its lineage) and ``env``; returns the exit code."""
+        from airflow.sdk.execution_time.context import context_to_airflow_vars
+
+        airflow_vars = context_to_airflow_vars(context, in_env_var_format=True) if context else {}
         self.log.info("Running %s", " ".join(argv))
         self._proc = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, **{k: str(v) for k, v in self.env.items()}},
+            env={**os.environ, **airflow_vars, **{k: str(v) for k, v in self.env.items()}},
             cwd=self.cwd,
             start_new_session=True,
         )
@@ -182,7 +189,7 @@ class SmelterRunOperator(_SmelterBinaryOperator):
     def execute(self, context: Any) -> Any:
         with tempfile.TemporaryDirectory(prefix="smelter-summary-") as tmp:
             path = Path(tmp) / "summary.json"
-            code = self._run(self.command(str(path)))
+            code = self._run(self.command(str(path)), context)
             summary = json.loads(path.read_text()) if path.is_file() else None
         if summary is not None:
             self._annotate_assets(context, summary)
@@ -221,7 +228,7 @@ class SmelterValidateOperator(_SmelterBinaryOperator):
     problem) fails the task without retry; the problems are in the task log."""
 
     def execute(self, context: Any) -> None:
-        code = self._run([self.smelter_bin, "validate", self.pipeline, "--log-format", "json"])
+        code = self._run([self.smelter_bin, "validate", self.pipeline, "--log-format", "json"], context)
         error = exception_for_exit_code(code)
         if error is not None:
             raise error
@@ -254,6 +261,7 @@ def model_task_groups(
     layers: Sequence[str] = ("silver", "gold"),
     upstream: BaseOperator | None = None,
     outlets: Any = None,
+    timeouts: Mapping[str, timedelta] | None = None,
     **operator_kwargs: Any,
 ) -> dict[str, TaskGroup]:
     """One TaskGroup per layer (``silver``, ``gold``) with one :class:`SmelterRunOperator` per model
@@ -261,7 +269,8 @@ def model_task_groups(
 
     A model waits for the models it reads (``depends_on`` in the plan, across layers too); a model
     that reads no model waits for ``upstream`` (the bronze task). ``outlets`` maps ``(layer, table)``
-    to the task's outlet Assets. Must be called inside a DAG context.
+    to the task's outlet Assets; ``timeouts`` gives an ``execution_timeout`` per layer. Must be
+    called inside a DAG context.
     """
     groups: dict[str, TaskGroup] = {}
     tasks: dict[str, SmelterRunOperator] = {}
@@ -274,6 +283,7 @@ def model_task_groups(
                     layer=layer,
                     models=[model["name"]],
                     outlets=outlets(layer, model["table"]) if outlets else [],
+                    **({"execution_timeout": timeouts[layer]} if timeouts and layer in timeouts else {}),
                     **operator_kwargs,
                 )
         groups[layer] = group

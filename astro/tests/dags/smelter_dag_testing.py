@@ -181,3 +181,35 @@ def run_dag(dag_id: str, logical_date: datetime | None = None) -> RunResult:
         ).all()
         tasks = {ti.task_id: (None if ti.state is None else str(ti.state), ti.try_number) for ti in tis}
     return RunResult(state=str(dr.state), run_id=dr.run_id, tasks=tasks)
+
+
+def return_values(dag_id: str, run_id: str) -> dict:
+    """Task id -> XCom return value of one DagRun (the run summaries of Smelter tasks)."""
+    import json
+
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(XComModel.task_id, XComModel.value).where(
+                XComModel.dag_id == dag_id, XComModel.run_id == run_id, XComModel.key == "return_value"
+            )
+        ).all()
+    return {task_id: (json.loads(v) if isinstance(v, str) else v) for task_id, v in rows}
+
+
+def asset_event_extras(dag_id: str, run_id: str) -> dict:
+    """Asset URI -> ``extra`` of the Asset events one DagRun emitted."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetModel.uri, AssetEvent.extra)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run_id)
+        ).all()
+    return dict(rows)

@@ -98,6 +98,16 @@ def test_demo_pipeline_runs_through_airflow(demo: sdt.Project, tmp_path: Path) -
     for table in _tables(demo, "silver"):
         assert _delta_commits(lake / "silver" / table), f"no Delta commit for silver table {table}"
 
+    # Every task returns its run summary; every table's Asset event says what was written.
+    summaries = sdt.return_values(MEDALLION, result.run_id)
+    assert set(summaries) == set(LAYERS)
+    assert {s["target"] for s in summaries["gold"]["steps"]} == {f"gold.{t}" for t in gold}
+    assert all(s["exit_code"] == 0 and s["run_id"] == result.run_id for s in summaries.values())
+    extras = sdt.asset_event_extras(MEDALLION, result.run_id)
+    for table in gold:
+        extra = extras[f"file://{lake}/gold/{table}"]
+        assert extra["version"] == 0 and extra["rows_inserted"] > 0, extra
+
 
 def _no_retry_anywhere(result: sdt.RunResult) -> None:
     assert all(tries <= 1 for _, tries in result.tasks.values()), result.tasks

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import shlex
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def test_no_import_errors_and_expected_dags(project: Project) -> None:
 
 
 def test_medallion_dag_shape(project: Project) -> None:
-    from include.smelter_dags import SmelterOperator
+    from include.smelter_dags import SmelterRunOperator
 
     dag = _bag_without_errors().get_dag(MEDALLION)
     assert dag.schedule == "0 2 * * *"
@@ -53,17 +52,15 @@ def test_medallion_dag_shape(project: Project) -> None:
 
     for layer in LAYERS:
         task = dag.get_task(layer)
-        assert isinstance(task, SmelterOperator)
+        assert isinstance(task, SmelterRunOperator)
+        assert task.layer == layer
         assert task.retries == 3
         assert task.retry_exponential_backoff == 2.0
         assert task.retry_delay == timedelta(minutes=5)
         assert task.max_retry_delay == timedelta(hours=1)
         assert isinstance(task.execution_timeout, timedelta) and task.execution_timeout > timedelta(0)
-        assert task.append_env is True
-        assert list(task.skip_on_exit_code) == [99]
         assert task.cwd == str(project.root)  # the project dir: relative paths resolve like the CLI's
         assert task.pool == "default_pool"
-        assert task.do_xcom_push is False
     assert dag.get_task("extract").execution_timeout == timedelta(hours=2)
     assert dag.get_task("gold").execution_timeout == timedelta(hours=1)
 
@@ -72,9 +69,8 @@ def test_rendered_commands(project: Project) -> None:
     dag = _bag_without_errors().get_dag(MEDALLION)
     for layer in LAYERS:
         task = _render(dag.get_task(layer))
-        argv = shlex.split(task.bash_command)
+        argv = task.command("SUMMARY")
         assert argv == [
-            "exec",
             "smelter",
             "run",
             str(project.pipeline),
@@ -86,24 +82,26 @@ def test_rendered_commands(project: Project) -> None:
             "scheduled__2024-05-01T02:00:00+00:00",
             "--log-format",
             "json",
+            "--summary-json",
+            "SUMMARY",
         ]
         assert task.env["SMELTER_PIPELINE"] == str(project.pipeline)
         # no OpenLineage provider active in this process: the parent ids render empty
         assert task.env["OPENLINEAGE_PARENT_ID"] == ""
 
 
-def test_run_id_is_shell_quoted(project: Project) -> None:
+def test_run_id_is_one_argument(project: Project) -> None:
     dag = _bag_without_errors().get_dag(MEDALLION)
     nasty = "manual__it's; rm -rf / $(x)"
-    argv = shlex.split(_render(dag.get_task("silver"), run_id=nasty).bash_command)
+    argv = _render(dag.get_task("silver"), run_id=nasty).command("S")
     assert argv[argv.index("--run-id") + 1] == nasty
 
 
 def test_binary_path_with_spaces_is_quoted(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMELTER_BIN", "/opt/smelter tools/smelter")
     dag = _bag_without_errors().get_dag(MEDALLION)
-    argv = shlex.split(_render(dag.get_task("bronze")).bash_command)
-    assert argv[1] == "/opt/smelter tools/smelter"
+    argv = _render(dag.get_task("bronze")).command("S")
+    assert argv[0] == "/opt/smelter tools/smelter"
 
 
 def test_outlets_follow_lake_layout(project: Project) -> None:
@@ -168,7 +166,7 @@ def test_queue_pool_and_binary_from_airflow_variables(project: Project, monkeypa
         task = dag.get_task(layer)
         assert task.queue == "edge_lake"
         assert task.pool == "smelter"
-        assert task.bash_command.startswith("exec /opt/smelter/bin/smelter run ")
+        assert task.smelter_bin == "/opt/smelter/bin/smelter"
 
     # an environment variable wins over the Airflow Variable
     monkeypatch.setenv("SMELTER_QUEUE", "edge_other")
@@ -218,7 +216,7 @@ def test_schedule_dags(project: Project) -> None:
             assert task.retries == 3 and task.retry_exponential_backoff == 2.0
             assert task.execution_timeout is not None
             assert task.outlets
-            assert f"--layer {task.task_id} " in task.bash_command
+            assert task.layer == task.task_id
 
 
 def test_schedule_dags_for_several_pipelines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

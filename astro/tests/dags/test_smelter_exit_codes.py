@@ -25,6 +25,14 @@ def _calls(log: Path) -> list[dict]:
 # --------------------------------------------------------------------------- operator alone
 
 
+def _operator(layer: str, **kwargs):
+    import include.smelter_dags as sd
+
+    return sd.SmelterRunOperator(
+        task_id=layer, layer=layer, pipeline="p.toml", smelter_bin=os.environ["SMELTER_BIN"], **kwargs
+    )
+
+
 @pytest.mark.parametrize(
     ("code", "exc_name", "fatal"),
     [
@@ -35,13 +43,14 @@ def _calls(log: Path) -> list[dict]:
         (75, "SmelterTransientError", False),
     ],
 )
-def test_operator_maps_exit_code(code: int, exc_name: str, fatal: bool) -> None:
-    import include.smelter_dags as sd
+def test_operator_maps_exit_code(
+    fake_smelter: Path, monkeypatch: pytest.MonkeyPatch, code: int, exc_name: str, fatal: bool
+) -> None:
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-    op = sd.SmelterOperator(task_id="silver", layer="silver", bash_command=f"echo working; exit {code}")
+    monkeypatch.setenv("FAKE_SMELTER_EXIT_SILVER", str(code))
     with pytest.raises(AirflowException) as info:
-        op.execute(context={})
+        _operator("silver").execute(context={})
     exc = info.value
     assert type(exc).__name__ == exc_name
     assert exc.exit_code == code and exc.layer == "silver"
@@ -49,22 +58,18 @@ def test_operator_maps_exit_code(code: int, exc_name: str, fatal: bool) -> None:
     assert f"exited with code {code} (layer silver)" in str(exc)
 
 
-def test_operator_skips_on_99_and_succeeds_on_0() -> None:
-    import include.smelter_dags as sd
+def test_operator_skips_on_99_and_succeeds_on_0(fake_smelter: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.sdk.exceptions import AirflowSkipException
 
+    monkeypatch.setenv("FAKE_SMELTER_EXIT_BRONZE", "99,0")
     with pytest.raises(AirflowSkipException):
-        sd.SmelterOperator(task_id="bronze", layer="bronze", bash_command="exit 99").execute(context={})
-    sd.SmelterOperator(task_id="bronze", layer="bronze", bash_command="echo ok").execute(context={})
+        _operator("bronze").execute(context={})
+    _operator("bronze").execute(context={})
 
 
-def test_operator_error_before_the_command_runs_is_not_masked(tmp_path: Path) -> None:
-    import include.smelter_dags as sd
-    from airflow.sdk.exceptions import AirflowException
-
-    op = sd.SmelterOperator(task_id="gold", bash_command="true", cwd=str(tmp_path / "missing"))
-    with pytest.raises(AirflowException, match="Can not find the cwd"):
-        op.execute(context={})
+def test_operator_error_before_the_command_runs_is_not_masked(fake_smelter: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        _operator("gold", cwd=str(tmp_path / "missing")).execute(context={})
 
 
 def test_exception_for_exit_code_table() -> None:
@@ -94,7 +99,7 @@ def test_dag_run_calls_the_binary_once_per_layer(project: Project, fake_smelter:
         assert call["argv"] == [
             "run", str(project.pipeline), "--layer", layer,
             "--logical-date", call["env"]["AIRFLOW_CTX_LOGICAL_DATE"][:10],
-            "--run-id", result.run_id, "--log-format", "json",
+            "--run-id", result.run_id, "--log-format", "json", "--summary-json", call["argv"][-1],
         ]  # fmt: skip
         assert call["cwd"] == str(project.root)
         assert call["env"]["AIRFLOW_CTX_DAG_ID"] == MEDALLION

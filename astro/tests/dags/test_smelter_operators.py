@@ -104,10 +104,6 @@ def test_model_shaped_dag_runs_one_task_per_model_in_dependency_order(
     smelter_bin: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
     monkeypatch.setenv("SMELTER_DAG_SHAPE", "model")
     dag = sdt.dagbag().get_dag(MEDALLION)
     plan = json.loads(
@@ -127,25 +123,12 @@ def test_model_shaped_dag_runs_one_task_per_model_in_dependency_order(
     assert all(state == "success" and tries == 1 for state, tries in result.tasks.values()), result.tasks
 
     # Each task's XCom is its summary; its Asset event carries the rows and the version written.
-    from airflow.models.asset import AssetEvent, AssetModel
-
-    with create_session() as session:
-        rows = session.execute(
-            select(XComModel.task_id, XComModel.value).where(
-                XComModel.dag_id == MEDALLION, XComModel.run_id == result.run_id, XComModel.key == "return_value"
-            )
-        ).all()
-        summaries = {task_id: (json.loads(v) if isinstance(v, str) else v) for task_id, v in rows}
-        events = session.execute(
-            select(AssetModel.uri, AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id).where(
-                AssetEvent.source_dag_id == MEDALLION, AssetEvent.source_run_id == result.run_id
-            )
-        ).all()
+    summaries = sdt.return_values(MEDALLION, result.run_id)
+    by_uri = sdt.asset_event_extras(MEDALLION, result.run_id)
     assert set(summaries) == {"extract", "bronze", *models}
     enriched = summaries["silver.shipments_enriched"]
     assert [s["target"] for s in enriched["steps"]] == ["silver.shipments_enriched"]
     assert enriched["exit_code"] == 0
-    by_uri = {uri: extra for uri, extra in events}
     gold = next(e for uri, e in by_uri.items() if uri.endswith("/gold/revenue_by_customer"))
     assert gold["rows_inserted"] > 0 and gold["version"] == 0, gold
     assert gold["run_id"] == result.run_id
