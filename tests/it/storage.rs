@@ -603,13 +603,25 @@ async fn storage_credentials_come_from_an_airflow_connection_and_never_show() {
         let conn = airflow_connection(&b);
         let env = [("AIRFLOW_CONN_LAKE_CONN", conn.as_str())];
         let mut text = String::new();
+        let summary = p.dir.path().join("summary.json");
         for layer in ["extract", "bronze"] {
             let out = p.smelter_env(
-                &["run", "{p}", "--layer", layer, "--run-id", "c1", "-vv"],
+                &[
+                    "run",
+                    "{p}",
+                    "--layer",
+                    layer,
+                    "--run-id",
+                    "c1",
+                    "-vv",
+                    "--summary-json",
+                    summary.to_str().unwrap(),
+                ],
                 &env,
             );
             assert_ok(&b, &out);
             text.push_str(&all_output(&out));
+            text.push_str(&std::fs::read_to_string(&summary).unwrap());
         }
         let rows = b
             .scalar(&root, "bronze/shipments", "SELECT COUNT(*) FROM t")
@@ -636,10 +648,20 @@ async fn storage_credentials_come_from_an_airflow_connection_and_never_show() {
                 b.secret
             )
         };
-        let out = p.smelter_env(&["run", "{p}"], &[("AIRFLOW_CONN_LAKE_CONN", &other)]);
+        let out = p.smelter_env(
+            &["run", "{p}", "--summary-json", summary.to_str().unwrap()],
+            &[("AIRFLOW_CONN_LAKE_CONN", &other)],
+        );
         let err = stderr(&out);
         assert_eq!(code(&out), 2, "{}: {err}", b.name);
         assert!(err.contains("does not fit"), "{}: {err}", b.name);
         assert!(!err.contains(&b.secret), "{}: secret in {err}", b.name);
+        let written = std::fs::read_to_string(&summary).unwrap();
+        assert!(written.contains("does not fit"), "{}: {written}", b.name);
+        assert!(
+            !written.contains(&b.secret),
+            "{}: secret in {written}",
+            b.name
+        );
     }
 }
