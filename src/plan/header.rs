@@ -55,6 +55,12 @@ pub struct Header {
     /// What a changed output schema does for an incremental model (overrides the pipeline's
     /// `on_schema_change`).
     pub on_schema_change: Option<crate::schema::OnSchemaChange>,
+    /// Version columns of a `merge` (`-- sequence_by: modified_at` or a tuple `a, b`, compared
+    /// lexicographically, NULL lowest): a matched row is replaced only by a strictly newer
+    /// version, and within one batch only the newest version per key is kept (ties: the
+    /// greatest row by the other columns in output order). Empty: every match is replaced and
+    /// the batch's keys must be unique. Same semantics as Lakeflow's `AUTO CDC … SEQUENCE BY`.
+    pub sequence_by: Vec<String>,
 }
 
 const KEYS: &[&str] = &[
@@ -64,6 +70,7 @@ const KEYS: &[&str] = &[
     "description",
     "expect",
     "on_schema_change",
+    "sequence_by",
 ];
 
 /// Parses the header of `sql`; problems are pushed as `file:line: message`.
@@ -75,6 +82,7 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
         description: None,
         expect: Vec::new(),
         on_schema_change: None,
+        sequence_by: Vec::new(),
     };
     for (idx, line) in sql.lines().enumerate() {
         let lineno = idx + 1;
@@ -107,7 +115,7 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
                     }
                 }
             }
-            "unique_key" | "partition_by" => {
+            "unique_key" | "partition_by" | "sequence_by" => {
                 let columns = match super::ident::list(value) {
                     Some(columns) => columns,
                     None => {
@@ -117,10 +125,10 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
                         Vec::new()
                     }
                 };
-                if key == "unique_key" {
-                    header.unique_key = columns;
-                } else {
-                    header.partition_by = columns;
+                match key {
+                    "unique_key" => header.unique_key = columns,
+                    "sequence_by" => header.sequence_by = columns,
+                    _ => header.partition_by = columns,
                 }
             }
             "description" => header.description = Some(value.to_string()),
@@ -153,6 +161,11 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
             "{file}:1: materialized `merge` needs a `-- unique_key: <column>[, ...]` header line"
         ));
     }
+    if !header.sequence_by.is_empty() && header.materialized != Materialization::Merge {
+        problems.push(format!(
+            "{file}:1: `sequence_by` needs `-- materialized: merge` (it orders the versions a merge applies)"
+        ));
+    }
     header
 }
 
@@ -177,5 +190,20 @@ mod tests {
         let mut problems = Vec::new();
         parse("m.sql", "-- materialized: merge\nSELECT 1", &mut problems);
         assert!(problems[0].contains("unique_key"), "{problems:?}");
+    }
+
+    #[test]
+    fn sequence_by_is_a_column_list_for_merges_only() {
+        let mut problems = Vec::new();
+        let h = parse(
+            "m.sql",
+            "-- materialized: merge\n-- unique_key: id\n-- sequence_by: Modified_At, \"Seq\"\nSELECT 1",
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(h.sequence_by, vec!["modified_at", "Seq"]);
+        parse("t.sql", "-- sequence_by: ts\nSELECT 1", &mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("t.sql:1: `sequence_by` needs `-- materialized: merge`"));
     }
 }
