@@ -125,6 +125,17 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
             keys: model.header.unique_key.clone(),
             sequence_by: model.header.sequence_by.clone(),
         },
+        // The recomputed history of the batch's keys replaces their versions by surrogate key.
+        (Materialization::Scd2, _) => WriteMode::Merge {
+            keys: vec![super::scd2::SCD_ID.to_string()],
+            sequence_by: Vec::new(),
+        },
+    };
+    let is_scd2 = model.header.materialized == Materialization::Scd2;
+    let df = if is_scd2 {
+        super::scd2::shape(df, model)?
+    } else {
+        df
     };
     // Incremental models keep their table: its schema changes only as the policy allows.
     let (df, schema_changes) = if mode == WriteMode::Overwrite {
@@ -154,7 +165,16 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     // A model whose rows are checked before the commit runs its query once, into a local
     // stage: the checks, the quarantine split and the write all read the stage.
     let (df, expectations, quarantined, _stage) =
-        check_expectations(rc, model, df, is_merge_model).await?;
+        check_expectations(rc, model, df, is_merge_model || is_scd2).await?;
+    let df = if is_scd2 {
+        let table = match (&mode, rc.format.provider(&rc.ctx, &rc.lake.table_url(&model.id)).await?) {
+            (WriteMode::Merge { .. }, Some(p)) => Some(rc.ctx.read_table(p)?),
+            _ => None,
+        };
+        super::scd2::history(&rc.ctx, model, df, table, started).await?
+    } else {
+        df
+    };
     // A merge model's keys are checked on a full refresh too: the rebuilt table must be one
     // the next merge can match against.
     if is_merge_model {
@@ -305,6 +325,7 @@ pub async fn plan_model(
         .iter()
         .chain(model.header.partition_by.iter())
         .chain(model.header.sequence_by.iter())
+        .chain(model.header.check_cols.iter())
     {
         if schema.field_with_unqualified_name(key).is_err() {
             return Err(Error::Sql {

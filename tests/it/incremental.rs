@@ -32,6 +32,69 @@ SELECT account_id, holder, balance, modified_at
 FROM {{ unprocessed('bronze.accounts') }} AS a
 ";
 
+const HISTORY: &str = "-- materialized: scd2
+-- unique_key: account_id
+-- sequence_by: modified_at
+SELECT account_id, holder, balance, modified_at
+FROM {{ unprocessed('bronze.accounts') }} AS a
+";
+
+/// Seconds since the epoch of version `ts` (seconds after 2026-11-01T00:00:00Z).
+fn epoch(ts: i64) -> i64 {
+    1_793_491_200 + ts
+}
+
+/// `(account_id, valid_from, valid_to, is_current)` of every row of silver.accounts_history,
+/// sorted, as seconds since the epoch.
+async fn history(p: &Project) -> Vec<(i64, i64, Option<i64>, bool)> {
+    let batches = p
+        .query(
+            &[("h", "silver/accounts_history")],
+            "SELECT CAST(account_id AS BIGINT), to_unixtime(valid_from), to_unixtime(valid_to), \
+             is_current FROM h",
+        )
+        .await;
+    let mut out = Vec::new();
+    for b in &batches {
+        let c = |i: usize| {
+            b.column(i)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap()
+                .clone()
+        };
+        let (k, f, t) = (c(0), c(1), c(2));
+        let cur = b
+            .column(3)
+            .as_any()
+            .downcast_ref::<arrow::array::BooleanArray>()
+            .unwrap();
+        for i in 0..b.num_rows() {
+            out.push((k.value(i), f.value(i), t.is_valid(i).then(|| t.value(i)), cur.value(i)));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The history a reference SCD2 keeps of `landed` versions: every distinct version of a key,
+/// valid until the next one, the last one current.
+fn reference_history(landed: &[(i64, i64)]) -> Vec<(i64, i64, Option<i64>, bool)> {
+    let mut versions: BTreeMap<i64, std::collections::BTreeSet<i64>> = BTreeMap::new();
+    for (k, ts) in landed {
+        versions.entry(*k).or_default().insert(*ts);
+    }
+    let mut out = Vec::new();
+    for (k, set) in versions {
+        let v: Vec<i64> = set.into_iter().collect();
+        for (i, ts) in v.iter().enumerate() {
+            let next = v.get(i + 1).map(|n| epoch(*n));
+            out.push((k, epoch(*ts), next, next.is_none()));
+        }
+    }
+    out
+}
+
 fn expect(p: &Project, args: &[&str], want: i32) -> String {
     expect_code(&p.smelter(args), args, want)
 }
@@ -121,7 +184,13 @@ fn reference(landed: &[(i64, i64)]) -> BTreeMap<i64, String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn versioned_merge_over_catch_up_windows_matches_a_reference_under_random_runs() {
-    let p = Project::custom(PIPELINE, &[("silver/accounts.sql", SILVER)]);
+    let p = Project::custom(
+        PIPELINE,
+        &[
+            ("silver/accounts.sql", SILVER),
+            ("silver/accounts_history.sql", HISTORY),
+        ],
+    );
     drop_file(&p, "r0.csv", &[(1, 10), (2, 10)]);
     expect(&p, &["source", "sync", "{p}"], 0);
     // The window's parameter plans offline.
@@ -178,6 +247,11 @@ async fn versioned_merge_over_catch_up_windows_matches_a_reference_under_random_
             reference(&consumed),
             "after step {step} (merged {merged:?}, unmerged {unmerged:?})"
         );
+        assert_eq!(
+            history(&p).await,
+            reference_history(&consumed),
+            "history after step {step}"
+        );
     }
     // Whatever is left is caught up by the next run.
     drop_file(&p, "last.csv", &[(1, 1)]);
@@ -185,6 +259,8 @@ async fn versioned_merge_over_catch_up_windows_matches_a_reference_under_random_
     run(&p, "all", "last");
     let incremental = silver(&p).await;
     assert_eq!(incremental, reference(&landed));
+    let versions = history(&p).await;
+    assert_eq!(versions, reference_history(&landed));
     // A full refresh rebuilds the same table from all of bronze.
     expect(
         &p,
@@ -192,6 +268,7 @@ async fn versioned_merge_over_catch_up_windows_matches_a_reference_under_random_
         0,
     );
     assert_eq!(silver(&p).await, incremental);
+    assert_eq!(history(&p).await, versions);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -253,4 +330,56 @@ async fn re_running_an_older_day_never_moves_silver_back_in_time() {
         p.scalar(&tables, "SELECT COUNT(DISTINCT customer_id) FROM b").await,
     );
     assert_eq!(rows, keys);
+}
+
+/// `scd2` with the check strategy: a new version only when a check column changed; intervals
+/// chain (the old version ends where the new one starts); a re-run adds nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn scd2_check_strategy_versions_only_changed_rows() {
+    const CHECKED: &str = "-- materialized: scd2
+-- unique_key: account_id
+-- check_cols: holder
+-- scd_columns: effective_from, effective_to, current_row
+SELECT account_id, holder, balance
+FROM {{ unprocessed('bronze.accounts') }} AS a
+";
+    let p = Project::custom(PIPELINE, &[("silver/holders.sql", CHECKED)]);
+    let dir = p.dir.path().join("incoming/accounts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let header = "account_id,holder,balance,modified_at\n";
+    let t = "2026-11-01T00:00:00";
+    std::fs::write(
+        dir.join("a.csv"),
+        format!("{header}1,ann,1.00,{t}\n2,bob,2.00,{t}\n"),
+    )
+    .unwrap();
+    expect(&p, &["source", "sync", "{p}"], 0);
+    run(&p, "all", "a");
+    // Account 1: only the balance changed (no new version); 2: new holder; 3: new key.
+    std::fs::write(
+        dir.join("b.csv"),
+        format!("{header}1,ann,9.00,{t}\n2,bea,2.00,{t}\n3,cy,3.00,{t}\n"),
+    )
+    .unwrap();
+    run(&p, "all", "b");
+    run(&p, "silver", "b");
+    let tables = [("h", "silver/holders")];
+    let q = |sql: &'static str| {
+        let p = &p;
+        async move { p.scalar(&tables, sql).await }
+    };
+    assert_eq!(q("SELECT COUNT(*) FROM h").await, 4);
+    assert_eq!(q("SELECT COUNT(*) FROM h WHERE current_row").await, 3);
+    assert_eq!(
+        q("SELECT COUNT(*) FROM h WHERE account_id = 1 AND holder = 'ann' AND current_row AND effective_to IS NULL").await,
+        1
+    );
+    // Bob's version ends exactly where Bea's starts.
+    assert_eq!(
+        q("SELECT COUNT(*) FROM h o JOIN h n ON o.account_id = n.account_id \
+           WHERE o.holder = 'bob' AND n.holder = 'bea' AND o.effective_to = n.effective_from \
+           AND NOT o.current_row AND n.current_row")
+        .await,
+        1
+    );
 }
