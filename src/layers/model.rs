@@ -132,11 +132,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         },
     };
     let is_scd2 = model.header.materialized == Materialization::Scd2;
-    let df = if is_scd2 {
-        super::scd2::shape(df, model)?
-    } else {
-        df
-    };
+    let df = as_written(df, model)?;
     // Incremental models keep their table: its schema changes only as the policy allows.
     let (df, schema_changes) = if mode == WriteMode::Overwrite {
         (df, Vec::new())
@@ -154,26 +150,23 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         })
         .await?
     };
-    // A versioned merge applies only the newest version of each key in the batch; so does its
-    // full refresh, which rebuilds the table from the whole batch.
     let is_merge_model = model.header.materialized == Materialization::Merge;
-    let df = if is_merge_model && !model.header.sequence_by.is_empty() {
-        newest_per_key(df, &model.header.unique_key, &model.header.sequence_by)?
-    } else {
-        df
-    };
     // A model whose rows are checked before the commit runs its query once, into a local
     // stage: the checks, the quarantine split and the write all read the stage.
     let (df, expectations, quarantined, _stage) =
         check_expectations(rc, model, df, is_merge_model || is_scd2).await?;
-    let df = if is_scd2 {
+    // The history is staged too: the format's merge plans its input with its own planner, which
+    // knows none of the engine's operators.
+    let (df, _history) = if is_scd2 {
         let table = match (&mode, rc.format.provider(&rc.ctx, &rc.lake.table_url(&model.id)).await?) {
             (WriteMode::Merge { .. }, Some(p)) => Some(rc.ctx.read_table(p)?),
             _ => None,
         };
-        super::scd2::history(&rc.ctx, model, df, table, started).await?
+        let history = super::scd2::history(&rc.ctx, model, df, table, started).await?;
+        let staged = crate::engine::stage(&rc.ctx, history).await?;
+        (staged.df.clone(), Some(staged))
     } else {
-        df
+        (df, None)
     };
     // A merge model's keys are checked on a full refresh too: the rebuilt table must be one
     // the next merge can match against.
@@ -343,6 +336,20 @@ pub async fn plan_model(
         }
     }
     Ok(df)
+}
+
+/// A model's planned rows as its materialization writes them: a versioned merge (and its full
+/// refresh) keeps only the newest version of each key in the batch ([`newest_per_key`]); an
+/// `scd2` model gets its history columns ([`super::scd2::shape`]). Planning uses the same, so
+/// lineage and the schema later models see are those of the table.
+fn as_written(df: DataFrame, model: &Model) -> Result<DataFrame> {
+    match model.header.materialized {
+        Materialization::Merge if !model.header.sequence_by.is_empty() => {
+            newest_per_key(df, &model.header.unique_key, &model.header.sequence_by)
+        }
+        Materialization::Scd2 => super::scd2::shape(df, model),
+        _ => Ok(df),
+    }
 }
 
 /// The newest row of each `keys` value by `sequence_by` (descending, NULL lowest), as
@@ -562,7 +569,10 @@ pub async fn plan_all(
         // A placeholder window (not an empty one, which the optimizer would fold into an empty
         // relation, dropping the model's lineage).
         let windows = vec![vec![params.run_id.clone()]; model.unprocessed.len()];
-        match plan_model(&ctx, plan, model, &params, &windows).await {
+        match plan_model(&ctx, plan, model, &params, &windows)
+            .await
+            .and_then(|df| as_written(df, model))
+        {
             Ok(df) => {
                 let shown = display_path(&plan.pipeline, &model.file);
                 problems.extend(crate::table::unstorable_problems(

@@ -34,7 +34,7 @@ pub const SCD_ID: &str = "_scd_id";
 /// schema with the table's before anything runs.
 pub fn shape(df: DataFrame, model: &Model) -> Result<DataFrame> {
     let [from, to, current] = &model.header.scd_columns;
-    use datafusion::logical_expr::{cast, col, lit, Expr};
+    use datafusion::logical_expr::{cast, col, lit, Expr, ExprSchemable};
     let start: Expr = match start_expr(model) {
         Start::Column(c) => col(datafusion::common::Column::new_unqualified(c)),
         Start::RunTime => lit(datafusion::scalar::ScalarValue::TimestampMicrosecond(
@@ -47,7 +47,7 @@ pub fn shape(df: DataFrame, model: &Model) -> Result<DataFrame> {
         .with_column(from, start.clone())?
         .with_column(to, cast(lit(datafusion::scalar::ScalarValue::Null), start_type))?
         .with_column(current, lit(true))?
-        .with_column(SCD_ID, lit(""))?)
+        .with_column(SCD_ID, lit(datafusion::scalar::ScalarValue::Utf8(None)))?)
 }
 
 enum Start<'a> {
@@ -182,7 +182,7 @@ pub async fn history(
                 .header
                 .check_cols
                 .iter()
-                .map(|c| format!("o.{q} IS NOT DISTINCT FROM n.{q}", q = quoted(c)))
+                .map(|c| format!("(o.{q} IS NOT DISTINCT FROM n.{q})", q = quoted(c)))
                 .chain(std::iter::once(format!("o.{current}")))
                 .collect::<Vec<_>>()
                 .join(" AND ");

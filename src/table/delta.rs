@@ -511,7 +511,7 @@ fn newer_version(sequence_by: &[String]) -> Option<String> {
     Some(before.iter().rev().fold(gt(last), |rest, c| {
         let q = quote(c);
         format!(
-            "({} OR (source.{q} IS NOT DISTINCT FROM target.{q} AND {rest}))",
+            "({} OR ((source.{q} IS NOT DISTINCT FROM target.{q}) AND {rest}))",
             gt(c)
         )
     }))

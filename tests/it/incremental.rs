@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use arrow::array::Array;
 use rand::{Rng, SeedableRng};
 
 use crate::support::{expect_code, Project};
@@ -140,7 +141,7 @@ fn drop_file(p: &Project, name: &str, rows: &[(i64, i64)]) {
 }
 
 /// `account_id → balance` of silver.accounts.
-async fn silver(p: &Project) -> BTreeMap<i64, String> {
+async fn silver(p: &Project) -> BTreeMap<i64, f64> {
     let batches = p
         .query(
             &[("s", "silver/accounts")],
@@ -163,14 +164,14 @@ async fn silver(p: &Project) -> BTreeMap<i64, String> {
         let n = n.as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
         for i in 0..b.num_rows() {
             assert_eq!(n.value(i), 1, "account {} appears twice", ids.value(i));
-            out.insert(ids.value(i), bal.value(i).to_string());
+            out.insert(ids.value(i), bal.value(i).parse().unwrap());
         }
     }
     out
 }
 
-/// The balance column as the table renders it, for the newest version of each key.
-fn reference(landed: &[(i64, i64)]) -> BTreeMap<i64, String> {
+/// The balance of the newest version of each key.
+fn reference(landed: &[(i64, i64)]) -> BTreeMap<i64, f64> {
     let mut newest: BTreeMap<i64, i64> = BTreeMap::new();
     for (k, ts) in landed {
         let e = newest.entry(*k).or_insert(*ts);
@@ -178,12 +179,20 @@ fn reference(landed: &[(i64, i64)]) -> BTreeMap<i64, String> {
     }
     newest
         .into_iter()
-        .map(|(k, ts)| (k, format!("{}.{:02}", k * 1000 + ts, ts % 100)))
+        .map(|(k, ts)| (k, format!("{}.{:02}", k * 1000 + ts, ts % 100).parse().unwrap()))
         .collect()
 }
 
+/// Two sequences of 80 random runs each: new runs (with late versions and in-batch duplicates),
+/// runs whose silver is skipped, late silver runs of those, and retries of merged runs.
 #[tokio::test(flavor = "multi_thread")]
-async fn versioned_merge_over_catch_up_windows_matches_a_reference_under_random_runs() {
+async fn versioned_merge_and_scd2_over_catch_up_windows_match_a_reference_under_random_runs() {
+    for seed in [20261130, 7] {
+        random_runs(seed, 80).await;
+    }
+}
+
+async fn random_runs(seed: u64, steps: usize) {
     let p = Project::custom(
         PIPELINE,
         &[
@@ -200,11 +209,11 @@ async fn versioned_merge_over_catch_up_windows_matches_a_reference_under_random_
     let mut consumed = landed.clone();
     assert_eq!(silver(&p).await, reference(&consumed));
 
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261130);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     // Run ids whose silver committed, and those whose bronze landed but silver never ran.
     let mut merged: Vec<String> = vec!["r0".into()];
     let mut unmerged: Vec<String> = Vec::new();
-    for step in 1..=24 {
+    for step in 1..=steps {
         let kind = rng.gen_range(0..10);
         if kind < 6 || (kind < 8 && unmerged.is_empty() && merged.len() < 2) {
             // A new run: new versions, late (older) versions and in-batch duplicates.
@@ -245,12 +254,12 @@ async fn versioned_merge_over_catch_up_windows_matches_a_reference_under_random_
         assert_eq!(
             silver(&p).await,
             reference(&consumed),
-            "after step {step} (merged {merged:?}, unmerged {unmerged:?})"
+            "seed {seed}, after step {step} (merged {merged:?}, unmerged {unmerged:?})"
         );
         assert_eq!(
             history(&p).await,
             reference_history(&consumed),
-            "history after step {step}"
+            "seed {seed}, history after step {step}"
         );
     }
     // Whatever is left is caught up by the next run.
