@@ -72,6 +72,7 @@ class Model:
     sql: str
     materialized: str = "table"
     unique_key: list = field(default_factory=list)
+    sequence_by: list = field(default_factory=list)
     rules: list = field(default_factory=list)
     depends_on: set = field(default_factory=set)
 
@@ -143,7 +144,25 @@ def render(text: str, vars_: dict) -> str:
         value = vars_[name.removeprefix("var.")]
         return f"'{value}'" if isinstance(value, str) else str(value)
 
+    # A catch-up window of the single benchmark run is that run's bronze rows.
+    text = re.sub(
+        r"\{\{\s*unprocessed\(\s*'bronze\.([A-Za-z_][A-Za-z0-9_]*)'\s*\)\s*\}\}",
+        lambda m: f"(SELECT * FROM bronze.{m.group(1)} WHERE _run_id = '{RUN_ID}')",
+        text,
+    )
     return re.sub(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}", literal, text)
+
+
+def newest_per_key(sql: str, keys: list, sequence_by: list) -> str:
+    """`sql` reduced to the newest row per key by `sequence_by`, as Smelter's versioned merge
+    does before its checks (src/layers/model.rs, `newest_per_key`)."""
+    part = ", ".join(f'"{k}"' for k in keys)
+    order = ", ".join(f'"{c}" DESC' for c in sequence_by)
+    return (
+        f"SELECT * EXCLUDE (__seq_rn) FROM (SELECT *, ROW_NUMBER() OVER "
+        f"(PARTITION BY {part} ORDER BY {order}) AS __seq_rn FROM ({sql}) __seq) __v "
+        f"WHERE __seq_rn = 1"
+    )
 
 
 def load_models(project: Path) -> list[Model]:
@@ -164,8 +183,12 @@ def load_models(project: Path) -> list[Model]:
                     model.materialized = value.strip()
                 elif key == "unique_key":
                     model.unique_key = [k.strip().lower() for k in value.split(",")]
+                elif key == "sequence_by":
+                    model.sequence_by = [k.strip().lower() for k in value.split(",")]
                 elif key == "expect":
                     model.rules += [parse_rule(r.strip()) for r in value.split(";") if r.strip()]
+            if model.sequence_by:
+                model.sql = newest_per_key(model.sql, model.unique_key, model.sequence_by)
             model.depends_on = {
                 (la.lower(), t.lower()) for la, t in TABLE_REF.findall(model.sql)
             } | {r.args["table"] for r in model.rules if r.kind == "relationships"}

@@ -4,6 +4,8 @@
 
 pub mod bronze;
 pub mod model;
+pub mod scd2;
+pub mod window;
 
 use std::sync::Arc;
 

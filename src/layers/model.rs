@@ -97,7 +97,15 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     for dep in &model.depends_on {
         rc.register(dep).await?;
     }
-    let df = plan_model(&rc.ctx, rc.plan, model, rc.params).await?;
+    let window = super::window::open(rc, model).await?;
+    let df = plan_model(
+        &rc.ctx,
+        rc.plan,
+        model,
+        rc.params,
+        window.as_deref().unwrap_or_default(),
+    )
+    .await?;
     // Refuse an output type the format cannot store before any table folder is created.
     let shown = display_path(&rc.plan.pipeline, &model.file);
     let unstorable =
@@ -115,8 +123,16 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         (Materialization::Append, _) => WriteMode::Append,
         (Materialization::Merge, _) => WriteMode::Merge {
             keys: model.header.unique_key.clone(),
+            sequence_by: model.header.sequence_by.clone(),
+        },
+        // The recomputed history of the batch's keys replaces their versions by surrogate key.
+        (Materialization::Scd2, _) => WriteMode::Merge {
+            keys: vec![super::scd2::SCD_ID.to_string()],
+            sequence_by: Vec::new(),
         },
     };
+    let is_scd2 = model.header.materialized == Materialization::Scd2;
+    let df = as_written(df, model)?;
     // Incremental models keep their table: its schema changes only as the policy allows.
     let (df, schema_changes) = if mode == WriteMode::Overwrite {
         (df, Vec::new())
@@ -134,19 +150,36 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         })
         .await?
     };
+    let is_merge_model = model.header.materialized == Materialization::Merge;
     // A model whose rows are checked before the commit runs its query once, into a local
     // stage: the checks, the quarantine split and the write all read the stage.
-    let is_merge = matches!(mode, WriteMode::Merge { .. });
     let (df, expectations, quarantined, _stage) =
-        check_expectations(rc, model, df, is_merge).await?;
-    if let WriteMode::Merge { keys } = &mode {
-        check_merge_keys(rc.plan, model, &df, keys).await?;
+        check_expectations(rc, model, df, is_merge_model || is_scd2).await?;
+    // The history is staged too: the format's merge plans its input with its own planner, which
+    // knows none of the engine's operators.
+    let (df, _history) = if is_scd2 {
+        let table = match (&mode, rc.format.provider(&rc.ctx, &rc.lake.table_url(&model.id)).await?) {
+            (WriteMode::Merge { .. }, Some(p)) => Some(rc.ctx.read_table(p)?),
+            _ => None,
+        };
+        let history = super::scd2::history(&rc.ctx, model, df, table, started).await?;
+        let staged = crate::engine::stage(&rc.ctx, history).await?;
+        (staged.df.clone(), Some(staged))
+    } else {
+        (df, None)
+    };
+    // A merge model's keys are checked on a full refresh too: the rebuilt table must be one
+    // the next merge can match against.
+    if is_merge_model {
+        check_merge_keys(rc.plan, model, &df, &model.header.unique_key).await?;
     }
     // Appends are made idempotent per run id; overwrite and merge are idempotent by nature.
     // A full refresh of an append model records the run id too: retrying that run id then
-    // appends nothing on top of the rebuilt table.
-    let txn_id = (model.header.materialized == Materialization::Append)
-        .then(|| format!("smelter:{}", rc.params.run_id));
+    // appends nothing on top of the rebuilt table. A model with a catch-up window records it
+    // whatever its materialization: the window's state recognises a committed run by it.
+    let txn_id = (model.header.materialized == Materialization::Append
+        || !model.unprocessed.is_empty())
+    .then(|| super::window::txn_id(&rc.params.run_id));
     let url = rc.lake.table_url(&model.id);
     let streamed = crate::profile::stream_profiler(rc, &model.id, df.schema().as_arrow(), &mode)?;
     let metrics = rc
@@ -175,6 +208,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         duration_ms = clock.elapsed().as_millis() as u64,
         "Wrote model."
     );
+    super::window::commit(rc, model).await?;
     let profile = if metrics.skipped {
         None
     } else {
@@ -258,18 +292,24 @@ async fn check_expectations(
     Ok((outcome.good, outcome.results, quarantined, Some(staged)))
 }
 
-/// Plans a model's SQL with its parameters bound; errors name the file, line and column.
+/// Plans a model's SQL with its parameters bound (`unprocessed`: its catch-up windows' bronze
+/// run ids, one list per [`Model::unprocessed`] table; empty lists when shorter); errors name
+/// the file, line and column.
 pub async fn plan_model(
     ctx: &SessionContext,
     plan: &Plan,
     model: &Model,
     params: &RunParams,
+    unprocessed: &[Vec<String>],
 ) -> Result<DataFrame> {
     let shown = display_path(&plan.pipeline, &model.file);
+    let windows: Vec<Vec<String>> = (0..model.unprocessed.len())
+        .map(|i| unprocessed.get(i).cloned().unwrap_or_default())
+        .collect();
     let df = ctx
         .sql(&model.sql)
         .await
-        .and_then(|df| df.with_param_values(plan.param_values(params)))
+        .and_then(|df| df.with_param_values(plan.param_values(params, &windows)))
         .map_err(|e| sql_error(&shown, e))?;
     let schema = df.schema();
     for key in model
@@ -277,6 +317,8 @@ pub async fn plan_model(
         .unique_key
         .iter()
         .chain(model.header.partition_by.iter())
+        .chain(model.header.sequence_by.iter())
+        .chain(model.header.check_cols.iter())
     {
         if schema.field_with_unqualified_name(key).is_err() {
             return Err(Error::Sql {
@@ -294,6 +336,58 @@ pub async fn plan_model(
         }
     }
     Ok(df)
+}
+
+/// A model's planned rows as its materialization writes them: a versioned merge (and its full
+/// refresh) keeps only the newest version of each key in the batch ([`newest_per_key`]); an
+/// `scd2` model gets its history columns ([`super::scd2::shape`]). Planning uses the same, so
+/// lineage and the schema later models see are those of the table.
+fn as_written(df: DataFrame, model: &Model) -> Result<DataFrame> {
+    match model.header.materialized {
+        Materialization::Merge if !model.header.sequence_by.is_empty() => {
+            newest_per_key(df, &model.header.unique_key, &model.header.sequence_by)
+        }
+        Materialization::Scd2 => super::scd2::shape(df, model),
+        _ => Ok(df),
+    }
+}
+
+/// The newest row of each `keys` value by `sequence_by` (descending, NULL lowest), as
+/// `ROW_NUMBER() OVER (PARTITION BY keys ORDER BY sequence_by DESC NULLS LAST, …) = 1`, which the
+/// engine executes as a hash aggregation keeping the best row (`engine::dedup`). Ties on the
+/// sequence are broken by the other non-nested columns in output order, descending, so the row
+/// kept does not depend on the input's order.
+fn newest_per_key(df: DataFrame, keys: &[String], sequence_by: &[String]) -> Result<DataFrame> {
+    use datafusion::common::Column;
+    use datafusion::functions_window::expr_fn::row_number;
+    use datafusion::logical_expr::{col, lit, ExprFunctionExt};
+    const RN: &str = "__smelter_sequence_rn";
+    let column = |name: &str| col(Column::new_unqualified(name));
+    let order = sequence_by
+        .iter()
+        .map(String::as_str)
+        .chain(
+            df.schema()
+                .fields()
+                .iter()
+                .filter(|f| {
+                    !f.data_type().is_nested()
+                        && !keys.contains(f.name())
+                        && !sequence_by.contains(f.name())
+                })
+                .map(|f| f.name().as_str()),
+        )
+        .map(|c| column(c).sort(false, false))
+        .collect::<Vec<_>>();
+    let rn = row_number()
+        .partition_by(keys.iter().map(|k| column(k)).collect())
+        .order_by(order)
+        .build()?
+        .alias(RN);
+    Ok(df
+        .window(vec![rn])?
+        .filter(col(RN).eq(lit(1u64)))?
+        .drop_columns(&[RN])?)
 }
 
 /// Maps a DataFusion planning error to `file:line:col: message`.
@@ -474,7 +568,13 @@ pub async fn plan_all(
             ));
             continue;
         }
-        match plan_model(&ctx, plan, model, &params).await {
+        // A placeholder window (not an empty one, which the optimizer would fold into an empty
+        // relation, dropping the model's lineage).
+        let windows = vec![vec![params.run_id.clone()]; model.unprocessed.len()];
+        match plan_model(&ctx, plan, model, &params, &windows)
+            .await
+            .and_then(|df| as_written(df, model))
+        {
             Ok(df) => {
                 let shown = display_path(&plan.pipeline, &model.file);
                 problems.extend(crate::table::unstorable_problems(

@@ -17,6 +17,9 @@ pub enum Materialization {
     Append,
     /// Upsert by `unique_key`.
     Merge,
+    /// Slowly changing dimension type 2: keep every version of each `unique_key` with its
+    /// validity interval (see [`crate::layers::scd2`]).
+    Scd2,
 }
 
 impl Materialization {
@@ -26,6 +29,7 @@ impl Materialization {
             Materialization::Table => "table",
             Materialization::Append => "append",
             Materialization::Merge => "merge",
+            Materialization::Scd2 => "scd2",
         }
     }
 }
@@ -55,6 +59,18 @@ pub struct Header {
     /// What a changed output schema does for an incremental model (overrides the pipeline's
     /// `on_schema_change`).
     pub on_schema_change: Option<crate::schema::OnSchemaChange>,
+    /// Version columns of a `merge` (`-- sequence_by: modified_at` or a tuple `a, b`, compared
+    /// lexicographically, NULL lowest): a matched row is replaced only by a strictly newer
+    /// version, and within one batch only the newest version per key is kept (ties: the
+    /// greatest row by the other columns in output order). Empty: every match is replaced and
+    /// the batch's keys must be unique. Same semantics as Lakeflow's `AUTO CDC … SEQUENCE BY`.
+    pub sequence_by: Vec<String>,
+    /// `scd2` with the check strategy: a new version starts when one of these columns differs
+    /// from the current version (dbt snapshots' `check_cols`).
+    pub check_cols: Vec<String>,
+    /// `scd2` column names for the start and end of validity and the current flag (default
+    /// `valid_from, valid_to, is_current`).
+    pub scd_columns: [String; 3],
 }
 
 const KEYS: &[&str] = &[
@@ -64,6 +80,9 @@ const KEYS: &[&str] = &[
     "description",
     "expect",
     "on_schema_change",
+    "sequence_by",
+    "check_cols",
+    "scd_columns",
 ];
 
 /// Parses the header of `sql`; problems are pushed as `file:line: message`.
@@ -75,6 +94,9 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
         description: None,
         expect: Vec::new(),
         on_schema_change: None,
+        sequence_by: Vec::new(),
+        check_cols: Vec::new(),
+        scd_columns: ["valid_from".into(), "valid_to".into(), "is_current".into()],
     };
     for (idx, line) in sql.lines().enumerate() {
         let lineno = idx + 1;
@@ -99,15 +121,16 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
                     "table" => Materialization::Table,
                     "append" => Materialization::Append,
                     "merge" => Materialization::Merge,
+                    "scd2" => Materialization::Scd2,
                     other => {
                         problems.push(format!(
-                            "{file}:{lineno}: unknown materialization `{other}`; valid choices: table, append, merge"
+                            "{file}:{lineno}: unknown materialization `{other}`; valid choices: table, append, merge, scd2"
                         ));
                         Materialization::Table
                     }
                 }
             }
-            "unique_key" | "partition_by" => {
+            "unique_key" | "partition_by" | "sequence_by" | "check_cols" | "scd_columns" => {
                 let columns = match super::ident::list(value) {
                     Some(columns) => columns,
                     None => {
@@ -117,10 +140,17 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
                         Vec::new()
                     }
                 };
-                if key == "unique_key" {
-                    header.unique_key = columns;
-                } else {
-                    header.partition_by = columns;
+                match key {
+                    "unique_key" => header.unique_key = columns,
+                    "sequence_by" => header.sequence_by = columns,
+                    "check_cols" => header.check_cols = columns,
+                    "scd_columns" => match <[String; 3]>::try_from(columns) {
+                        Ok(names) => header.scd_columns = names,
+                        Err(_) => problems.push(format!(
+                            "{file}:{lineno}: `scd_columns` takes three names: valid from, valid to, is current"
+                        )),
+                    },
+                    _ => header.partition_by = columns,
                 }
             }
             "description" => header.description = Some(value.to_string()),
@@ -148,10 +178,34 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
             )),
         }
     }
-    if header.materialized == Materialization::Merge && header.unique_key.is_empty() {
+    let m = header.materialized;
+    if matches!(m, Materialization::Merge | Materialization::Scd2) && header.unique_key.is_empty() {
         problems.push(format!(
-            "{file}:1: materialized `merge` needs a `-- unique_key: <column>[, ...]` header line"
+            "{file}:1: materialized `{}` needs a `-- unique_key: <column>[, ...]` header line",
+            m.as_str()
         ));
+    }
+    if !header.sequence_by.is_empty() && !matches!(m, Materialization::Merge | Materialization::Scd2)
+    {
+        problems.push(format!(
+            "{file}:1: `sequence_by` needs `-- materialized: merge` or `scd2` (it orders the versions of a key)"
+        ));
+    }
+    if m == Materialization::Scd2 {
+        match (header.sequence_by.len(), header.check_cols.is_empty()) {
+            (1, true) | (0, false) => {}
+            (0, true) => problems.push(format!(
+                "{file}:1: materialized `scd2` needs `-- sequence_by: <column>` (timestamp strategy) or `-- check_cols: <column>[, ...]` (check strategy)"
+            )),
+            (_, true) => problems.push(format!(
+                "{file}:1: materialized `scd2` takes one `sequence_by` column: it becomes the start of each version's validity"
+            )),
+            (_, false) => problems.push(format!(
+                "{file}:1: materialized `scd2` takes `sequence_by` or `check_cols`, not both"
+            )),
+        }
+    } else if !header.check_cols.is_empty() {
+        problems.push(format!("{file}:1: `check_cols` needs `-- materialized: scd2`"));
     }
     header
 }
@@ -177,5 +231,20 @@ mod tests {
         let mut problems = Vec::new();
         parse("m.sql", "-- materialized: merge\nSELECT 1", &mut problems);
         assert!(problems[0].contains("unique_key"), "{problems:?}");
+    }
+
+    #[test]
+    fn sequence_by_is_a_column_list_for_merges_only() {
+        let mut problems = Vec::new();
+        let h = parse(
+            "m.sql",
+            "-- materialized: merge\n-- unique_key: id\n-- sequence_by: Modified_At, \"Seq\"\nSELECT 1",
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(h.sequence_by, vec!["modified_at", "Seq"]);
+        parse("t.sql", "-- sequence_by: ts\nSELECT 1", &mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("t.sql:1: `sequence_by` needs `-- materialized: merge`"));
     }
 }

@@ -91,6 +91,11 @@ pub struct Model {
     pub depends_on: Vec<TableId>,
     /// Data-quality rules from the `expect:` header.
     pub rules: Vec<crate::quality::Rule>,
+    /// The bronze tables the SQL reads through a catch-up window
+    /// (`{{ unprocessed('bronze.<table>') }}`), in the order of their `$unprocessed_<i>`
+    /// parameters; the runner binds each to the bronze run ids of that table this model has
+    /// not consumed yet (see [`crate::layers::window`]).
+    pub unprocessed: Vec<TableId>,
 }
 
 /// Values bound to a model's placeholders for one run.
@@ -149,9 +154,23 @@ impl Plan {
         self.models.iter().filter(move |m| m.id.layer == layer)
     }
 
-    /// Parameter values for a run: `logical_date`, `run_id` and every `var_<name>`.
-    pub fn param_values(&self, params: &RunParams) -> ParamValues {
+    /// Parameter values for a run: `logical_date`, `run_id`, every `var_<name>`, and
+    /// `unprocessed_<i>` (the bronze run ids of the model's `i`-th catch-up window, a list of
+    /// strings; see [`render`]).
+    pub fn param_values(&self, params: &RunParams, unprocessed: &[Vec<String>]) -> ParamValues {
         let mut map: BTreeMap<String, ScalarValue> = BTreeMap::new();
+        for (i, runs) in unprocessed.iter().enumerate() {
+            map.insert(
+                format!("{UNPROCESSED}_{i}"),
+                ScalarValue::List(ScalarValue::new_list_nullable(
+                    &runs
+                        .iter()
+                        .map(|r| ScalarValue::Utf8(Some(r.clone())))
+                        .collect::<Vec<_>>(),
+                    &arrow::datatypes::DataType::Utf8,
+                )),
+            );
+        }
         map.insert(
             "logical_date".into(),
             ScalarValue::Date32(Some(params.logical_day())),
@@ -212,7 +231,7 @@ fn load_models(pipeline: &Pipeline, problems: &mut Vec<String>) -> Vec<Model> {
             };
             let header = header::parse(&shown, &text, problems);
             let rules = crate::quality::parse(&shown, &header.expect, problems);
-            let sql = match render(&shown, &text, pipeline) {
+            let (sql, unprocessed) = match render(&shown, &text, pipeline) {
                 Ok(s) => s,
                 Err(e) => {
                     problems.push(e);
@@ -226,6 +245,7 @@ fn load_models(pipeline: &Pipeline, problems: &mut Vec<String>) -> Vec<Model> {
                 sql,
                 depends_on: Vec::new(),
                 rules,
+                unprocessed,
             });
         }
     }
@@ -253,9 +273,61 @@ pub fn display_path(pipeline: &Pipeline, file: &Path) -> String {
         .to_string()
 }
 
-/// Renders the templated values of a model into `$name` placeholders (bound at run time).
-fn render(shown: &str, text: &str, pipeline: &Pipeline) -> Result<String, String> {
+/// The template function of catch-up windows, and the prefix of their parameters.
+pub const UNPROCESSED: &str = "unprocessed";
+
+/// Renders the templated values of a model into `$name` placeholders (bound at run time), and
+/// returns the bronze tables it reads through a catch-up window.
+///
+/// `{{ unprocessed('bronze.customers') }}` renders the derived table
+/// `(SELECT * FROM bronze."customers" WHERE array_has($unprocessed_0, "_run_id"))`: the rows that
+/// bronze runs not yet consumed by this model landed in that table (the `i`-th such table gets
+/// `$unprocessed_<i>`). It is written where a table goes, with an alias: `FROM {{
+/// unprocessed('bronze.customers') }} AS c`.
+fn render(shown: &str, text: &str, pipeline: &Pipeline) -> Result<(String, Vec<TableId>), String> {
+    let windows: std::sync::Arc<std::sync::Mutex<Vec<TableId>>> = Default::default();
     let mut env = minijinja::Environment::new();
+    let seen = windows.clone();
+    let tables = bronze_tables(pipeline);
+    env.add_function(
+        UNPROCESSED,
+        move |table: String| -> Result<String, minijinja::Error> {
+            let name = table
+                .split_once('.')
+                .filter(|(layer, _)| layer.eq_ignore_ascii_case("bronze"))
+                .map(|(_, name)| name.trim_matches('"'));
+            let found = name.and_then(|n| {
+                tables
+                    .iter()
+                    .find(|t| t.name == n)
+                    .or_else(|| tables.iter().find(|t| t.name.eq_ignore_ascii_case(n)))
+            });
+            let Some(found) = found else {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!(
+                        "unprocessed() reads a bronze table of this pipeline, `bronze.<table>`, not `{table}`{}",
+                        suggest(
+                            &table,
+                            tables.iter().map(|t| t.to_string()).collect::<Vec<_>>().iter().map(String::as_str)
+                        )
+                    ),
+                ));
+            };
+            let mut seen = seen.lock().expect("template state");
+            let index = match seen.iter().position(|t| t == found) {
+                Some(i) => i,
+                None => {
+                    seen.push(found.clone());
+                    seen.len() - 1
+                }
+            };
+            Ok(format!(
+                "(SELECT * FROM bronze.{} WHERE array_has(${UNPROCESSED}_{index}, \"_run_id\"))",
+                ident::to_sql(&found.name)
+            ))
+        },
+    );
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     let vars: BTreeMap<&str, String> = pipeline
@@ -268,10 +340,10 @@ fn render(shown: &str, text: &str, pipeline: &Pipeline) -> Result<String, String
         run_id => "$run_id",
         var => vars,
     };
-    env.render_str(text, ctx).map_err(|e| {
+    let rendered = env.render_str(text, ctx).map_err(|e| {
         let line = e.line().map(|l| format!(":{l}")).unwrap_or_default();
         format!(
-            "{shown}{line}: template error: {}; available: logical_date, run_id, var.<name> ({})",
+            "{shown}{line}: template error: {}; available: logical_date, run_id, unprocessed('bronze.<table>'), var.<name> ({})",
             e.detail().unwrap_or(&e.kind().to_string()),
             if pipeline.vars.is_empty() {
                 "no vars defined in the pipeline".to_string()
@@ -284,7 +356,9 @@ fn render(shown: &str, text: &str, pipeline: &Pipeline) -> Result<String, String
                     .join(", ")
             }
         )
-    })
+    })?;
+    let windows = windows.lock().expect("template state").clone();
+    Ok((rendered, windows))
 }
 
 /// `"; did you mean `x`?"` for the closest candidate, or an empty string.

@@ -1,6 +1,7 @@
 //! Run state stored in the lake as Delta tables: the run log (`_smelter/runs`), the watermarks
-//! (`_smelter/watermarks`) and the source files landed by the files source (`_smelter/files`).
-//! All are append-only; the latest watermark per table wins.
+//! (`_smelter/watermarks`), the source files landed by the files source (`_smelter/files`) and
+//! the catch-up windows of models (`_smelter/windows`). All are append-only; the latest watermark
+//! per table wins.
 
 pub mod summary;
 
@@ -262,6 +263,87 @@ impl State {
         self.append("files", batch).await
     }
 
+    /// Every recorded catch-up window entry of `model` (`<layer>.<name>`), in no particular order.
+    pub async fn windows(&self, model: &str) -> Result<Vec<WindowEntry>> {
+        let Some(df) = self.read("windows").await? else {
+            return Ok(Vec::new());
+        };
+        let text = |c: &str| datafusion::logical_expr::cast(col(c), DataType::Utf8);
+        let batches = df
+            .filter(col("model").eq(lit(model)))?
+            .select(vec![
+                text("run_id"),
+                text("bronze_table"),
+                text("bronze_run_id"),
+                text("status"),
+            ])?
+            .collect()
+            .await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let column = |i: usize| {
+                b.column(i)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| Error::Internal("unexpected _smelter/windows column type".into()))
+            };
+            let (run, table, bronze, status) = (column(0)?, column(1)?, column(2)?, column(3)?);
+            for i in 0..b.num_rows() {
+                let get = |a: &StringArray| a.is_valid(i).then(|| a.value(i).to_string());
+                out.push(WindowEntry {
+                    run_id: run.value(i).to_string(),
+                    bronze: get(table).zip(get(bronze)),
+                    committed: status.value(i) == "committed",
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a model run's catch-up window: `bronze` holds its `(bronze table, bronze run id)`
+    /// pairs (`pending`, before the write), or nothing with `committed` (after the write
+    /// committed).
+    pub async fn record_window(
+        &self,
+        model: &str,
+        run_id: &str,
+        bronze: &[(String, String)],
+        committed: bool,
+    ) -> Result<()> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("model", DataType::Utf8, false),
+            Field::new("run_id", DataType::Utf8, false),
+            Field::new("bronze_table", DataType::Utf8, true),
+            Field::new("bronze_run_id", DataType::Utf8, true),
+            Field::new("status", DataType::Utf8, false),
+            Field::new("recorded_at", ts_type(), false),
+        ]));
+        // An empty pending window is still recorded (one row without a bronze run), so a retry
+        // of the run id reads the same, empty, window.
+        let pairs: Vec<(Option<&str>, Option<&str>)> = if bronze.is_empty() {
+            vec![(None, None)]
+        } else {
+            bronze
+                .iter()
+                .map(|(t, r)| (Some(t.as_str()), Some(r.as_str())))
+                .collect()
+        };
+        let n = pairs.len();
+        let status = if committed { "committed" } else { "pending" };
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![model; n])),
+                Arc::new(StringArray::from(vec![run_id; n])),
+                Arc::new(StringArray::from_iter(pairs.iter().map(|p| p.0))),
+                Arc::new(StringArray::from_iter(pairs.iter().map(|p| p.1))),
+                Arc::new(StringArray::from(vec![status; n])),
+                Arc::new(TimestampMicrosecondArray::from(vec![now_us(); n]).with_timezone("UTC")),
+            ],
+        )?;
+        self.append("windows", batch).await
+    }
+
     /// Appends records to the run log.
     pub async fn record(&self, records: &[RunRecord]) -> Result<()> {
         if records.is_empty() {
@@ -331,6 +413,18 @@ impl State {
             .await?;
         Ok(())
     }
+}
+
+/// One row of `_smelter/windows`: part of the catch-up window of one model run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowEntry {
+    /// The model's run id.
+    pub run_id: String,
+    /// A `(bronze table, bronze run id)` pair of the window; `None` for an empty window's row
+    /// and for the commit marker.
+    pub bronze: Option<(String, String)>,
+    /// True for the marker written after the model's write committed.
+    pub committed: bool,
 }
 
 /// One layer of a recorded run, summarised from the run log.

@@ -253,7 +253,7 @@ impl TableFormat for Delta {
         let session = Arc::new(req.ctx.state());
         let commit = Self::commit_properties(&req);
         match (&req.mode, table.version()) {
-            (WriteMode::Merge { keys }, Some(_)) => {
+            (WriteMode::Merge { keys, sequence_by }, Some(_)) => {
                 let predicate = keys
                     .iter()
                     .map(|k| format!("target.{q} = source.{q}", q = quote(k)))
@@ -277,6 +277,10 @@ impl TableFormat for Delta {
                     .with_writer_properties(self.writer_properties())
                     .with_commit_properties(commit)
                     .when_matched_update(|u| {
+                        let u = match newer_version(sequence_by) {
+                            Some(p) => u.predicate(p),
+                            None => u,
+                        };
                         update_cols.iter().fold(u, |u, c| {
                             u.update(c.as_str(), format!("source.{}", quote(c)))
                         })
@@ -483,7 +487,6 @@ fn floor_to_micros(df: DataFrame) -> Result<DataFrame> {
     Ok(df.select(exprs)?)
 }
 
-/// Rows and files added by the latest commit, from its `operationMetrics`.
 /// Commit metadata key holding a write's transaction id (see [`WriteRequest::txn_id`]).
 const TXN_KEY: &str = "smelter.txn_id";
 
@@ -491,6 +494,28 @@ const TXN_KEY: &str = "smelter.txn_id";
 /// table gets one commit per run (plus rare schema changes), so a retry finds its earlier
 /// attempt's commit among the last few.
 const HISTORY_SEARCH: usize = 100;
+
+/// The merge condition under which `source` holds a strictly newer version than `target` by the
+/// `sequence_by` columns: lexicographic, a NULL lower than any value and equal to NULL; `None`
+/// for no columns. For `(a, b)`: `gt(a) OR (eq(a) AND gt(b))`, with `gt(x)` =
+/// `source.x > target.x OR (target.x IS NULL AND source.x IS NOT NULL)` and `eq(x)` =
+/// `source.x IS NOT DISTINCT FROM target.x`.
+fn newer_version(sequence_by: &[String]) -> Option<String> {
+    let (last, before) = sequence_by.split_last()?;
+    let gt = |c: &str| {
+        let q = quote(c);
+        format!(
+            "(source.{q} > target.{q} OR (target.{q} IS NULL AND source.{q} IS NOT NULL))"
+        )
+    };
+    Some(before.iter().rev().fold(gt(last), |rest, c| {
+        let q = quote(c);
+        format!(
+            "({} OR ((source.{q} IS NOT DISTINCT FROM target.{q}) AND {rest}))",
+            gt(c)
+        )
+    }))
+}
 
 /// The counts a commit records in its `operationMetrics` (delta-rs' names: `num_added_rows` and
 /// `num_added_files` for a write, `num_target_rows_inserted`, `num_target_rows_updated` and

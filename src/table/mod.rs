@@ -27,6 +27,10 @@ pub enum WriteMode {
     Merge {
         /// Key columns.
         keys: Vec<String>,
+        /// Version columns (lexicographic, NULL lowest): when set, a matched row is updated only
+        /// when the incoming version is strictly newer, so an older batch never replaces a newer
+        /// row. Empty: every matched row is updated.
+        sequence_by: Vec<String>,
     },
 }
 

@@ -9,6 +9,7 @@ mod failures;
 mod failures_runtime;
 mod files;
 mod http;
+mod incremental;
 mod lineage;
 mod lineage_golden;
 mod mssql;

@@ -117,10 +117,10 @@ def test_source_tables_have_schema_with_declared_types_and_properties(demo):
     fields = {f["fieldPath"]: f for f in aspects["schemaMetadata"]["fields"]}
     assert aspects["schemaMetadata"]["platform"] == "urn:li:dataPlatform:mssql"
     assert "_run_id" not in fields
-    # The sample source declares no SQL Server types (the TDS fixture test in tests/it/mssql.rs
-    # checks `nvarchar(200)` from the contracts): the type bronze lands.
+    # The native type is the one the source declares (the sample declares LogisticsDB's SQL
+    # Server types), not the Arrow type bronze lands.
     code = fields["carrier_code"]
-    assert code["nativeDataType"] == "Utf8", code
+    assert code["nativeDataType"] == "nvarchar(100)", code
     assert code["type"]["type"] == {"com.linkedin.schema.StringType": {}}
     # Every source a bronze table reads is described.
     upstreams = {u["dataset"] for m in bronze if m["aspectName"] == "upstreamLineage"

@@ -1,14 +1,8 @@
 -- materialized: merge
 -- unique_key: customer_id
+-- sequence_by: modified_at
 -- description: Latest version of each customer, with region and email normalised.
 -- expect: email not_null warn
-WITH ranked AS (
-    SELECT
-        c.*,
-        ROW_NUMBER() OVER (PARTITION BY c.customer_id ORDER BY c.modified_at DESC) AS rn
-    FROM bronze.customers c
-    WHERE c._run_id = {{ run_id }}
-)
 SELECT
     customer_id,
     TRIM(customer_name) AS customer_name,
@@ -18,5 +12,4 @@ SELECT
     segment,
     created_at,
     modified_at
-FROM ranked
-WHERE rn = 1
+FROM {{ unprocessed('bronze.customers') }} AS c

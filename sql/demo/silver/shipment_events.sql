@@ -1,5 +1,5 @@
 -- materialized: append
--- description: Every shipment event, appended once per run.
+-- description: Every shipment event, appended once, including those of runs whose silver did not run.
 -- expect: location not_null quarantine
 SELECT DISTINCT
     event_id,
@@ -9,5 +9,4 @@ SELECT DISTINCT
     CAST(event_at AS DATE) AS event_date,
     location,
     _run_id AS run_id
-FROM bronze.shipment_events
-WHERE _run_id = {{ run_id }}
+FROM {{ unprocessed('bronze.shipment_events') }} AS e

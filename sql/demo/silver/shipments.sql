@@ -1,18 +1,9 @@
 -- materialized: merge
 -- unique_key: shipment_id
+-- sequence_by: modified_at
 -- description: One row per shipment: late updates and duplicates removed, status and weights cleaned.
 -- expect: shipment_id not_null fail; status accepted_values ('NEW', 'SHIPPED', 'DELIVERED', 'CANCELLED') fail; weight_kg not_null warn
 -- expect: weight_kg range 0 2000 warn; customer_id relationships silver.customers.customer_id warn
-WITH latest AS (
-    SELECT
-        s.*,
-        ROW_NUMBER() OVER (
-            PARTITION BY s.shipment_id
-            ORDER BY s.modified_at DESC
-        ) AS rn
-    FROM bronze.shipments s
-    WHERE s._run_id = {{ run_id }}
-)
 SELECT
     shipment_id,
     customer_id,
@@ -27,5 +18,4 @@ SELECT
     delivered_at,
     created_at,
     modified_at
-FROM latest
-WHERE rn = 1
+FROM {{ unprocessed('bronze.shipments') }} AS s
