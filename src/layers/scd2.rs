@@ -170,6 +170,7 @@ pub async fn history(
                 message: format!(
                     "{n} row(s) have a NULL `{column}`; an scd2 model needs a key and a version start for every row; filter them or fix the source"
                 ),
+                findings: serde_json::Value::Null,
             });
         }
     }
