@@ -8,15 +8,15 @@
 //! quarantine under `on_error = "quarantine"` (see `crate::quarantine`). Parquet is read with its
 //! own types and cast by column name.
 
-use std::io::{BufRead, BufReader, Cursor, Read};
+use std::io::{BufRead, BufReader, Cursor, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
 use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
-use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt};
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use tokio::sync::mpsc::{Sender, UnboundedSender};
 
@@ -80,27 +80,11 @@ impl Reader {
             }
             return Ok(());
         }
-        let bytes = fetch(&self.store, file).await?;
-        let this = self.clone();
-        let file = file.clone();
-        let tx = tx.clone();
-        tokio::task::spawn_blocking(move || this.read_text(&file, bytes, &tx))
-            .await
-            .map_err(|e| Error::Internal(format!("file reader task failed: {e}")))?
-    }
-
-    /// Decodes a CSV or JSON-lines file (already fetched) on a blocking thread.
-    fn read_text(
-        &self,
-        file: &Listed,
-        bytes: bytes::Bytes,
-        tx: &Sender<Result<RecordBatch>>,
-    ) -> Result<()> {
-        let spec = &self.spec;
-        // Every column is read as text: CSV by position (the header's names), JSON by key
-        // (the target's names; other keys are ignored).
-        let names: Vec<String> = match spec.format {
-            FileFormat::Csv => infer_text(file, bytes.clone(), spec, Some(1))?
+        // Every column is read as text: CSV by position (the header's names, from a first
+        // short read of the file), JSON by key (the target's names; other keys are ignored).
+        let names: Vec<String> = match self.spec.format {
+            FileFormat::Csv => infer_streamed(&self.store, file, &self.spec, 1)
+                .await?
                 .into_iter()
                 .map(|c| c.name)
                 .collect(),
@@ -111,14 +95,32 @@ impl Reader {
                 .map(|f| f.name().clone())
                 .collect(),
         };
+        let input = open(&self.store, file).await?;
+        let this = self.clone();
+        let file = file.clone();
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || this.read_text(&file, input, &names, &tx))
+            .await
+            .map_err(|e| Error::Internal(format!("file reader task failed: {e}")))?
+    }
+
+    /// Decodes a CSV or JSON-lines file, streamed from the store (see [`open`]), on a blocking
+    /// thread, as text columns `names`.
+    fn read_text(
+        &self,
+        file: &Listed,
+        input: Streamed,
+        names: &[String],
+        tx: &Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
         let text = Arc::new(Schema::new(
             names
                 .iter()
                 .map(|n| Field::new(n, DataType::Utf8, true))
                 .collect::<Vec<_>>(),
         ));
-        let input = decompress(file, bytes, spec)?;
-        if spec.format == FileFormat::Csv {
+        let input = decompress(file, input, &self.spec)?;
+        if self.spec.format == FileFormat::Csv {
             return self.read_csv(file, input, &text, tx);
         }
         self.read_json(file, input, &text, tx)
@@ -163,7 +165,7 @@ impl Reader {
             // Reading the (decompressed) bytes failed, not parsing a row.
             if input
                 .read_until(b'\n', &mut buf)
-                .map_err(|e| bad(file, e))?
+                .map_err(|e| read_failed(file, e))?
                 == 0
             {
                 flush(&mut decoder, &mut lines, &mut wrong)?;
@@ -247,14 +249,7 @@ impl Reader {
                         done = true;
                         break;
                     }
-                    // Reading the (decompressed) bytes failed, not parsing a row.
-                    Err(e) if e.is_io_error() => {
-                        return Err(match e.into_kind() {
-                            csv::ErrorKind::Io(io) => bad(file, io),
-                            kind => bad(file, format!("{kind:?}")),
-                        })
-                    }
-                    Err(e) => return Err(bad(file, format!("malformed row: {e}"))),
+                    Err(e) => return Err(csv_failed(file, e, "malformed row")),
                 }
                 let line = raw.position().map_or(0, |p| p.line());
                 let record = match csv::StringRecord::from_byte_record(raw.clone()) {
@@ -435,15 +430,125 @@ async fn parquet_builder(
         .map_err(|e| bad(file, format!("not a readable Parquet file: {e}")))
 }
 
-async fn fetch(store: &Arc<dyn ObjectStore>, file: &Listed) -> Result<bytes::Bytes> {
-    let get = store.get(&file.location).await?;
-    Ok(get.bytes().await?)
+/// Chunks of a file read ahead of its decoder: enough to keep the store busy while the decoder
+/// works, few enough that memory does not grow with the file (object_store yields chunks of a
+/// network frame or so from S3 and Azure).
+const READ_AHEAD: usize = 64;
+
+/// Streams a file from the store: a task on the runtime reads the object's byte stream and
+/// hands its chunks through a bounded channel to a [`Streamed`] reader, which a blocking decoder
+/// reads. At most [`READ_AHEAD`] chunks wait at any time, so memory does not depend on the
+/// file's size; dropping the reader stops the task. A local file (object_store hands over its
+/// open file) is read directly by the decoder's thread.
+async fn open(store: &Arc<dyn ObjectStore>, file: &Listed) -> Result<Streamed> {
+    let got = store.get(&file.location).await?;
+    let range = got.range.clone();
+    let mut stream = match got.payload {
+        GetResultPayload::File(mut local, _) => {
+            local.seek(SeekFrom::Start(range.start))?;
+            return Ok(Streamed::Local(local.take(range.end - range.start)));
+        }
+        GetResultPayload::Stream(stream) => stream,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    tokio::spawn(async move {
+        while let Some(chunk) = stream.next().await {
+            let failed = chunk.is_err();
+            if chunk.as_ref().is_ok_and(|c| c.is_empty()) {
+                continue;
+            }
+            if tx.send(chunk.map_err(Error::from)).await.is_err() || failed {
+                return;
+            }
+        }
+        // The end, marked: a channel closed without it means the task stopped early.
+        let _ = tx.send(Ok(bytes::Bytes::new())).await;
+    });
+    Ok(Streamed::Remote {
+        rx,
+        chunk: bytes::Bytes::new(),
+        ended: false,
+    })
+}
+
+/// The bytes of a file as they arrive from the store (see [`open`]), for a decoder on a
+/// blocking thread. A storage error is passed on inside an `io::Error` (see [`read_failed`]).
+enum Streamed {
+    /// A local file, read directly.
+    Local(std::io::Take<std::fs::File>),
+    /// Chunks from the store's byte stream.
+    Remote {
+        /// The chunks; an empty chunk marks the end.
+        rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes>>,
+        /// What is left of the current chunk.
+        chunk: bytes::Bytes,
+        /// Whether the end was seen.
+        ended: bool,
+    },
+}
+
+impl Read for Streamed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use bytes::Buf;
+        let (rx, chunk, ended) = match self {
+            Streamed::Local(local) => return local.read(buf),
+            Streamed::Remote { rx, chunk, ended } => (rx, chunk, ended),
+        };
+        while chunk.is_empty() && !*ended {
+            match rx.blocking_recv() {
+                Some(Ok(next)) if next.is_empty() => *ended = true,
+                Some(Ok(next)) => *chunk = next,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => {
+                    return Err(std::io::Error::other(Error::Source {
+                        message: "the read of the file stopped before its end".into(),
+                        retryable: true,
+                    }))
+                }
+            }
+        }
+        let n = buf.len().min(chunk.len());
+        buf[..n].copy_from_slice(&chunk[..n]);
+        chunk.advance(n);
+        Ok(n)
+    }
+}
+
+/// The error of a failed read of a streamed text file: a storage error (network, service) as
+/// itself, so a retry is suggested (exit 75), and anything else (a file that does not
+/// decompress) as a data error naming the file (exit 2).
+fn read_failed(file: &Listed, e: std::io::Error) -> Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        if let Some(Ok(inner)) = e.into_inner().map(|inner| inner.downcast::<Error>()) {
+            return match *inner {
+                Error::Source { message, retryable } => Error::Source {
+                    message: format!("file `{}`: {message}", file.rel),
+                    retryable,
+                },
+                other => other,
+            };
+        }
+        return Error::Internal("a storage error was lost".into());
+    }
+    bad(file, e)
+}
+
+/// The error of the CSV reader: reading the (decompressed) bytes failed (see [`read_failed`]),
+/// or else `what` (`malformed row`) with the parser's message.
+fn csv_failed(file: &Listed, e: csv::Error, what: &str) -> Error {
+    if !e.is_io_error() {
+        return bad(file, format!("{what}: {e}"));
+    }
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => read_failed(file, io),
+        kind => bad(file, format!("{what}: {kind:?}")),
+    }
 }
 
 /// The decompressed bytes of a text file, as a reader.
 fn decompress(
     file: &Listed,
-    bytes: bytes::Bytes,
+    raw: impl Read + Send + 'static,
     spec: &FilesTable,
 ) -> Result<Box<dyn Read + Send>> {
     let codec = match spec.compression {
@@ -452,7 +557,6 @@ fn decompress(
         FileCompression::Auto => FileCompression::None,
         other => other,
     };
-    let raw = Cursor::new(bytes);
     Ok(match codec {
         FileCompression::Gzip => Box::new(Labeled {
             inner: flate2::read::MultiGzDecoder::new(raw),
@@ -488,7 +592,7 @@ fn readable_json(
 ) -> Result<Vec<u8>> {
     let (mut out, mut kept) = (Vec::new(), 0);
     for line in BufReader::new(input).split(b'\n') {
-        let line = line.map_err(|e| bad(file, e))?;
+        let line = line.map_err(|e| read_failed(file, e))?;
         let body = line.trim_ascii();
         if body.is_empty() || json_line_problem(body).is_some() {
             continue;
@@ -511,20 +615,24 @@ struct Labeled<R> {
 
 impl<R: Read> Read for Labeled<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner
-            .read(buf)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.what)))
+        self.inner.read(buf).map_err(|e| {
+            // A storage error under the decompressor is passed on as it is.
+            if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+                return e;
+            }
+            std::io::Error::new(e.kind(), format!("{}: {e}", self.what))
+        })
     }
 }
 
 /// Infers the columns of a CSV or JSON-lines file from its first `rows` rows.
 fn infer_text(
     file: &Listed,
-    bytes: bytes::Bytes,
+    input: Streamed,
     spec: &FilesTable,
     rows: Option<usize>,
 ) -> Result<Vec<ColumnShape>> {
-    let input = decompress(file, bytes, spec)?;
+    let input = decompress(file, input, spec)?;
     let (schema, _) = match spec.format {
         FileFormat::Csv => {
             let mut format = arrow::csv::reader::Format::default()
@@ -565,12 +673,7 @@ fn well_formed(
     spec: &FilesTable,
     rows: Option<usize>,
 ) -> Result<Vec<u8>> {
-    let failed = |e: csv::Error| {
-        bad(
-            file,
-            format!("cannot read the file to infer its columns: {e}"),
-        )
-    };
+    let failed = |e: csv::Error| csv_failed(file, e, "cannot read the file to infer its columns");
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(spec.header)
         .delimiter(spec.delimiter)
@@ -618,9 +721,20 @@ pub async fn infer(root: &Lake, file: &Listed, spec: &FilesTable) -> Result<Vec<
         let builder = parquet_builder(&store, file).await?;
         return Ok(shapes(builder.schema(), false));
     }
-    let bytes = fetch(&store, file).await?;
+    infer_streamed(&store, file, spec, INFER_ROWS).await
+}
+
+/// Infers the columns of a CSV or JSON-lines file from its first `rows` rows, reading only as
+/// much of the file as they take.
+async fn infer_streamed(
+    store: &Arc<dyn ObjectStore>,
+    file: &Listed,
+    spec: &FilesTable,
+    rows: usize,
+) -> Result<Vec<ColumnShape>> {
+    let input = open(store, file).await?;
     let (file, spec) = (file.clone(), spec.clone());
-    tokio::task::spawn_blocking(move || infer_text(&file, bytes, &spec, Some(INFER_ROWS)))
+    tokio::task::spawn_blocking(move || infer_text(&file, input, &spec, Some(rows)))
         .await
         .map_err(|e| Error::Internal(format!("inference task failed: {e}")))?
 }
