@@ -67,6 +67,10 @@ pub async fn run(rc: &RunContext<'_>, layer: Layer, records: &mut Vec<RunRecord>
                         &crate::storage::redact(&rc.lake.table_url(&model.id)),
                     )
                 });
+                // Inside the model's future, not in this loop: the registrations' lock may be
+                // held by another model's future, which only makes progress while `running`
+                // is polled.
+                rc.written(&model.id).await;
                 (model, result)
             });
         }
@@ -74,7 +78,6 @@ pub async fn run(rc: &RunContext<'_>, layer: Layer, records: &mut Vec<RunRecord>
             break;
         };
         in_flight.remove(&model.id);
-        rc.written(&model.id).await;
         match result {
             Ok(record) => records.push(record),
             Err(e) => {
