@@ -888,3 +888,104 @@ async fn files_on_s3_and_azurite_land_once() {
         assert_eq!(distinct, 9, "{}", b.name);
     }
 }
+
+/// A Parquet value that breaks its declared type (a string longer than the contract's
+/// `varchar(n)`, a NULL in a NOT NULL column) stops extraction (exit 3) naming the source file
+/// and its row, not a landing file; with `on_error = "quarantine"` such rows land in
+/// `bronze._quarantine_<table>` with the source file and row, and the others in bronze.
+#[tokio::test(flavor = "multi_thread")]
+async fn parquet_values_breaking_the_contract_name_the_source_file_and_row() {
+    let names =
+        |v: &[Option<&str>]| -> arrow::array::ArrayRef { Arc::new(StringArray::from(v.to_vec())) };
+    let ids =
+        |v: &[Option<i64>]| -> arrow::array::ArrayRef { Arc::new(Int64Array::from(v.to_vec())) };
+    let p = Project::custom(MEASUREMENTS, &[]);
+    write_parquet(
+        &p,
+        "m/a.parquet",
+        vec![("id", ids(&[Some(1)])), ("name", names(&[Some("ab")]))],
+    );
+    expect(&p, &["source", "sync", "{p}"], 0);
+    let path = p.dir.path().join("schemas/m/meas.toml");
+    let contract = std::fs::read_to_string(&path).unwrap();
+    let contract = contract
+        .replacen("nullable = true", "nullable = false", 1)
+        .replace(
+            "name = \"name\"\n",
+            "name = \"name\"\nsource_type = \"varchar(5)\"\n",
+        );
+    assert!(
+        contract.contains("varchar(5)") && contract.contains("nullable = false"),
+        "{contract}"
+    );
+    std::fs::write(&path, &contract).unwrap();
+    // Re-running sync keeps the declared type: the first file's values fit it.
+    let text = expect(&p, &["source", "sync", "{p}"], 0);
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("varchar(5)"),
+        "{text}"
+    );
+
+    write_parquet(
+        &p,
+        "m/b.parquet",
+        vec![
+            ("id", ids(&[Some(2), Some(3), Some(4)])),
+            ("name", names(&[Some("cd"), None, Some("much-too-long")])),
+        ],
+    );
+    let text = layer(&p, "extract", "r1", 3);
+    for want in [
+        "bronze.meas",
+        "`name`",
+        "varchar(5)",
+        "much-too-long",
+        "m/b.parquet, row 3",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    assert!(!text.contains("landing"), "{text}");
+
+    write_parquet(
+        &p,
+        "m/b.parquet",
+        vec![
+            ("id", ids(&[Some(2), None, Some(4)])),
+            ("name", names(&[Some("cd"), Some("ef"), Some("gh")])),
+        ],
+    );
+    let text = layer(&p, "extract", "r1", 3);
+    for want in ["`id`", "NOT NULL", "m/b.parquet, row 2"] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+
+    // Quarantine: both bad rows are set aside with their file and row; the rest land.
+    write_parquet(
+        &p,
+        "m/b.parquet",
+        vec![
+            ("id", ids(&[Some(2), None, Some(4), Some(5)])),
+            (
+                "name",
+                names(&[Some("cd"), Some("ef"), Some("much-too-long"), None]),
+            ),
+        ],
+    );
+    let toml = std::fs::read_to_string(p.pipeline()).unwrap().replace(
+        "path = \"m/*.parquet\"",
+        "path = \"m/*.parquet\"\non_error = \"quarantine\"",
+    );
+    std::fs::write(p.pipeline(), toml).unwrap();
+    layer(&p, "extract", "r1", 0);
+    layer(&p, "bronze", "r1", 0);
+    assert_eq!(count(&p, "bronze/meas").await, 3);
+    let rows = p
+        .scalar(
+            &[("q", "bronze/_quarantine_meas")],
+            "SELECT SUM(_source_line) FROM q WHERE _source_file = 'm/b.parquet'",
+        )
+        .await;
+    assert_eq!(rows, 2 + 3, "rows 2 and 3 of m/b.parquet");
+}

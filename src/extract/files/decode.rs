@@ -68,12 +68,18 @@ impl Reader {
                 .with_batch_size(self.batch_size)
                 .build()
                 .map_err(|e| bad(file, format!("not a readable Parquet file: {e}")))?;
+            // Rows of the file read so far: a row is named by its 1-based row in the file.
+            let mut seen = 0usize;
             while let Some(batch) = stream
                 .try_next()
                 .await
                 .map_err(|e| bad(file, format!("not a readable Parquet file: {e}")))?
             {
-                let out = conform_typed(&batch, &self.schema, file)?;
+                let typed = conform_typed(&batch, &self.schema, file)?;
+                let mut rejected =
+                    self.violations(&typed, file, "row", |row| (seen + row + 1) as i64)?;
+                seen += batch.num_rows();
+                let out = self.keep_good(&typed, &typed, &mut rejected, file)?;
                 if tx.send(Ok(out)).await.is_err() {
                     return Ok(());
                 }
@@ -330,9 +336,9 @@ impl Reader {
         text: &SchemaRef,
         rows: &[Unreadable],
     ) -> Result<()> {
-        let Some(tx) = &self.rejected else {
+        if self.rejected.is_none() {
             return Ok(());
-        };
+        }
         let names: Vec<&str> = self
             .schema
             .fields()
@@ -367,10 +373,9 @@ impl Reader {
                 line: Some(r.line as i64),
             })
             .collect();
-        tx.send(crate::quarantine::rejected_batch(
+        self.send_rejected(crate::quarantine::rejected_batch(
             &batch, &rejected, &file.rel,
         )?)
-        .map_err(|_| Error::Internal("the rejected-rows writer is gone".into()))
     }
 }
 
@@ -900,30 +905,13 @@ impl Reader {
             columns.push(out);
         }
         // Values that convert but break their declared type (decimal precision, varchar(n)).
-        let relaxed = Arc::new(Schema::new(
-            target
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        ));
-        let typed = RecordBatch::try_new(relaxed, columns).map_err(|e| bad(file, e))?;
-        for v in crate::quarantine::check(&self.columns, &typed) {
-            if !quarantine {
-                return Err(crate::quarantine::fail(
-                    &self.table,
-                    &v,
-                    &file.rel,
-                    Some(("line", line_of(v.row) as i64)),
-                ));
-            }
-            reject(v.row, &v.column, v.reason);
+        let typed = relaxed(target, columns, file)?;
+        for v in self.violations(&typed, file, "line", |row| line_of(row) as i64)? {
+            reject(v.row, v.column.as_deref().unwrap_or_default(), v.reason);
         }
         if rejected.is_empty() {
-            return RecordBatch::try_new(target.clone(), typed.columns().to_vec())
-                .map_err(|e| bad(file, e));
+            return self.keep_good(&typed, &typed, &mut rejected, file);
         }
-        rejected.sort_by_key(|r| r.row);
         let text = RecordBatch::try_new(
             crate::quarantine::rejected_schema(target.fields().iter().map(|f| f.name().as_str()))
                 .project(&(0..target.fields().len()).collect::<Vec<_>>())
@@ -931,18 +919,85 @@ impl Reader {
             texts,
         )
         .map_err(|e| bad(file, e))?;
-        if let Some(tx) = &self.rejected {
-            let out = crate::quarantine::rejected_batch(&text, &rejected, &file.rel)?;
-            tx.send(out)
-                .map_err(|_| Error::Internal("the rejected-rows writer is gone".into()))?;
+        self.keep_good(&typed, &text, &mut rejected, file)
+    }
+
+    /// The rows of `typed` whose values break their declared types (a string longer than its
+    /// `varchar(n)`, a decimal wider than its precision, a NULL in a NOT NULL column; see
+    /// [`crate::quarantine::check`]), each with its 1-based `what` (`line` or `row`) in the
+    /// file from `position`. With `on_error = "fail"` the first stops the run (exit 3) naming
+    /// the file and its line or row.
+    fn violations(
+        &self,
+        typed: &RecordBatch,
+        file: &Listed,
+        what: &str,
+        position: impl Fn(usize) -> i64,
+    ) -> Result<Vec<Rejected>> {
+        let mut out = Vec::new();
+        for v in crate::quarantine::check(&self.columns, typed) {
+            if self.on_error == OnError::Fail {
+                return Err(crate::quarantine::fail(
+                    &self.table,
+                    &v,
+                    &file.rel,
+                    Some((what, position(v.row))),
+                ));
+            }
+            out.push(Rejected {
+                line: Some(position(v.row)),
+                ..Rejected::from(&v)
+            });
         }
-        let good = crate::quarantine::without_rows(&typed, &rejected)?;
-        RecordBatch::try_new(target.clone(), good.columns().to_vec()).map_err(|e| bad(file, e))
+        Ok(out)
+    }
+
+    /// The rows of `typed` not in `rejected`, in the target schema; the rejected rows go, with
+    /// their values as in `shown` (the file's text for CSV and JSON, `typed` for Parquet), to
+    /// the rejected rows.
+    fn keep_good(
+        &self,
+        typed: &RecordBatch,
+        shown: &RecordBatch,
+        rejected: &mut [Rejected],
+        file: &Listed,
+    ) -> Result<RecordBatch> {
+        if !rejected.is_empty() {
+            rejected.sort_by_key(|r| r.row);
+            self.send_rejected(crate::quarantine::rejected_batch(
+                shown, rejected, &file.rel,
+            )?)?;
+        }
+        let good = crate::quarantine::without_rows(typed, rejected)?;
+        RecordBatch::try_new(self.schema.clone(), good.columns().to_vec()).map_err(|e| bad(file, e))
+    }
+
+    /// Sends rejected rows to the quarantine writer (under `on_error = "quarantine"`).
+    fn send_rejected(&self, batch: RecordBatch) -> Result<()> {
+        match &self.rejected {
+            Some(tx) => tx
+                .send(batch)
+                .map_err(|_| Error::Internal("the rejected-rows writer is gone".into())),
+            None => Ok(()),
+        }
     }
 }
 
-/// Casts a Parquet batch to the target schema by column name; a value that does not convert
-/// names the file and column.
+/// `columns` as a batch of `target`'s columns, all nullable: NULLs in NOT NULL columns are
+/// found by [`crate::quarantine::check`] before the batch takes the target schema.
+fn relaxed(target: &SchemaRef, columns: Vec<ArrayRef>, file: &Listed) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(
+        target
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    RecordBatch::try_new(schema, columns).map_err(|e| bad(file, e))
+}
+
+/// Casts a Parquet batch to the target schema's types by column name (all columns nullable, see
+/// [`relaxed`]); a value that does not convert names the file and column.
 fn conform_typed(batch: &RecordBatch, target: &SchemaRef, file: &Listed) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
     for field in target.fields() {
@@ -976,7 +1031,7 @@ fn conform_typed(batch: &RecordBatch, target: &SchemaRef, file: &Listed) -> Resu
         };
         columns.push(out);
     }
-    RecordBatch::try_new(target.clone(), columns).map_err(|e| bad(file, e))
+    relaxed(target, columns, file)
 }
 
 /// A column the file does not have: NULL when the column is nullable, else an error.
