@@ -989,3 +989,60 @@ async fn parquet_values_breaking_the_contract_name_the_source_file_and_row() {
         .await;
     assert_eq!(rows, 2 + 3, "rows 2 and 3 of m/b.parquet");
 }
+
+/// A connection that drops while a CSV file streams from S3 or Azure (every read of the file is
+/// cut off halfway) is transient: extraction exits 75 naming the file, and nothing lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_dropped_while_a_file_streams_exits_75() {
+    use crate::http::{FaultProxy, Rule};
+    for b in crate::storage::backends() {
+        let prefix = crate::storage::unique("files-cut");
+        // 20000 rows: inference (the first 1000) fits in the first half of the file.
+        b.put(
+            &format!("{prefix}/incoming/readings/big.csv"),
+            readings_csv(1, 20_000).into_bytes(),
+        )
+        .await;
+        let proxy = FaultProxy::start(
+            b.endpoint.trim_start_matches("http://").to_string(),
+            Rule {
+                method: "GET",
+                path_contains: "big.csv",
+                faults: usize::MAX,
+                cut_body: true,
+            },
+        )
+        .await;
+        let via = format!("http://127.0.0.1:{}", proxy.port);
+        let mut options = b.options.clone();
+        let mut env: Vec<(&str, &str)> = b.env();
+        if b.name == "azure" {
+            env.retain(|(k, _)| *k != "AZURITE_BLOB_STORAGE_URL");
+            env.push(("AZURITE_BLOB_STORAGE_URL", &via));
+        } else {
+            options.retain(|(k, _)| *k != "endpoint");
+            options.push(("endpoint", via.clone()));
+        }
+        let p = remote_project(&format!("{}/{prefix}/incoming", b.bucket_url), &options);
+        let args = [
+            "run",
+            "{p}",
+            "--layer",
+            "extract",
+            "--logical-date",
+            "2026-11-30",
+            "--run-id",
+            "r1",
+        ];
+        let text = expect_code(&p.smelter_env(&args, &env), &args, 75);
+        assert!(text.contains("big.csv"), "{}: {text}", b.name);
+        assert!(proxy.injected() > 0, "{}: no read was cut", b.name);
+        assert!(
+            !p.lake()
+                .join("landing/readings/run=r1/_manifest.json")
+                .exists(),
+            "{}: nothing lands",
+            b.name
+        );
+    }
+}

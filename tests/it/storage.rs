@@ -16,7 +16,7 @@ use crate::support::{code, stderr, Project};
 pub(crate) struct Backend {
     pub(crate) name: &'static str,
     pub(crate) bucket_url: String,
-    endpoint: String,
+    pub(crate) endpoint: String,
     pub(crate) options: Vec<(&'static str, String)>,
     env: Vec<(&'static str, String)>,
     secret: String,
@@ -483,6 +483,7 @@ async fn transient_faults_are_retried_and_persistent_ones_exit_75_leaving_the_ta
                 method: "PUT",
                 path_contains: "_delta_log/",
                 faults: 3,
+                cut_body: false,
             },
         )
         .await;
@@ -534,6 +535,7 @@ async fn transient_faults_are_retried_and_persistent_ones_exit_75_leaving_the_ta
                 method: "PUT",
                 path_contains: "_delta_log/",
                 faults: usize::MAX,
+                cut_body: false,
             },
         )
         .await;

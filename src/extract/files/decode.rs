@@ -506,7 +506,7 @@ impl Read for Streamed {
                 Some(Err(e)) => return Err(std::io::Error::other(e)),
                 None => {
                     return Err(std::io::Error::other(Error::Source {
-                        message: "the read of the file stopped before its end".into(),
+                        message: "the read stopped before the end of the file".into(),
                         retryable: true,
                     }))
                 }
@@ -519,23 +519,20 @@ impl Read for Streamed {
     }
 }
 
-/// The error of a failed read of a streamed text file: a storage error (network, service) as
-/// itself, so a retry is suggested (exit 75), and anything else (a file that does not
-/// decompress) as a data error naming the file (exit 2).
+/// The error of a failed read of a streamed text file, naming the file: a storage error
+/// (network, service) keeps its retryability, so a dropped connection is transient (exit 75);
+/// anything else (a file that does not decompress) is a data error (exit 2).
 fn read_failed(file: &Listed, e: std::io::Error) -> Error {
-    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-        if let Some(Ok(inner)) = e.into_inner().map(|inner| inner.downcast::<Error>()) {
-            return match *inner {
-                Error::Source { message, retryable } => Error::Source {
-                    message: format!("file `{}`: {message}", file.rel),
-                    retryable,
-                },
-                other => other,
-            };
-        }
-        return Error::Internal("a storage error was lost".into());
+    if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        return bad(file, e);
     }
-    bad(file, e)
+    match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+        Some(Ok(inner)) => Error::Source {
+            message: format!("file `{}`: {inner}", file.rel),
+            retryable: inner.is_retryable(),
+        },
+        _ => Error::Internal("a storage error was lost".into()),
+    }
 }
 
 /// The error of the CSV reader: reading the (decompressed) bytes failed (see [`read_failed`]),
