@@ -1,7 +1,8 @@
 //! The files source: CSV, gzip CSV, zstd JSON lines and Parquet files written by the test into
 //! a temp project land through extract and bronze into a silver model; contracts from
 //! `source sync`; incremental landing across runs, retries and a crash between extract and
-//! bronze; malformed rows, corrupt files and globs that match nothing.
+//! bronze; malformed rows, corrupt files and globs that match nothing; files on S3 (s3s-fs) and
+//! Azure Blob (Azurite) when the emulators run (`tests/support/emulators.py`).
 
 use std::io::Write;
 use std::path::Path;
@@ -721,4 +722,327 @@ async fn bad_gzip_is_named() {
         "{text}"
     );
     assert!(!text.contains("malformed row"), "{text}");
+}
+
+/// A pipeline reading sensor files from `root` (an object-store URL) into a local lake, with
+/// `[source.options]` for the emulator.
+fn remote_project(root: &str, options: &[(&'static str, String)]) -> Project {
+    let mut opts = String::new();
+    for (k, v) in options {
+        opts.push_str(&format!("{k} = \"{v}\"\n"));
+    }
+    Project::custom(
+        &format!(
+            r#"
+name = "t"
+[source]
+type = "files"
+root = "{root}"
+[source.options]
+{opts}
+[[source.tables]]
+name = "readings"
+path = "readings/*.csv*"
+format = "csv"
+key = ["reading_id"]
+[[source.tables]]
+name = "alerts"
+path = "alerts/*.jsonl"
+[[source.tables]]
+name = "stations"
+path = "stations/*.parquet"
+[storage]
+root = "lake"
+"#
+        ),
+        &[],
+    )
+}
+
+/// `n` sensor readings starting at `first`, with a header; a quoted note spans two lines.
+fn readings_csv(first: i64, n: i64) -> String {
+    let mut s = String::from("reading_id,station,celsius,note\n");
+    for i in first..first + n {
+        s.push_str(&format!(
+            "{i},st-{},{}.5,\"{}\"\n",
+            i % 2,
+            i - 10,
+            if i % 3 == 0 {
+                "recalibrated\nafter storm"
+            } else {
+                "ok"
+            }
+        ));
+    }
+    s
+}
+
+fn parquet_bytes(columns: Vec<(&str, arrow::array::ArrayRef)>) -> Vec<u8> {
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    buf
+}
+
+/// The files source reads CSV (plain and gzip), JSON lines and Parquet from S3 (s3s-fs) and
+/// Azure Blob (Azurite) with credentials from the environment; a second run lands only the new
+/// file, and a retried run id lands the same files again without duplicating them in bronze.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_on_s3_and_azurite_land_once() {
+    for b in crate::storage::backends() {
+        let prefix = crate::storage::unique("files-source");
+        let root = format!("{}/{prefix}/incoming", b.bucket_url);
+        let at = |rel: &str| format!("{prefix}/incoming/{rel}");
+        b.put(&at("readings/a.csv"), readings_csv(1, 3).into_bytes())
+            .await;
+        b.put(
+            &at("readings/b.csv.gz"),
+            gzip(readings_csv(4, 2).as_bytes()),
+        )
+        .await;
+        let mut alerts = String::new();
+        for i in 0..4 {
+            alerts.push_str(&format!(
+                "{{\"alert_id\": {i}, \"level\": \"{}\"}}\n",
+                ["low", "high"][i % 2]
+            ));
+        }
+        b.put(&at("alerts/x.jsonl"), alerts.into_bytes()).await;
+        let elevation: arrow::array::ArrayRef =
+            Arc::new(Float64Array::from(vec![Some(12.5), None]));
+        b.put(
+            &at("stations/s.parquet"),
+            parquet_bytes(vec![
+                ("station_id", ids32(&[0, 1])),
+                ("elevation_m", elevation),
+            ]),
+        )
+        .await;
+
+        let p = remote_project(&root, &b.options);
+        let run =
+            |args: &[&str], want: i32| expect_code(&p.smelter_env(args, &b.env()), args, want);
+        let layer = |layer: &'static str, run_id: &'static str| {
+            run(
+                &[
+                    "run",
+                    "{p}",
+                    "--layer",
+                    layer,
+                    "--logical-date",
+                    "2026-11-30",
+                    "--run-id",
+                    run_id,
+                ],
+                0,
+            )
+        };
+        run(&["source", "sync", "{p}"], 0);
+        let contract =
+            std::fs::read_to_string(p.dir.path().join("schemas/t/readings.toml")).unwrap();
+        assert!(contract.contains("celsius"), "{}: {contract}", b.name);
+        layer("extract", "r1");
+        layer("bronze", "r1");
+        assert_eq!(count(&p, "bronze/readings").await, 5, "{}", b.name);
+        assert_eq!(count(&p, "bronze/alerts").await, 4, "{}", b.name);
+        assert_eq!(count(&p, "bronze/stations").await, 2, "{}", b.name);
+        // Reading 3's note spans two lines inside quotes; it lands as one value.
+        let multi = p
+            .scalar(
+                &[("b", "bronze/readings")],
+                "SELECT COUNT(*) FROM b WHERE note = 'recalibrated\nafter storm' AND celsius = -7.5",
+            )
+            .await;
+        assert_eq!(multi, 1, "{}", b.name);
+
+        // Run 2 lands only the new file.
+        b.put(&at("readings/c.csv"), readings_csv(6, 4).into_bytes())
+            .await;
+        layer("extract", "r2");
+        layer("bronze", "r2");
+        assert_eq!(count(&p, "bronze/readings").await, 9, "{}", b.name);
+        assert_eq!(count(&p, "bronze/alerts").await, 4, "{}", b.name);
+
+        // A retry of run 2 lands c.csv again (not d.csv, added since) and appends nothing.
+        b.put(&at("readings/d.csv"), readings_csv(10, 1).into_bytes())
+            .await;
+        layer("extract", "r2");
+        let manifest =
+            std::fs::read_to_string(p.lake().join("landing/readings/run=r2/_manifest.json"))
+                .unwrap();
+        assert!(
+            manifest.contains("readings/c.csv") && !manifest.contains("readings/d.csv"),
+            "{}: {manifest}",
+            b.name
+        );
+        layer("bronze", "r2");
+        assert_eq!(count(&p, "bronze/readings").await, 9, "{}", b.name);
+        let distinct = p
+            .scalar(
+                &[("b", "bronze/readings")],
+                "SELECT COUNT(DISTINCT reading_id) FROM b",
+            )
+            .await;
+        assert_eq!(distinct, 9, "{}", b.name);
+    }
+}
+
+/// A Parquet value that breaks its declared type (a string longer than the contract's
+/// `varchar(n)`, a NULL in a NOT NULL column) stops extraction (exit 3) naming the source file
+/// and its row, not a landing file; with `on_error = "quarantine"` such rows land in
+/// `bronze._quarantine_<table>` with the source file and row, and the others in bronze.
+#[tokio::test(flavor = "multi_thread")]
+async fn parquet_values_breaking_the_contract_name_the_source_file_and_row() {
+    let names =
+        |v: &[Option<&str>]| -> arrow::array::ArrayRef { Arc::new(StringArray::from(v.to_vec())) };
+    let ids =
+        |v: &[Option<i64>]| -> arrow::array::ArrayRef { Arc::new(Int64Array::from(v.to_vec())) };
+    let p = Project::custom(MEASUREMENTS, &[]);
+    write_parquet(
+        &p,
+        "m/a.parquet",
+        vec![("id", ids(&[Some(1)])), ("name", names(&[Some("ab")]))],
+    );
+    expect(&p, &["source", "sync", "{p}"], 0);
+    let path = p.dir.path().join("schemas/m/meas.toml");
+    let contract = std::fs::read_to_string(&path).unwrap();
+    let contract = contract
+        .replacen("nullable = true", "nullable = false", 1)
+        .replace(
+            "name = \"name\"\n",
+            "name = \"name\"\nsource_type = \"varchar(5)\"\n",
+        );
+    assert!(
+        contract.contains("varchar(5)") && contract.contains("nullable = false"),
+        "{contract}"
+    );
+    std::fs::write(&path, &contract).unwrap();
+    // Re-running sync keeps the declared type: the first file's values fit it.
+    let text = expect(&p, &["source", "sync", "{p}"], 0);
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("varchar(5)"),
+        "{text}"
+    );
+
+    write_parquet(
+        &p,
+        "m/b.parquet",
+        vec![
+            ("id", ids(&[Some(2), Some(3), Some(4)])),
+            ("name", names(&[Some("cd"), None, Some("much-too-long")])),
+        ],
+    );
+    let text = layer(&p, "extract", "r1", 3);
+    for want in [
+        "bronze.meas",
+        "`name`",
+        "varchar(5)",
+        "much-too-long",
+        "m/b.parquet, row 3",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    assert!(!text.contains("landing"), "{text}");
+
+    write_parquet(
+        &p,
+        "m/b.parquet",
+        vec![
+            ("id", ids(&[Some(2), None, Some(4)])),
+            ("name", names(&[Some("cd"), Some("ef"), Some("gh")])),
+        ],
+    );
+    let text = layer(&p, "extract", "r1", 3);
+    for want in ["`id`", "NOT NULL", "m/b.parquet, row 2"] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+
+    // Quarantine: both bad rows are set aside with their file and row; the rest land.
+    write_parquet(
+        &p,
+        "m/b.parquet",
+        vec![
+            ("id", ids(&[Some(2), None, Some(4), Some(5)])),
+            (
+                "name",
+                names(&[Some("cd"), Some("ef"), Some("much-too-long"), None]),
+            ),
+        ],
+    );
+    let toml = std::fs::read_to_string(p.pipeline()).unwrap().replace(
+        "path = \"m/*.parquet\"",
+        "path = \"m/*.parquet\"\non_error = \"quarantine\"",
+    );
+    std::fs::write(p.pipeline(), toml).unwrap();
+    layer(&p, "extract", "r1", 0);
+    layer(&p, "bronze", "r1", 0);
+    assert_eq!(count(&p, "bronze/meas").await, 3);
+    let rows = p
+        .scalar(
+            &[("q", "bronze/_quarantine_meas")],
+            "SELECT SUM(_source_line) FROM q WHERE _source_file = 'm/b.parquet'",
+        )
+        .await;
+    assert_eq!(rows, 2 + 3, "rows 2 and 3 of m/b.parquet");
+}
+
+/// A connection that drops while a CSV file streams from S3 or Azure (every read of the file is
+/// cut off halfway) is transient: extraction exits 75 naming the file, and nothing lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_dropped_while_a_file_streams_exits_75() {
+    use crate::http::{FaultProxy, Rule};
+    for b in crate::storage::backends() {
+        let prefix = crate::storage::unique("files-cut");
+        // 20000 rows: inference (the first 1000) fits in the first half of the file.
+        b.put(
+            &format!("{prefix}/incoming/readings/big.csv"),
+            readings_csv(1, 20_000).into_bytes(),
+        )
+        .await;
+        let proxy = FaultProxy::start(
+            b.endpoint.trim_start_matches("http://").to_string(),
+            Rule {
+                method: "GET",
+                path_contains: "big.csv",
+                faults: usize::MAX,
+                cut_body: true,
+            },
+        )
+        .await;
+        let via = format!("http://127.0.0.1:{}", proxy.port);
+        let mut options = b.options.clone();
+        let mut env: Vec<(&str, &str)> = b.env();
+        if b.name == "azure" {
+            env.retain(|(k, _)| *k != "AZURITE_BLOB_STORAGE_URL");
+            env.push(("AZURITE_BLOB_STORAGE_URL", &via));
+        } else {
+            options.retain(|(k, _)| *k != "endpoint");
+            options.push(("endpoint", via.clone()));
+        }
+        let p = remote_project(&format!("{}/{prefix}/incoming", b.bucket_url), &options);
+        let args = [
+            "run",
+            "{p}",
+            "--layer",
+            "extract",
+            "--logical-date",
+            "2026-11-30",
+            "--run-id",
+            "r1",
+        ];
+        let text = expect_code(&p.smelter_env(&args, &env), &args, 75);
+        assert!(text.contains("big.csv"), "{}: {text}", b.name);
+        assert!(proxy.injected() > 0, "{}: no read was cut", b.name);
+        assert!(
+            !p.lake()
+                .join("landing/readings/run=r1/_manifest.json")
+                .exists(),
+            "{}: nothing lands",
+            b.name
+        );
+    }
 }

@@ -20,6 +20,9 @@ pub struct Rule {
     pub path_contains: &'static str,
     /// How many matching requests get a 503 (`usize::MAX`: all of them).
     pub faults: usize,
+    /// Instead of a 503, forward the request and cut the response off halfway through its
+    /// body, closing the connection (a network failure while a file is read).
+    pub cut_body: bool,
 }
 
 /// A running proxy; it stops when dropped.
@@ -83,6 +86,20 @@ async fn serve(
                 (n < rule.faults).then_some(n + 1)
             })
             .is_ok();
+        if fail && rule.cut_body {
+            let mut up = TcpStream::connect(upstream).await?;
+            up.write_all(&forward(&req)).await?;
+            let mut response = Vec::new();
+            up.read_to_end(&mut response).await?;
+            let body = response
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(0, |i| i + 4);
+            client
+                .write_all(&response[..body + (response.len() - body) / 2])
+                .await?;
+            return client.shutdown().await;
+        }
         if fail {
             client
                 .write_all(
@@ -92,17 +109,23 @@ async fn serve(
             return client.shutdown().await;
         }
     }
-    // Forward with `Connection: close`, so the next request comes on a new connection.
+    let mut up = TcpStream::connect(upstream).await?;
+    up.write_all(&forward(&req)).await?;
+    tokio::io::copy(&mut up, &mut client).await?;
+    client.shutdown().await
+}
+
+/// `req` as sent upstream, with `Connection: close`, so the next request comes on a new
+/// connection.
+fn forward(req: &Request) -> Vec<u8> {
     let mut forwarded = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
     for (k, v) in req.headers.iter().filter(|(k, _)| k != "connection") {
         forwarded.push_str(&format!("{k}: {v}\r\n"));
     }
     forwarded.push_str("Connection: close\r\n\r\n");
-    let mut up = TcpStream::connect(upstream).await?;
-    up.write_all(forwarded.as_bytes()).await?;
-    up.write_all(&req.body).await?;
-    tokio::io::copy(&mut up, &mut client).await?;
-    client.shutdown().await
+    let mut out = forwarded.into_bytes();
+    out.extend_from_slice(&req.body);
+    out
 }
 
 /// One HTTP request as received.

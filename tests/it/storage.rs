@@ -12,11 +12,12 @@ use crate::http::{FaultProxy, Rule};
 use crate::support::{code, stderr, Project};
 
 /// One emulator: the root URL prefix, pipeline options, and env vars (credentials) for runs.
-struct Backend {
-    name: &'static str,
-    bucket_url: String,
-    endpoint: String,
-    options: Vec<(&'static str, String)>,
+/// Shared with the files-source tests (`files.rs`), which read source files from it.
+pub(crate) struct Backend {
+    pub(crate) name: &'static str,
+    pub(crate) bucket_url: String,
+    pub(crate) endpoint: String,
+    pub(crate) options: Vec<(&'static str, String)>,
     env: Vec<(&'static str, String)>,
     secret: String,
 }
@@ -83,11 +84,11 @@ fn azure() -> Option<Backend> {
     })
 }
 
-fn backends() -> Vec<Backend> {
+pub(crate) fn backends() -> Vec<Backend> {
     [s3(), azure()].into_iter().flatten().collect()
 }
 
-fn unique(test: &str) -> String {
+pub(crate) fn unique(test: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -107,7 +108,7 @@ impl Backend {
         (p, root)
     }
 
-    fn env(&self) -> Vec<(&str, &str)> {
+    pub(crate) fn env(&self) -> Vec<(&str, &str)> {
         self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
     }
 
@@ -133,6 +134,21 @@ impl Backend {
             o.insert("azure_storage_account_key".into(), self.secret.clone());
         }
         o
+    }
+
+    /// Writes `bytes` to `rel` under the bucket (or container) with object_store, independently
+    /// of Smelter's storage code.
+    pub(crate) async fn put(&self, rel: &str, bytes: Vec<u8>) {
+        if self.name == "azure" {
+            // object_store reads the Azurite endpoint from the environment only.
+            std::env::set_var("AZURITE_BLOB_STORAGE_URL", &self.endpoint);
+        }
+        let url = url::Url::parse(&format!("{}/{rel}", self.bucket_url)).unwrap();
+        let (store, path) = object_store::parse_url_opts(&url, self.reader_options())
+            .unwrap_or_else(|e| panic!("{}: store for {url}: {e}", self.name));
+        object_store::ObjectStoreExt::put(&store, &path, bytes.into())
+            .await
+            .unwrap_or_else(|e| panic!("{}: put {url}: {e}", self.name));
     }
 
     /// Loads a Delta table under `root` with delta-rs, independently of Smelter's storage code.
@@ -467,6 +483,7 @@ async fn transient_faults_are_retried_and_persistent_ones_exit_75_leaving_the_ta
                 method: "PUT",
                 path_contains: "_delta_log/",
                 faults: 3,
+                cut_body: false,
             },
         )
         .await;
@@ -518,6 +535,7 @@ async fn transient_faults_are_retried_and_persistent_ones_exit_75_leaving_the_ta
                 method: "PUT",
                 path_contains: "_delta_log/",
                 faults: usize::MAX,
+                cut_body: false,
             },
         )
         .await;

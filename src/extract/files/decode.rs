@@ -8,15 +8,15 @@
 //! quarantine under `on_error = "quarantine"` (see `crate::quarantine`). Parquet is read with its
 //! own types and cast by column name.
 
-use std::io::{BufRead, BufReader, Cursor, Read};
+use std::io::{BufRead, BufReader, Cursor, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
 use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
-use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt};
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use tokio::sync::mpsc::{Sender, UnboundedSender};
 
@@ -68,39 +68,29 @@ impl Reader {
                 .with_batch_size(self.batch_size)
                 .build()
                 .map_err(|e| bad(file, format!("not a readable Parquet file: {e}")))?;
+            // Rows of the file read so far: a row is named by its 1-based row in the file.
+            let mut seen = 0usize;
             while let Some(batch) = stream
                 .try_next()
                 .await
                 .map_err(|e| bad(file, format!("not a readable Parquet file: {e}")))?
             {
-                let out = conform_typed(&batch, &self.schema, file)?;
+                let typed = conform_typed(&batch, &self.schema, file)?;
+                let mut rejected =
+                    self.violations(&typed, file, "row", |row| (seen + row + 1) as i64)?;
+                seen += batch.num_rows();
+                let out = self.keep_good(&typed, &typed, &mut rejected, file)?;
                 if tx.send(Ok(out)).await.is_err() {
                     return Ok(());
                 }
             }
             return Ok(());
         }
-        let bytes = fetch(&self.store, file).await?;
-        let this = self.clone();
-        let file = file.clone();
-        let tx = tx.clone();
-        tokio::task::spawn_blocking(move || this.read_text(&file, bytes, &tx))
-            .await
-            .map_err(|e| Error::Internal(format!("file reader task failed: {e}")))?
-    }
-
-    /// Decodes a CSV or JSON-lines file (already fetched) on a blocking thread.
-    fn read_text(
-        &self,
-        file: &Listed,
-        bytes: bytes::Bytes,
-        tx: &Sender<Result<RecordBatch>>,
-    ) -> Result<()> {
-        let spec = &self.spec;
-        // Every column is read as text: CSV by position (the header's names), JSON by key
-        // (the target's names; other keys are ignored).
-        let names: Vec<String> = match spec.format {
-            FileFormat::Csv => infer_text(file, bytes.clone(), spec, Some(1))?
+        // Every column is read as text: CSV by position (the header's names, from a first
+        // short read of the file), JSON by key (the target's names; other keys are ignored).
+        let names: Vec<String> = match self.spec.format {
+            FileFormat::Csv => infer_streamed(&self.store, file, &self.spec, 1)
+                .await?
                 .into_iter()
                 .map(|c| c.name)
                 .collect(),
@@ -111,14 +101,32 @@ impl Reader {
                 .map(|f| f.name().clone())
                 .collect(),
         };
+        let input = open(&self.store, file).await?;
+        let this = self.clone();
+        let file = file.clone();
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || this.read_text(&file, input, &names, &tx))
+            .await
+            .map_err(|e| Error::Internal(format!("file reader task failed: {e}")))?
+    }
+
+    /// Decodes a CSV or JSON-lines file, streamed from the store (see [`open`]), on a blocking
+    /// thread, as text columns `names`.
+    fn read_text(
+        &self,
+        file: &Listed,
+        input: Streamed,
+        names: &[String],
+        tx: &Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
         let text = Arc::new(Schema::new(
             names
                 .iter()
                 .map(|n| Field::new(n, DataType::Utf8, true))
                 .collect::<Vec<_>>(),
         ));
-        let input = decompress(file, bytes, spec)?;
-        if spec.format == FileFormat::Csv {
+        let input = decompress(file, input, &self.spec)?;
+        if self.spec.format == FileFormat::Csv {
             return self.read_csv(file, input, &text, tx);
         }
         self.read_json(file, input, &text, tx)
@@ -163,7 +171,7 @@ impl Reader {
             // Reading the (decompressed) bytes failed, not parsing a row.
             if input
                 .read_until(b'\n', &mut buf)
-                .map_err(|e| bad(file, e))?
+                .map_err(|e| read_failed(file, e))?
                 == 0
             {
                 flush(&mut decoder, &mut lines, &mut wrong)?;
@@ -247,14 +255,7 @@ impl Reader {
                         done = true;
                         break;
                     }
-                    // Reading the (decompressed) bytes failed, not parsing a row.
-                    Err(e) if e.is_io_error() => {
-                        return Err(match e.into_kind() {
-                            csv::ErrorKind::Io(io) => bad(file, io),
-                            kind => bad(file, format!("{kind:?}")),
-                        })
-                    }
-                    Err(e) => return Err(bad(file, format!("malformed row: {e}"))),
+                    Err(e) => return Err(csv_failed(file, e, "malformed row")),
                 }
                 let line = raw.position().map_or(0, |p| p.line());
                 let record = match csv::StringRecord::from_byte_record(raw.clone()) {
@@ -335,9 +336,9 @@ impl Reader {
         text: &SchemaRef,
         rows: &[Unreadable],
     ) -> Result<()> {
-        let Some(tx) = &self.rejected else {
+        if self.rejected.is_none() {
             return Ok(());
-        };
+        }
         let names: Vec<&str> = self
             .schema
             .fields()
@@ -372,10 +373,9 @@ impl Reader {
                 line: Some(r.line as i64),
             })
             .collect();
-        tx.send(crate::quarantine::rejected_batch(
+        self.send_rejected(crate::quarantine::rejected_batch(
             &batch, &rejected, &file.rel,
         )?)
-        .map_err(|_| Error::Internal("the rejected-rows writer is gone".into()))
     }
 }
 
@@ -435,15 +435,122 @@ async fn parquet_builder(
         .map_err(|e| bad(file, format!("not a readable Parquet file: {e}")))
 }
 
-async fn fetch(store: &Arc<dyn ObjectStore>, file: &Listed) -> Result<bytes::Bytes> {
-    let get = store.get(&file.location).await?;
-    Ok(get.bytes().await?)
+/// Chunks of a file read ahead of its decoder: enough to keep the store busy while the decoder
+/// works, few enough that memory does not grow with the file (object_store yields chunks of a
+/// network frame or so from S3 and Azure).
+const READ_AHEAD: usize = 64;
+
+/// Streams a file from the store: a task on the runtime reads the object's byte stream and
+/// hands its chunks through a bounded channel to a [`Streamed`] reader, which a blocking decoder
+/// reads. At most [`READ_AHEAD`] chunks wait at any time, so memory does not depend on the
+/// file's size; dropping the reader stops the task. A local file (object_store hands over its
+/// open file) is read directly by the decoder's thread.
+async fn open(store: &Arc<dyn ObjectStore>, file: &Listed) -> Result<Streamed> {
+    let got = store.get(&file.location).await?;
+    let range = got.range.clone();
+    let mut stream = match got.payload {
+        GetResultPayload::File(mut local, _) => {
+            local.seek(SeekFrom::Start(range.start))?;
+            return Ok(Streamed::Local(local.take(range.end - range.start)));
+        }
+        GetResultPayload::Stream(stream) => stream,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    tokio::spawn(async move {
+        while let Some(chunk) = stream.next().await {
+            let failed = chunk.is_err();
+            if chunk.as_ref().is_ok_and(|c| c.is_empty()) {
+                continue;
+            }
+            if tx.send(chunk.map_err(Error::from)).await.is_err() || failed {
+                return;
+            }
+        }
+        // The end, marked: a channel closed without it means the task stopped early.
+        let _ = tx.send(Ok(bytes::Bytes::new())).await;
+    });
+    Ok(Streamed::Remote {
+        rx,
+        chunk: bytes::Bytes::new(),
+        ended: false,
+    })
+}
+
+/// The bytes of a file as they arrive from the store (see [`open`]), for a decoder on a
+/// blocking thread. A storage error is passed on inside an `io::Error` (see [`read_failed`]).
+enum Streamed {
+    /// A local file, read directly.
+    Local(std::io::Take<std::fs::File>),
+    /// Chunks from the store's byte stream.
+    Remote {
+        /// The chunks; an empty chunk marks the end.
+        rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes>>,
+        /// What is left of the current chunk.
+        chunk: bytes::Bytes,
+        /// Whether the end was seen.
+        ended: bool,
+    },
+}
+
+impl Read for Streamed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use bytes::Buf;
+        let (rx, chunk, ended) = match self {
+            Streamed::Local(local) => return local.read(buf),
+            Streamed::Remote { rx, chunk, ended } => (rx, chunk, ended),
+        };
+        while chunk.is_empty() && !*ended {
+            match rx.blocking_recv() {
+                Some(Ok(next)) if next.is_empty() => *ended = true,
+                Some(Ok(next)) => *chunk = next,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => {
+                    return Err(std::io::Error::other(Error::Source {
+                        message: "the read stopped before the end of the file".into(),
+                        retryable: true,
+                    }))
+                }
+            }
+        }
+        let n = buf.len().min(chunk.len());
+        buf[..n].copy_from_slice(&chunk[..n]);
+        chunk.advance(n);
+        Ok(n)
+    }
+}
+
+/// The error of a failed read of a streamed text file, naming the file: a storage error
+/// (network, service) keeps its retryability, so a dropped connection is transient (exit 75);
+/// anything else (a file that does not decompress) is a data error (exit 2).
+fn read_failed(file: &Listed, e: std::io::Error) -> Error {
+    if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        return bad(file, e);
+    }
+    match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+        Some(Ok(inner)) => Error::Source {
+            message: format!("file `{}`: {inner}", file.rel),
+            retryable: inner.is_retryable(),
+        },
+        _ => Error::Internal("a storage error was lost".into()),
+    }
+}
+
+/// The error of the CSV reader: reading the (decompressed) bytes failed (see [`read_failed`]),
+/// or else `what` (`malformed row`) with the parser's message.
+fn csv_failed(file: &Listed, e: csv::Error, what: &str) -> Error {
+    if !e.is_io_error() {
+        return bad(file, format!("{what}: {e}"));
+    }
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => read_failed(file, io),
+        kind => bad(file, format!("{what}: {kind:?}")),
+    }
 }
 
 /// The decompressed bytes of a text file, as a reader.
 fn decompress(
     file: &Listed,
-    bytes: bytes::Bytes,
+    raw: impl Read + Send + 'static,
     spec: &FilesTable,
 ) -> Result<Box<dyn Read + Send>> {
     let codec = match spec.compression {
@@ -452,7 +559,6 @@ fn decompress(
         FileCompression::Auto => FileCompression::None,
         other => other,
     };
-    let raw = Cursor::new(bytes);
     Ok(match codec {
         FileCompression::Gzip => Box::new(Labeled {
             inner: flate2::read::MultiGzDecoder::new(raw),
@@ -488,7 +594,7 @@ fn readable_json(
 ) -> Result<Vec<u8>> {
     let (mut out, mut kept) = (Vec::new(), 0);
     for line in BufReader::new(input).split(b'\n') {
-        let line = line.map_err(|e| bad(file, e))?;
+        let line = line.map_err(|e| read_failed(file, e))?;
         let body = line.trim_ascii();
         if body.is_empty() || json_line_problem(body).is_some() {
             continue;
@@ -511,20 +617,24 @@ struct Labeled<R> {
 
 impl<R: Read> Read for Labeled<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner
-            .read(buf)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.what)))
+        self.inner.read(buf).map_err(|e| {
+            // A storage error under the decompressor is passed on as it is.
+            if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+                return e;
+            }
+            std::io::Error::new(e.kind(), format!("{}: {e}", self.what))
+        })
     }
 }
 
 /// Infers the columns of a CSV or JSON-lines file from its first `rows` rows.
 fn infer_text(
     file: &Listed,
-    bytes: bytes::Bytes,
+    input: Streamed,
     spec: &FilesTable,
     rows: Option<usize>,
 ) -> Result<Vec<ColumnShape>> {
-    let input = decompress(file, bytes, spec)?;
+    let input = decompress(file, input, spec)?;
     let (schema, _) = match spec.format {
         FileFormat::Csv => {
             let mut format = arrow::csv::reader::Format::default()
@@ -565,12 +675,7 @@ fn well_formed(
     spec: &FilesTable,
     rows: Option<usize>,
 ) -> Result<Vec<u8>> {
-    let failed = |e: csv::Error| {
-        bad(
-            file,
-            format!("cannot read the file to infer its columns: {e}"),
-        )
-    };
+    let failed = |e: csv::Error| csv_failed(file, e, "cannot read the file to infer its columns");
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(spec.header)
         .delimiter(spec.delimiter)
@@ -618,9 +723,20 @@ pub async fn infer(root: &Lake, file: &Listed, spec: &FilesTable) -> Result<Vec<
         let builder = parquet_builder(&store, file).await?;
         return Ok(shapes(builder.schema(), false));
     }
-    let bytes = fetch(&store, file).await?;
+    infer_streamed(&store, file, spec, INFER_ROWS).await
+}
+
+/// Infers the columns of a CSV or JSON-lines file from its first `rows` rows, reading only as
+/// much of the file as they take.
+async fn infer_streamed(
+    store: &Arc<dyn ObjectStore>,
+    file: &Listed,
+    spec: &FilesTable,
+    rows: usize,
+) -> Result<Vec<ColumnShape>> {
+    let input = open(store, file).await?;
     let (file, spec) = (file.clone(), spec.clone());
-    tokio::task::spawn_blocking(move || infer_text(&file, bytes, &spec, Some(INFER_ROWS)))
+    tokio::task::spawn_blocking(move || infer_text(&file, input, &spec, Some(rows)))
         .await
         .map_err(|e| Error::Internal(format!("inference task failed: {e}")))?
 }
@@ -786,30 +902,13 @@ impl Reader {
             columns.push(out);
         }
         // Values that convert but break their declared type (decimal precision, varchar(n)).
-        let relaxed = Arc::new(Schema::new(
-            target
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        ));
-        let typed = RecordBatch::try_new(relaxed, columns).map_err(|e| bad(file, e))?;
-        for v in crate::quarantine::check(&self.columns, &typed) {
-            if !quarantine {
-                return Err(crate::quarantine::fail(
-                    &self.table,
-                    &v,
-                    &file.rel,
-                    Some(("line", line_of(v.row) as i64)),
-                ));
-            }
-            reject(v.row, &v.column, v.reason);
+        let typed = relaxed(target, columns, file)?;
+        for v in self.violations(&typed, file, "line", |row| line_of(row) as i64)? {
+            reject(v.row, v.column.as_deref().unwrap_or_default(), v.reason);
         }
         if rejected.is_empty() {
-            return RecordBatch::try_new(target.clone(), typed.columns().to_vec())
-                .map_err(|e| bad(file, e));
+            return self.keep_good(&typed, &typed, &mut rejected, file);
         }
-        rejected.sort_by_key(|r| r.row);
         let text = RecordBatch::try_new(
             crate::quarantine::rejected_schema(target.fields().iter().map(|f| f.name().as_str()))
                 .project(&(0..target.fields().len()).collect::<Vec<_>>())
@@ -817,18 +916,85 @@ impl Reader {
             texts,
         )
         .map_err(|e| bad(file, e))?;
-        if let Some(tx) = &self.rejected {
-            let out = crate::quarantine::rejected_batch(&text, &rejected, &file.rel)?;
-            tx.send(out)
-                .map_err(|_| Error::Internal("the rejected-rows writer is gone".into()))?;
+        self.keep_good(&typed, &text, &mut rejected, file)
+    }
+
+    /// The rows of `typed` whose values break their declared types (a string longer than its
+    /// `varchar(n)`, a decimal wider than its precision, a NULL in a NOT NULL column; see
+    /// [`crate::quarantine::check`]), each with its 1-based `what` (`line` or `row`) in the
+    /// file from `position`. With `on_error = "fail"` the first stops the run (exit 3) naming
+    /// the file and its line or row.
+    fn violations(
+        &self,
+        typed: &RecordBatch,
+        file: &Listed,
+        what: &str,
+        position: impl Fn(usize) -> i64,
+    ) -> Result<Vec<Rejected>> {
+        let mut out = Vec::new();
+        for v in crate::quarantine::check(&self.columns, typed) {
+            if self.on_error == OnError::Fail {
+                return Err(crate::quarantine::fail(
+                    &self.table,
+                    &v,
+                    &file.rel,
+                    Some((what, position(v.row))),
+                ));
+            }
+            out.push(Rejected {
+                line: Some(position(v.row)),
+                ..Rejected::from(&v)
+            });
         }
-        let good = crate::quarantine::without_rows(&typed, &rejected)?;
-        RecordBatch::try_new(target.clone(), good.columns().to_vec()).map_err(|e| bad(file, e))
+        Ok(out)
+    }
+
+    /// The rows of `typed` not in `rejected`, in the target schema; the rejected rows go, with
+    /// their values as in `shown` (the file's text for CSV and JSON, `typed` for Parquet), to
+    /// the rejected rows.
+    fn keep_good(
+        &self,
+        typed: &RecordBatch,
+        shown: &RecordBatch,
+        rejected: &mut [Rejected],
+        file: &Listed,
+    ) -> Result<RecordBatch> {
+        if !rejected.is_empty() {
+            rejected.sort_by_key(|r| r.row);
+            self.send_rejected(crate::quarantine::rejected_batch(
+                shown, rejected, &file.rel,
+            )?)?;
+        }
+        let good = crate::quarantine::without_rows(typed, rejected)?;
+        RecordBatch::try_new(self.schema.clone(), good.columns().to_vec()).map_err(|e| bad(file, e))
+    }
+
+    /// Sends rejected rows to the quarantine writer (under `on_error = "quarantine"`).
+    fn send_rejected(&self, batch: RecordBatch) -> Result<()> {
+        match &self.rejected {
+            Some(tx) => tx
+                .send(batch)
+                .map_err(|_| Error::Internal("the rejected-rows writer is gone".into())),
+            None => Ok(()),
+        }
     }
 }
 
-/// Casts a Parquet batch to the target schema by column name; a value that does not convert
-/// names the file and column.
+/// `columns` as a batch of `target`'s columns, all nullable: NULLs in NOT NULL columns are
+/// found by [`crate::quarantine::check`] before the batch takes the target schema.
+fn relaxed(target: &SchemaRef, columns: Vec<ArrayRef>, file: &Listed) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(
+        target
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    RecordBatch::try_new(schema, columns).map_err(|e| bad(file, e))
+}
+
+/// Casts a Parquet batch to the target schema's types by column name (all columns nullable, see
+/// [`relaxed`]); a value that does not convert names the file and column.
 fn conform_typed(batch: &RecordBatch, target: &SchemaRef, file: &Listed) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
     for field in target.fields() {
@@ -862,7 +1028,7 @@ fn conform_typed(batch: &RecordBatch, target: &SchemaRef, file: &Listed) -> Resu
         };
         columns.push(out);
     }
-    RecordBatch::try_new(target.clone(), columns).map_err(|e| bad(file, e))
+    relaxed(target, columns, file)
 }
 
 /// A column the file does not have: NULL when the column is nullable, else an error.

@@ -199,8 +199,9 @@ impl Source for FilesSource {
 
     /// Keeps a hand-set type that every file value converts into: a lossless conversion of the
     /// discovered type (Parquet's exact type, or a CSV/JSON type inferred from the first rows);
-    /// for CSV and JSON, whose types are only inferred, also a type (and declared
-    /// `source_type`) that the first [`INFER_ROWS`] rows of the first file all read as.
+    /// for CSV and JSON, whose types are only inferred, also a type that the first
+    /// [`INFER_ROWS`] rows of the first file all read as. A declared `source_type` is kept
+    /// when those rows all fit it.
     async fn keeps(
         &self,
         table: &SourceTable,
@@ -209,19 +210,13 @@ impl Source for FilesSource {
     ) -> Result<Verdict> {
         let lossless = super::contract::converts_losslessly(&found.data_type, &declared.data_type);
         let spec = self.settings(table)?;
-        if spec.format == FileFormat::Parquet {
-            return Ok(if lossless && declared.source_type.is_none() {
-                Verdict::Keep("it converts losslessly".into())
-            } else if lossless {
-                Verdict::Replace(
-                    "a declared source_type is only checked on CSV and JSON files".into(),
-                )
-            } else {
-                Verdict::Replace("the files' type does not convert losslessly into it".into())
-            });
-        }
         if lossless && declared.source_type.is_none() {
             return Ok(Verdict::Keep("it converts losslessly".into()));
+        }
+        if spec.format == FileFormat::Parquet && !lossless {
+            return Ok(Verdict::Replace(
+                "the files' type does not convert losslessly into it".into(),
+            ));
         }
         let (root, is_lake) = self.root()?;
         let listed = listing::list(&root, spec, is_lake).await?;
