@@ -158,7 +158,12 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     // The history is staged too: the format's merge plans its input with its own planner, which
     // knows none of the engine's operators.
     let (df, _history) = if is_scd2 {
-        let table = match (&mode, rc.format.provider(&rc.ctx, &rc.lake.table_url(&model.id)).await?) {
+        let table = match (
+            &mode,
+            rc.format
+                .provider(&rc.ctx, &rc.lake.table_url(&model.id))
+                .await?,
+        ) {
             (WriteMode::Merge { .. }, Some(p)) => Some(rc.ctx.read_table(p)?),
             _ => None,
         };

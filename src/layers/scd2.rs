@@ -45,7 +45,10 @@ pub fn shape(df: DataFrame, model: &Model) -> Result<DataFrame> {
     let start_type = start.get_type(df.schema())?;
     Ok(df
         .with_column(from, start.clone())?
-        .with_column(to, cast(lit(datafusion::scalar::ScalarValue::Null), start_type))?
+        .with_column(
+            to,
+            cast(lit(datafusion::scalar::ScalarValue::Null), start_type),
+        )?
         .with_column(current, lit(true))?
         .with_column(SCD_ID, lit(datafusion::scalar::ScalarValue::Utf8(None)))?)
 }

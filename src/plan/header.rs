@@ -185,7 +185,8 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
             m.as_str()
         ));
     }
-    if !header.sequence_by.is_empty() && !matches!(m, Materialization::Merge | Materialization::Scd2)
+    if !header.sequence_by.is_empty()
+        && !matches!(m, Materialization::Merge | Materialization::Scd2)
     {
         problems.push(format!(
             "{file}:1: `sequence_by` needs `-- materialized: merge` or `scd2` (it orders the versions of a key)"
@@ -205,7 +206,9 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
             )),
         }
     } else if !header.check_cols.is_empty() {
-        problems.push(format!("{file}:1: `check_cols` needs `-- materialized: scd2`"));
+        problems.push(format!(
+            "{file}:1: `check_cols` needs `-- materialized: scd2`"
+        ));
     }
     header
 }

@@ -285,7 +285,9 @@ impl State {
                 b.column(i)
                     .as_any()
                     .downcast_ref::<StringArray>()
-                    .ok_or_else(|| Error::Internal("unexpected _smelter/windows column type".into()))
+                    .ok_or_else(|| {
+                        Error::Internal("unexpected _smelter/windows column type".into())
+                    })
             };
             let (run, table, bronze, status) = (column(0)?, column(1)?, column(2)?, column(3)?);
             for i in 0..b.num_rows() {

@@ -504,9 +504,7 @@ fn newer_version(sequence_by: &[String]) -> Option<String> {
     let (last, before) = sequence_by.split_last()?;
     let gt = |c: &str| {
         let q = quote(c);
-        format!(
-            "(source.{q} > target.{q} OR (target.{q} IS NULL AND source.{q} IS NOT NULL))"
-        )
+        format!("(source.{q} > target.{q} OR (target.{q} IS NULL AND source.{q} IS NOT NULL))")
     };
     Some(before.iter().rev().fold(gt(last), |rest, c| {
         let q = quote(c);

@@ -71,7 +71,12 @@ async fn history(p: &Project) -> Vec<(i64, i64, Option<i64>, bool)> {
             .downcast_ref::<arrow::array::BooleanArray>()
             .unwrap();
         for i in 0..b.num_rows() {
-            out.push((k.value(i), f.value(i), t.is_valid(i).then(|| t.value(i)), cur.value(i)));
+            out.push((
+                k.value(i),
+                f.value(i),
+                t.is_valid(i).then(|| t.value(i)),
+                cur.value(i),
+            ));
         }
     }
     out.sort();
@@ -161,7 +166,10 @@ async fn silver(p: &Project) -> BTreeMap<i64, f64> {
             .downcast_ref::<arrow::array::StringArray>()
             .unwrap();
         let n = arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Int64).unwrap();
-        let n = n.as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+        let n = n
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
         for i in 0..b.num_rows() {
             assert_eq!(n.value(i), 1, "account {} appears twice", ids.value(i));
             out.insert(ids.value(i), bal.value(i).parse().unwrap());
@@ -179,7 +187,14 @@ fn reference(landed: &[(i64, i64)]) -> BTreeMap<i64, f64> {
     }
     newest
         .into_iter()
-        .map(|(k, ts)| (k, format!("{}.{:02}", k * 1000 + ts, ts % 100).parse().unwrap()))
+        .map(|(k, ts)| {
+            (
+                k,
+                format!("{}.{:02}", k * 1000 + ts, ts % 100)
+                    .parse()
+                    .unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -273,7 +288,15 @@ async fn random_runs(seed: u64, steps: usize) {
     // A full refresh rebuilds the same table from all of bronze.
     expect(
         &p,
-        &["run", "{p}", "--layer", "silver", "--run-id", "refresh", "--full-refresh"],
+        &[
+            "run",
+            "{p}",
+            "--layer",
+            "silver",
+            "--run-id",
+            "refresh",
+            "--full-refresh",
+        ],
         0,
     );
     assert_eq!(silver(&p).await, incremental);
@@ -287,7 +310,12 @@ async fn an_older_version_never_replaces_a_newer_one_and_a_null_version_is_the_o
     std::fs::create_dir_all(&dir).unwrap();
     let header = "account_id,holder,balance,modified_at\n";
     // Account 5 has no version yet (NULL modified_at).
-    let a = format!("{header}{}{}{}5,nobody,0.00,\n", line(1, 500), line(2, 500), line(3, 500));
+    let a = format!(
+        "{header}{}{}{}5,nobody,0.00,\n",
+        line(1, 500),
+        line(2, 500),
+        line(3, 500)
+    );
     std::fs::write(dir.join("a.csv"), a).unwrap();
     expect(&p, &["source", "sync", "{p}"], 0);
     run(&p, "all", "a");
@@ -333,10 +361,15 @@ async fn re_running_an_older_day_never_moves_silver_back_in_time() {
     assert!(changed > 0, "day 2 brought no customer changes");
     assert_eq!(p.scalar(&tables, stale).await, 0);
     day("2026-11-01", "day1");
-    assert_eq!(p.scalar(&tables, stale).await, 0, "re-running day 1 reverted customers");
+    assert_eq!(
+        p.scalar(&tables, stale).await,
+        0,
+        "re-running day 1 reverted customers"
+    );
     let (rows, keys) = (
         p.scalar(&tables, "SELECT COUNT(*) FROM s").await,
-        p.scalar(&tables, "SELECT COUNT(DISTINCT customer_id) FROM b").await,
+        p.scalar(&tables, "SELECT COUNT(DISTINCT customer_id) FROM b")
+            .await,
     );
     assert_eq!(rows, keys);
 }
@@ -385,9 +418,11 @@ FROM {{ unprocessed('bronze.accounts') }} AS a
     );
     // Bob's version ends exactly where Bea's starts.
     assert_eq!(
-        q("SELECT COUNT(*) FROM h o JOIN h n ON o.account_id = n.account_id \
+        q(
+            "SELECT COUNT(*) FROM h o JOIN h n ON o.account_id = n.account_id \
            WHERE o.holder = 'bob' AND n.holder = 'bea' AND o.effective_to = n.effective_from \
-           AND NOT o.current_row AND n.current_row")
+           AND NOT o.current_row AND n.current_row"
+        )
         .await,
         1
     );
