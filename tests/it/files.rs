@@ -32,24 +32,11 @@ root = "lake"
 const SILVER: &str = "SELECT o.order_id, o.customer, o.amount * f.rate AS amount_eur\nFROM bronze.orders o JOIN bronze.fx_rates f ON o.currency = f.currency\n";
 
 fn expect(p: &Project, args: &[&str], want: i32) -> String {
-    expect_code(&p.smelter(args), args, want)
+    p.expect(args, want)
 }
 
 fn layer(p: &Project, layer: &str, run_id: &str, want: i32) -> String {
-    expect(
-        p,
-        &[
-            "run",
-            "{p}",
-            "--layer",
-            layer,
-            "--logical-date",
-            "2026-11-30",
-            "--run-id",
-            run_id,
-        ],
-        want,
-    )
+    p.run_layer(layer, run_id, want)
 }
 
 fn write(p: &Project, rel: &str, bytes: &[u8]) {

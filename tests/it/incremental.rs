@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use arrow::array::Array;
 use rand::{Rng, SeedableRng};
 
-use crate::support::{expect_code, Project};
+use crate::support::Project;
 
 const PIPELINE: &str = r#"
 name = "t"
@@ -102,24 +102,11 @@ fn reference_history(landed: &[(i64, i64)]) -> Vec<(i64, i64, Option<i64>, bool)
 }
 
 fn expect(p: &Project, args: &[&str], want: i32) -> String {
-    expect_code(&p.smelter(args), args, want)
+    p.expect(args, want)
 }
 
 fn run(p: &Project, layer: &str, run_id: &str) -> String {
-    expect(
-        p,
-        &[
-            "run",
-            "{p}",
-            "--layer",
-            layer,
-            "--logical-date",
-            "2026-11-30",
-            "--run-id",
-            run_id,
-        ],
-        0,
-    )
+    p.run_layer(layer, run_id, 0)
 }
 
 /// The row of version `ts` of account `key`: its values follow from `(key, ts)`, so two copies

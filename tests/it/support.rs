@@ -138,6 +138,29 @@ impl Project {
         std::fs::write(self.pipeline(), toml).unwrap();
     }
 
+    /// Runs `smelter <args...>` and asserts it exits `want`; returns stdout and stderr.
+    pub fn expect(&self, args: &[&str], want: i32) -> String {
+        expect_code(&self.smelter(args), args, want)
+    }
+
+    /// `smelter run {p} --layer <layer> --logical-date 2026-11-30 --run-id <run_id>`, asserting
+    /// exit `want`; returns stdout and stderr.
+    pub fn run_layer(&self, layer: &str, run_id: &str, want: i32) -> String {
+        self.expect(
+            &[
+                "run",
+                "{p}",
+                "--layer",
+                layer,
+                "--logical-date",
+                "2026-11-30",
+                "--run-id",
+                run_id,
+            ],
+            want,
+        )
+    }
+
     /// Runs and asserts success, returning stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.smelter(args);
