@@ -132,7 +132,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         },
     };
     let is_scd2 = model.header.materialized == Materialization::Scd2;
-    let df = as_written(df, model)?;
+    let df = as_written(df, model, &shown)?;
     // Incremental models keep their table: its schema changes only as the policy allows.
     let (df, schema_changes) = if mode == WriteMode::Overwrite {
         (df, Vec::new())
@@ -347,12 +347,12 @@ pub async fn plan_model(
 /// refresh) keeps only the newest version of each key in the batch ([`newest_per_key`]); an
 /// `scd2` model gets its history columns ([`super::scd2::shape`]). Planning uses the same, so
 /// lineage and the schema later models see are those of the table.
-fn as_written(df: DataFrame, model: &Model) -> Result<DataFrame> {
+fn as_written(df: DataFrame, model: &Model, shown: &str) -> Result<DataFrame> {
     match model.header.materialized {
         Materialization::Merge if !model.header.sequence_by.is_empty() => {
             newest_per_key(df, &model.header.unique_key, &model.header.sequence_by)
         }
-        Materialization::Scd2 => super::scd2::shape(df, model),
+        Materialization::Scd2 => super::scd2::shape(df, model, shown),
         _ => Ok(df),
     }
 }
@@ -481,8 +481,7 @@ async fn check_merge_keys(
         return Err(Error::Quality {
             model: model.id.to_string(),
             message: format!(
-                "{dups} merge key value(s) of ({}) occur more than once in {shown}; deduplicate in SQL, e.g. with ROW_NUMBER() OVER (PARTITION BY {} ORDER BY modified_at DESC) = 1",
-                keys.join(", "),
+                "{dups} merge key value(s) of ({}) occur more than once in {shown}; keep the newest version per key with a `-- sequence_by: <version column>` header line, or deduplicate in SQL",
                 keys.join(", ")
             ),
             findings: serde_json::Value::Null,
@@ -578,7 +577,7 @@ pub async fn plan_all(
         let windows = vec![vec![params.run_id.clone()]; model.unprocessed.len()];
         match plan_model(&ctx, plan, model, &params, &windows)
             .await
-            .and_then(|df| as_written(df, model))
+            .and_then(|df| as_written(df, model, &display_path(&plan.pipeline, &model.file)))
         {
             Ok(df) => {
                 let shown = display_path(&plan.pipeline, &model.file);

@@ -4,7 +4,8 @@
 //!
 //! Columns added to the model's own: `valid_from` and `valid_to` (the interval, `valid_to` NULL
 //! while current; names set by `-- scd_columns:`), `is_current`, and `_scd_id` (the version's
-//! surrogate key: the MD5 of the key values and `valid_from`, as text joined by `|`).
+//! surrogate key: the MD5 of the key values and `valid_from`, each as `<length>:<text>`, joined by
+//! `|`, so that different keys never share an id).
 //!
 //! Strategies (dbt's names):
 //! - **timestamp** (`-- sequence_by: <column>`): each row of the batch is a version that starts
@@ -32,9 +33,28 @@ pub const SCD_ID: &str = "_scd_id";
 /// `df` (the model's rows) with the history columns appended, typed as the table stores them
 /// (their values are placeholders: [`history`] computes them). Used to compare the output
 /// schema with the table's before anything runs.
-pub fn shape(df: DataFrame, model: &Model) -> Result<DataFrame> {
+/// `shown` is the model file as messages name it; a column the history would add that the output
+/// already has is an error (exit 2).
+pub fn shape(df: DataFrame, model: &Model, shown: &str) -> Result<DataFrame> {
     let [from, to, current] = &model.header.scd_columns;
     use datafusion::logical_expr::{cast, col, lit, Expr, ExprSchemable};
+    let added = [from.as_str(), to.as_str(), current.as_str(), SCD_ID];
+    let mut problems = Vec::new();
+    for (i, name) in added.iter().enumerate() {
+        if added[..i].contains(name) {
+            problems.push(format!("`scd_columns` names `{name}` twice"));
+        } else if df.schema().field_with_unqualified_name(name).is_ok() {
+            problems.push(format!(
+                "the model's output already has a column `{name}`, which the scd2 history adds; rename it in the SQL or choose other names with `-- scd_columns:`"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Sql {
+            location: format!("{shown}:1"),
+            message: problems.join("; "),
+        });
+    }
     let start: Expr = match start_expr(model) {
         Start::Column(c) => col(datafusion::common::Column::new_unqualified(c)),
         Start::RunTime => lit(datafusion::scalar::ScalarValue::TimestampMicrosecond(
@@ -120,9 +140,25 @@ pub async fn history(
         )?,
         Start::Column(_) => batch,
     };
+    let batch_schema = batch.schema().as_arrow().clone();
     ctx.register_table(new_name.as_str(), batch.into_view())?;
     let registered_old = match table {
-        Some(t) => {
+        Some(mut t) => {
+            // Columns the model added since the table was written are NULL in its versions.
+            for field in batch_schema.fields() {
+                if t.schema()
+                    .field_with_unqualified_name(field.name())
+                    .is_err()
+                {
+                    t = t.with_column(
+                        field.name(),
+                        datafusion::logical_expr::cast(
+                            datafusion::logical_expr::lit(datafusion::scalar::ScalarValue::Null),
+                            field.data_type().clone(),
+                        ),
+                    )?;
+                }
+            }
             ctx.register_table(old_name.as_str(), t.into_view())?;
             true
         }
@@ -179,6 +215,29 @@ pub async fn history(
     }
     let new = quoted(&new_name);
     let old = quoted(&old_name);
+    // The check strategy has no order among a key's rows: one row per key, as dbt requires.
+    if model.header.sequence_by.is_empty() {
+        let dups = ctx
+            .sql(&format!(
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM {new} GROUP BY {} HAVING COUNT(*) > 1)",
+                keys.join(", ")
+            ))
+            .await?
+            .collect()
+            .await?;
+        let n = crate::engine::first_count(&dups, "n");
+        if n > 0 {
+            deregister(ctx, &new_name, &old_name);
+            return Err(Error::Quality {
+                model: model.id.to_string(),
+                message: format!(
+                    "{n} key value(s) of ({}) occur more than once in the batch; the check strategy cannot tell which is newer: deduplicate in SQL, or use `-- sequence_by:` (timestamp strategy)",
+                    model.header.unique_key.join(", ")
+                ),
+                findings: serde_json::Value::Null,
+            });
+        }
+    }
     // The batch's versions (their start is already in the `valid_from` column, see `shape`).
     let changed = match (start_expr(model), registered_old) {
         (Start::RunTime, true) => {
@@ -224,17 +283,20 @@ pub async fn history(
         format!(" ORDER BY {}", others.join(", "))
     };
     let part = keys.join(", ");
+    // Each part as `<length>:<text>`, so no two different keys give the same text.
     let id_parts = keys
         .iter()
-        .map(|k| format!("CAST({k} AS VARCHAR)"))
-        .chain(std::iter::once(format!("CAST({from} AS VARCHAR)")))
+        .chain(std::iter::once(&from))
+        .map(|c| {
+            format!("CAST(character_length(CAST({c} AS VARCHAR)) AS VARCHAR), ':', CAST({c} AS VARCHAR)")
+        })
         .collect::<Vec<_>>()
-        .join(", ");
+        .join(", '|', ");
     let sql = format!(
         "SELECT {c}, {from}, \
          LEAD({from}) OVER (PARTITION BY {part} ORDER BY {from}) AS {to}, \
          LEAD({from}) OVER (PARTITION BY {part} ORDER BY {from}) IS NULL AS {current}, \
-         md5(concat_ws('|', {id_parts})) AS {scd_id} \
+         md5(concat({id_parts})) AS {scd_id} \
          FROM (SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {part}, {from}{order}) AS __scd_rn \
          FROM ({versions}) v) d WHERE __scd_rn = 1) h",
         c = list(""),

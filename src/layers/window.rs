@@ -43,7 +43,10 @@ pub async fn open(rc: &RunContext<'_>, model: &Model) -> Result<Option<Vec<Vec<S
         .collect();
     let recorded = entries.iter().any(|e| e.run_id == run_id);
     let pairs = if recorded && !rc.full_refresh {
-        mine
+        // A retry reads its window again, less what a later run committed meanwhile (it read
+        // this run's pairs while this run had not committed).
+        let consumed = consumed(rc, model, &entries).await?;
+        mine.difference(&consumed).cloned().collect()
     } else {
         let consumed = if rc.full_refresh {
             BTreeSet::new()

@@ -414,3 +414,63 @@ FROM {{ unprocessed('bronze.accounts') }} AS a
         1
     );
 }
+
+/// Composite keys whose parts contain the separator still get distinct surrogate keys, and a
+/// failed run retried after a later run committed does not read the later run's rows again.
+#[tokio::test(flavor = "multi_thread")]
+async fn scd2_ids_are_unambiguous_and_a_late_retry_reads_nothing_twice() {
+    const PAIRS: &str = "-- materialized: scd2
+-- unique_key: a, b
+-- sequence_by: modified_at
+SELECT a, b, v, modified_at FROM {{ unprocessed('bronze.pairs') }} AS p
+";
+    const LOG: &str = "-- materialized: append
+SELECT a, b, v FROM {{ unprocessed('bronze.pairs') }} AS p
+";
+    let pipeline = PIPELINE
+        .replace("name = \"accounts\"", "name = \"pairs\"")
+        .replace("accounts/*.csv", "pairs/*.csv")
+        .replace("key = [\"account_id\"]", "key = [\"a\", \"b\"]");
+    let p = Project::custom(
+        &pipeline,
+        &[("silver/pairs.sql", PAIRS), ("silver/log.sql", LOG)],
+    );
+    let dir = p.dir.path().join("incoming/pairs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = "2026-11-01T00:00:00";
+    std::fs::write(
+        dir.join("1.csv"),
+        format!("a,b,v,modified_at\nx|y,z,1,{t}\n"),
+    )
+    .unwrap();
+    expect(&p, &["source", "sync", "{p}"], 0);
+    run(&p, "all", "r1");
+    std::fs::write(
+        dir.join("2.csv"),
+        format!("a,b,v,modified_at\nx,y|z,2,{t}\n"),
+    )
+    .unwrap();
+    // r2's bronze lands but its silver fails (a failing expectation, fixed afterwards).
+    run(&p, "extract", "r2");
+    run(&p, "bronze", "r2");
+    let log = p.dir.path().join("sql/t/silver/log.sql");
+    std::fs::write(&log, format!("-- expect: row_count >= 100 fail\n{LOG}")).unwrap();
+    p.run_layer("silver", "r2", 3);
+    std::fs::write(&log, LOG).unwrap();
+    // r3 catches up r2's rows; then r2 is retried.
+    std::fs::write(dir.join("3.csv"), format!("a,b,v,modified_at\nq,r,3,{t}\n")).unwrap();
+    run(&p, "all", "r3");
+    run(&p, "silver", "r2");
+    let tables = [("h", "silver/pairs"), ("l", "silver/log")];
+    assert_eq!(p.scalar(&tables, "SELECT COUNT(*) FROM h").await, 3);
+    assert_eq!(
+        p.scalar(&tables, "SELECT COUNT(DISTINCT _scd_id) FROM h")
+            .await,
+        3
+    );
+    assert_eq!(
+        p.scalar(&tables, "SELECT COUNT(*) FROM l").await,
+        3,
+        "a row was appended twice"
+    );
+}
