@@ -191,10 +191,12 @@ pub struct ColumnProfile {
     pub histogram: Option<Histogram>,
 }
 
-/// The profiler of a write of `id` whose input has `schema`, when the table is profiled from the
-/// write stream: profiling is on and the write is an overwrite (the profile is then the table's)
-/// or an append (the rows it adds, [`ProfileScope::Appended`]). `None` otherwise; a merge is
-/// profiled by a scan after the write. Pass it as the write's observer and to [`after_write`].
+/// The profiler of a write of `id` whose input has `schema`, when the table may be profiled from
+/// the write stream: profiling is on and the write is an overwrite or a merge (the profile is
+/// then the table's; the format uses it for a merge only when the table had no version yet) or
+/// an append (the rows it adds, [`ProfileScope::Appended`]). `None` when profiling is off. Pass
+/// it as the write's observer and to [`after_write`], which scans the table when the write did
+/// not use it ([`crate::table::WriteMetrics::observed`]).
 pub fn stream_profiler(
     rc: &RunContext<'_>,
     id: &TableId,
@@ -206,9 +208,8 @@ pub fn stream_profiler(
         return Ok(None);
     }
     let scope = match mode {
-        WriteMode::Overwrite => ProfileScope::Table,
+        WriteMode::Overwrite | WriteMode::Merge { .. } => ProfileScope::Table,
         WriteMode::Append => ProfileScope::Appended,
-        WriteMode::Merge { .. } => return Ok(None),
     };
     let profiler = stream::StreamProfile::new(&id.to_string(), schema, options(rc))?;
     Ok(Some(Streamed {
@@ -233,8 +234,8 @@ impl Streamed {
     }
 }
 
-/// Profiles `id` after a write that reported `written` (from `streamed`, the write's stream profiler, or else by scanning
-/// the table's current version), checks drift against the previous profile of the same scope,
+/// Profiles `id` after a write that reported `written` (from `streamed`, the write's stream
+/// profiler, when the write used it; else by scanning the table's current version), checks drift against the previous profile of the same scope,
 /// stores the profile and returns it; `None` when profiling is off.
 ///
 /// A drift breach with action `fail` is an [`Error::Quality`] (exit 3), raised after the profile
@@ -249,7 +250,7 @@ pub async fn after_write(
     if settings.mode == ProfileMode::Off {
         return Ok(None);
     }
-    let mut profile = match streamed {
+    let mut profile = match streamed.filter(|_| written.observed) {
         Some(s) => {
             let mut p = s.profiler.finish(s.scope)?;
             p.run_id = rc.params.run_id.clone();

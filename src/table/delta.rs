@@ -229,13 +229,18 @@ impl TableFormat for Delta {
 
     async fn write(&self, mut req: WriteRequest<'_>) -> Result<WriteMetrics> {
         req.input = floor_to_micros(req.input)?;
-        if let (Some(observer), false) = (
-            req.observer.take(),
-            matches!(req.mode, WriteMode::Merge { .. }),
-        ) {
-            req.input = crate::engine::observe::observe(req.input, observer);
-        }
         let table = self.open_with(req.url, true).await?;
+        // A merge into a table without a version is a plain write of the input (below): its rows
+        // are then the table's, and the observer sees them as it does an overwrite's.
+        let observed = match req.observer.take() {
+            Some(observer)
+                if !matches!(req.mode, WriteMode::Merge { .. }) || table.version().is_none() =>
+            {
+                req.input = crate::engine::observe::observe(req.input, observer);
+                true
+            }
+            _ => false,
+        };
         // An overwrite always runs (a full refresh rebuilds the table), but still records its
         // transaction id, so a retry of the same run id that appends is recognised as done.
         let skippable = req.mode != WriteMode::Overwrite;
@@ -299,6 +304,7 @@ impl TableFormat for Delta {
                     skipped: false,
                     earlier_commit: None,
                     stats: table_stats(&table)?,
+                    observed: false,
                 })
             }
             (mode, _) => {
@@ -323,6 +329,7 @@ impl TableFormat for Delta {
                 Ok(WriteMetrics {
                     version: table.version().map_or(-1, |v| v as i64),
                     stats: table_stats(&table)?,
+                    observed,
                     ..latest.as_ref().map(commit_counts).unwrap_or_default()
                 })
             }

@@ -54,7 +54,9 @@ pub struct WriteRequest<'a> {
     /// Commit metadata (run id, layer, model) recorded with the commit.
     pub metadata: Vec<(String, String)>,
     /// Shown every batch written, as the format writes it (after its own type normalization),
-    /// by an overwrite or an append; not used by a merge, whose rows are not the table's.
+    /// by an overwrite, an append, or a merge into a table that has no version yet (its rows
+    /// are then the table's); not used by a merge into an existing table, whose rows are not
+    /// the table's. [`WriteMetrics::observed`] says whether it was used.
     pub observer: Option<Arc<dyn crate::engine::observe::BatchObserver>>,
 }
 
@@ -79,6 +81,10 @@ pub struct WriteMetrics {
     /// (read from the snapshot the commit produced: no extra log load).
     #[serde(skip)]
     pub stats: Option<TableStats>,
+    /// True when the request's observer was shown every row the write committed (see
+    /// [`WriteRequest::observer`]); false when there was no observer or it was not used.
+    #[serde(skip)]
+    pub observed: bool,
 }
 
 /// The commit of an earlier attempt that carries a write's transaction id.

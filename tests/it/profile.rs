@@ -825,3 +825,74 @@ fn bad_expectation_syntax_is_reported_with_file_and_line() {
         "{err}"
     );
 }
+
+/// A merge into a table that has no version yet writes exactly its input, so it is profiled from
+/// the write stream like an overwrite; a later merge into the table is profiled by a scan of the
+/// new version. Both profiles describe the whole table.
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_profiles_stream_the_first_write_and_scan_later_ones() {
+    let p = Project::custom(
+        &format!("{ONE_TABLE}{PROFILED}"),
+        &[(
+            "silver/latest.sql",
+            "-- materialized: merge\n-- unique_key: shipment_id\n-- sequence_by: modified_at\nSELECT shipment_id, weight_kg, status, modified_at FROM bronze.shipments WHERE _run_id = {{ run_id }}",
+        )],
+    );
+    let s = &[("s", "silver/latest")];
+    p.ok(&[
+        "run",
+        "{p}",
+        "--logical-date",
+        "2025-12-31",
+        "--run-id",
+        "a",
+    ]);
+    let (first, _) = latest_profile(&p, "silver.latest").await;
+    assert_eq!((first.scans, first.scope), (0, ProfileScope::Table));
+    assert_eq!(
+        first.row_count as i64,
+        p.scalar(s, "SELECT COUNT(*) FROM s").await
+    );
+    let out = p.ok(&[
+        "profile",
+        "{p}",
+        "--table",
+        "silver.latest",
+        "--format",
+        "json",
+    ]);
+    let scanned: Vec<TableProfile> = serde_json::from_str(&out).unwrap();
+    for (streamed, scanned) in first.columns.iter().zip(&scanned[0].columns) {
+        assert_eq!(streamed.null_count, scanned.null_count, "{}", streamed.name);
+        assert_eq!(
+            (&streamed.min, &streamed.max),
+            (&scanned.min, &scanned.max),
+            "{}",
+            streamed.name
+        );
+        assert_eq!(
+            streamed.distinct_count, scanned.distinct_count,
+            "{}",
+            streamed.name
+        );
+    }
+    p.ok(&[
+        "run",
+        "{p}",
+        "--logical-date",
+        "2026-01-01",
+        "--run-id",
+        "b",
+    ]);
+    let (second, _) = latest_profile(&p, "silver.latest").await;
+    assert_eq!(second.run_id, "b");
+    assert!(
+        second.scans >= 1,
+        "a merge into an existing table is scanned"
+    );
+    assert_eq!(
+        second.row_count as i64,
+        p.scalar(s, "SELECT COUNT(*) FROM s").await
+    );
+    assert!(second.row_count > first.row_count);
+}
