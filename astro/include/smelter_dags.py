@@ -280,17 +280,8 @@ def build_smelter_dag(
     """One DAG: ``extract >> bronze >> silver >> gold``, each task one ``smelter run`` call; with
     ``settings.shape == "model"``, one task per silver/gold model (see :func:`model_task_groups`)."""
     settings = settings or SmelterSettings.load()
-    all_tags = ["smelter", f"pipeline:{pipeline.name}"]
-    all_tags += [t for t in (tags or []) if t not in all_tags]
-    workdir = settings.workdir or str(pipeline.project_dir)
-
-    plan = pipeline_plan(pipeline, settings, workdir, needed=settings.shape == "model")
-    policy = (plan or {}).get("airflow") or {}
-    all_tags += [t for t in policy_tags(pipeline, plan) if t not in all_tags]
-
-    default_args: dict[str, Any] = {"owner": "smelter", **policy_task_args(policy, settings)}
-    if settings.queue:
-        default_args["queue"] = settings.queue
+    setup = DagSetup.of(pipeline, settings, tags or [], needs_plan=settings.shape == "model")
+    workdir, plan = setup.workdir, setup.plan
 
     with DAG(
         dag_id=dag_id,
@@ -298,8 +289,8 @@ def build_smelter_dag(
         start_date=start_date,
         catchup=False,
         max_active_runs=max_active_runs,
-        tags=all_tags,
-        default_args=default_args,
+        tags=setup.tags,
+        default_args=setup.default_args,
         description=description or f"Smelter pipeline {pipeline.name}: extract >> bronze >> silver >> gold",
         doc_md=__doc__,
     ) as dag:
@@ -309,7 +300,7 @@ def build_smelter_dag(
             "smelter_bin": settings.bin,
             "env": env,
             "cwd": workdir,
-            "retryable_exit_codes": tuple(policy.get("retryable_exit_codes") or DEFAULT_RETRYABLE_EXIT_CODES),
+            "retryable_exit_codes": setup.retryable_exit_codes,
         }
         layers = ("extract", "bronze") if settings.shape == "model" else LAYERS
         previous = None
@@ -330,6 +321,37 @@ def build_smelter_dag(
         if plan is not None and settings.shape == "model":
             _model_tasks(pipeline, plan, settings, common, upstream=previous)
     return dag
+
+
+@dataclass(frozen=True)
+class DagSetup:
+    """What every Smelter DAG of a pipeline shares: the working directory, the plan (when read), the
+    ``[airflow]`` policy, the tags and the tasks' default arguments."""
+
+    workdir: str
+    plan: dict[str, Any] | None
+    policy: dict[str, Any]
+    tags: list[str]
+    default_args: dict[str, Any]
+
+    @classmethod
+    def of(cls, pipeline: Pipeline, settings: SmelterSettings, tags: list[str], needs_plan: bool = False) -> DagSetup:
+        workdir = settings.workdir or str(pipeline.project_dir)
+        plan = pipeline_plan(pipeline, settings, workdir, needed=needs_plan)
+        policy = (plan or {}).get("airflow") or {}
+        all_tags: list[str] = []
+        for tag in ["smelter", f"pipeline:{pipeline.name}", *tags, *policy_tags(pipeline, plan)]:
+            if tag not in all_tags:
+                all_tags.append(tag)
+        default_args: dict[str, Any] = {"owner": "smelter", **policy_task_args(policy, settings)}
+        if settings.queue:
+            default_args["queue"] = settings.queue
+        return cls(workdir=workdir, plan=plan, policy=policy, tags=all_tags, default_args=default_args)
+
+    @property
+    def retryable_exit_codes(self) -> tuple[int, ...]:
+        """The pipeline's ``retryable_exit_codes`` (default 1 and 75), for the operators."""
+        return tuple(self.policy.get("retryable_exit_codes") or DEFAULT_RETRYABLE_EXIT_CODES)
 
 
 def pipeline_plan(pipeline: Pipeline, settings: SmelterSettings, workdir: str, needed: bool = False) -> dict[str, Any] | None:
@@ -402,21 +424,16 @@ def build_full_refresh_on_change_dag(
     ends skipped (``soft_fail``)."""
     settings = settings or SmelterSettings.load()
     pipeline = Pipeline.load(default_pipeline_path())
-    workdir = settings.workdir or str(pipeline.project_dir)
-    plan = pipeline_plan(pipeline, settings, workdir)
-    policy = (plan or {}).get("airflow") or {}
-    tags = ["smelter", f"pipeline:{pipeline.name}", "full-refresh", *policy_tags(pipeline, plan)]
-    default_args: dict[str, Any] = {"owner": "smelter", **policy_task_args(policy, settings)}
-    if settings.queue:
-        default_args["queue"] = settings.queue
+    setup = DagSetup.of(pipeline, settings, ["full-refresh"])
+    workdir = setup.workdir
     with DAG(
         dag_id=dag_id,
         schedule=schedule,
         start_date=DEFAULT_START_DATE,
         catchup=False,
         max_active_runs=1,
-        tags=tags,
-        default_args=default_args,
+        tags=setup.tags,
+        default_args=setup.default_args,
         description=f"Full refresh of the models of {pipeline.name} whose SQL, header, upstream or contract changed",
     ) as dag:
         common: dict[str, Any] = {
@@ -436,28 +453,22 @@ def build_full_refresh_on_change_dag(
         # The sensor's XCom: the changed models, in run order. Each layer's task runs those of its
         # layer (a layer with none exits 99: skipped); an empty selection never runs everything.
         changed = "{{ (ti.xcom_pull(task_ids='wait_for_changes') or []) | join(',') }}"
-        silver = SmelterRunOperator(
-            task_id="full_refresh_silver",
-            layer="silver",
-            models=changed,
-            full_refresh=True,
-            retryable_exit_codes=tuple(policy.get("retryable_exit_codes") or DEFAULT_RETRYABLE_EXIT_CODES),
-            execution_timeout=settings.timeout("silver"),
-            **common,
-        )
-        gold = SmelterRunOperator(
-            task_id="full_refresh_gold",
-            layer="gold",
-            models=changed,
-            full_refresh=True,
-            retryable_exit_codes=tuple(policy.get("retryable_exit_codes") or DEFAULT_RETRYABLE_EXIT_CODES),
-            execution_timeout=settings.timeout("gold"),
-            # After silver, whether silver refreshed models or had none to refresh.
-            trigger_rule="none_failed_min_one_success",
-            **common,
-        )
-        wait >> silver
-        [wait, silver] >> gold
+        refresh = {
+            layer: SmelterRunOperator(
+                task_id=f"full_refresh_{layer}",
+                layer=layer,
+                models=changed,
+                full_refresh=True,
+                retryable_exit_codes=setup.retryable_exit_codes,
+                execution_timeout=settings.timeout(layer),
+                # Gold runs after silver, whether silver refreshed models or had none to refresh.
+                trigger_rule="all_success" if layer == "silver" else "none_failed_min_one_success",
+                **common,
+            )
+            for layer in ("silver", "gold")
+        }
+        wait >> refresh["silver"]
+        [wait, refresh["silver"]] >> refresh["gold"]
     return dag
 
 

@@ -285,14 +285,7 @@ impl State {
             .await?;
         let mut out = Vec::new();
         for b in &batches {
-            let column = |i: usize| {
-                b.column(i)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| {
-                        Error::Internal("unexpected _smelter/windows column type".into())
-                    })
-            };
+            let column = |i: usize| text_column(b, i, "windows");
             let (run, table, bronze, status) = (column(0)?, column(1)?, column(2)?, column(3)?);
             for i in 0..b.num_rows() {
                 let get = |a: &StringArray| a.is_valid(i).then(|| a.value(i).to_string());
@@ -548,14 +541,7 @@ impl State {
                     .await?;
                 let mut rows = Vec::new();
                 for b in &batches {
-                    let s = |i: usize| {
-                        b.column(i)
-                            .as_any()
-                            .downcast_ref::<StringArray>()
-                            .ok_or_else(|| {
-                                Error::Internal("unexpected _smelter/runs column type".into())
-                            })
-                    };
+                    let s = |i: usize| text_column(b, i, "runs");
                     let (run, target, status, fp) = (s(0)?, s(1)?, s(2)?, s(4)?);
                     let started = b
                         .column(3)
@@ -644,6 +630,14 @@ fn runs_schema() -> SchemaRef {
         Field::new("exit_code", DataType::Int32, true),
         Field::new("fingerprint", DataType::Utf8, true),
     ]))
+}
+
+/// Column `i` of a batch read from the state table `_smelter/<table>`, cast to text.
+fn text_column<'a>(b: &'a RecordBatch, i: usize, table: &str) -> Result<&'a StringArray> {
+    b.column(i)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| Error::Internal(format!("unexpected _smelter/{table} column type")))
 }
 
 fn strings(records: &[RunRecord], f: impl Fn(&RunRecord) -> Option<&String>) -> Arc<dyn Array> {
