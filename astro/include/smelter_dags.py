@@ -30,7 +30,7 @@ import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import pendulum
@@ -38,6 +38,7 @@ from airflow.sdk import DAG, Asset
 
 # The operators and the exit-code mapping live in smelter_operators; re-exported here.
 from include.smelter_operators import (  # noqa: F401
+    DEFAULT_RETRYABLE_EXIT_CODES,
     EXIT_CONFIG,
     EXIT_DATA_QUALITY,
     EXIT_INTERNAL,
@@ -49,6 +50,7 @@ from include.smelter_operators import (  # noqa: F401
     SmelterExit,
     SmelterFatalError,
     SmelterInternalError,
+    SmelterPlanChangeSensor,
     SmelterRunOperator,
     SmelterTransientError,
     SmelterValidateOperator,
@@ -278,21 +280,8 @@ def build_smelter_dag(
     """One DAG: ``extract >> bronze >> silver >> gold``, each task one ``smelter run`` call; with
     ``settings.shape == "model"``, one task per silver/gold model (see :func:`model_task_groups`)."""
     settings = settings or SmelterSettings.load()
-    all_tags = ["smelter", f"pipeline:{pipeline.name}"]
-    all_tags += [t for t in (tags or []) if t not in all_tags]
-    workdir = settings.workdir or str(pipeline.project_dir)
-
-    default_args: dict[str, Any] = {
-        "owner": "smelter",
-        "retries": settings.retries,
-        "retry_delay": settings.retry_delay,
-        "retry_exponential_backoff": settings.retry_exponential_backoff,
-        "max_retry_delay": settings.max_retry_delay,
-    }
-    if settings.queue:
-        default_args["queue"] = settings.queue
-    if settings.pool:
-        default_args["pool"] = settings.pool
+    setup = DagSetup.of(pipeline, settings, tags or [], needs_plan=settings.shape == "model")
+    workdir, plan = setup.workdir, setup.plan
 
     with DAG(
         dag_id=dag_id,
@@ -300,13 +289,19 @@ def build_smelter_dag(
         start_date=start_date,
         catchup=False,
         max_active_runs=max_active_runs,
-        tags=all_tags,
-        default_args=default_args,
+        tags=setup.tags,
+        default_args=setup.default_args,
         description=description or f"Smelter pipeline {pipeline.name}: extract >> bronze >> silver >> gold",
         doc_md=__doc__,
     ) as dag:
         env = {"SMELTER_PIPELINE": str(pipeline.path), **OPENLINEAGE_ENV}
-        common: dict[str, Any] = {"pipeline": str(pipeline.path), "smelter_bin": settings.bin, "env": env, "cwd": workdir}
+        common: dict[str, Any] = {
+            "pipeline": str(pipeline.path),
+            "smelter_bin": settings.bin,
+            "env": env,
+            "cwd": workdir,
+            "retryable_exit_codes": setup.retryable_exit_codes,
+        }
         layers = ("extract", "bronze") if settings.shape == "model" else LAYERS
         previous = None
         for layer in layers:
@@ -323,22 +318,166 @@ def build_smelter_dag(
             if previous is not None:
                 previous >> task
             previous = task
-        if settings.shape == "model":
-            _model_tasks(pipeline, settings, common, upstream=previous)
+        if plan is not None and settings.shape == "model":
+            _model_tasks(pipeline, plan, settings, common, upstream=previous)
     return dag
 
 
-def _model_tasks(pipeline: Pipeline, settings: SmelterSettings, common: dict[str, Any], upstream: Any) -> None:
+@dataclass(frozen=True)
+class DagSetup:
+    """What every Smelter DAG of a pipeline shares: the working directory, the plan (when read), the
+    ``[airflow]`` policy, the tags and the tasks' default arguments."""
+
+    workdir: str
+    plan: dict[str, Any] | None
+    policy: dict[str, Any]
+    tags: list[str]
+    default_args: dict[str, Any]
+
+    @classmethod
+    def of(cls, pipeline: Pipeline, settings: SmelterSettings, tags: list[str], needs_plan: bool = False) -> DagSetup:
+        workdir = settings.workdir or str(pipeline.project_dir)
+        plan = pipeline_plan(pipeline, settings, workdir, needed=needs_plan)
+        policy = (plan or {}).get("airflow") or {}
+        all_tags: list[str] = []
+        for tag in ["smelter", f"pipeline:{pipeline.name}", *tags, *policy_tags(pipeline, plan)]:
+            if tag not in all_tags:
+                all_tags.append(tag)
+        default_args: dict[str, Any] = {"owner": "smelter", **policy_task_args(policy, settings)}
+        if settings.queue:
+            default_args["queue"] = settings.queue
+        return cls(workdir=workdir, plan=plan, policy=policy, tags=all_tags, default_args=default_args)
+
+    @property
+    def retryable_exit_codes(self) -> tuple[int, ...]:
+        """The pipeline's ``retryable_exit_codes`` (default 1 and 75), for the operators."""
+        return tuple(self.policy.get("retryable_exit_codes") or DEFAULT_RETRYABLE_EXIT_CODES)
+
+
+def pipeline_plan(pipeline: Pipeline, settings: SmelterSettings, workdir: str, needed: bool = False) -> dict[str, Any] | None:
+    """``smelter plan --format json`` of the pipeline when ``needed`` or when the file has an
+    ``[airflow]`` section (whose validated policy the plan carries); else ``None``, so a DAG without
+    either parses without calling the binary."""
+    if needed or "airflow" in pipeline.config:
+        return smelter_plan(settings.bin, pipeline.path, cwd=workdir)
+    return None
+
+
+def policy_tags(pipeline: Pipeline, plan: Mapping[str, Any] | None) -> list[str]:
+    """``tenant:<id>`` (from the ``[airflow]`` policy) and ``source:<type>``."""
+    policy = (plan or {}).get("airflow") or {}
+    source_type = (plan or {}).get("source", {}).get("type") or pipeline.config.get("source", {}).get("type")
+    tags = [f"tenant:{policy['tenant']}"] if policy.get("tenant") else []
+    return tags + ([f"source:{source_type}"] if source_type else [])
+
+
+def policy_task_args(policy: Mapping[str, Any], settings: SmelterSettings) -> dict[str, Any]:
+    """Task arguments from a pipeline's ``[airflow]`` policy (the ``airflow`` object of ``smelter plan
+    --format json``): a key the pipeline sets wins over the deployment setting.
+
+    ``max_retries`` -> ``retries``; ``initial_delay_seconds`` -> ``retry_delay``; ``backoff_multiplier``
+    -> ``retry_exponential_backoff`` (a multiplier in Airflow 3.3, capped by ``max_retry_delay``);
+    ``pool`` (``smelter_tenant_<tenant>``) -> ``pool``. ``retryable_exit_codes`` goes to the operators.
+    """
+
+    def pick(key: str, default: Any) -> Any:
+        value = policy.get(key)
+        return default if value is None else value
+
+    args: dict[str, Any] = {
+        "retries": int(pick("max_retries", settings.retries)),
+        "retry_delay": timedelta(seconds=float(pick("initial_delay_seconds", settings.retry_delay.total_seconds()))),
+        "retry_exponential_backoff": float(pick("backoff_multiplier", settings.retry_exponential_backoff)),
+        "max_retry_delay": settings.max_retry_delay,
+    }
+    pool = policy.get("pool") or settings.pool
+    if pool:
+        args["pool"] = pool
+    return args
+
+
+def _model_tasks(
+    pipeline: Pipeline, plan: dict[str, Any], settings: SmelterSettings, common: dict[str, Any], upstream: Any
+) -> None:
     """One task per silver/gold model (from ``smelter plan``) after ``upstream`` (bronze), in the DAG
     being defined."""
     model_task_groups(
-        smelter_plan(settings.bin, pipeline.path, cwd=common["cwd"]),
+        plan,
         upstream=upstream,
         outlets=lambda layer, table: [pipeline.outlet(layer, table)],
         timeouts=dict(settings.timeouts),
         trigger_rule="none_failed",
         **common,
     )
+
+
+def build_full_refresh_on_change_dag(
+    dag_id: str = "smelter_full_refresh_on_change",
+    schedule: Any = "@hourly",
+    poke_interval: float = 300,
+    settings: SmelterSettings | None = None,
+) -> DAG:
+    """``wait_for_changes >> full_refresh_silver >> full_refresh_gold`` for the pipeline of
+    ``SMELTER_PIPELINE``: a :class:`SmelterPlanChangeSensor` (reschedule mode) waits until models
+    changed since their last successful build, then ``smelter run --full-refresh --models <changed>``
+    rebuilds exactly those, silver first. A run that sees no change within the schedule interval
+    ends skipped (``soft_fail``)."""
+    settings = settings or SmelterSettings.load()
+    pipeline = Pipeline.load(default_pipeline_path())
+    setup = DagSetup.of(pipeline, settings, ["full-refresh"])
+    workdir = setup.workdir
+    with DAG(
+        dag_id=dag_id,
+        schedule=schedule,
+        start_date=DEFAULT_START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=setup.tags,
+        default_args=setup.default_args,
+        description=f"Full refresh of the models of {pipeline.name} whose SQL, header, upstream or contract changed",
+    ) as dag:
+        common: dict[str, Any] = {
+            "pipeline": str(pipeline.path),
+            "smelter_bin": settings.bin,
+            "env": {"SMELTER_PIPELINE": str(pipeline.path), **OPENLINEAGE_ENV},
+            "cwd": workdir,
+        }
+        wait = SmelterPlanChangeSensor(
+            task_id="wait_for_changes",
+            poke_interval=poke_interval,
+            timeout=_schedule_seconds(schedule, default=3600) - poke_interval / 2,
+            soft_fail=True,
+            retries=0,
+            **common,
+        )
+        # The sensor's XCom: the changed models, in run order. Each layer's task runs those of its
+        # layer (a layer with none exits 99: skipped); an empty selection never runs everything.
+        changed = "{{ (ti.xcom_pull(task_ids='wait_for_changes') or []) | join(',') }}"
+        refresh = {
+            layer: SmelterRunOperator(
+                task_id=f"full_refresh_{layer}",
+                layer=layer,
+                models=changed,
+                full_refresh=True,
+                retryable_exit_codes=setup.retryable_exit_codes,
+                execution_timeout=settings.timeout(layer),
+                # Gold runs after silver, whether silver refreshed models or had none to refresh.
+                trigger_rule="all_success" if layer == "silver" else "none_failed_min_one_success",
+                **common,
+            )
+            for layer in ("silver", "gold")
+        }
+        wait >> refresh["silver"]
+        [wait, refresh["silver"]] >> refresh["gold"]
+    return dag
+
+
+def _schedule_seconds(schedule: Any, default: float) -> float:
+    """The interval of a preset or timedelta schedule, in seconds; ``default`` for anything else."""
+    presets = {"@hourly": 3600, "@daily": 86400, "@weekly": 7 * 86400}
+    if isinstance(schedule, timedelta):
+        return schedule.total_seconds()
+    return float(presets.get(schedule, default))
 
 
 def build_medallion_dag(dag_id: str = "medallion_architecture_etl", schedule: str = "0 2 * * *") -> DAG:

@@ -4,6 +4,8 @@
   to Airflow's outcome, returns the run summary (``--summary-json``) as its XCom value and puts
   each written table's rows and version in the ``extra`` of its Asset event.
 - :class:`SmelterValidateOperator` runs ``smelter validate`` (exit 2 fails without retry).
+- :class:`SmelterPlanChangeSensor` waits until ``smelter plan --changed`` lists changed models and
+  pushes their names to XCom.
 - :func:`smelter_plan` reads ``smelter plan <pipeline> --format json``; :func:`model_task_groups`
   builds one task per silver/gold model from it, wired in dependency order.
 
@@ -22,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from airflow.sdk import Asset, BaseOperator, TaskGroup
+from airflow.sdk import Asset, BaseOperator, BaseSensorOperator, PokeReturnValue, TaskGroup
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 EXIT_OK = 0
@@ -75,22 +77,37 @@ class SmelterDataQualityError(SmelterFatalError):
     """Exit 3: an expectation with action ``fail`` did not hold."""
 
 
-def exception_for_exit_code(exit_code: int, layer: str | None = None) -> BaseException | None:
-    """The exception a task raises for a smelter exit code (``None`` for success)."""
+DEFAULT_RETRYABLE_EXIT_CODES: tuple[int, ...] = (EXIT_INTERNAL, EXIT_TRANSIENT)
+
+
+def exception_for_exit_code(
+    exit_code: int, layer: str | None = None, retryable: Sequence[int] = DEFAULT_RETRYABLE_EXIT_CODES
+) -> BaseException | None:
+    """The exception a task raises for a smelter exit code (``None`` for success).
+
+    ``retryable`` (the pipeline's ``[airflow] retryable_exit_codes``, default 1 and 75) are the codes
+    Airflow may retry; every other failing code raises an ``AirflowFailException``, which Airflow
+    never retries. A process killed by a signal (negative code: the OOM killer, SIGKILL) is retried.
+    """
     if exit_code == EXIT_OK:
         return None
     if exit_code == EXIT_NOTHING_TO_DO:
         where = f" (layer {layer})" if layer else ""
         return AirflowSkipException(f"smelter exited with code 99{where}: nothing to do")
+    if exit_code < 0 or exit_code in retryable:
+        if exit_code == EXIT_TRANSIENT:
+            return SmelterTransientError(exit_code, layer, "transient error")
+        if exit_code == EXIT_INTERNAL:
+            return SmelterInternalError(exit_code, layer, "internal error")
+        if exit_code < 0:
+            return SmelterExit(exit_code, layer, f"killed by signal {-exit_code}")
+        return SmelterExit(exit_code, layer, "failed (retryable by the pipeline's retryable_exit_codes)")
     if exit_code == EXIT_CONFIG:
         return SmelterConfigError(exit_code, layer, "configuration or SQL error")
     if exit_code == EXIT_DATA_QUALITY:
         return SmelterDataQualityError(exit_code, layer, "data-quality check failed")
-    if exit_code == EXIT_TRANSIENT:
-        return SmelterTransientError(exit_code, layer, "transient error")
-    if exit_code == EXIT_INTERNAL:
-        return SmelterInternalError(exit_code, layer, "internal error")
-    return SmelterExit(exit_code, layer, "unexpected exit code")
+    meaning = {EXIT_TRANSIENT: "transient error", EXIT_INTERNAL: "internal error"}.get(exit_code, "failed")
+    return SmelterFatalError(exit_code, layer, f"{meaning}; exit code not in retryable_exit_codes {sorted(retryable)}")
 
 
 # --------------------------------------------------------------------------- operators
@@ -111,6 +128,7 @@ class _SmelterBinaryOperator(BaseOperator):
         smelter_bin: str = "smelter",
         env: dict[str, str] | None = None,
         cwd: str | None = None,
+        retryable_exit_codes: Sequence[int] = DEFAULT_RETRYABLE_EXIT_CODES,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -118,6 +136,7 @@ class _SmelterBinaryOperator(BaseOperator):
         self.smelter_bin = smelter_bin
         self.env = env or {}
         self.cwd = cwd
+        self.retryable_exit_codes = tuple(retryable_exit_codes)
         self._proc: subprocess.Popen[str] | None = None
 
     def _run(self, argv: list[str], context: Any) -> int:
@@ -157,13 +176,13 @@ class SmelterRunOperator(_SmelterBinaryOperator):
     step's ``rows_inserted``, ``rows_updated``, ``version``, ``status`` and the ``run_id``.
     """
 
-    template_fields: Sequence[str] = (*_SmelterBinaryOperator.template_fields, "logical_date", "run_id")
+    template_fields: Sequence[str] = (*_SmelterBinaryOperator.template_fields, "logical_date", "run_id", "models")
 
     def __init__(
         self,
         *,
         layer: str,
-        models: Sequence[str] | None = None,
+        models: Sequence[str] | str | None = None,
         logical_date: str = "{{ ds }}",
         run_id: str = "{{ run_id }}",
         full_refresh: bool = False,
@@ -171,7 +190,9 @@ class SmelterRunOperator(_SmelterBinaryOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.layer = layer
-        self.models = list(models) if models else None
+        # A string is a comma-separated list, typically templated from XCom
+        # (``"{{ ti.xcom_pull(task_ids='changes') | join(',') }}"``); it may render empty (skip).
+        self.models = models if isinstance(models, str) or models is None else list(models)
         self.logical_date = logical_date
         self.run_id = run_id
         self.full_refresh = full_refresh
@@ -179,21 +200,32 @@ class SmelterRunOperator(_SmelterBinaryOperator):
     def command(self, summary_path: str) -> list[str]:
         """The argument list of the call."""
         argv = [self.smelter_bin, "run", self.pipeline, "--layer", self.layer]
-        if self.models:
-            argv += ["--models", ",".join(self.models)]
+        models = self.model_names()
+        if models:
+            argv += ["--models", ",".join(models)]
         argv += ["--logical-date", self.logical_date, "--run-id", self.run_id, "--log-format", "json"]
         if self.full_refresh:
             argv.append("--full-refresh")
         return argv + ["--summary-json", summary_path]
 
+    def model_names(self) -> list[str] | None:
+        """The models to run, ``None`` for all of the layer."""
+        if self.models is None:
+            return None
+        names = self.models.split(",") if isinstance(self.models, str) else self.models
+        return [n.strip() for n in names if n and n.strip()]
+
     def execute(self, context: Any) -> Any:
+        if self.models is not None and not self.model_names():
+            # Never let an empty selection fall back to every model of the layer.
+            raise AirflowSkipException(f"no models selected for layer {self.layer}")
         with tempfile.TemporaryDirectory(prefix="smelter-summary-") as tmp:
             path = Path(tmp) / "summary.json"
             code = self._run(self.command(str(path)), context)
             summary = json.loads(path.read_text()) if path.is_file() else None
         if summary is not None:
             self._annotate_assets(context, summary)
-        error = exception_for_exit_code(code, self.layer)
+        error = exception_for_exit_code(code, self.layer, self.retryable_exit_codes)
         if error is None:
             return summary
         if summary is not None and context.get("ti") is not None:
@@ -229,9 +261,85 @@ class SmelterValidateOperator(_SmelterBinaryOperator):
 
     def execute(self, context: Any) -> None:
         code = self._run([self.smelter_bin, "validate", self.pipeline, "--log-format", "json"], context)
-        error = exception_for_exit_code(code)
+        error = exception_for_exit_code(code, retryable=self.retryable_exit_codes)
         if error is not None:
             raise error
+
+
+class SmelterPlanChangeSensor(BaseSensorOperator):
+    """Waits until models of a pipeline changed: ``smelter plan <pipeline> --changed --format json``
+    lists the models whose SQL, header, upstream tables or source contracts differ from their last
+    successful build (``--since-last-success``, or ``--since-run <since_run>``).
+
+    Exit 99 (nothing changed) pokes again later; exit 0 finishes the sensor with the changed model
+    names (``["silver.a", "gold.b"]``, in run order) as its XCom return value, and the full entries
+    (model, reasons, last_run) under the key ``changes``. Exit 75 (the lake is unreachable) is
+    logged and poked again; 2 (a bad pipeline file) fails the task without retry.
+
+    Runs in ``reschedule`` mode by default: between pokes the worker slot is free. It is not
+    deferrable: a trigger runs in the triggerer, which would need the binary, the project files and
+    the lake's credentials there too; a reschedule poke is one short offline-plus-run-log read.
+    """
+
+    template_fields: Sequence[str] = ("pipeline", "since_run", "env", "cwd")
+    ui_color = "#f3e3b1"
+
+    def __init__(
+        self,
+        *,
+        pipeline: str | os.PathLike[str],
+        smelter_bin: str = "smelter",
+        since_run: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        mode: str = "reschedule",
+        poke_interval: timedelta | float = 300,
+        plan_timeout: float = 300,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(mode=mode, poke_interval=poke_interval, **kwargs)
+        self.pipeline = str(pipeline)
+        self.smelter_bin = smelter_bin
+        self.since_run = since_run
+        self.env = env or {}
+        self.cwd = cwd
+        self.plan_timeout = plan_timeout
+
+    def command(self) -> list[str]:
+        """The argument list of one poke."""
+        argv = [self.smelter_bin, "plan", self.pipeline, "--changed", "--format", "json"]
+        return argv + (["--since-run", self.since_run] if self.since_run else ["--since-last-success"])
+
+    def poke(self, context: Any) -> PokeReturnValue:
+        argv = self.command()
+        self.log.info("Running %s", " ".join(argv))
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            cwd=self.cwd,
+            env={**os.environ, **{k: str(v) for k, v in self.env.items()}},
+            timeout=self.plan_timeout,
+        )
+        for line in proc.stderr.splitlines():
+            self.log.info("%s", line)
+        if proc.returncode == EXIT_NOTHING_TO_DO:
+            self.log.info("No model changed since the last successful build.")
+            return PokeReturnValue(is_done=False)
+        if proc.returncode == EXIT_TRANSIENT:
+            self.log.warning("smelter plan exited with 75 (transient); poking again later.")
+            return PokeReturnValue(is_done=False)
+        error = exception_for_exit_code(proc.returncode)
+        if error is not None:
+            raise error
+        changes = json.loads(proc.stdout)["changed"]
+        models = [c["model"] for c in changes]
+        for c in changes:
+            self.log.info("Changed: %s (%s)", c["model"], ", ".join(c["reasons"]))
+        ti = context.get("ti") if hasattr(context, "get") else None
+        if ti is not None:
+            ti.xcom_push(key="changes", value=changes)
+        return PokeReturnValue(is_done=True, xcom_value=models)
 
 
 # --------------------------------------------------------------------------- per-model task groups

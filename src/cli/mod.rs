@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand.
 
+pub mod airflow;
 pub mod lineage;
 pub mod plan;
 pub mod profile;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Source commands: `sync` writes the source schema contracts.
     #[command(subcommand)]
     Source(source::SourceCommand),
+    /// Airflow helpers: `pools` prints the tenants' pools for `airflow pools import`.
+    #[command(subcommand)]
+    Airflow(airflow::AirflowCommand),
 }
 
 /// Runs a parsed command.
@@ -68,6 +72,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Lineage(cmd) => lineage::execute(cmd).await,
         Command::Profile(args) => profile::execute(args).await,
         Command::Source(cmd) => source::execute(cmd).await,
+        Command::Airflow(cmd) => airflow::execute(cmd),
     }
 }
 

@@ -31,13 +31,27 @@ pub struct PlanArgs {
     #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
     pub format: PlanFormat,
     /// Show column-level lineage (from the DataFusion plans) instead of the model graph.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "changed")]
     pub lineage: bool,
+    /// List the models whose SQL, header, upstream tables or source contracts changed since
+    /// their last successful build (read from the run log in the lake); exit 99 when none did.
+    #[arg(long)]
+    pub changed: bool,
+    /// With `--changed`: compare with the definitions as of this run (each model's last
+    /// successful build up to the end of that run) instead of the latest builds.
+    #[arg(long, value_name = "RUN_ID", requires = "changed")]
+    pub since_run: Option<String>,
+    /// With `--changed`: compare with each model's last successful build (the default).
+    #[arg(long, requires = "changed", conflicts_with = "since_run")]
+    pub since_last_success: bool,
 }
 
 /// Runs the command.
 pub async fn execute(args: PlanArgs) -> Result<()> {
     let plan = Plan::load(&args.pipeline)?;
+    if args.changed {
+        return changed(&plan, &args).await;
+    }
     if args.lineage {
         let lake = crate::storage::Lake::open(&plan.pipeline)?;
         let format = crate::table::for_pipeline(&plan.pipeline, &lake);
@@ -61,6 +75,80 @@ pub async fn execute(args: PlanArgs) -> Result<()> {
         PlanFormat::Mermaid => mermaid(&plan),
     };
     println!("{out}");
+    Ok(())
+}
+
+/// `plan --changed`: the models whose fingerprint differs from their last successful build (up
+/// to `--since-run`), with the reasons; exit 99 (after printing) when none changed.
+async fn changed(plan: &Plan, args: &PlanArgs) -> Result<()> {
+    use crate::plan::fingerprint::{self, Baseline, Fingerprint};
+    if args.format == PlanFormat::Mermaid {
+        return Err(crate::error::Error::Usage(
+            "--changed prints `--format table` or `--format json`, not mermaid".into(),
+        ));
+    }
+    let lake = crate::storage::Lake::open(&plan.pipeline)?;
+    let format = crate::table::for_pipeline(&plan.pipeline, &lake);
+    let ctx = crate::engine::session(&plan.pipeline, Some(&lake))?;
+    let state = crate::state::State::new(&lake, format, ctx);
+    let builds = state.last_builds(args.since_run.as_deref()).await?;
+    let current = fingerprint::of_plan(plan);
+    let changes = fingerprint::changes(plan, &current, |id| match builds.get(&id.to_string()) {
+        None => Baseline::None,
+        Some(b) => match b.fingerprint.as_deref().and_then(Fingerprint::from_json) {
+            None => Baseline::Unknown {
+                run_id: b.run_id.clone(),
+            },
+            Some(fingerprint) => Baseline::Known {
+                run_id: b.run_id.clone(),
+                fingerprint,
+            },
+        },
+    });
+    // The run compared with: the one named, else the latest run that built one of the models.
+    let since_run = args.since_run.clone().or_else(|| {
+        plan.models
+            .iter()
+            .filter_map(|m| builds.get(&m.id.to_string()))
+            .max_by_key(|b| b.started_at)
+            .map(|b| b.run_id.clone())
+    });
+    let out = match args.format {
+        PlanFormat::Json => serde_json::to_string_pretty(&json!({
+            "pipeline": plan.pipeline.name,
+            "since_run": since_run,
+            "changed": changes,
+        }))?,
+        _ => {
+            let mut t = Table::new();
+            t.load_preset(UTF8_FULL_CONDENSED);
+            t.set_header(vec!["model", "reasons", "last built by run"]);
+            for c in &changes {
+                t.add_row(vec![
+                    c.model.clone(),
+                    c.reasons.join(", "),
+                    c.last_run.clone().unwrap_or_default(),
+                ]);
+            }
+            format!(
+                "pipeline {}: {} model(s) changed since {}\n{t}",
+                plan.pipeline.name,
+                changes.len(),
+                since_run
+                    .as_deref()
+                    .map(|r| format!("run `{r}`"))
+                    .unwrap_or_else(|| "the start (no earlier run)".into())
+            )
+        }
+    };
+    println!("{out}");
+    if changes.is_empty() {
+        return Err(crate::error::Error::NothingToDo(format!(
+            "no model of {} changed since {}",
+            plan.pipeline.name,
+            since_run.as_deref().unwrap_or("the last run")
+        )));
+    }
     Ok(())
 }
 
@@ -103,6 +191,7 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
         },
         "models": models,
         "schedules": p.schedules,
+        "airflow": p.airflow,
     })
 }
 

@@ -270,6 +270,111 @@ pub struct Schedule {
     pub tags: Vec<String>,
 }
 
+/// Validated `[airflow]` policy, as `smelter plan --format json` gives it to the DAG factory.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AirflowPolicy {
+    /// Retries per task; `None`: the deployment's setting.
+    pub max_retries: Option<u32>,
+    /// First retry delay in seconds; `None`: the deployment's setting.
+    pub initial_delay_seconds: Option<u64>,
+    /// Growth factor of the retry delay; `None`: the deployment's setting (2.0).
+    pub backoff_multiplier: Option<f64>,
+    /// Exit codes that are retried; every other failing code fails the task at once.
+    pub retryable_exit_codes: Vec<i32>,
+    /// Tenant id, if any.
+    pub tenant: Option<String>,
+    /// Slots of the tenant's pool.
+    pub concurrency_per_tenant: u32,
+    /// The tenant's Airflow pool, `smelter_tenant_<tenant>`.
+    pub pool: Option<String>,
+}
+
+/// The Airflow pool of a tenant.
+pub fn tenant_pool(tenant: &str) -> String {
+    format!("smelter_tenant_{tenant}")
+}
+
+/// Validates `[airflow]`; problems are reported as `(key, message)`.
+fn airflow_policy(raw: &raw::AirflowFile, problem: &mut dyn FnMut(&str, String)) -> AirflowPolicy {
+    if raw.max_retries.is_some_and(|n| n > 100) {
+        problem(
+            "airflow.max_retries",
+            format!(
+                "{} is too many; use 0 to 100",
+                raw.max_retries.unwrap_or_default()
+            ),
+        );
+    }
+    if let Some(d) = raw.initial_delay_seconds.filter(|d| *d > 86_400) {
+        problem(
+            "airflow.initial_delay_seconds",
+            format!("{d} is more than a day; use 0 to 86400"),
+        );
+    }
+    if let Some(m) = raw
+        .backoff_multiplier
+        .filter(|m| !(m.is_finite() && (1.0..=10.0).contains(m)))
+    {
+        problem(
+            "airflow.backoff_multiplier",
+            format!("{m} must be a number from 1.0 (a constant delay) to 10.0"),
+        );
+    }
+    let mut codes: Vec<i32> = Vec::new();
+    for c in raw.retryable_exit_codes.clone().unwrap_or(vec![1, 75]) {
+        match c {
+            0 | 99 => problem(
+                "airflow.retryable_exit_codes",
+                format!("{c} is not a failure (0 is success, 99 nothing to do); list failing codes such as 1 and 75"),
+            ),
+            1..=255 => {
+                if !codes.contains(&(c as i32)) {
+                    codes.push(c as i32);
+                }
+            }
+            _ => problem(
+                "airflow.retryable_exit_codes",
+                format!("{c} is not an exit code; use 1 to 255"),
+            ),
+        }
+    }
+    codes.sort_unstable();
+    let tenant = raw.tenant.clone();
+    if let Some(t) = &tenant {
+        if t.is_empty()
+            || t.len() > 200
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            problem(
+                "airflow.tenant",
+                format!("`{t}` must be 1 to 200 letters, digits, `_` or `-` (it names the pool `smelter_tenant_<tenant>`)"),
+            );
+        }
+    }
+    match (raw.concurrency_per_tenant, &tenant) {
+        (Some(0), _) => problem(
+            "airflow.concurrency_per_tenant",
+            "must be at least 1".into(),
+        ),
+        (Some(_), None) => problem(
+            "airflow.concurrency_per_tenant",
+            "needs `airflow.tenant`: it sets the slots of the tenant's pool".into(),
+        ),
+        _ => {}
+    }
+    AirflowPolicy {
+        max_retries: raw.max_retries,
+        initial_delay_seconds: raw.initial_delay_seconds,
+        backoff_multiplier: raw.backoff_multiplier,
+        retryable_exit_codes: codes,
+        pool: tenant.as_deref().map(tenant_pool),
+        tenant,
+        concurrency_per_tenant: raw.concurrency_per_tenant.unwrap_or(1),
+    }
+}
+
 /// A validated pipeline file.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -303,6 +408,8 @@ pub struct Pipeline {
     pub lineage: Lineage,
     /// Profiling settings.
     pub profile: ProfileSettings,
+    /// Airflow retry and tenant policy (`[airflow]`).
+    pub airflow: AirflowPolicy,
 }
 
 /// How tables are profiled after each write.
@@ -1029,6 +1136,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
     }
 
     let profile = profile_settings(&raw.profile, &mut |k, m| problem(k, m));
+    let airflow = airflow_policy(&raw.airflow, &mut |k, m| problem(k, m));
 
     if !problems.is_empty() {
         return Err(Error::Invalid(problems));
@@ -1098,6 +1206,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             retries: raw.lineage.retries.unwrap_or(5).max(1),
         },
         profile,
+        airflow,
     })
 }
 
@@ -1449,5 +1558,82 @@ mod tests {
         assert!(table(Some("SELECT FROM WHERE ("))
             .upstream_objects()
             .is_empty());
+    }
+
+    /// Loads a sample pipeline with `airflow` appended (an `[airflow]` section or nothing).
+    fn load_airflow(airflow: &str) -> crate::error::Result<super::Pipeline> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipelines/t.toml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"t\"\n[source]\ntype = \"sample\"\n[[source.tables]]\nname = \"customers\"\n[storage]\nroot = \"lake\"\n{airflow}"
+            ),
+        )
+        .unwrap();
+        super::load(&path)
+    }
+
+    #[test]
+    fn airflow_policy_defaults_and_values() {
+        let p = load_airflow("").unwrap().airflow;
+        assert_eq!(p.max_retries, None);
+        assert_eq!(p.retryable_exit_codes, vec![1, 75]);
+        assert_eq!(
+            (p.tenant, p.pool, p.concurrency_per_tenant),
+            (None, None, 1)
+        );
+
+        let p = load_airflow(
+            "[airflow]\nmax_retries = 5\ninitial_delay_seconds = 30\nbackoff_multiplier = 1.5\nretryable_exit_codes = [75, 1, 75]\ntenant = \"acme-eu\"\nconcurrency_per_tenant = 2\n",
+        )
+        .unwrap()
+        .airflow;
+        assert_eq!(p.max_retries, Some(5));
+        assert_eq!(p.initial_delay_seconds, Some(30));
+        assert_eq!(p.backoff_multiplier, Some(1.5));
+        assert_eq!(p.retryable_exit_codes, vec![1, 75]);
+        assert_eq!(p.tenant.as_deref(), Some("acme-eu"));
+        assert_eq!(p.pool.as_deref(), Some("smelter_tenant_acme-eu"));
+        assert_eq!(p.concurrency_per_tenant, 2);
+    }
+
+    #[test]
+    fn bad_airflow_values_are_all_reported_with_their_keys() {
+        let e = load_airflow(
+            "[airflow]\nmax_retries = 500\ninitial_delay_seconds = 100000\nbackoff_multiplier = 0.5\nretryable_exit_codes = [0, 99, 300]\ntenant = \"acme eu\"\nconcurrency_per_tenant = 0\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE);
+        let text = e.to_string();
+        for key in [
+            "airflow.max_retries",
+            "airflow.initial_delay_seconds",
+            "airflow.backoff_multiplier",
+            "airflow.tenant",
+            "airflow.concurrency_per_tenant",
+        ] {
+            assert!(
+                text.contains(&format!("key `{key}`")),
+                "{key} missing: {text}"
+            );
+        }
+        for code in [
+            "0 is not a failure",
+            "99 is not a failure",
+            "300 is not an exit code",
+        ] {
+            assert!(text.contains(code), "{code}: {text}");
+        }
+        let e = load_airflow("[airflow]\nconcurrency_per_tenant = 3\n").unwrap_err();
+        assert!(e.to_string().contains("needs `airflow.tenant`"), "{e}");
+        let e = load_airflow("[airflow]\nretries = 3\n").unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::USAGE);
+        assert!(
+            e.to_string().contains("unknown field `retries`")
+                && e.to_string().contains("max_retries"),
+            "{e}"
+        );
     }
 }

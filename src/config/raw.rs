@@ -57,6 +57,39 @@ pub struct PipelineFile {
     /// Schedules, read by the Airflow DAG factory.
     #[serde(default)]
     pub schedule: Vec<ScheduleFile>,
+    /// Retry policy and tenant serialization of the pipeline's Airflow tasks, read by the DAG
+    /// factory through `smelter plan --format json`.
+    #[serde(default)]
+    pub airflow: AirflowFile,
+}
+
+/// `[airflow]`: how the Airflow DAG factory retries and serializes this pipeline's tasks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AirflowFile {
+    /// Retries per task after the first try (0 to 100; default: the deployment's
+    /// `SMELTER_RETRIES`, else 3).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// Delay before the first retry, in seconds (0 to 86400; default: the deployment's
+    /// `SMELTER_RETRY_DELAY_SECONDS`, else 300).
+    #[serde(default)]
+    pub initial_delay_seconds: Option<u64>,
+    /// Each retry waits this many times longer than the one before (1.0 to 10.0; default 2.0).
+    #[serde(default)]
+    pub backoff_multiplier: Option<f64>,
+    /// Exit codes of `smelter` that Airflow retries (default `[1, 75]`); any other failing code
+    /// fails the task at once. 0 and 99 (success, nothing to do) are not failures.
+    #[serde(default)]
+    pub retryable_exit_codes: Option<Vec<i64>>,
+    /// Tenant id: tags the DAGs `tenant:<id>` and runs their tasks in the Airflow pool
+    /// `smelter_tenant_<id>` (letters, digits, `_`, `-`).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Slots of the tenant's pool: how many tasks of the tenant's pipelines run at once
+    /// (default 1: one at a time, so two pipelines of a tenant never race on its lake).
+    #[serde(default)]
+    pub concurrency_per_tenant: Option<u32>,
 }
 
 /// `[source]`.

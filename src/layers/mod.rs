@@ -63,6 +63,7 @@ impl Runtime {
             models: None,
             full_refresh: false,
             registered: Arc::default(),
+            fingerprints: Arc::new(crate::plan::fingerprint::of_plan(plan)),
         }
     }
 }
@@ -89,6 +90,10 @@ pub struct RunContext<'a> {
     pub full_refresh: bool,
     /// Lake tables registered in `ctx` and unchanged since (see [`RunContext::register`]).
     pub registered: Arc<tokio::sync::Mutex<std::collections::HashSet<TableId>>>,
+    /// The fingerprint of every bronze table and model, by `<layer>.<table>`, recorded with
+    /// their steps in the run log (see [`crate::plan::fingerprint`]).
+    pub fingerprints:
+        Arc<std::collections::BTreeMap<String, crate::plan::fingerprint::Fingerprint>>,
 }
 
 impl RunContext<'_> {
@@ -132,7 +137,6 @@ impl RunContext<'_> {
             attempt: self.attempt.to_string(),
             pipeline: self.plan.pipeline.name.clone(),
             layer: layer.as_str().into(),
-            target,
             status: status.into(),
             exit_code: None,
             rows: metrics.rows_inserted,
@@ -142,6 +146,11 @@ impl RunContext<'_> {
             duration_ms,
             message,
             details: details.to_string(),
+            fingerprint: self
+                .fingerprints
+                .get(&target)
+                .map(crate::plan::fingerprint::Fingerprint::to_json),
+            target,
             profile: None,
         }
     }

@@ -5,6 +5,7 @@
 //! topologically across silver and gold. Templated values (`{{ logical_date }}`, `{{ run_id }}`,
 //! `{{ var.x }}`) become bound query parameters, never spliced text.
 
+pub mod fingerprint;
 pub mod graph;
 pub mod header;
 pub mod ident;

@@ -5,6 +5,7 @@
 
 pub mod summary;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -94,6 +95,9 @@ pub struct RunRecord {
     pub message: Option<String>,
     /// Step details as JSON (write metrics, expectation results, drift findings).
     pub details: String,
+    /// The target's [`crate::plan::fingerprint::Fingerprint`] as JSON, for bronze tables and
+    /// models; `None` for landing tables and layer-level failures.
+    pub fingerprint: Option<String>,
     /// The profile of the table this step wrote, when profiling is on (not stored in the run
     /// log: the profile history `_smelter/profiles` holds it).
     #[serde(skip)]
@@ -281,14 +285,7 @@ impl State {
             .await?;
         let mut out = Vec::new();
         for b in &batches {
-            let column = |i: usize| {
-                b.column(i)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| {
-                        Error::Internal("unexpected _smelter/windows column type".into())
-                    })
-            };
+            let column = |i: usize| text_column(b, i, "windows");
             let (run, table, bronze, status) = (column(0)?, column(1)?, column(2)?, column(3)?);
             for i in 0..b.num_rows() {
                 let get = |a: &StringArray| a.is_valid(i).then(|| a.value(i).to_string());
@@ -383,6 +380,7 @@ impl State {
                 Arc::new(arrow::array::Int32Array::from_iter(
                     records.iter().map(|r| r.exit_code),
                 )),
+                strings(records, |r| r.fingerprint.as_ref()),
             ],
         )?;
         self.append("runs", batch).await
@@ -501,6 +499,118 @@ impl State {
     }
 }
 
+/// One successful build (`success` or `already_committed`) of a target, from the run log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    /// The run id.
+    pub run_id: String,
+    /// When the step started, µs since the epoch.
+    pub started_at: i64,
+    /// The recorded fingerprint JSON; `None` in records written before fingerprints existed.
+    pub fingerprint: Option<String>,
+}
+
+impl State {
+    /// The last successful build of every target in the run log, keyed by target. With
+    /// `until`, only builds that started no later than the last record of run `until`; a run id
+    /// the log does not hold is a usage error (exit 2) listing the latest runs.
+    pub async fn last_builds(&self, until: Option<&str>) -> Result<BTreeMap<String, Build>> {
+        let rows = match self.read("runs").await? {
+            None => Vec::new(),
+            Some(df) => {
+                let text = |c: &str| datafusion::logical_expr::cast(col(c), DataType::Utf8);
+                // Run logs written before fingerprints existed have no such column.
+                let fingerprint = if df
+                    .schema()
+                    .field_with_unqualified_name("fingerprint")
+                    .is_ok()
+                {
+                    text("fingerprint")
+                } else {
+                    lit(datafusion::scalar::ScalarValue::Utf8(None))
+                };
+                let batches = df
+                    .select(vec![
+                        text("run_id"),
+                        text("target"),
+                        text("status"),
+                        datafusion::logical_expr::cast(col("started_at"), DataType::Int64),
+                        fingerprint,
+                    ])?
+                    .collect()
+                    .await?;
+                let mut rows = Vec::new();
+                for b in &batches {
+                    let s = |i: usize| text_column(b, i, "runs");
+                    let (run, target, status, fp) = (s(0)?, s(1)?, s(2)?, s(4)?);
+                    let started = b
+                        .column(3)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .ok_or_else(|| Error::Internal("unexpected started_at type".into()))?;
+                    for i in 0..b.num_rows() {
+                        rows.push((
+                            run.value(i).to_string(),
+                            target.value(i).to_string(),
+                            status.value(i).to_string(),
+                            started.value(i),
+                            fp.is_valid(i).then(|| fp.value(i).to_string()),
+                        ));
+                    }
+                }
+                rows
+            }
+        };
+        let bound = match until {
+            None => i64::MAX,
+            Some(run_id) => match rows.iter().filter(|r| r.0 == run_id).map(|r| r.3).max() {
+                Some(t) => t,
+                None => {
+                    let mut latest: Vec<(i64, &str)> = Vec::new();
+                    for r in &rows {
+                        match latest.iter_mut().find(|l| l.1 == r.0) {
+                            Some(l) => l.0 = l.0.max(r.3),
+                            None => latest.push((r.3, r.0.as_str())),
+                        }
+                    }
+                    latest.sort_by(|a, b| b.cmp(a));
+                    return Err(Error::Usage(format!(
+                        "--since-run: the run log ({}) has no run `{run_id}`; latest runs: {}",
+                        crate::storage::redact(&self.lake.state_url("runs")),
+                        if latest.is_empty() {
+                            "none".to_string()
+                        } else {
+                            latest
+                                .iter()
+                                .take(5)
+                                .map(|(_, r)| format!("`{r}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    )));
+                }
+            },
+        };
+        let mut out: BTreeMap<String, Build> = BTreeMap::new();
+        for (run_id, target, status, started_at, fingerprint) in rows {
+            if !matches!(status.as_str(), "success" | "already_committed") || started_at > bound {
+                continue;
+            }
+            if out.get(&target).is_none_or(|b| b.started_at <= started_at) {
+                out.insert(
+                    target,
+                    Build {
+                        run_id,
+                        started_at,
+                        fingerprint,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn runs_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("run_id", DataType::Utf8, false),
@@ -518,7 +628,16 @@ fn runs_schema() -> SchemaRef {
         // Added later: nullable, so run logs written before them stay readable.
         Field::new("attempt", DataType::Utf8, true),
         Field::new("exit_code", DataType::Int32, true),
+        Field::new("fingerprint", DataType::Utf8, true),
     ]))
+}
+
+/// Column `i` of a batch read from the state table `_smelter/<table>`, cast to text.
+fn text_column<'a>(b: &'a RecordBatch, i: usize, table: &str) -> Result<&'a StringArray> {
+    b.column(i)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| Error::Internal(format!("unexpected _smelter/{table} column type")))
 }
 
 fn strings(records: &[RunRecord], f: impl Fn(&RunRecord) -> Option<&String>) -> Arc<dyn Array> {

@@ -258,6 +258,7 @@ mod tests {
             duration_ms: 5,
             message: None,
             details: details.to_string(),
+            fingerprint: None,
             profile: None,
         }
     }

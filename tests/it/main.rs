@@ -1,6 +1,7 @@
 //! Integration tests: one binary, each module drives the real `smelter` binary on a temp project
 //! (a copy of the demo SQL with a small scale factor) and reads the lake back with DataFusion.
 
+mod changes;
 mod cli_errors;
 mod contracts;
 mod emit;

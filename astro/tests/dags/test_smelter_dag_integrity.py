@@ -32,8 +32,9 @@ def _render(task, run_id: str = "scheduled__2024-05-01T02:00:00+00:00", ds: str 
 
 def test_no_import_errors_and_expected_dags(project: Project) -> None:
     bag = _bag_without_errors()
-    # medallion DAG + the two enabled [[schedule]] entries; the disabled one makes no DAG
-    assert set(bag.dag_ids) == {MEDALLION, "smelter_demo_daily", "smelter_demo_2"}
+    # medallion DAG + the full refresh on change + the two enabled [[schedule]] entries; the
+    # disabled one makes no DAG
+    assert set(bag.dag_ids) == {MEDALLION, "smelter_full_refresh_on_change", "smelter_demo_daily", "smelter_demo_2"}
 
 
 def test_medallion_dag_shape(project: Project) -> None:
@@ -187,9 +188,10 @@ def test_missing_pipeline_is_an_import_error(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("SMELTER_PIPELINE", str(tmp_path / "nope.toml"))
     monkeypatch.setenv("SMELTER_PIPELINES_DIR", str(tmp_path))
     errors = sdt.dagbag().import_errors
-    [(path, message)] = errors.items()
-    assert path.endswith("medallion_architecture_etl.py")
-    assert "nope.toml not found" in message and "SMELTER_PIPELINE" in message
+    # both DAG files of the SMELTER_PIPELINE pipeline report it
+    assert sorted(Path(p).name for p in errors) == ["medallion_architecture_etl.py", "smelter_full_refresh_on_change.py"]
+    for message in errors.values():
+        assert "nope.toml not found" in message and "SMELTER_PIPELINE" in message
 
 
 # --------------------------------------------------------------------------- [[schedule]] factory
@@ -199,7 +201,7 @@ def test_schedule_dags(project: Project) -> None:
     bag = _bag_without_errors()
     daily = bag.get_dag("smelter_demo_daily")
     assert daily.schedule == "0 2 * * *"
-    assert set(daily.tags) == {"smelter", "pipeline:demo", "logistics"}
+    assert set(daily.tags) == {"smelter", "pipeline:demo", "logistics", "source:sample"}
     assert daily.max_active_runs == 1
     assert daily.catchup is False
     assert daily.start_date.tzinfo.name == "UTC"
@@ -208,7 +210,7 @@ def test_schedule_dags(project: Project) -> None:
     assert hourly.schedule == timedelta(hours=1)
     assert hourly.max_active_runs == 2
     assert hourly.start_date == pendulum.datetime(2024, 1, 1, tz="Europe/Paris")
-    assert set(hourly.tags) == {"smelter", "pipeline:demo"}
+    assert set(hourly.tags) == {"smelter", "pipeline:demo", "source:sample"}
 
     for dag in (daily, hourly):
         assert [t.task_id for t in dag.topological_sort()] == LAYERS

@@ -39,7 +39,7 @@ def _operator(layer: str, **kwargs):
         (1, "SmelterInternalError", False),
         (2, "SmelterConfigError", True),
         (3, "SmelterDataQualityError", True),
-        (4, "SmelterExit", False),
+        (4, "SmelterFatalError", True),  # not in the default retryable_exit_codes (1, 75)
         (75, "SmelterTransientError", False),
     ],
 )
@@ -80,8 +80,13 @@ def test_exception_for_exit_code_table() -> None:
     assert isinstance(sd.exception_for_exit_code(99), AirflowSkipException)
     assert isinstance(sd.exception_for_exit_code(2), AirflowFailException)
     assert isinstance(sd.exception_for_exit_code(3), AirflowFailException)
-    for code in (1, 75, 137):
+    for code in (1, 75, -9):  # -9: killed by SIGKILL (the OOM killer): retried
         assert not isinstance(sd.exception_for_exit_code(code), AirflowFailException)
+    assert isinstance(sd.exception_for_exit_code(137), AirflowFailException)
+    # A pipeline's retryable_exit_codes decide: 1 fatal, 4 retried.
+    assert isinstance(sd.exception_for_exit_code(1, retryable=[75]), AirflowFailException)
+    assert not isinstance(sd.exception_for_exit_code(4, retryable=[4, 75]), AirflowFailException)
+    assert isinstance(sd.exception_for_exit_code(2, retryable=[75]), sd.SmelterConfigError)
 
 
 # --------------------------------------------------------------------------- real DagRuns
