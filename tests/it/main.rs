@@ -3,6 +3,7 @@
 
 mod cli_errors;
 mod contracts;
+mod deletes;
 mod emit;
 mod expectations;
 mod failures;
