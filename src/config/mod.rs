@@ -1252,7 +1252,8 @@ fn read_mode(
                     );
                 }
             }
-            if !keyed {
+            // The key is read by the source itself (the join), so it must be in the pipeline.
+            if t.key.is_empty() {
                 problem(
                     &format!("{key}.key"),
                     "`mode = \"change_tracking\"` needs the table's primary key columns (`key = [..]`), which join CHANGETABLE to the table".into(),

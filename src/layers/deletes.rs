@@ -18,7 +18,7 @@
 
 use datafusion::common::{Column, JoinType};
 use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{cast, lit, Expr, ExprFunctionExt};
+use datafusion::logical_expr::{binary_expr, cast, lit, Expr, ExprFunctionExt, Operator};
 use datafusion::prelude::{DataFrame, ParquetReadOptions};
 use datafusion::scalar::ScalarValue;
 use tracing::{info, warn};
@@ -104,12 +104,18 @@ pub async fn with_ops(
                 keys.iter()
                     .enumerate()
                     .map(|(i, k)| column(k).alias(format!("{KEY}{i}")))
-                    .collect(),
+                    .collect::<Vec<Expr>>(),
             )?;
         let on: Vec<Expr> = keys
             .iter()
             .enumerate()
-            .map(|(i, k)| column(k).is_not_distinct_from(column(&format!("{KEY}{i}"))))
+            .map(|(i, k)| {
+                binary_expr(
+                    column(k),
+                    Operator::IsNotDistinctFrom,
+                    column(&format!("{KEY}{i}")),
+                )
+            })
             .collect();
         current.join_on(snapshot, JoinType::LeftAnti, on)?
     };

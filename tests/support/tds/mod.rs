@@ -263,7 +263,7 @@ impl TdsServer {
         let batch = tracked.batch().expect("tracked rows");
         let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])
             .expect("tracked table");
-        let name = datafusion::sql::TableReference::partial("dbo", change_tracking::TABLE);
+        let name = datafusion::common::TableReference::partial("dbo", change_tracking::TABLE);
         let ctx = &self.shared.ctx;
         ctx.deregister_table(name.clone()).expect("deregister");
         ctx.register_table(name, Arc::new(table))
