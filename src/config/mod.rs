@@ -1213,8 +1213,8 @@ fn read_mode(
             }
         },
     };
-    let keyed = !t.key.is_empty()
-        || !crate::extract::contract::stored_key(schemas_dir, &t.name).is_empty();
+    let keyed =
+        !t.key.is_empty() || !crate::extract::contract::stored_key(schemas_dir, &t.name).is_empty();
     let detect = t.detect_deletes == Some(true);
     match mode {
         ReadMode::Full if t.watermark.is_some() => problem(
@@ -1244,11 +1244,14 @@ fn read_mode(
                 if set {
                     problem(
                         &format!("{key}.{name}"),
-                        format!("does not apply with `mode = \"change_tracking\"` ({})", match name {
-                            "query" => "CHANGETABLE reads a table: give its `object`",
-                            "detect_deletes" => "change tracking reports deletes itself",
-                            _ => "the synced change-tracking version is the table's watermark",
-                        }),
+                        format!(
+                            "does not apply with `mode = \"change_tracking\"` ({})",
+                            match name {
+                                "query" => "CHANGETABLE reads a table: give its `object`",
+                                "detect_deletes" => "change tracking reports deletes itself",
+                                _ => "the synced change-tracking version is the table's watermark",
+                            }
+                        ),
                     );
                 }
             }

@@ -136,7 +136,17 @@ pub async fn run(
     // is the run "nothing to do" (exit 99).
     let mut nothing = Vec::new();
     for table in &plan.pipeline.source.tables {
-        match extract_table(plan, source.as_ref(), lake, state, params, table, full_refresh).await {
+        match extract_table(
+            plan,
+            source.as_ref(),
+            lake,
+            state,
+            params,
+            table,
+            full_refresh,
+        )
+        .await
+        {
             Ok(m) => out.push(m),
             Err(Error::NothingToDo(why)) => {
                 info!(table = %table.name, reason = %why, "Nothing to land.");
@@ -277,9 +287,7 @@ async fn extract_table(
         .iter()
         .filter_map(|r| r.2.clone())
         .max_by_key(|w| w.value);
-    let watermark_to = change_version
-        .or(max_wm)
-        .or_else(|| watermark_from.clone());
+    let watermark_to = change_version.or(max_wm).or_else(|| watermark_from.clone());
     let manifest = Manifest {
         table: table.name.clone(),
         run_id: params.run_id.clone(),

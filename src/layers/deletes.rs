@@ -54,7 +54,12 @@ pub async fn with_ops(
 ) -> Result<Option<DataFrame>> {
     let landed = match landed {
         Some(df) if df.schema().field_with_unqualified_name(OP_COLUMN).is_err() => {
-            let mut exprs: Vec<Expr> = df.schema().columns().into_iter().map(Expr::Column).collect();
+            let mut exprs: Vec<Expr> = df
+                .schema()
+                .columns()
+                .into_iter()
+                .map(Expr::Column)
+                .collect();
             exprs.push(lit("U").alias(OP_COLUMN));
             Some(df.select(exprs)?)
         }
@@ -175,7 +180,10 @@ fn current_state(
     change_tracked: bool,
 ) -> Result<DataFrame> {
     const RN: &str = "__smelter_current_rn";
-    let has_op = bronze.schema().field_with_unqualified_name(OP_COLUMN).is_ok();
+    let has_op = bronze
+        .schema()
+        .field_with_unqualified_name(OP_COLUMN)
+        .is_ok();
     let bronze = bronze.filter(column("_run_id").not_eq(lit(rc.params.run_id.as_str())))?;
     let bronze = if has_op {
         bronze
@@ -207,6 +215,10 @@ fn current_state(
         .alias(RN);
     Ok(bronze
         .window(vec![rn])?
-        .filter(column(RN).eq(lit(1u64)).and(column(OP_COLUMN).not_eq(lit("D"))))?
+        .filter(
+            column(RN)
+                .eq(lit(1u64))
+                .and(column(OP_COLUMN).not_eq(lit("D"))),
+        )?
         .drop_columns(&[RN])?)
 }

@@ -402,7 +402,8 @@ async fn run_steps(rc: &RunContext<'_>, layer: Layer, records: &mut Vec<RunRecor
     match layer {
         Layer::Extract => {
             let started = now_us();
-            let metrics = crate::extract::run(rc.plan, rc.lake, rc.state, rc.params, rc.full_refresh).await?;
+            let metrics =
+                crate::extract::run(rc.plan, rc.lake, rc.state, rc.params, rc.full_refresh).await?;
             records.extend(metrics.iter().map(|m| {
                 let written = WriteMetrics {
                     rows_inserted: m.rows,

@@ -86,12 +86,24 @@ async fn detect_deletes_turns_keys_missing_from_a_full_snapshot_into_delete_rows
     snapshot(
         &p,
         "d1.csv",
-        &["1,ann,10.5", "2,bob,20.5", "3,cy,30.5", "4,dee,40.5", "5,eve,50.5"],
+        &[
+            "1,ann,10.5",
+            "2,bob,20.5",
+            "3,cy,30.5",
+            "4,dee,40.5",
+            "5,eve,50.5",
+        ],
     );
     land(&p, "r1");
     assert_eq!(
         bronze_run(&p, "r1").await,
-        ["U|1|ann|10.5", "U|2|bob|20.5", "U|3|cy|30.5", "U|4|dee|40.5", "U|5|eve|50.5"]
+        [
+            "U|1|ann|10.5",
+            "U|2|bob|20.5",
+            "U|3|cy|30.5",
+            "U|4|dee|40.5",
+            "U|5|eve|50.5"
+        ]
     );
 
     // Keys 3 and 5 removed, 2 changed: the deletes carry the last values of their keys.
@@ -119,7 +131,12 @@ async fn detect_deletes_turns_keys_missing_from_a_full_snapshot_into_delete_rows
     land(&p, "r3");
     assert_eq!(
         bronze_run(&p, "r3").await,
-        ["U|1|ann|10.5", "U|2|bob|99.5", "U|3|cy|31.5", "D|4|dee|40.5"]
+        [
+            "U|1|ann|10.5",
+            "U|2|bob|99.5",
+            "U|3|cy|31.5",
+            "D|4|dee|40.5"
+        ]
     );
 
     // An empty snapshot deletes every key still present, with its newest values.
@@ -204,7 +221,16 @@ fn change_tracking_configuration_errors_exit_2() {
         "",
     );
     let out = p.smelter_env(
-        &["run", "{p}", "--layer", "extract", "--logical-date", "2026-11-02", "--run-id", "r1"],
+        &[
+            "run",
+            "{p}",
+            "--layer",
+            "extract",
+            "--logical-date",
+            "2026-11-02",
+            "--run-id",
+            "r1",
+        ],
         ENV,
     );
     let text = expect_code(&out, &["extract"], 2);
@@ -277,7 +303,9 @@ async fn change_tracking_lands_changes_and_deletes_and_resyncs_after_cleanup() {
     );
     assert_eq!(synced_version(&p).await, v0);
     // Only the key stays NOT NULL: a delete row carries nothing else.
-    let schema = p.query(&[("b", "bronze/tracked")], "SELECT * FROM b LIMIT 1").await;
+    let schema = p
+        .query(&[("b", "bronze/tracked")], "SELECT * FROM b LIMIT 1")
+        .await;
     let schema = schema[0].schema();
     for (column, nullable) in [
         ("id", false),
@@ -312,10 +340,23 @@ async fn change_tracking_lands_changes_and_deletes_and_resyncs_after_cleanup() {
         .expect("a landed file");
     std::fs::write(&part, b"not parquet").unwrap();
     let out = p.smelter_env(
-        &["run", "{p}", "--layer", "bronze", "--logical-date", "2026-11-02", "--run-id", "r2"],
+        &[
+            "run",
+            "{p}",
+            "--layer",
+            "bronze",
+            "--logical-date",
+            "2026-11-02",
+            "--run-id",
+            "r2",
+        ],
         ENV,
     );
-    assert_ne!(out.status.code(), Some(0), "bronze of a corrupt landing file");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "bronze of a corrupt landing file"
+    );
     assert_eq!(synced_version(&p).await, v0);
 
     // The retry reads the same changes again and commits them once.
@@ -387,6 +428,28 @@ async fn change_tracking_lands_changes_and_deletes_and_resyncs_after_cleanup() {
     );
     assert_eq!(synced_version(&p).await, v8);
 
+    // `--full-refresh` re-syncs in full: every row at the current version, no delete.
+    let args = [
+        "run",
+        "{p}",
+        "--layer",
+        "extract",
+        "--logical-date",
+        "2026-11-02",
+        "--run-id",
+        "r5",
+        "--full-refresh",
+    ];
+    expect_code(&p.smelter_env(&args, ENV), &args, 0);
+    ct_layer(&p, "bronze", "r5", 0);
+    let r5 = ct_run(&p, "r5").await;
+    assert_eq!(r5.len(), 5, "{r5:?}");
+    assert!(
+        r5.iter()
+            .all(|r| r.starts_with("U|") && r.ends_with(&format!("|{v8}"))),
+        "{r5:?}"
+    );
+
     // Every CHANGETABLE read started from a valid version (the fixture refuses others), and the
     // versions were bound as parameters.
     let reads: Vec<_> = s
@@ -395,5 +458,7 @@ async fn change_tracking_lands_changes_and_deletes_and_resyncs_after_cleanup() {
         .filter(|r| r.sql.contains("CHANGETABLE"))
         .collect();
     assert_eq!(reads.len(), 3, "r2 twice, r4");
-    assert!(reads.iter().all(|r| r.sql.contains("@P1") && r.params.len() == 1));
+    assert!(reads
+        .iter()
+        .all(|r| r.sql.contains("@P1") && r.params.len() == 1));
 }

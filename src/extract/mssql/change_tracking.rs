@@ -288,8 +288,11 @@ mod tests {
     #[test]
     fn changes_query_takes_keys_from_the_change_table_and_binds_the_version() {
         let col = |name: &str, ty: &str| {
-            types::map_column("sales.orders", &types::column_of_type(name, ty, true).unwrap())
-                .unwrap()
+            types::map_column(
+                "sales.orders",
+                &types::column_of_type(name, ty, true).unwrap(),
+            )
+            .unwrap()
         };
         let mappings = vec![
             col("region", "nvarchar(10)"),

@@ -448,8 +448,10 @@ async fn start_read(
         .watermark
         .as_ref()
         .and_then(|c| schema.index_of(c).ok());
-    let partitions =
-        spawn_partitions(settings, &what, client, table, &mappings, base, batch_size, None).await?;
+    let partitions = spawn_partitions(
+        settings, &what, client, table, &mappings, base, batch_size, None,
+    )
+    .await?;
     Ok(TableRead {
         columns: shapes(&mappings),
         schema,

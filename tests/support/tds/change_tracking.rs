@@ -95,7 +95,11 @@ impl Tracked {
     /// Inserts or updates row `id` in one transaction (`amount` in hundredths); returns the
     /// transaction's version.
     pub fn upsert(&mut self, id: i32, name: &str, amount: Option<i128>) -> i64 {
-        let op = if self.rows.contains_key(&id) { 'U' } else { 'I' };
+        let op = if self.rows.contains_key(&id) {
+            'U'
+        } else {
+            'I'
+        };
         self.rows.insert(id, (name.to_string(), amount));
         self.commit(id, op)
     }
@@ -197,7 +201,10 @@ impl Tracked {
         let mut changes = None;
         let current = "CHANGE_TRACKING_CURRENT_VERSION()";
         if let Some(i) = out.find(current) {
-            out.replace_range(i..i + current.len(), &format!("CAST({} AS BIGINT)", self.current));
+            out.replace_range(
+                i..i + current.len(),
+                &format!("CAST({} AS BIGINT)", self.current),
+            );
         }
         let min_valid = "CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID($1))";
         if let Some(i) = out.find(min_valid) {
@@ -222,8 +229,7 @@ impl Tracked {
             out.replace_range(i..i + table.len(), changes_table);
         }
         let left = out.to_ascii_uppercase();
-        if left.contains("CHANGE_TRACKING") || left.contains("CHANGETABLE") || out.contains('$')
-        {
+        if left.contains("CHANGE_TRACKING") || left.contains("CHANGETABLE") || out.contains('$') {
             return Err(unsupported());
         }
         Ok(Some((out, changes)))

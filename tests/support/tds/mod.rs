@@ -1326,22 +1326,25 @@ async fn run_statement<S: Wire>(
     let mut temp = None;
     static NEXT_CHANGES: AtomicU64 = AtomicU64::new(0);
     let changes_name = format!("changes_{}", NEXT_CHANGES.fetch_add(1, Ordering::SeqCst));
-    let tracked = shared
-        .tracked
-        .lock()
-        .expect("tracked lock")
-        .rewrite(&sql, &params, &changes_name);
+    let tracked =
+        shared
+            .tracked
+            .lock()
+            .expect("tracked lock")
+            .rewrite(&sql, &params, &changes_name);
     match tracked {
         Ok(None) => {}
         Ok(Some((rewritten, changes))) => {
             sql = rewritten;
             params.clear();
             if let Some(batch) = changes {
-                let registered = datafusion::datasource::MemTable::try_new(
-                    batch.schema(),
-                    vec![vec![batch]],
-                )
-                .and_then(|t| shared.ctx.register_table(changes_name.as_str(), Arc::new(t)));
+                let registered =
+                    datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])
+                        .and_then(|t| {
+                            shared
+                                .ctx
+                                .register_table(changes_name.as_str(), Arc::new(t))
+                        });
                 if let Err(e) = registered {
                     error_token(&mut w.buf, 50000, 16, &format!("fixture: {e}"));
                     done(&mut w.buf, final_token, DONE_ERROR, 0);
