@@ -48,7 +48,8 @@ pub struct RunArgs {
     /// Run id; all layers of one run share it. Default `manual__<logical date>`.
     #[arg(long)]
     pub run_id: Option<String>,
-    /// Rebuild merge and append models from scratch.
+    /// Rebuild merge and append models from scratch, and re-sync change-tracked source tables
+    /// (`mode = "change_tracking"`) in full.
     #[arg(long)]
     pub full_refresh: bool,
     /// Also write one JSON document describing this invocation to PATH, whether it succeeds or

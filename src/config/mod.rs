@@ -26,6 +26,44 @@ pub enum SourceKind {
     Files,
 }
 
+/// How a source table is read (`[[source.tables]] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadMode {
+    /// The whole table every run.
+    Full,
+    /// The rows past the last committed watermark (`watermark` column).
+    Watermark,
+    /// SQL Server Change Tracking: the rows changed since the last synced version, deletes
+    /// included; the version is stored as the table's watermark.
+    ChangeTracking,
+}
+
+impl ReadMode {
+    /// The valid values of `mode`, as shown in errors.
+    pub const CHOICES: &'static str = "`full`, `watermark`, `change_tracking`";
+
+    /// Parses a `mode` value.
+    pub fn parse(s: &str) -> Option<ReadMode> {
+        match s {
+            "full" => Some(ReadMode::Full),
+            "watermark" => Some(ReadMode::Watermark),
+            "change_tracking" => Some(ReadMode::ChangeTracking),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ReadMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReadMode::Full => "full",
+            ReadMode::Watermark => "watermark",
+            ReadMode::ChangeTracking => "change_tracking",
+        })
+    }
+}
+
 /// Format of a files-source table's files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -139,6 +177,10 @@ pub struct SourceTable {
     pub key: Vec<String>,
     /// Watermark column, if incremental.
     pub watermark: Option<String>,
+    /// How the table is read (`mode`; from `watermark` when not set).
+    pub mode: ReadMode,
+    /// Whether keys missing from a full extract land in bronze as deletes (`detect_deletes`).
+    pub detect_deletes: bool,
     /// Lookback overlap in seconds.
     pub lookback_seconds: i64,
     /// Parallel read partitions.
@@ -152,6 +194,12 @@ pub struct SourceTable {
 }
 
 impl SourceTable {
+    /// Whether the table's bronze rows carry an operation (`_op`, `'U'` upsert or `'D'`
+    /// delete): tables with `detect_deletes` or read by change tracking.
+    pub fn tracks_deletes(&self) -> bool {
+        self.detect_deletes || self.mode == ReadMode::ChangeTracking
+    }
+
     /// The source objects the table reads, as `schema.table`: its `object`, or the tables its
     /// `query` names (schema `dbo` when left out; CTE names and a query the parser does not
     /// understand give none).
@@ -873,6 +921,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             }
         }
         let files = files_table(kind, t, &key, &mut problem);
+        let mode = read_mode(kind, t, &key, &schemas_dir, &mut problem);
         if t.lookback_seconds.is_some_and(|s| s < 0) {
             problem(
                 &format!("{key}.lookback_seconds"),
@@ -893,6 +942,8 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             casts: t.casts.clone(),
             key: t.key.clone(),
             watermark: t.watermark.clone(),
+            mode,
+            detect_deletes: t.detect_deletes.unwrap_or(false),
             lookback_seconds: t.lookback_seconds.unwrap_or(0),
             partitions: t.partitions.unwrap_or(1),
             on_schema_change: table_policies[i],
@@ -1238,6 +1289,109 @@ fn encrypt(value: Option<bool>, problem: &mut impl FnMut(&str, String)) -> bool 
     }
 }
 
+/// Validates `mode` and `detect_deletes` of one `[[source.tables]]` entry (`key` is
+/// `source.tables[i]`) and returns the read mode: `mode` when set, else `watermark` with a
+/// watermark column and `full` without. Delete tracking needs the table's key columns, from the
+/// pipeline (`key`) or, when it sets none, from the table's contract in `schemas_dir`.
+fn read_mode(
+    kind: SourceKind,
+    t: &raw::SourceTableFile,
+    key: &str,
+    schemas_dir: &Path,
+    problem: &mut impl FnMut(&str, String),
+) -> ReadMode {
+    let inferred = if t.watermark.is_some() {
+        ReadMode::Watermark
+    } else {
+        ReadMode::Full
+    };
+    let mode = match t.mode.as_deref() {
+        None => inferred,
+        Some(m) => match ReadMode::parse(m) {
+            Some(mode) => mode,
+            None => {
+                problem(
+                    &format!("{key}.mode"),
+                    format!(
+                        "unknown mode `{m}`; valid choices: {}{}",
+                        ReadMode::CHOICES,
+                        crate::plan::suggest(m, ["full", "watermark", "change_tracking"])
+                    ),
+                );
+                return inferred;
+            }
+        },
+    };
+    let keyed =
+        !t.key.is_empty() || !crate::extract::contract::stored_key(schemas_dir, &t.name).is_empty();
+    let detect = t.detect_deletes == Some(true);
+    match mode {
+        ReadMode::Full if t.watermark.is_some() => problem(
+            &format!("{key}.mode"),
+            format!(
+                "`full` reads the whole table, but `watermark = \"{}\"` is set; remove one of them",
+                t.watermark.as_deref().unwrap_or_default()
+            ),
+        ),
+        ReadMode::Watermark if t.watermark.is_none() => problem(
+            &format!("{key}.mode"),
+            "`watermark` needs the `watermark` column to read past".into(),
+        ),
+        ReadMode::ChangeTracking => {
+            if kind != SourceKind::Mssql {
+                problem(
+                    &format!("{key}.mode"),
+                    "`change_tracking` reads SQL Server Change Tracking and only applies to `type = \"mssql\"`".into(),
+                );
+            }
+            for (set, name) in [
+                (t.watermark.is_some(), "watermark"),
+                (t.lookback_seconds.is_some(), "lookback_seconds"),
+                (t.query.is_some(), "query"),
+                (detect, "detect_deletes"),
+            ] {
+                if set {
+                    problem(
+                        &format!("{key}.{name}"),
+                        format!(
+                            "does not apply with `mode = \"change_tracking\"` ({})",
+                            match name {
+                                "query" => "CHANGETABLE reads a table: give its `object`",
+                                "detect_deletes" => "change tracking reports deletes itself",
+                                _ => "the synced change-tracking version is the table's watermark",
+                            }
+                        ),
+                    );
+                }
+            }
+            // The key is read by the source itself (the join), so it must be in the pipeline.
+            if t.key.is_empty() {
+                problem(
+                    &format!("{key}.key"),
+                    "`mode = \"change_tracking\"` needs the table's primary key columns (`key = [..]`), which join CHANGETABLE to the table".into(),
+                );
+            }
+        }
+        _ => {}
+    }
+    if detect && mode != ReadMode::ChangeTracking {
+        if let Some(w) = &t.watermark {
+            problem(
+                &format!("{key}.detect_deletes"),
+                format!(
+                    "needs a full extract, but `watermark = \"{w}\"` reads only changed rows, so a missing key does not mean a deleted one; remove the watermark, or use `mode = \"change_tracking\"` on SQL Server"
+                ),
+            );
+        } else if !keyed {
+            problem(
+                &format!("{key}.detect_deletes"),
+                "needs the table's key columns to tell which rows were deleted: set `key = [..]` (or `key` in the table's schema contract)".into(),
+            );
+        }
+    }
+    mode
+}
+
 /// Validates the SQL Server settings of `[source]`; env `SMELTER_MSSQL_HOST`, `SMELTER_MSSQL_PORT`,
 /// `SMELTER_MSSQL_USER` and `SMELTER_MSSQL_ENCRYPT` override the file.
 /// Validates the files-source keys of one `[[source.tables]]` entry (`key` is
@@ -1528,6 +1682,8 @@ mod tests {
             casts: Default::default(),
             key: Vec::new(),
             watermark: None,
+            mode: super::ReadMode::Full,
+            detect_deletes: false,
             lookback_seconds: 0,
             partitions: 1,
             on_schema_change: Default::default(),

@@ -207,6 +207,17 @@ pub struct SourceTableFile {
     /// Monotonic column for incremental extraction; absent means full extraction every run.
     #[serde(default)]
     pub watermark: Option<String>,
+    /// How the table is read: `full` (the whole table every run; the default without
+    /// `watermark`), `watermark` (rows past the last committed watermark; the default with one)
+    /// or `change_tracking` (SQL Server Change Tracking: the rows changed since the last synced
+    /// version, deletes included, with `_op` and `_change_version`; see docs/mssql.md).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Full extracts only: a key of the bronze table's current state that is missing from
+    /// this run's full snapshot lands in bronze as a delete row (`_op = 'D'`). Needs the key
+    /// columns (`key`, or the contract's); refused with `watermark`. See docs/incremental.md.
+    #[serde(default)]
+    pub detect_deletes: Option<bool>,
     /// Overlap re-read below the last watermark, in seconds (dedup happens downstream).
     #[serde(default)]
     pub lookback_seconds: Option<i64>,

@@ -4,7 +4,8 @@
 //!
 //! [`LatestPerKeyRule`] (a logical optimizer rule, run after DataFusion's own) replaces
 //! `Filter(rn = 1)` directly over a `Window` holding only that `row_number()` with a
-//! [`LatestPerKey`] node and a projection that sets `rn` to 1; any other shape keeps the window.
+//! [`LatestPerKey`] node and a projection that sets `rn` to 1 (conditions on other columns AND-ed
+//! to `rn = 1` stay in a filter above); any other shape keeps the window.
 //! [`LatestPerKeyExec`] executes it per hash partition of the keys: it converts the partition keys
 //! and the order keys to the Arrow row format (whose byte order is the sort order, with the
 //! window's ASC/DESC and NULLS FIRST/LAST; see `arrow_row`), keeps for each key the row whose order
@@ -28,8 +29,9 @@ use datafusion::execution::context::{QueryPlanner, SessionState};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, Extension, LogicalPlan, Operator, Projection, SortExpr,
+    BinaryExpr, Expr, Extension, Filter, LogicalPlan, Operator, Projection, SortExpr,
     UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
@@ -182,7 +184,22 @@ fn latest_per_key(plan: &LogicalPlan) -> DfResult<Option<LogicalPlan>> {
     }
     let fields = window.schema.fields();
     let (qualifier, rn) = window.schema.qualified_field(fields.len() - 1);
-    if !is_equal_one(&filter.predicate, rn.name()) {
+    // `rn = 1`, possibly AND-ed with conditions on the other columns (DataFusion merges a
+    // filter above the deduplication into this one): those stay in a filter above.
+    let conjuncts = split_conjunction(&filter.predicate);
+    let Some(at) = conjuncts.iter().position(|c| is_equal_one(c, rn.name())) else {
+        return Ok(None);
+    };
+    let rest: Vec<Expr> = conjuncts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != at)
+        .map(|(_, c)| (*c).clone())
+        .collect();
+    if rest
+        .iter()
+        .any(|c| c.column_refs().iter().any(|col| col.name == *rn.name()))
+    {
         return Ok(None);
     }
     let node = LatestPerKey {
@@ -202,9 +219,15 @@ fn latest_per_key(plan: &LogicalPlan) -> DfResult<Option<LogicalPlan>> {
     let input = Arc::new(LogicalPlan::Extension(Extension {
         node: Arc::new(node),
     }));
-    Ok(Some(LogicalPlan::Projection(
-        Projection::try_new_with_schema(exprs, input, window.schema.clone())?,
-    )))
+    let latest = LogicalPlan::Projection(Projection::try_new_with_schema(
+        exprs,
+        input,
+        window.schema.clone(),
+    )?);
+    Ok(Some(match conjunction(rest) {
+        Some(predicate) => LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(latest))?),
+        None => latest,
+    }))
 }
 
 fn unalias(expr: &Expr) -> &Expr {
@@ -628,7 +651,9 @@ mod tests {
                 "k2, o, payload, k",
             ),
         ];
-        for (seed, (window, columns)) in cases.iter().enumerate() {
+        // A condition on other columns AND-ed to `rn = 1` applies to the winners.
+        let filters = ["", " AND o <> 3", " AND (k2 IS NULL OR k2 <> 's1')"];
+        for (seed, ((window, columns), and)) in cases.iter().zip(filters).enumerate() {
             let batches = data(seed as u64 * 7 + 3, 5_000);
             let mut results = Vec::new();
             for rule in [false, true] {
@@ -637,7 +662,7 @@ mod tests {
                 // Ties on the order key make the picked payload arbitrary in both plans: compare
                 // the keys and the winning order value (the next test compares whole rows).
                 let sql = format!(
-                    "SELECT {columns}, rn FROM (SELECT *, ROW_NUMBER() OVER ({window}) AS rn FROM t) WHERE rn = 1"
+                    "SELECT {columns}, rn FROM (SELECT *, ROW_NUMBER() OVER ({window}) AS rn FROM t) WHERE rn = 1{and}"
                 );
                 results.push(run(&ctx, &sql).await);
             }
@@ -675,6 +700,7 @@ mod tests {
             "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY o) AS rn FROM t) WHERE rn <= 1",
             "SELECT * FROM (SELECT *, RANK() OVER (PARTITION BY k ORDER BY o) AS rn FROM t) WHERE rn = 1",
             "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (ORDER BY o) AS rn FROM t) WHERE rn = 1",
+            "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY o) AS rn FROM t) WHERE rn = 1 OR o = 2",
         ] {
             let (_, plan) = run(&ctx, sql).await;
             assert!(!plan.contains("LatestPerKeyExec"), "{sql}: {plan}");

@@ -282,6 +282,26 @@ pub fn path(pipeline: &Pipeline, table: &str) -> PathBuf {
     pipeline.schemas_dir.join(format!("{table}.toml"))
 }
 
+/// The key columns a table's contract in `schemas_dir` records (hand-set or from the pipeline
+/// when `source sync` wrote it); empty when there is no contract, it has no key, or it does not
+/// parse (reading it elsewhere reports that).
+pub fn stored_key(schemas_dir: &std::path::Path, table: &str) -> Vec<String> {
+    std::fs::read_to_string(schemas_dir.join(format!("{table}.toml")))
+        .ok()
+        .and_then(|text| toml::from_str::<Contract>(&text).ok())
+        .map(|c| c.key)
+        .unwrap_or_default()
+}
+
+/// A table's key columns: the pipeline's `key`, else its contract's ([`stored_key`]).
+pub fn key(pipeline: &Pipeline, table: &SourceTable) -> Vec<String> {
+    if table.key.is_empty() {
+        stored_key(&pipeline.schemas_dir, &table.name)
+    } else {
+        table.key.clone()
+    }
+}
+
 /// Reads a table's contract, if its file exists. A file that does not parse names the file and
 /// what is wrong (exit 2).
 pub fn read(pipeline: &Pipeline, table: &str) -> Result<Option<(Contract, Vec<ColumnShape>)>> {

@@ -26,7 +26,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::config::{Pipeline, SourceTable};
+use crate::config::{Pipeline, ReadMode, SourceTable};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, RunParams};
 use crate::schema::{ColumnChange, ColumnShape};
@@ -68,6 +68,43 @@ pub struct Manifest {
     /// Rows in `rejected_files`.
     #[serde(default)]
     pub rejected_rows: u64,
+    /// Whether the landed rows are the table's whole content (`detect_deletes`, or a
+    /// change-tracking first sync or full re-sync): bronze then adds a delete row for every key
+    /// of the table's current state that is missing from them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot: bool,
+}
+
+/// Name of the operation column of tables that track deletes: `'U'` (upsert: the row exists
+/// with these values) or `'D'` (the key was deleted).
+pub const OP_COLUMN: &str = "_op";
+
+/// Name of the SQL Server change-tracking version column (`SYS_CHANGE_VERSION`) of tables read
+/// with `mode = "change_tracking"`.
+pub const CHANGE_VERSION_COLUMN: &str = "_change_version";
+
+/// The columns a table's rows carry after its source columns and before bronze's metadata
+/// columns: `_op` (Utf8, NOT NULL) for tables that track deletes, then `_change_version`
+/// (Int64, NOT NULL) for change tracking; none for other tables.
+pub fn change_columns(table: &SourceTable) -> Vec<ColumnShape> {
+    let mut out = Vec::new();
+    if table.tracks_deletes() {
+        out.push(ColumnShape {
+            name: OP_COLUMN.into(),
+            data_type: DataType::Utf8,
+            nullable: false,
+            source_type: None,
+        });
+    }
+    if table.mode == crate::config::ReadMode::ChangeTracking {
+        out.push(ColumnShape {
+            name: CHANGE_VERSION_COLUMN.into(),
+            data_type: DataType::Int64,
+            nullable: false,
+            source_type: None,
+        });
+    }
+    out
 }
 
 /// Metrics of one table's extraction.
@@ -84,11 +121,14 @@ pub struct ExtractMetrics {
 }
 
 /// Runs the extract layer for every source table.
+///
+/// `full_refresh` reads change-tracked tables in full (a re-sync); other tables read as always.
 pub async fn run(
     plan: &Plan,
     lake: &Lake,
     state: &State,
     params: &RunParams,
+    full_refresh: bool,
 ) -> Result<Vec<ExtractMetrics>> {
     let source = source::open(&plan.pipeline);
     let mut out = Vec::new();
@@ -96,7 +136,17 @@ pub async fn run(
     // is the run "nothing to do" (exit 99).
     let mut nothing = Vec::new();
     for table in &plan.pipeline.source.tables {
-        match extract_table(plan, source.as_ref(), lake, state, params, table).await {
+        match extract_table(
+            plan,
+            source.as_ref(),
+            lake,
+            state,
+            params,
+            table,
+            full_refresh,
+        )
+        .await
+        {
             Ok(m) => out.push(m),
             Err(Error::NothingToDo(why)) => {
                 info!(table = %table.name, reason = %why, "Nothing to land.");
@@ -124,6 +174,7 @@ async fn extract_table(
     state: &State,
     params: &RunParams,
     table: &SourceTable,
+    full_refresh: bool,
 ) -> Result<ExtractMetrics> {
     let started = Instant::now();
     let store = lake.store();
@@ -139,9 +190,15 @@ async fn extract_table(
         store.delete(&location).await?;
     }
 
-    let watermark_from = match &table.watermark {
-        Some(_) => state.watermark(&table.name).await?,
-        None => None,
+    let watermark_from = match table.mode {
+        ReadMode::Full => None,
+        ReadMode::Watermark => state.watermark(&table.name).await?,
+        // A watermark of another kind (the table was read by a watermark column before) is no
+        // synced version: the table is synced in full.
+        ReadMode::ChangeTracking => state
+            .watermark(&table.name)
+            .await?
+            .filter(|w| w.kind == Watermark::CHANGE_VERSION),
     };
     let read = source
         .read(ReadRequest {
@@ -151,12 +208,15 @@ async fn extract_table(
             run_id: &params.run_id,
             lake,
             state,
+            full_refresh,
         })
         .await?;
     check_contract(&plan.pipeline, table, &read.columns)?;
     let wm_col = read.watermark_col;
     let partitions = read.partitions;
     let source_files = read.source_files;
+    let snapshot = table.detect_deletes || read.snapshot;
+    let change_version = read.change_version.map(Watermark::change_version);
     let columns = contract::ContractColumn::of(&read.columns);
     let rejected = land_rejected(
         store.clone(),
@@ -227,7 +287,7 @@ async fn extract_table(
         .iter()
         .filter_map(|r| r.2.clone())
         .max_by_key(|w| w.value);
-    let watermark_to = max_wm.or_else(|| watermark_from.clone());
+    let watermark_to = change_version.or(max_wm).or_else(|| watermark_from.clone());
     let manifest = Manifest {
         table: table.name.clone(),
         run_id: params.run_id.clone(),
@@ -245,6 +305,7 @@ async fn extract_table(
             Vec::new()
         },
         rejected_rows,
+        snapshot,
     };
     let manifest_path = StorePath::from(format!("{dir}/_manifest.json"));
     store
@@ -326,10 +387,18 @@ fn check_contract(pipeline: &Pipeline, table: &SourceTable, columns: &[ColumnSha
     })
 }
 
-/// The source columns planning uses for a table whose bronze table does not exist yet: its
-/// contract, else the source's built-in schema (the sample). Without either, the error names the
-/// table and the command that writes the contract (exit 2).
+/// The columns planning uses for a table whose bronze table does not exist yet, before bronze's
+/// metadata columns: its [`source_columns`], then its [`change_columns`].
 pub fn planning_columns(pipeline: &Pipeline, table: &SourceTable) -> Result<Vec<ColumnShape>> {
+    let mut columns = source_columns(pipeline, table)?;
+    columns.extend(change_columns(table));
+    Ok(columns)
+}
+
+/// A table's source columns as planning knows them without asking the source: its contract,
+/// else the source's built-in schema (the sample). Without either, the error names the table
+/// and the command that writes the contract (exit 2).
+pub fn source_columns(pipeline: &Pipeline, table: &SourceTable) -> Result<Vec<ColumnShape>> {
     if let Some((_, columns)) = contract::read(pipeline, &table.name)? {
         return Ok(columns);
     }

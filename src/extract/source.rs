@@ -35,6 +35,15 @@ pub struct TableRead {
     /// and loaded by bronze into `bronze._quarantine_<table>`. The senders close when every
     /// partition is done.
     pub rejected: Option<tokio::sync::mpsc::UnboundedReceiver<RecordBatch>>,
+    /// Change tracking (`mode = "change_tracking"`): the version the read is complete up to,
+    /// committed by bronze as the table's watermark ([`crate::state::Watermark::change_version`]);
+    /// `None` for other reads. The batches then end with the columns `_op` and
+    /// `_change_version` ([`super::change_columns`]).
+    pub change_version: Option<i64>,
+    /// Whether the rows are the table's whole content (a change-tracking first sync or full
+    /// re-sync), so bronze turns the keys missing from them into deletes. Tables with
+    /// `detect_deletes` are snapshots whatever the source says.
+    pub snapshot: bool,
 }
 
 /// What `source sync` does with a contract column edited by hand (see [`Source::keeps`]).
@@ -61,6 +70,9 @@ pub struct ReadRequest<'a> {
     pub lake: &'a Lake,
     /// Run state.
     pub state: &'a State,
+    /// Read the whole table even where an incremental read is possible (`--full-refresh`;
+    /// change tracking then re-syncs in full).
+    pub full_refresh: bool,
 }
 
 /// A source of tables.

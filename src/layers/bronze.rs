@@ -1,5 +1,6 @@
 //! Bronze: append each table's landed files to `bronze.<table>` with metadata columns
-//! (`_run_id`, `_ingested_at`, `_source`), then commit the new watermark.
+//! (`_run_id`, `_ingested_at`, `_source`), then commit the new watermark. Tables that track
+//! deletes also get `_op` and, for full snapshots, delete rows ([`super::deletes`]).
 //!
 //! Idempotent: the append carries a Delta application transaction `smelter:<run_id>`, so a retried
 //! run id finds it committed and appends nothing. The watermark is committed after the data, and
@@ -57,7 +58,8 @@ pub async fn run(rc: &RunContext<'_>, records: &mut Vec<RunRecord>) -> Result<()
         let mut schema_changes = Vec::new();
         let mut quarantined = 0;
         let mut streamed = None;
-        let metrics = if manifest.rows == 0 && manifest.rejected_rows == 0 {
+        // An empty snapshot still deletes the keys bronze holds.
+        let metrics = if manifest.rows == 0 && manifest.rejected_rows == 0 && !manifest.snapshot {
             WriteMetrics {
                 skipped: true,
                 ..Default::default()
@@ -185,7 +187,7 @@ async fn append(
         } else {
             Some(
                 rc.ctx
-                    .read_parquet(files, ParquetReadOptions::default())
+                    .read_parquet(files.clone(), ParquetReadOptions::default())
                     .await?,
             )
         }
@@ -209,6 +211,10 @@ async fn append(
     if scan.violations == 0 && manifest.rejected_rows > 0 {
         quarantined += write_quarantine(rc, id, manifest, None, started).await?;
     }
+    let df = match policy.filter(|t| t.tracks_deletes()) {
+        Some(table) => super::deletes::with_ops(rc, id, table, manifest, df, &files).await?,
+        None => df,
+    };
     let Some(df) = df else {
         // Every row of the run was rejected by the source.
         return Ok((

@@ -3,6 +3,7 @@
 //! Each step returns [`RunRecord`]s, which feed the run log, the logs and the summary.
 
 pub mod bronze;
+pub mod deletes;
 pub mod model;
 pub mod scd2;
 pub mod window;
@@ -410,7 +411,8 @@ async fn run_steps(rc: &RunContext<'_>, layer: Layer, records: &mut Vec<RunRecor
     match layer {
         Layer::Extract => {
             let started = now_us();
-            let metrics = crate::extract::run(rc.plan, rc.lake, rc.state, rc.params).await?;
+            let metrics =
+                crate::extract::run(rc.plan, rc.lake, rc.state, rc.params, rc.full_refresh).await?;
             records.extend(metrics.iter().map(|m| {
                 let written = WriteMetrics {
                     rows_inserted: m.rows,

@@ -371,7 +371,7 @@ fn source_dataset(
     bronze: &arrow::datatypes::Schema,
 ) -> SourceDataset {
     let pipeline = &rc.plan.pipeline;
-    let columns = crate::extract::planning_columns(pipeline, t).unwrap_or_else(|_| {
+    let columns = crate::extract::source_columns(pipeline, t).unwrap_or_else(|_| {
         crate::schema::ColumnShape::of_schema(bronze)
             .into_iter()
             .filter(|c| !c.name.starts_with('_'))

@@ -23,7 +23,7 @@ use crate::table::{TableFormat, WriteMode, WriteRequest};
 /// A watermark value: microseconds for timestamps, or an integer (bigint, rowversion).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
-    /// `timestamp_us` or `int`.
+    /// `timestamp_us`, `int` or `change_version`.
     pub kind: String,
     /// The value.
     pub value: i64,
@@ -42,6 +42,18 @@ impl Watermark {
     pub fn integer(v: i64) -> Self {
         Watermark {
             kind: "int".into(),
+            value: v,
+        }
+    }
+
+    /// Kind of a SQL Server change-tracking version ([`Watermark::change_version`]).
+    pub const CHANGE_VERSION: &'static str = "change_version";
+
+    /// The SQL Server change-tracking version a table is synced up to
+    /// (`mode = "change_tracking"`).
+    pub fn change_version(v: i64) -> Self {
+        Watermark {
+            kind: Self::CHANGE_VERSION.into(),
             value: v,
         }
     }

@@ -4,6 +4,7 @@
 mod changes;
 mod cli_errors;
 mod contracts;
+mod deletes;
 mod emit;
 mod expectations;
 mod failures;

@@ -190,6 +190,8 @@ impl Source for FilesSource {
             partitions,
             source_files: selected.iter().map(LandedFile::from).collect(),
             rejected,
+            change_version: None,
+            snapshot: false,
         })
     }
 

@@ -7,6 +7,7 @@
 //! its own connection through the [`types::Decoder`] into a bounded channel that the landing
 //! writer drains, so memory stays at a few batches per partition whatever the table size.
 
+pub mod change_tracking;
 pub mod connect;
 pub mod partition;
 pub mod types;
@@ -16,7 +17,7 @@ use futures::StreamExt;
 use tiberius::{ColumnData, ToSql};
 
 use super::source::{ReadRequest, Source, TableRead};
-use crate::config::{MssqlSource, SourceTable};
+use crate::config::{MssqlSource, ReadMode, SourceTable};
 use crate::error::{Error, Result};
 use crate::schema::ColumnShape;
 use crate::state::Watermark;
@@ -54,6 +55,16 @@ impl Source for SqlServer {
     }
 
     async fn read(&self, req: ReadRequest<'_>) -> Result<TableRead> {
+        if req.table.mode == ReadMode::ChangeTracking {
+            return change_tracking::start_read(
+                &self.settings,
+                req.table,
+                req.watermark_from,
+                req.full_refresh,
+                self.batch_size,
+            )
+            .await;
+        }
         start_read(
             &self.settings,
             req.table,
@@ -75,16 +86,21 @@ fn describe_table(settings: &MssqlSource, table: &SourceTable) -> String {
     )
 }
 
-/// Discovers (or describes, for a `query`) the columns and maps them, applying `casts`.
+/// Discovers (or describes, for a `query`) the columns and maps them, applying `casts`. For a
+/// change-tracked table every column but the key is nullable (a delete row carries only the key,
+/// see [`change_tracking`]), and a key column the table lacks is an error naming it.
 async fn discover_mappings(
     client: &mut MssqlClient,
     what: &str,
     table: &SourceTable,
 ) -> Result<Vec<Mapping>> {
-    let columns = match &table.query {
+    let mut columns = match &table.query {
         Some(q) => describe_query(client, what, q).await?,
         None => discover(client, what, &table.object).await?,
     };
+    if table.mode == ReadMode::ChangeTracking {
+        change_tracking::relax_nullability(what, table, &mut columns)?;
+    }
     map_columns(what, table, &columns)
 }
 
@@ -428,8 +444,42 @@ async fn start_read(
         hi_us,
     };
     let base = window_where(&what, table, &mappings, window)?;
-    let object = from_clause(table);
+    let wm_col = table
+        .watermark
+        .as_ref()
+        .and_then(|c| schema.index_of(c).ok());
+    let partitions = spawn_partitions(
+        settings, &what, client, table, &mappings, base, batch_size, None,
+    )
+    .await?;
+    Ok(TableRead {
+        columns: shapes(&mappings),
+        schema,
+        watermark_col: wm_col,
+        partitions,
+        source_files: Vec::new(),
+        rejected: None,
+        change_version: None,
+        snapshot: false,
+    })
+}
 
+/// Splits the rows of `table` that `base` selects into its `partitions` key ranges (one
+/// MIN/MAX query over `client`, which is then closed) and starts one read per range, each over
+/// its own connection. With `snapshot_version` (a change-tracking full sync), every batch ends
+/// with `_op = 'U'` and `_change_version` = that version.
+#[allow(clippy::too_many_arguments)]
+async fn spawn_partitions(
+    settings: &MssqlSource,
+    what: &str,
+    mut client: MssqlClient,
+    table: &SourceTable,
+    mappings: &[Mapping],
+    base: Where,
+    batch_size: usize,
+    snapshot_version: Option<i64>,
+) -> Result<Vec<super::source::Partition>> {
+    let object = from_clause(table);
     let ranges = if table.partitions > 1 {
         let key = &table.key[0];
         let km = mappings
@@ -456,10 +506,10 @@ async fn start_read(
         let row = client
             .query(sql, &base.refs())
             .await
-            .map_err(|e| source_error(&what, e))?
+            .map_err(|e| source_error(what, e))?
             .into_row()
             .await
-            .map_err(|e| source_error(&what, e))?;
+            .map_err(|e| source_error(what, e))?;
         let bounds: Vec<Option<i64>> = row
             .map(|r| r.into_iter().map(|v| int_of(&v)).collect())
             .unwrap_or_default();
@@ -477,10 +527,6 @@ async fn start_read(
 
     let select_list: Vec<String> = mappings.iter().map(|m| m.select.clone()).collect();
     let select_list = select_list.join(", ");
-    let wm_col = table
-        .watermark
-        .as_ref()
-        .and_then(|c| schema.index_of(c).ok());
     let mut partitions = Vec::with_capacity(ranges.len());
     for range in ranges {
         let mut w = Where {
@@ -507,30 +553,60 @@ async fn start_read(
             }
         }
         let sql = format!("SELECT {select_list} FROM {object}{}", w.sql());
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let settings = settings.clone();
-        let what = what.clone();
-        let mappings = mappings.clone();
-        let name = table.object.clone();
-        tokio::spawn(async move {
-            let res =
-                read_partition(&settings, &what, &name, &sql, w, mappings, batch_size, &tx).await;
-            if let Err(e) = res {
-                let _ = tx.send(Err(e)).await;
-            }
-        });
-        partitions.push(rx);
+        partitions.push(spawn_read(
+            settings,
+            what,
+            &table.object,
+            sql,
+            w,
+            mappings.to_vec(),
+            batch_size,
+            snapshot_version,
+        ));
     }
-    Ok(TableRead {
-        columns: shapes(&mappings),
-        schema,
-        watermark_col: wm_col,
-        partitions,
-        source_files: Vec::new(),
-        rejected: None,
-    })
+    Ok(partitions)
 }
 
+/// Starts one query's read on a task of its own (and its own connection); its batches, or the
+/// error that ends it, arrive on the returned partition. See [`read_partition`].
+#[allow(clippy::too_many_arguments)]
+fn spawn_read(
+    settings: &MssqlSource,
+    what: &str,
+    object: &str,
+    sql: String,
+    w: Where,
+    mappings: Vec<Mapping>,
+    batch_size: usize,
+    snapshot_version: Option<i64>,
+) -> super::source::Partition {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let settings = settings.clone();
+    let what = what.to_string();
+    let name = object.to_string();
+    tokio::spawn(async move {
+        let res = read_partition(
+            &settings,
+            &what,
+            &name,
+            &sql,
+            w,
+            mappings,
+            batch_size,
+            snapshot_version,
+            &tx,
+        )
+        .await;
+        if let Err(e) = res {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    rx
+}
+
+/// Runs `sql` over a new connection and decodes its rows into batches sent on `tx`; with
+/// `snapshot_version`, each batch gets the change columns of a full sync
+/// ([`change_tracking::snapshot_batch`]).
 #[allow(clippy::too_many_arguments)]
 async fn read_partition(
     settings: &MssqlSource,
@@ -540,10 +616,15 @@ async fn read_partition(
     w: Where,
     mappings: Vec<Mapping>,
     batch_size: usize,
+    snapshot_version: Option<i64>,
     tx: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
 ) -> Result<()> {
     let mut client = connect(settings).await?;
     let mut decoder = types::Decoder::new(table, mappings, batch_size);
+    let finish = |batch: RecordBatch| match snapshot_version {
+        Some(v) => change_tracking::snapshot_batch(&batch, v),
+        None => Ok(batch),
+    };
     let mut rows = client
         .query(sql, &w.refs())
         .await
@@ -552,13 +633,13 @@ async fn read_partition(
     while let Some(row) = rows.next().await {
         let row = row.map_err(|e| source_error(what, e))?;
         if let Some(batch) = decoder.push(row)? {
-            if tx.send(Ok(batch)).await.is_err() {
+            if tx.send(finish(batch)).await.is_err() {
                 return Ok(());
             }
         }
     }
     if let Some(batch) = decoder.finish()? {
-        let _ = tx.send(Ok(batch)).await;
+        let _ = tx.send(finish(batch)).await;
     }
     Ok(())
 }

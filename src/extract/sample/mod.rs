@@ -778,6 +778,8 @@ impl super::source::Source for SampleSource {
             partitions,
             source_files: Vec::new(),
             rejected: None,
+            change_version: None,
+            snapshot: false,
         })
     }
 }

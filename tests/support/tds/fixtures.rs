@@ -1,7 +1,8 @@
 //! Fixture tables served by the TDS test server, registered in a DataFusion session:
 //! `dbo.<LogisticsDB tables>` from the sample generator, `dbo.AllTypes` (every supported type with
 //! extremes, NULLs, empty and max-length values), `dbo.Unsupported` (sql_variant, geography),
-//! `dbo.Big` (a generated 10-column mixed table), the eight TPC-H tables as `tpch.<table>` when
+//! `dbo.Big` (a generated 10-column mixed table), `dbo.Tracked` (change tracking, see
+//! [`super::change_tracking`]), the eight TPC-H tables as `tpch.<table>` when
 //! [`FixtureOptions::tpch_scale_factor`] is set (see [`super::tpch`]) and the catalog
 //! `INFORMATION_SCHEMA.COLUMNS`.
 
@@ -99,6 +100,10 @@ pub fn session(opts: &FixtureOptions) -> datafusion::error::Result<SessionContex
     tables.push(("Unsupported".into(), unsupported()?));
     tables.push(("Big".into(), big(opts.big_rows)?));
     tables.push(("Versioned".into(), versioned()?));
+    tables.push((
+        super::change_tracking::TABLE.into(),
+        super::change_tracking::Tracked::default().batch()?,
+    ));
     let mut catalog_rows = CatalogRows::default();
     for (name, batch) in &tables {
         catalog_rows.add("dbo", name, batch.schema_ref());

@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+pub mod change_tracking;
 pub mod fixtures;
 pub mod tpch;
 pub mod types;
@@ -125,6 +126,7 @@ struct Shared {
     log: Mutex<Vec<Received>>,
     sessions: Mutex<Vec<Session>>,
     tls: Option<async_native_tls::TlsAcceptor>,
+    tracked: Mutex<change_tracking::Tracked>,
 }
 
 /// A running server; stops when dropped.
@@ -165,6 +167,7 @@ impl TdsServer {
             password: opts.password.clone(),
             log: Mutex::new(Vec::new()),
             sessions: Mutex::new(Vec::new()),
+            tracked: Mutex::new(change_tracking::Tracked::default()),
         });
         let std_listener = std::net::TcpListener::bind(("127.0.0.1", opts.port))?;
         std_listener.set_nonblocking(true)?;
@@ -229,6 +232,43 @@ impl TdsServer {
     /// Queries received so far.
     pub fn received(&self) -> Vec<Received> {
         self.shared.log.lock().expect("log lock").clone()
+    }
+
+    /// Change-tracked `dbo.Tracked`: inserts or updates row `id` (`amount` in hundredths) in one
+    /// transaction; returns its change-tracking version.
+    pub fn tracked_upsert(&self, id: i32, name: &str, amount: Option<i128>) -> i64 {
+        self.change_tracked(|t| t.upsert(id, name, amount))
+    }
+
+    /// Change-tracked `dbo.Tracked`: deletes row `id`; returns the version.
+    pub fn tracked_delete(&self, id: i32) -> i64 {
+        self.change_tracked(|t| t.delete(id))
+    }
+
+    /// Change tracking cleanup on `dbo.Tracked`: the minimum valid version becomes the current
+    /// version (a client synced to an older one must re-sync in full); returns it.
+    pub fn tracked_cleanup(&self) -> i64 {
+        self.change_tracked(change_tracking::Tracked::cleanup)
+    }
+
+    /// The database's current change-tracking version.
+    pub fn tracked_version(&self) -> i64 {
+        self.change_tracked(|t| t.version())
+    }
+
+    /// Runs `f` on the tracked table and serves its rows from then on.
+    fn change_tracked<T>(&self, f: impl FnOnce(&mut change_tracking::Tracked) -> T) -> T {
+        let mut tracked = self.shared.tracked.lock().expect("tracked lock");
+        let out = f(&mut tracked);
+        let batch = tracked.batch().expect("tracked rows");
+        let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])
+            .expect("tracked table");
+        let name = datafusion::common::TableReference::partial("dbo", change_tracking::TABLE);
+        let ctx = &self.shared.ctx;
+        ctx.deregister_table(name.clone()).expect("deregister");
+        ctx.register_table(name, Arc::new(table))
+            .expect("register tracked table");
+        out
     }
 }
 
@@ -1284,6 +1324,43 @@ async fn run_statement<S: Wire>(
     let mut sql = rewrite(text);
     let mut params = params;
     let mut temp = None;
+    static NEXT_CHANGES: AtomicU64 = AtomicU64::new(0);
+    let changes_name = format!("changes_{}", NEXT_CHANGES.fetch_add(1, Ordering::SeqCst));
+    let tracked =
+        shared
+            .tracked
+            .lock()
+            .expect("tracked lock")
+            .rewrite(&sql, &params, &changes_name);
+    match tracked {
+        Ok(None) => {}
+        Ok(Some((rewritten, changes))) => {
+            sql = rewritten;
+            params.clear();
+            if let Some(batch) = changes {
+                let registered =
+                    datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])
+                        .and_then(|t| {
+                            shared
+                                .ctx
+                                .register_table(changes_name.as_str(), Arc::new(t))
+                        });
+                if let Err(e) = registered {
+                    error_token(&mut w.buf, 50000, 16, &format!("fixture: {e}"));
+                    done(&mut w.buf, final_token, DONE_ERROR, 0);
+                    w.finish(sock).await?;
+                    return Ok(true);
+                }
+                temp = Some(changes_name);
+            }
+        }
+        Err(message) => {
+            error_token(&mut w.buf, 50000, 16, &message);
+            done(&mut w.buf, final_token, DONE_ERROR, 0);
+            w.finish(sock).await?;
+            return Ok(true);
+        }
+    }
     match describe_first_result_set(shared, &sql, &params).await {
         Ok(Some((rewritten, name))) => {
             sql = rewritten;

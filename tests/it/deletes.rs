@@ -1,0 +1,464 @@
+//! Deletes from the source: `detect_deletes` on a full-snapshot files source, SQL Server Change
+//! Tracking through the TDS fixture server (incremental changes with deletes, the watermark
+//! committed only after bronze, the full re-sync when cleanup passed the synced version), and
+//! the configuration errors.
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+
+use crate::mssql::{project, server, ENV};
+use crate::support::{expect_code, Project};
+use crate::tds::FixtureOptions;
+
+/// Every row of a query as `|`-joined text (NULL as `∅`), in the query's order.
+fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        let cols: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::cast(c, &DataType::Utf8).unwrap())
+            .collect();
+        for r in 0..b.num_rows() {
+            let row: Vec<String> = cols
+                .iter()
+                .map(|c| {
+                    let s = c.as_string::<i32>();
+                    if s.is_null(r) {
+                        "∅".to_string()
+                    } else {
+                        s.value(r).to_string()
+                    }
+                })
+                .collect();
+            out.push(row.join("|"));
+        }
+    }
+    out
+}
+
+const FILES: &str = r#"
+name = "t"
+[source]
+type = "files"
+root = "incoming"
+[[source.tables]]
+name = "accounts"
+path = "accounts/*.csv"
+key = ["account_id"]
+detect_deletes = true
+[storage]
+root = "lake"
+"#;
+
+fn snapshot(p: &Project, file: &str, lines: &[&str]) {
+    let path = p.dir.path().join("incoming/accounts").join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut text = String::from("account_id,owner,balance\n");
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn land(p: &Project, run_id: &str) {
+    p.run_layer("extract", run_id, 0);
+    p.run_layer("bronze", run_id, 0);
+}
+
+/// The bronze rows of one run: `op|account_id|owner|balance`, by key.
+async fn bronze_run(p: &Project, run_id: &str) -> Vec<String> {
+    rows(
+        &p.query(
+            &[("b", "bronze/accounts")],
+            &format!(
+                "SELECT _op, account_id, owner, balance FROM b WHERE _run_id = '{run_id}' ORDER BY account_id"
+            ),
+        )
+        .await,
+    )
+}
+
+#[tokio::test]
+async fn detect_deletes_turns_keys_missing_from_a_full_snapshot_into_delete_rows() {
+    let p = Project::custom(FILES, &[]);
+    snapshot(
+        &p,
+        "d1.csv",
+        &[
+            "1,ann,10.5",
+            "2,bob,20.5",
+            "3,cy,30.5",
+            "4,dee,40.5",
+            "5,eve,50.5",
+        ],
+    );
+    land(&p, "r1");
+    assert_eq!(
+        bronze_run(&p, "r1").await,
+        [
+            "U|1|ann|10.5",
+            "U|2|bob|20.5",
+            "U|3|cy|30.5",
+            "U|4|dee|40.5",
+            "U|5|eve|50.5"
+        ]
+    );
+
+    // Keys 3 and 5 removed, 2 changed: the deletes carry the last values of their keys.
+    snapshot(&p, "d2.csv", &["1,ann,10.5", "2,bob,99.5", "4,dee,40.5"]);
+    land(&p, "r2");
+    let r2 = [
+        "U|1|ann|10.5",
+        "U|2|bob|99.5",
+        "D|3|cy|30.5",
+        "U|4|dee|40.5",
+        "D|5|eve|50.5",
+    ];
+    assert_eq!(bronze_run(&p, "r2").await, r2);
+
+    // A retry of run 2 (extract and bronze again) appends nothing.
+    land(&p, "r2");
+    assert_eq!(bronze_run(&p, "r2").await, r2);
+    let total = p
+        .scalar(&[("b", "bronze/accounts")], "SELECT COUNT(*) FROM b")
+        .await;
+    assert_eq!(total, 10);
+
+    // 3 re-appears (an upsert again), 4 goes, 5 stays deleted (not deleted twice).
+    snapshot(&p, "d3.csv", &["1,ann,10.5", "2,bob,99.5", "3,cy,31.5"]);
+    land(&p, "r3");
+    assert_eq!(
+        bronze_run(&p, "r3").await,
+        [
+            "U|1|ann|10.5",
+            "U|2|bob|99.5",
+            "U|3|cy|31.5",
+            "D|4|dee|40.5"
+        ]
+    );
+
+    // An empty snapshot deletes every key still present, with its newest values.
+    snapshot(&p, "d4.csv", &[]);
+    land(&p, "r4");
+    assert_eq!(
+        bronze_run(&p, "r4").await,
+        ["D|1|ann|10.5", "D|2|bob|99.5", "D|3|cy|31.5"]
+    );
+
+    // `_op` is a NOT NULL column of the bronze table.
+    let nulls = p
+        .scalar(
+            &[("b", "bronze/accounts")],
+            "SELECT COUNT(*) FROM b WHERE _op IS NULL OR _op NOT IN ('U', 'D')",
+        )
+        .await;
+    assert_eq!(nulls, 0);
+}
+
+#[test]
+fn delete_tracking_configuration_errors_exit_2_naming_the_key() {
+    let sample = |table: &str| {
+        Project::custom(
+            &format!(
+                "name = \"t\"\n[source]\ntype = \"sample\"\nscale_factor = 0.002\n[[source.tables]]\n{table}\n[storage]\nroot = \"lake\"\n"
+            ),
+            &[],
+        )
+    };
+    for (table, wants) in [
+        (
+            "name = \"customers\"\nkey = [\"customer_id\"]\nwatermark = \"modified_at\"\ndetect_deletes = true",
+            &["source.tables[0].detect_deletes", "needs a full extract", "watermark = \"modified_at\""][..],
+        ),
+        (
+            "name = \"carriers\"\ndetect_deletes = true",
+            &["source.tables[0].detect_deletes", "key columns"][..],
+        ),
+        (
+            "name = \"carriers\"\nkey = [\"carrier_id\"]\nmode = \"change_tracking\"",
+            &["source.tables[0].mode", "only applies to `type = \"mssql\"`"][..],
+        ),
+        (
+            "name = \"carriers\"\nkey = [\"carrier_id\"]\nmode = \"changes\"",
+            &["source.tables[0].mode", "valid choices", "change_tracking"][..],
+        ),
+    ] {
+        let p = sample(table);
+        let out = p.smelter(&["validate", "{p}"]);
+        let text = expect_code(&out, &["validate", table], 2);
+        for want in wants {
+            assert!(text.contains(want), "{table}: missing `{want}` in:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn change_tracking_configuration_errors_exit_2() {
+    let s = server(FixtureOptions::default());
+    for (table, wants) in [
+        (
+            "name = \"tracked\"\nobject = \"dbo.Tracked\"\nmode = \"change_tracking\"",
+            &["source.tables[0].key", "primary key"][..],
+        ),
+        (
+            "name = \"tracked\"\nobject = \"dbo.Tracked\"\nkey = [\"id\"]\nmode = \"change_tracking\"\nwatermark = \"id\"",
+            &["source.tables[0].watermark", "change_tracking"][..],
+        ),
+    ] {
+        let p = project(&s, &[table], "");
+        let out = p.smelter_env(&["validate", "{p}"], ENV);
+        let text = expect_code(&out, &["validate", table], 2);
+        for want in wants {
+            assert!(text.contains(want), "{table}: missing `{want}` in:\n{text}");
+        }
+    }
+    // A table without change tracking: exit 2 naming the statement that enables it.
+    let p = project(
+        &s,
+        &["name = \"big\"\nobject = \"dbo.Big\"\nkey = [\"id\"]\nmode = \"change_tracking\""],
+        "",
+    );
+    let out = p.smelter_env(
+        &[
+            "run",
+            "{p}",
+            "--layer",
+            "extract",
+            "--logical-date",
+            "2026-11-02",
+            "--run-id",
+            "r1",
+        ],
+        ENV,
+    );
+    let text = expect_code(&out, &["extract"], 2);
+    assert!(text.contains("ENABLE CHANGE_TRACKING"), "{text}");
+}
+
+const CT_TABLE: &str =
+    "name = \"tracked\"\nobject = \"dbo.Tracked\"\nkey = [\"id\"]\nmode = \"change_tracking\"";
+
+/// A merge model over the change-tracked table; `_op` is renamed so that only the rows arrive
+/// (whatever a merge does with an `_op` column).
+const SILVER: &str = "-- materialized: merge\n-- unique_key: id\n-- sequence_by: _change_version\nSELECT id, name, amount, _op AS op, _change_version\nFROM {{ unprocessed('bronze.tracked') }} AS t\n";
+
+fn ct_layer(p: &Project, layer: &str, run_id: &str, want: i32) -> String {
+    let args = [
+        "run",
+        "{p}",
+        "--layer",
+        layer,
+        "--logical-date",
+        "2026-11-02",
+        "--run-id",
+        run_id,
+    ];
+    expect_code(&p.smelter_env(&args, ENV), &args, want)
+}
+
+/// `op|id|name|amount|version` of the bronze rows of a run, by key.
+async fn ct_run(p: &Project, run_id: &str) -> Vec<String> {
+    rows(
+        &p.query(
+            &[("b", "bronze/tracked")],
+            &format!(
+                "SELECT _op, id, name, amount, _change_version FROM b WHERE _run_id = '{run_id}' ORDER BY id"
+            ),
+        )
+        .await,
+    )
+}
+
+async fn synced_version(p: &Project) -> i64 {
+    p.scalar(
+        &[("w", "_smelter/watermarks")],
+        "SELECT value FROM w WHERE table_name = 'tracked' AND kind = 'change_version' ORDER BY committed_at DESC LIMIT 1",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn change_tracking_lands_changes_and_deletes_and_resyncs_after_cleanup() {
+    let s = server(FixtureOptions::default());
+    let p = project(&s, &[CT_TABLE], "");
+    let model = p.dir.path().join("sql/t/silver/tracked.sql");
+    std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+    std::fs::write(&model, SILVER).unwrap();
+
+    // First sync: the whole table at the current version.
+    let v0 = s.tracked_version();
+    ct_layer(&p, "extract", "r1", 0);
+    ct_layer(&p, "bronze", "r1", 0);
+    assert_eq!(
+        ct_run(&p, "r1").await,
+        [
+            format!("U|1|item 1|1.25|{v0}"),
+            format!("U|2|item 2|2.25|{v0}"),
+            format!("U|3|item 3|3.25|{v0}"),
+            format!("U|4|item 4|4.25|{v0}"),
+            format!("U|5|item 5|∅|{v0}"),
+        ]
+    );
+    assert_eq!(synced_version(&p).await, v0);
+    // Only the key stays NOT NULL: a delete row carries nothing else.
+    let schema = p
+        .query(&[("b", "bronze/tracked")], "SELECT * FROM b LIMIT 1")
+        .await;
+    let schema = schema[0].schema();
+    for (column, nullable) in [
+        ("id", false),
+        ("name", true),
+        ("amount", true),
+        ("_op", false),
+        ("_change_version", false),
+    ] {
+        assert_eq!(
+            schema.field_with_name(column).unwrap().is_nullable(),
+            nullable,
+            "{column}"
+        );
+    }
+
+    // Inserts, updates and deletes (7 inserted and deleted again: a delete of its key).
+    let v6 = s.tracked_upsert(6, "item 6", Some(650));
+    let v2 = s.tracked_upsert(2, "item 2b", Some(999));
+    let v3 = s.tracked_delete(3);
+    s.tracked_upsert(7, "item 7", None);
+    let v7 = s.tracked_delete(7);
+    ct_layer(&p, "extract", "r2", 0);
+    // The version is committed by bronze, not by extract.
+    assert_eq!(synced_version(&p).await, v0);
+
+    // A bronze that fails leaves the synced version as it was.
+    let landing = p.lake().join("landing/tracked/run=r2");
+    let part = std::fs::read_dir(&landing)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| f.extension().is_some_and(|x| x == "parquet"))
+        .expect("a landed file");
+    std::fs::write(&part, b"not parquet").unwrap();
+    let out = p.smelter_env(
+        &[
+            "run",
+            "{p}",
+            "--layer",
+            "bronze",
+            "--logical-date",
+            "2026-11-02",
+            "--run-id",
+            "r2",
+        ],
+        ENV,
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "bronze of a corrupt landing file"
+    );
+    assert_eq!(synced_version(&p).await, v0);
+
+    // The retry reads the same changes again and commits them once.
+    ct_layer(&p, "extract", "r2", 0);
+    ct_layer(&p, "bronze", "r2", 0);
+    assert_eq!(
+        ct_run(&p, "r2").await,
+        [
+            format!("U|2|item 2b|9.99|{v2}"),
+            format!("D|3|∅|∅|{v3}"),
+            format!("U|6|item 6|6.50|{v6}"),
+            format!("D|7|∅|∅|{v7}"),
+        ]
+    );
+    assert_eq!(synced_version(&p).await, v7);
+
+    // The rows reach a silver merge ordered by `_change_version`.
+    ct_layer(&p, "silver", "r2", 0);
+    let silver = rows(
+        &p.query(
+            &[("s", "silver/tracked")],
+            "SELECT op, id, _change_version FROM s ORDER BY id",
+        )
+        .await,
+    );
+    assert_eq!(
+        silver,
+        [
+            format!("U|1|{v0}"),
+            format!("U|2|{v2}"),
+            format!("D|3|{v3}"),
+            format!("U|4|{v0}"),
+            format!("U|5|{v0}"),
+            format!("U|6|{v6}"),
+            format!("D|7|{v7}"),
+        ]
+    );
+
+    // Cleanup passes the synced version: a full re-sync, with a delete for the key that
+    // vanished meanwhile (4) and none for keys deleted before (3, 7).
+    s.tracked_upsert(1, "item 1b", Some(111));
+    s.tracked_delete(4);
+    let min_valid = s.tracked_cleanup();
+    let out = ct_layer(&p, "extract", "r3", 0);
+    assert!(
+        out.contains("older than the table's minimum valid version"),
+        "{out}"
+    );
+    ct_layer(&p, "bronze", "r3", 0);
+    assert_eq!(
+        ct_run(&p, "r3").await,
+        [
+            format!("U|1|item 1b|1.11|{min_valid}"),
+            format!("U|2|item 2b|9.99|{min_valid}"),
+            format!("D|4|item 4|4.25|{min_valid}"),
+            format!("U|5|item 5|∅|{min_valid}"),
+            format!("U|6|item 6|6.50|{min_valid}"),
+        ]
+    );
+    assert_eq!(synced_version(&p).await, min_valid);
+
+    // Incremental again from the re-synced version: a deleted key re-inserted.
+    let v8 = s.tracked_upsert(3, "item 3 again", Some(300));
+    ct_layer(&p, "extract", "r4", 0);
+    ct_layer(&p, "bronze", "r4", 0);
+    assert_eq!(
+        ct_run(&p, "r4").await,
+        [format!("U|3|item 3 again|3.00|{v8}")]
+    );
+    assert_eq!(synced_version(&p).await, v8);
+
+    // `--full-refresh` re-syncs in full: every row at the current version, no delete.
+    let args = [
+        "run",
+        "{p}",
+        "--layer",
+        "extract",
+        "--logical-date",
+        "2026-11-02",
+        "--run-id",
+        "r5",
+        "--full-refresh",
+    ];
+    expect_code(&p.smelter_env(&args, ENV), &args, 0);
+    ct_layer(&p, "bronze", "r5", 0);
+    let r5 = ct_run(&p, "r5").await;
+    assert_eq!(r5.len(), 5, "{r5:?}");
+    assert!(
+        r5.iter()
+            .all(|r| r.starts_with("U|") && r.ends_with(&format!("|{v8}"))),
+        "{r5:?}"
+    );
+
+    // Every CHANGETABLE read started from a valid version (the fixture refuses others), and the
+    // versions were bound as parameters.
+    let reads: Vec<_> = s
+        .received()
+        .into_iter()
+        .filter(|r| r.sql.contains("CHANGETABLE"))
+        .collect();
+    assert_eq!(reads.len(), 3, "r2 twice, r4");
+    assert!(reads
+        .iter()
+        .all(|r| r.sql.contains("@P1") && r.params.len() == 1));
+}
