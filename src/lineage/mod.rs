@@ -766,6 +766,7 @@ fn scd2_history(header: &crate::plan::Header, lineage: &mut ModelLineage) {
     };
     let keys = refs(&header.unique_key);
     let sequence = refs(&header.sequence_by);
+    let checked = refs(&header.check_cols);
     let window: IndirectInputs = keys
         .iter()
         .chain(&sequence)
@@ -800,7 +801,7 @@ fn scd2_history(header: &crate::plan::Header, lineage: &mut ModelLineage) {
         }
     }
     merge_indirect(&mut lineage.indirect, &window);
-    for c in refs(&header.check_cols) {
+    for c in checked {
         lineage
             .indirect
             .entry(c)
