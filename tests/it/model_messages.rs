@@ -120,7 +120,10 @@ fn a_column_named_twice_in_a_header_key_is_refused() {
     }
     // `run` refuses it the same way, before anything is written.
     let err = p.run_layer("all", "r1", 2);
-    assert!(err.contains("`unique_key` names column `patient_id` twice"), "{err}");
+    assert!(
+        err.contains("`unique_key` names column `patient_id` twice"),
+        "{err}"
+    );
     assert!(!p.lake().join("silver").exists(), "{err}");
 }
 
@@ -164,7 +167,9 @@ fn a_column_that_differs_only_by_case_gets_a_quoting_hint() {
     .unwrap();
     let err = p.expect(&["validate", "{p}"], 2);
     assert!(
-        err.contains("sql/t/silver/names.sql:2: `unique_key` column `fullname` is not in the model's output"),
+        err.contains(
+            "sql/t/silver/names.sql:2: `unique_key` column `fullname` is not in the model's output"
+        ),
         "{err}"
     );
     assert!(err.contains("write \"FullName\""), "{err}");

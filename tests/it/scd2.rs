@@ -46,12 +46,20 @@ async fn demo_customer_history_answers_point_in_time_questions() {
     let both = [("s", "silver/customers"), ("h", "silver/customers_history")];
     day("2026-11-01", "day1");
     let day1 = rows(&p, &silver, &format!("SELECT {CUSTOMER} FROM s")).await;
-    let seen = rows(&p, &silver, "SELECT CAST(MAX(modified_at) AS VARCHAR) FROM s").await;
+    let seen = rows(
+        &p,
+        &silver,
+        "SELECT CAST(MAX(modified_at) AS VARCHAR) FROM s",
+    )
+    .await;
     day("2026-11-02", "day2");
     day("2026-11-01", "day1");
 
     let now = rows(&p, &both, &format!("SELECT {CUSTOMER} FROM s")).await;
-    assert_ne!(now, day1, "day 2 changed no customer: the test would prove nothing");
+    assert_ne!(
+        now, day1,
+        "day 2 changed no customer: the test would prove nothing"
+    );
     let current = rows(
         &p,
         &both,
@@ -109,10 +117,7 @@ async fn scd2_validity_columns_have_the_type_of_the_version_column() {
                 "silver/by_time.sql",
                 &history("-- sequence_by: admitted_at"),
             ),
-            (
-                "silver/by_day.sql",
-                &history("-- sequence_by: admitted_on"),
-            ),
+            ("silver/by_day.sql", &history("-- sequence_by: admitted_on")),
             // The check strategy takes one row per key.
             (
                 "silver/by_ward.sql",
