@@ -2,27 +2,12 @@
 //! of hospital stays): header errors at the header line that causes them, a column listed twice
 //! in a header key, and a column whose name differs only by case.
 
-use crate::support::Project;
-
-const PIPELINE: &str = r#"
-name = "t"
-[source]
-type = "files"
-root = "incoming"
-[[source.tables]]
-name = "stays"
-path = "stays/*.csv"
-key = ["patient_id"]
-[storage]
-root = "lake"
-[profile]
-mode = "off"
-"#;
+use crate::support::{files_pipeline, Project};
 
 /// A project with one landed file whose `FullName` column has upper-case letters, its schema
 /// contract synced, then `models` (`layer/name.sql`, text) written.
 fn project(models: &[(&str, &str)]) -> Project {
-    let p = Project::custom(PIPELINE, &[]);
+    let p = Project::custom(&files_pipeline("stays", "patient_id"), &[]);
     let dir = p.dir.path().join("incoming/stays");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(

@@ -4,7 +4,7 @@
 
 use arrow::datatypes::{DataType, TimeUnit};
 
-use crate::support::Project;
+use crate::support::{files_pipeline, Project};
 
 /// Every row of `sql` over `tables` as text (`|`-separated values, NULL as `∅`), sorted.
 async fn rows(p: &Project, tables: &[(&str, &str)], sql: &str) -> Vec<String> {
@@ -84,21 +84,6 @@ async fn demo_customer_history_answers_point_in_time_questions() {
     assert_eq!(as_of, day1);
 }
 
-const FILES: &str = r#"
-name = "t"
-[source]
-type = "files"
-root = "incoming"
-[[source.tables]]
-name = "stays"
-path = "stays/*.csv"
-key = ["patient_id"]
-[storage]
-root = "lake"
-[profile]
-mode = "off"
-"#;
-
 /// The validity columns keep the `sequence_by` column's type exactly (a timestamp without time
 /// zone stays one, a date stays a date); the check strategy, which has no such column, starts
 /// versions at the run's start as a UTC timestamp.
@@ -111,7 +96,7 @@ async fn scd2_validity_columns_have_the_type_of_the_version_column() {
         )
     };
     let p = Project::custom(
-        FILES,
+        &files_pipeline("stays", "patient_id"),
         &[
             (
                 "silver/by_time.sql",
