@@ -4,11 +4,19 @@
 //! - `silver_merge/versioned_merge_{1,10}pct_into_1m`: the silver transform + merge step. A
 //!   bronze-like batch of change rows for 1 % (10k) or 10 % (100k) of the keys, two versions per
 //!   key, half of the keys existing and half new, is deduplicated to the newest row per key with
-//!   `ROW_NUMBER() … = 1` (planned as the latest-per-key operator) and merged by key into a
-//!   1M-row Delta table with `sequence_by = modified_at` (only newer versions replace rows).
+//!   `ROW_NUMBER() … = 1` (planned as the latest-per-key operator), staged as the runner stages
+//!   a merge model's rows, and merged by key into a 1M-row Delta table with `sequence_by =
+//!   modified_at` (only newer versions replace rows).
 //!   Compare with `delta_write/overwrite_1m`, the cost of rebuilding the same table
 //!   (`--full-refresh`).
+//! - `scd2/incremental_1pct_into_1m`: an `scd2` model's run (timestamp strategy, `sequence_by =
+//!   modified_at`) on a history of 1M rows (500k keys, two versions each) with a batch of 1 %
+//!   (10k rows: 5k newer versions of existing keys, 1k late versions older than a key's current
+//!   one, 4k new keys): the batch shaped and staged as the runner does, the history of its keys
+//!   recomputed (`scd2::history`), staged, and merged on `_scd_id`. Against
+//!   `scd2/full_refresh_1m`: the same table rebuilt from all 1.01M rows (`--full-refresh`).
 //!
+//! Every group samples flat with 10 samples, so the whole file runs in a few minutes.
 //! Run with `cargo bench --bench write`.
 
 use std::sync::Arc;
@@ -19,7 +27,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use smelter::plan::{Layer, TableId};
+use smelter::plan::{Layer, Model, TableId};
 use smelter::storage::Lake;
 use smelter::table::{self, TableFormat, WriteMode, WriteRequest};
 
@@ -114,7 +122,8 @@ struct Bench {
 fn setup() -> Bench {
     let dir = tempfile::tempdir().expect("tempdir");
     let toml = format!(
-        "name = \"bench\"\n[source]\ntype = \"sample\"\n[storage]\nroot = \"{}\"\n\
+        "name = \"bench\"\n[source]\ntype = \"sample\"\n[[source.tables]]\nname = \"shipments\"\n\
+         [storage]\nroot = \"{}\"\n\
          [format]\ntable = \"delta\"\ncompression = \"zstd\"\n[profile]\nmode = \"off\"\n",
         dir.path().join("lake").display()
     );
@@ -140,8 +149,17 @@ fn id(name: &str) -> TableId {
 }
 
 async fn write(b: &Bench, name: &str, sql: &str, mode: WriteMode) -> table::WriteMetrics {
-    let url = b.lake.table_url(&id(name));
     let input = b.ctx.sql(sql).await.expect("plan");
+    write_df(b, name, input, mode).await
+}
+
+async fn write_df(
+    b: &Bench,
+    name: &str,
+    input: datafusion::prelude::DataFrame,
+    mode: WriteMode,
+) -> table::WriteMetrics {
+    let url = b.lake.table_url(&id(name));
     b.format
         .write(WriteRequest {
             ctx: &b.ctx,
@@ -168,7 +186,7 @@ fn bench(c: &mut Criterion) {
         .register_table("base", mem_table(batches(&base, 0)))
         .expect("register");
     let mut group = c.benchmark_group("delta_write");
-    group.sample_size(10);
+    quick(&mut group);
     group.throughput(Throughput::Elements(BASE_ROWS as u64));
     group.bench_function("overwrite_1m", |bch| {
         bch.to_async(&rt).iter(|| async {
@@ -180,7 +198,7 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("silver_merge");
-    group.sample_size(10);
+    quick(&mut group);
     for pct in [1usize, 10] {
         // Change rows for `pct` % of the keys: half existing, half new, two versions each.
         let keys = BASE_ROWS * pct / 100;
@@ -216,10 +234,15 @@ fn bench(c: &mut Criterion) {
                     for _ in 0..iters {
                         write(b, "merged", "SELECT * FROM base", WriteMode::Overwrite).await;
                         let clock = std::time::Instant::now();
-                        let m = write(
+                        // Staged as the runner stages a merge model's rows (the format's merge
+                        // plans its input with its own planner, which does not know the
+                        // latest-per-key operator).
+                        let rows = b.ctx.sql(dedup).await.expect("plan");
+                        let staged = smelter::engine::stage(&b.ctx, rows).await.expect("stage");
+                        let m = write_df(
                             b,
                             "merged",
-                            dedup,
+                            staged.df.clone(),
                             WriteMode::Merge {
                                 keys: vec!["order_id".into()],
                                 sequence_by: vec!["modified_at".into()],
@@ -239,5 +262,151 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// Ten flat samples and a short measurement: a bench whose iterations rewrite a 1M-row table
+/// untimed then runs about ten times.
+fn quick(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    group.sample_size(10);
+    group.sampling_mode(criterion::SamplingMode::Flat);
+    group.warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(5));
+}
+
+/// The `scd2` model of the bench: timestamp strategy over `modified_at`.
+fn scd2_model() -> Model {
+    let sql =
+        "-- materialized: scd2\n-- unique_key: order_id\n-- sequence_by: modified_at\nSELECT 1";
+    let mut problems = Vec::new();
+    let header = smelter::plan::header::parse("history.sql", sql, &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    Model {
+        id: id("history"),
+        file: "history.sql".into(),
+        header,
+        sql: sql.into(),
+        depends_on: Vec::new(),
+        rules: Vec::new(),
+        unprocessed: Vec::new(),
+    }
+}
+
+/// One run of the `scd2` model over the rows of table `batch`, as the runner does it: the rows
+/// shaped and staged, the history of their keys recomputed against the table (none on a full
+/// refresh), staged, and merged on `_scd_id` (written over on a full refresh).
+async fn scd2_run(b: &Bench, model: &Model, batch: &str, full: bool) -> table::WriteMetrics {
+    use smelter::layers::scd2;
+    let rows = b.ctx.table(batch).await.expect("batch");
+    let shaped = scd2::shape(rows, model, "history.sql").expect("shape");
+    let staged = smelter::engine::stage(&b.ctx, shaped).await.expect("stage");
+    let table = if full {
+        None
+    } else {
+        let url = b.lake.table_url(&model.id);
+        let provider = b.format.provider(&b.ctx, &url).await.expect("provider");
+        Some(b.ctx.read_table(provider.expect("table")).expect("read"))
+    };
+    let history = scd2::history(&b.ctx, model, staged.df.clone(), table, 0)
+        .await
+        .expect("history");
+    let history = smelter::engine::stage(&b.ctx, history)
+        .await
+        .expect("stage");
+    let mode = if full {
+        WriteMode::Overwrite
+    } else {
+        WriteMode::Merge {
+            keys: vec![scd2::SCD_ID.into()],
+            sequence_by: Vec::new(),
+        }
+    };
+    write_df(b, &model.id.name, history.df.clone(), mode).await
+}
+
+fn bench_scd2(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let b = setup();
+    let model = scd2_model();
+    // 500k keys with versions 0 and 2: a history of 1M rows.
+    let keys: Vec<i64> = (0..BASE_ROWS as i64 / 2).collect();
+    let mut base = batches(&keys, 0);
+    base.extend(batches(&keys, 2));
+    // 1 %: newer versions (3) of 5k keys, late versions (1, between a key's two) of 1k others,
+    // and 4k new keys; all keys distinct, so every row is a new version.
+    let newer: Vec<i64> = (0..5_000).map(|i| i * 50).collect();
+    let late: Vec<i64> = (0..1_000).map(|i| i * 50 + 25).collect();
+    let fresh: Vec<i64> = (0..4_000).map(|i| BASE_ROWS as i64 + i).collect();
+    let mut changes = batches(&newer, 3);
+    changes.extend(batches(&late, 1));
+    changes.extend(batches(&fresh, 3));
+    let n_changes = (newer.len() + late.len() + fresh.len()) as u64;
+    let mut everything = base.clone();
+    everything.extend(changes.iter().cloned());
+    let n_all = (BASE_ROWS as u64) + n_changes;
+    for (name, data) in [
+        ("base", base),
+        ("changes", changes),
+        ("everything", everything),
+    ] {
+        b.ctx
+            .register_table(name, mem_table(data))
+            .expect("register");
+    }
+    // The 1M-row history, computed once and kept in memory: each incremental iteration starts
+    // by writing it over the table (untimed).
+    let history = rt.block_on(async {
+        let full = scd2_run(&b, &model, "base", true).await;
+        assert_eq!(full.rows_inserted, BASE_ROWS as u64);
+        let url = b.lake.table_url(&model.id);
+        let provider = b.format.provider(&b.ctx, &url).await.expect("provider");
+        let df = b.ctx.read_table(provider.expect("table")).expect("read");
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let data = df.collect().await.expect("collect");
+        Arc::new(MemTable::try_new(schema, vec![data]).expect("history"))
+    });
+    b.ctx
+        .register_table("base_history", history)
+        .expect("register");
+
+    let mut group = c.benchmark_group("scd2");
+    quick(&mut group);
+    group.throughput(Throughput::Elements(n_changes));
+    group.bench_function("incremental_1pct_into_1m", |bch| {
+        bch.to_async(&rt).iter_custom(|iters| {
+            let (b, model) = (&b, &model);
+            async move {
+                let mut total = std::time::Duration::ZERO;
+                for _ in 0..iters {
+                    write(
+                        b,
+                        "history",
+                        "SELECT * FROM base_history",
+                        WriteMode::Overwrite,
+                    )
+                    .await;
+                    let clock = std::time::Instant::now();
+                    let m = scd2_run(b, model, "changes", false).await;
+                    total += clock.elapsed();
+                    // Every batch row is a new version; the versions of the 6k existing keys
+                    // touched are rewritten with their recomputed intervals.
+                    assert_eq!(m.rows_inserted, n_changes);
+                    assert_eq!(m.rows_updated, 12_000);
+                }
+                total
+            }
+        })
+    });
+    group.throughput(Throughput::Elements(n_all));
+    group.bench_function("full_refresh_1m", |bch| {
+        bch.to_async(&rt).iter(|| async {
+            let m = scd2_run(&b, &model, "everything", true).await;
+            assert_eq!(m.rows_inserted, n_all);
+            m
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_scd2);
 criterion_main!(benches);

@@ -9,6 +9,7 @@ Steps (see README.md next to this file):
    - `smelter`: profiles, HTML report and lineage files off;
    - `smelter-profiled`: the demo's defaults (full profiles, report, DataHub and OpenLineage files);
    - `duckdb`, `polars`: the same SQL files, the same `-- expect:` rules and merge-key checks,
+     an `scd2` model's history emulated (`valid_from`, `valid_to` by LEAD, `is_current`, `_scd_id`),
      bronze read from the Delta tables with `deltalake`, every model written as zstd Parquet;
 3. verify that every silver and gold table (and the quarantine table) has the same rows in every
    engine (row count plus order-independent checksums), exit 1 on a mismatch;
@@ -73,6 +74,7 @@ class Model:
     materialized: str = "table"
     unique_key: list = field(default_factory=list)
     sequence_by: list = field(default_factory=list)
+    scd_columns: list = field(default_factory=lambda: ["valid_from", "valid_to", "is_current"])
     rules: list = field(default_factory=list)
     depends_on: set = field(default_factory=set)
 
@@ -165,6 +167,93 @@ def newest_per_key(sql: str, keys: list, sequence_by: list) -> str:
     )
 
 
+SCD_ID = "_scd_id"
+
+
+def duckdb_text(column: str, dtype: str) -> str:
+    """`CAST(column AS VARCHAR)` as DataFusion renders it (the text `_scd_id` hashes): timestamps
+    as `2026-11-01T08:00:00` with 3 or 6 fraction digits when not zero, dates as `2026-11-01`."""
+    c = f'"{column}"'
+    t = dtype.upper()
+    if t.startswith("TIMESTAMP WITH"):
+        sys.exit(f"scd2 emulation: time zone-aware `{column}` is not supported")
+    if t.startswith("TIMESTAMP"):
+        us = f"(epoch_us({c}) % 1000000)"
+        return (f"(strftime({c}, '%Y-%m-%dT%H:%M:%S') || CASE WHEN {us} = 0 THEN '' "
+                f"WHEN {us} % 1000 = 0 THEN '.' || lpad(({us} // 1000)::VARCHAR, 3, '0') "
+                f"ELSE '.' || lpad({us}::VARCHAR, 6, '0') END)")
+    if t == "DATE":
+        return f"strftime({c}, '%Y-%m-%d')"
+    return f"CAST({c} AS VARCHAR)"
+
+
+def duckdb_scd2(source: str, m: Model, types: dict) -> str:
+    """The first-run history of an `scd2` model (timestamp strategy) over `source`, as
+    `smelter::layers::scd2::history` computes it: one version per key and `sequence_by` value
+    (the greatest row by the other columns, descending, NULLs last), valid from that value
+    until the key's next one (`LEAD`), current when there is none, `_scd_id` the MD5 of the key
+    values and `valid_from` as `<length>:<text>` joined by `|`."""
+    seq = m.sequence_by[0]
+    cols = list(types)
+    keys = ", ".join(f'"{k}"' for k in m.unique_key)
+    others = ", ".join(f'"{c}" DESC NULLS LAST' for c in cols if c not in m.unique_key)
+    frm, to, cur = m.scd_columns
+    parts = " || '|' || ".join(
+        f"length({t}) || ':' || {t}"
+        for t in [duckdb_text(k, types[k]) for k in m.unique_key] + [duckdb_text(seq, types[seq])]
+    )
+    lead = f'LEAD("{seq}") OVER (PARTITION BY {keys} ORDER BY "{seq}")'
+    listed = ", ".join(f'"{c}"' for c in cols)
+    return (
+        f'SELECT {listed}, "{seq}" AS "{frm}", {lead} AS "{to}", {lead} IS NULL AS "{cur}", '
+        f'md5({parts}) AS "{SCD_ID}" FROM (SELECT * FROM (SELECT *, ROW_NUMBER() OVER '
+        f'(PARTITION BY {keys}, "{seq}" ORDER BY {others}) AS __scd_rn FROM {source}) '
+        f"WHERE __scd_rn = 1)"
+    )
+
+
+def polars_text(column: str, dtype) -> pl.Expr:
+    """Polars' version of [`duckdb_text`]."""
+    c = pl.col(column)
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is not None:
+            sys.exit(f"scd2 emulation: time zone-aware `{column}` is not supported")
+        us = c.dt.microsecond()
+        frac = (pl.when(us == 0).then(pl.lit(""))
+                .when(us % 1000 == 0).then(pl.lit(".") + (us // 1000).cast(pl.Utf8).str.zfill(3))
+                .otherwise(pl.lit(".") + us.cast(pl.Utf8).str.zfill(6)))
+        return c.dt.strftime("%Y-%m-%dT%H:%M:%S") + frac
+    if isinstance(dtype, pl.Date):
+        return c.dt.strftime("%Y-%m-%d")
+    return c.cast(pl.Utf8)
+
+
+def polars_scd2(df: pl.DataFrame, m: Model) -> pl.DataFrame:
+    """Polars' version of [`duckdb_scd2`]."""
+    import hashlib
+
+    seq = m.sequence_by[0]
+    cols = df.columns
+    frm, to, cur = m.scd_columns
+    others = [c for c in cols if c not in m.unique_key]
+    df = (df.sort(m.unique_key + [seq] + others,
+                  descending=[False] * (len(m.unique_key) + 1) + [True] * len(others),
+                  nulls_last=True)
+          .unique(subset=m.unique_key + [seq], keep="first", maintain_order=True))
+    texts = [polars_text(k, df.schema[k]) for k in m.unique_key + [seq]]
+    joined = pl.concat_str(
+        [pl.concat_str([t.str.len_chars().cast(pl.Utf8), pl.lit(":"), t]) for t in texts],
+        separator="|",
+    )
+    out = (df.sort(m.unique_key + [seq])
+           .with_columns(pl.col(seq).alias(frm),
+                         pl.col(seq).shift(-1).over(m.unique_key).alias(to),
+                         joined.alias(SCD_ID))
+           .with_columns(pl.col(to).is_null().alias(cur)))
+    ids = [hashlib.md5(t.encode()).hexdigest() for t in out.get_column(SCD_ID).to_list()]
+    return out.with_columns(pl.Series(SCD_ID, ids)).select(cols + [frm, to, cur, SCD_ID])
+
+
 def load_models(project: Path) -> list[Model]:
     """Every silver and gold model of the project, in dependency order (silver before gold)."""
     pipeline = tomllib.loads((project / "pipelines/demo.toml").read_text())
@@ -185,9 +274,14 @@ def load_models(project: Path) -> list[Model]:
                     model.unique_key = [k.strip().lower() for k in value.split(",")]
                 elif key == "sequence_by":
                     model.sequence_by = [k.strip().lower() for k in value.split(",")]
+                elif key == "scd_columns":
+                    model.scd_columns = [k.strip().lower() for k in value.split(",")]
+                elif key == "check_cols":
+                    sys.exit(f"{file}: the check strategy of scd2 starts versions at the run's "
+                             "start time, which the peers cannot reproduce")
                 elif key == "expect":
                     model.rules += [parse_rule(r.strip()) for r in value.split(";") if r.strip()]
-            if model.sequence_by:
+            if model.sequence_by and model.materialized == "merge":
                 model.sql = newest_per_key(model.sql, model.unique_key, model.sequence_by)
             model.depends_on = {
                 (la.lower(), t.lower()) for la, t in TABLE_REF.findall(model.sql)
@@ -365,13 +459,21 @@ def run_duckdb(bronze_lake: Path, models: list[Model], out: Path, tables: list[s
                 f"SELECT COUNT(*) FROM (SELECT 1 FROM {source} GROUP BY {keys} HAVING COUNT(*) > 1)"
             ).fetchone()[0]
             check_merge_keys(m, n_null, n_dup)
-        # A first run creates every table: table and append models write, a merge inserts all.
+        if m.materialized == "scd2":
+            nulls = " OR ".join(f'"{k}" IS NULL' for k in m.unique_key + m.sequence_by[:1])
+            check_merge_keys(m, con.execute(f"SELECT COUNT(*) FROM {source} WHERE {nulls}").fetchone()[0], 0)
+            types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {source})").fetchall())
+            con.execute(f"CREATE TEMP TABLE __history AS {duckdb_scd2(source, m, types)}")
+            source = "__history"
+        # A first run creates every table: table and append models write, a merge inserts all,
+        # an scd2 model inserts the history of the batch.
         con.execute(f"CREATE TABLE {m.layer}.{m.name} AS SELECT * FROM {source}")
         con.execute(
             f"COPY {m.layer}.{m.name} TO '{out / m.layer / f'{m.name}.parquet'}' "
             "(FORMAT parquet, COMPRESSION zstd)"
         )
         con.execute("DROP TABLE IF EXISTS __good")
+        con.execute("DROP TABLE IF EXISTS __history")
         con.execute("DROP TABLE __result")
     con.close()
 
@@ -431,6 +533,10 @@ def run_polars(bronze_lake: Path, models: list[Model], out: Path, tables: list[s
             n_null = df.filter(pl.any_horizontal([pl.col(k).is_null() for k in m.unique_key])).height
             n_dup = df.group_by(m.unique_key).len().filter(pl.col("len") > 1).height
             check_merge_keys(m, n_null, n_dup)
+        if m.materialized == "scd2":
+            check_merge_keys(m, df.filter(pl.any_horizontal(
+                [pl.col(k).is_null() for k in m.unique_key + m.sequence_by[:1]])).height, 0)
+            df = polars_scd2(df, m)
         frames[(m.layer, m.name)] = df
         ctx.register(f"{m.layer}.{m.name}", df.lazy())
         df.write_parquet(out / m.layer / f"{m.name}.parquet", compression="zstd")
@@ -449,7 +555,8 @@ def check_rules(m: Model, rows: int, failed: list[int]) -> None:
 
 
 def check_merge_keys(m: Model, nulls: int, duplicates: int) -> None:
-    """A merge key must be non-NULL and unique in the model result."""
+    """A merge key must be non-NULL and unique in the model result (an scd2 model's key and
+    `sequence_by` must be non-NULL)."""
     if nulls or duplicates:
         raise QualityFailure(
             f"{m.layer}.{m.name}: {nulls} NULL and {duplicates} duplicated merge key(s)"

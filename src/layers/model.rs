@@ -317,25 +317,33 @@ pub async fn plan_model(
         .and_then(|df| df.with_param_values(plan.param_values(params, &windows)))
         .map_err(|e| sql_error(&shown, e))?;
     let schema = df.schema();
-    for key in model
-        .header
-        .unique_key
-        .iter()
-        .chain(model.header.partition_by.iter())
-        .chain(model.header.sequence_by.iter())
-        .chain(model.header.check_cols.iter())
+    let h = &model.header;
+    for (name, key) in [
+        ("unique_key", &h.unique_key),
+        ("partition_by", &h.partition_by),
+        ("sequence_by", &h.sequence_by),
+        ("check_cols", &h.check_cols),
+    ]
+    .into_iter()
+    .flat_map(|(name, columns)| columns.iter().map(move |c| (name, c)))
     {
         if schema.field_with_unqualified_name(key).is_err() {
             return Err(Error::Sql {
-                location: format!("{shown}:1"),
+                location: format!("{shown}:{}", h.line(name)),
                 message: format!(
-                    "header column `{key}` is not in the model's output; columns: {}",
+                    "`{name}` column `{key}` is not in the model's output; columns: {}{}",
                     schema
                         .fields()
                         .iter()
                         .map(|f| f.name().as_str())
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(", "),
+                    crate::plan::ident::case_hint(
+                        key,
+                        schema.fields().iter().map(|f| f.name().as_str())
+                    )
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default()
                 ),
             });
         }
@@ -407,6 +415,7 @@ pub fn sql_error(shown: &str, e: DataFusionError) -> Error {
         .trim_start_matches("Error during planning: ")
         .trim_start_matches("Schema error: ")
         .to_string();
+    let message = crate::plan::ident::with_case_hint(&e, message);
     match span {
         Some((line, col)) if line > 0 => Error::Sql {
             location: format!("{shown}:{line}:{col}"),

@@ -51,7 +51,7 @@ pub fn shape(df: DataFrame, model: &Model, shown: &str) -> Result<DataFrame> {
     }
     if !problems.is_empty() {
         return Err(Error::Sql {
-            location: format!("{shown}:1"),
+            location: format!("{shown}:{}", model.header.line("scd_columns")),
             message: problems.join("; "),
         });
     }

@@ -735,6 +735,81 @@ pub fn indirect_edges(inputs: &IndirectInputs) -> Vec<(ColumnRef, Indirect)> {
         .collect()
 }
 
+/// The lineage of an `scd2` model's history columns, which [`crate::layers::scd2::history`]
+/// computes after the model's query (its plan holds typed placeholders):
+///
+/// - `valid_from`: the `sequence_by` column's value (its edges, as they are); with the check
+///   strategy, the run's start time (no input column);
+/// - `valid_to`: the next version's start, `LEAD(valid_from) OVER (PARTITION BY <unique_key>
+///   ORDER BY valid_from)`: TRANSFORM of the `sequence_by` inputs, WINDOW on the key and
+///   `sequence_by` inputs;
+/// - `is_current`: whether there is a next version (`valid_to IS NULL`): the same edges;
+/// - `_scd_id`: the MD5 of the key values and `valid_from`: TRANSFORM of the key and
+///   `sequence_by` inputs.
+///
+/// Model-wide, the key and `sequence_by` inputs pick the one row of each `(key, valid_from)`
+/// (WINDOW), and the check strategy's `check_cols` decide which rows become versions (FILTER).
+fn scd2_history(header: &crate::plan::Header, lineage: &mut ModelLineage) {
+    let of = |name: &str| {
+        lineage
+            .columns
+            .iter()
+            .find(|(c, _)| c == name)
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default()
+    };
+    let refs = |names: &[String]| -> BTreeSet<ColumnRef> {
+        names
+            .iter()
+            .flat_map(|n| of(n).direct.into_keys())
+            .collect()
+    };
+    let keys = refs(&header.unique_key);
+    let sequence = refs(&header.sequence_by);
+    let checked = refs(&header.check_cols);
+    let window: IndirectInputs = keys
+        .iter()
+        .chain(&sequence)
+        .map(|c| (c.clone(), BTreeSet::from([Indirect::Window])))
+        .collect();
+    let transform = |refs: &BTreeSet<ColumnRef>| -> Inputs {
+        refs.iter().map(|c| (c.clone(), Kind::Transform)).collect()
+    };
+    let valid_from = match header.sequence_by.first() {
+        Some(s) => of(s),
+        None => ColumnLineage::default(),
+    };
+    let next = ColumnLineage {
+        direct: transform(&sequence),
+        indirect: window.clone(),
+        parts: Vec::new(),
+    };
+    let id = ColumnLineage {
+        direct: transform(&keys.iter().chain(&sequence).cloned().collect()),
+        ..ColumnLineage::default()
+    };
+    let [from, to, current] = &header.scd_columns;
+    let history = [
+        (from.as_str(), valid_from),
+        (to.as_str(), next.clone()),
+        (current.as_str(), next),
+        (crate::layers::scd2::SCD_ID, id),
+    ];
+    for (name, l) in history {
+        if let Some((_, column)) = lineage.columns.iter_mut().find(|(c, _)| c == name) {
+            *column = l;
+        }
+    }
+    merge_indirect(&mut lineage.indirect, &window);
+    for c in checked {
+        lineage
+            .indirect
+            .entry(c)
+            .or_default()
+            .insert(Indirect::Filter);
+    }
+}
+
 /// Builds the lineage of all planned models of `plan`.
 pub fn for_pipeline(
     plan: &crate::plan::Plan,
@@ -761,7 +836,15 @@ pub fn for_pipeline(
         .collect();
     let lineages: BTreeMap<String, ModelLineage> = planned
         .iter()
-        .map(|(id, p)| (id.to_string(), from_plan(p)))
+        .map(|(id, p)| {
+            let mut lineage = from_plan(p);
+            if let Some(model) = plan.models.iter().find(|m| m.id == *id) {
+                if model.header.materialized == crate::plan::Materialization::Scd2 {
+                    scd2_history(&model.header, &mut lineage);
+                }
+            }
+            (id.to_string(), lineage)
+        })
         .collect();
     let models = lineages
         .iter()

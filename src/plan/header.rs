@@ -71,6 +71,22 @@ pub struct Header {
     /// `scd2` column names for the start and end of validity and the current flag (default
     /// `valid_from, valid_to, is_current`).
     pub scd_columns: [String; 3],
+    /// The 1-based line of each key written in the header (`materialized`, `unique_key`, ...),
+    /// for messages about a key's value; see [`Header::line`].
+    #[serde(skip)]
+    pub lines: std::collections::BTreeMap<String, usize>,
+}
+
+impl Header {
+    /// The line of header key `key` in the model file; for a key not written (its default
+    /// applies), the line of `materialized`, and 1 when neither is written.
+    pub fn line(&self, key: &str) -> usize {
+        self.lines
+            .get(key)
+            .or_else(|| self.lines.get("materialized"))
+            .copied()
+            .unwrap_or(1)
+    }
 }
 
 const KEYS: &[&str] = &[
@@ -97,6 +113,7 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
         sequence_by: Vec::new(),
         check_cols: Vec::new(),
         scd_columns: ["valid_from".into(), "valid_to".into(), "is_current".into()],
+        lines: std::collections::BTreeMap::new(),
     };
     for (idx, line) in sql.lines().enumerate() {
         let lineno = idx + 1;
@@ -115,6 +132,9 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
             continue;
         }
         let value = value.trim();
+        if KEYS.contains(&key) {
+            header.lines.entry(key.to_string()).or_insert(lineno);
+        }
         match key {
             "materialized" => {
                 header.materialized = match value {
@@ -140,6 +160,15 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
                         Vec::new()
                     }
                 };
+                // A column named twice is a typo (dbt and SQLMesh would key on it twice).
+                let mut seen = std::collections::BTreeSet::new();
+                for c in &columns {
+                    if !seen.insert(c) {
+                        problems.push(format!(
+                            "{file}:{lineno}: `{key}` names column `{c}` twice; list each column once"
+                        ));
+                    }
+                }
                 match key {
                     "unique_key" => header.unique_key = columns,
                     "sequence_by" => header.sequence_by = columns,
@@ -179,9 +208,11 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
         }
     }
     let m = header.materialized;
+    let at = |key: &str| format!("{file}:{}", header.line(key));
     if matches!(m, Materialization::Merge | Materialization::Scd2) && header.unique_key.is_empty() {
         problems.push(format!(
-            "{file}:1: materialized `{}` needs a `-- unique_key: <column>[, ...]` header line",
+            "{}: materialized `{}` needs a `-- unique_key: <column>[, ...]` header line",
+            at("materialized"),
             m.as_str()
         ));
     }
@@ -189,25 +220,30 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
         && !matches!(m, Materialization::Merge | Materialization::Scd2)
     {
         problems.push(format!(
-            "{file}:1: `sequence_by` needs `-- materialized: merge` or `scd2` (it orders the versions of a key)"
+            "{}: `sequence_by` needs `-- materialized: merge` or `scd2` (it orders the versions of a key)",
+            at("sequence_by")
         ));
     }
     if m == Materialization::Scd2 {
         match (header.sequence_by.len(), header.check_cols.is_empty()) {
             (1, true) | (0, false) => {}
             (0, true) => problems.push(format!(
-                "{file}:1: materialized `scd2` needs `-- sequence_by: <column>` (timestamp strategy) or `-- check_cols: <column>[, ...]` (check strategy)"
+                "{}: materialized `scd2` needs `-- sequence_by: <column>` (timestamp strategy) or `-- check_cols: <column>[, ...]` (check strategy)",
+                at("materialized")
             )),
             (_, true) => problems.push(format!(
-                "{file}:1: materialized `scd2` takes one `sequence_by` column: it becomes the start of each version's validity"
+                "{}: materialized `scd2` takes one `sequence_by` column: it becomes the start of each version's validity",
+                at("sequence_by")
             )),
             (_, false) => problems.push(format!(
-                "{file}:1: materialized `scd2` takes `sequence_by` or `check_cols`, not both"
+                "{}: materialized `scd2` takes `sequence_by` or `check_cols`, not both",
+                at("check_cols")
             )),
         }
     } else if !header.check_cols.is_empty() {
         problems.push(format!(
-            "{file}:1: `check_cols` needs `-- materialized: scd2`"
+            "{}: `check_cols` needs `-- materialized: scd2`",
+            at("check_cols")
         ));
     }
     header
@@ -234,6 +270,26 @@ mod tests {
         let mut problems = Vec::new();
         parse("m.sql", "-- materialized: merge\nSELECT 1", &mut problems);
         assert!(problems[0].contains("unique_key"), "{problems:?}");
+    }
+
+    #[test]
+    fn repeated_columns_and_cross_key_errors_name_their_line() {
+        let mut problems = Vec::new();
+        let h = parse(
+            "m.sql",
+            "-- description: d\n-- materialized: scd2\n-- unique_key: a, \"a\"\n-- sequence_by: t\n-- check_cols: x, X\nSELECT 1",
+            &mut problems,
+        );
+        assert_eq!(h.line("unique_key"), 3);
+        assert_eq!(h.line("scd_columns"), 2, "unwritten: the materialized line");
+        assert_eq!(
+            problems,
+            vec![
+                "m.sql:3: `unique_key` names column `a` twice; list each column once",
+                "m.sql:5: `check_cols` names column `x` twice; list each column once",
+                "m.sql:5: materialized `scd2` takes `sequence_by` or `check_cols`, not both",
+            ]
+        );
     }
 
     #[test]

@@ -63,6 +63,50 @@ pub fn path(text: &str) -> Option<Vec<String>> {
     .map(|ids| ids.into_iter().map(normalize).collect())
 }
 
+/// A hint for a column `name` that is missing only because of its case: unquoted identifiers
+/// fold to lower case, so a column `Name` must be written `"Name"`. `None` when no column of
+/// `columns` differs from `name` by case alone.
+pub fn case_hint<'a>(name: &str, columns: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let lower = name.to_lowercase();
+    let found = columns
+        .into_iter()
+        .find(|c| *c != name && c.to_lowercase() == lower)?;
+    Some(format!(
+        "the column is `{found}`: names written without double quotes fold to lower case, so write {} (in double quotes) to refer to it",
+        quoted(found)
+    ))
+}
+
+/// `message` (DataFusion's text of `e`) with [`case_hint`] added when `e` is a missing-column
+/// error (`No field named …`) and a column of the same name in another case exists. DataFusion's
+/// own note about case, which suggests a session setting Smelter does not expose, is dropped.
+pub fn with_case_hint(e: &datafusion::error::DataFusionError, message: String) -> String {
+    use datafusion::common::SchemaError;
+    use datafusion::error::DataFusionError;
+    let DataFusionError::SchemaError(schema_error, _) = e.find_root() else {
+        return message;
+    };
+    let SchemaError::FieldNotFound {
+        field,
+        valid_fields,
+    } = schema_error.as_ref()
+    else {
+        return message;
+    };
+    let Some(hint) = case_hint(&field.name, valid_fields.iter().map(|c| c.name.as_str())) else {
+        return message;
+    };
+    const NOTE: &str = ". Column names are case sensitive.";
+    const NOTE_END: &str = "enable_ident_normalization configuration";
+    let message = match (message.find(NOTE), message.find(NOTE_END)) {
+        (Some(start), Some(end)) if end > start => {
+            format!("{}{}", &message[..start], &message[end + NOTE_END.len()..])
+        }
+        _ => message,
+    };
+    format!("{message}; {hint}")
+}
+
 /// `name` as a quoted SQL identifier, which resolves to exactly `name`.
 pub fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -126,7 +126,7 @@ fn header_errors_name_the_line() {
 fn demo_validates_and_plans() {
     let p = Project::demo(0.002);
     let out = p.ok(&["validate", "{p}"]);
-    assert!(out.contains("ok (6 source tables, 10 models)"), "{out}");
+    assert!(out.contains("ok (6 source tables, 11 models)"), "{out}");
     let json: serde_json::Value =
         serde_json::from_str(&p.ok(&["plan", "{p}", "--format", "json"])).unwrap();
     let names: Vec<&str> = json["models"]
@@ -173,7 +173,7 @@ SELECT carrier_id, 0 FROM shipments WHERE shipment_id IS NULL
     )
     .unwrap();
     let out = p.ok(&["validate", "{p}"]);
-    assert!(out.contains("ok (6 source tables, 11 models)"), "{out}");
+    assert!(out.contains("ok (6 source tables, 12 models)"), "{out}");
     let json: serde_json::Value =
         serde_json::from_str(&p.ok(&["plan", "{p}", "--format", "json"])).unwrap();
     let deps = json["models"]

@@ -115,6 +115,45 @@ fn demo_gold_columns_trace_back_to_source_columns() {
         refs(&m, "silver.shipments_enriched", "customer_name", "inputs"),
         vec!["silver.customers.customer_name IDENTITY"]
     );
+    // The history columns of the scd2 model: the version's start is the version column, its
+    // end the next version's start (LEAD over the key's versions), the flag and the surrogate
+    // key follow from the key and the version column.
+    let h = "silver.customers_history";
+    assert_eq!(
+        refs(&m, h, "valid_from", "inputs"),
+        vec!["bronze.customers.modified_at IDENTITY"]
+    );
+    for column in ["valid_to", "is_current"] {
+        assert_eq!(
+            refs(&m, h, column, "inputs"),
+            vec!["bronze.customers.modified_at TRANSFORM"],
+            "{column}"
+        );
+        assert_eq!(
+            refs(&m, h, column, "indirect"),
+            vec![
+                "bronze.customers.customer_id WINDOW",
+                "bronze.customers.modified_at WINDOW"
+            ],
+            "{column}"
+        );
+        assert_eq!(
+            refs(&m, h, column, "sources"),
+            vec!["LogisticsDB.dbo.customers.modified_at TRANSFORM"],
+            "{column}"
+        );
+    }
+    assert_eq!(
+        refs(&m, h, "_scd_id", "inputs"),
+        vec![
+            "bronze.customers.customer_id TRANSFORM",
+            "bronze.customers.modified_at TRANSFORM"
+        ]
+    );
+    assert_eq!(
+        refs(&m, h, "segment", "inputs"),
+        vec!["bronze.customers.segment IDENTITY"]
+    );
     // Metadata columns have no source column.
     let table = p.ok(&["plan", "{p}", "--lineage"]);
     assert!(

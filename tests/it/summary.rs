@@ -61,7 +61,7 @@ fn a_demo_run_summarises_every_step_with_rows_versions_quality_and_files() {
     // One step per source table in extract and bronze, one per model in silver and gold.
     assert_eq!(steps(&s, "extract").len(), 6, "{s}");
     assert_eq!(steps(&s, "bronze").len(), 6, "{s}");
-    assert_eq!(steps(&s, "silver").len(), 7, "{s}");
+    assert_eq!(steps(&s, "silver").len(), 8, "{s}");
     assert_eq!(steps(&s, "gold").len(), 3, "{s}");
     let total: u64 = s["steps"]
         .as_array()

@@ -19,6 +19,16 @@ watermark = "modified_at"
 root = "lake"
 "#;
 
+/// A pipeline reading the CSV files `incoming/<table>/*.csv` into `bronze.<table>` (key `key`),
+/// with a local lake and profiles off: for tests on a schema of their own.
+pub fn files_pipeline(table: &str, key: &str) -> String {
+    format!(
+        "name = \"t\"\n[source]\ntype = \"files\"\nroot = \"incoming\"\n\
+         [[source.tables]]\nname = \"{table}\"\npath = \"{table}/*.csv\"\nkey = [\"{key}\"]\n\
+         [storage]\nroot = \"lake\"\n[profile]\nmode = \"off\"\n"
+    )
+}
+
 /// A temporary project: `pipelines/<name>.toml`, `sql/<name>/...` and a lake directory.
 pub struct Project {
     pub dir: tempfile::TempDir,
