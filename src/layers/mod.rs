@@ -3,6 +3,7 @@
 //! Each step returns [`RunRecord`]s, which feed the run log, the logs and the summary.
 
 pub mod bronze;
+pub mod deletes;
 pub mod model;
 pub mod scd2;
 pub mod window;
