@@ -71,7 +71,9 @@ pub fn predicate(df: &DataFrame, model: &Model, shown: &str) -> Result<Option<Ex
         .parse_sql_expr(text)
         .map_err(|e| error(format!("cannot be read: {}", e.strip_backtrace())))?;
     match expr.get_type(df.schema()) {
-        Ok(arrow::datatypes::DataType::Boolean | arrow::datatypes::DataType::Null) => Ok(Some(expr)),
+        Ok(arrow::datatypes::DataType::Boolean | arrow::datatypes::DataType::Null) => {
+            Ok(Some(expr))
+        }
         Ok(other) => Err(error(format!("is not a condition (its type is {other})"))),
         Err(e) => Err(error(format!("cannot be planned: {}", e.strip_backtrace()))),
     }
@@ -160,9 +162,7 @@ pub fn marked_union(upserts: DataFrame, deletes: DataFrame) -> Result<DataFrame>
         .iter()
         .map(|f| col(Column::new_unqualified(f.name())))
         .collect();
-    let upserts = upserts
-        .select(unqualified)?
-        .with_column(FLAG, lit(false))?;
+    let upserts = upserts.select(unqualified)?.with_column(FLAG, lit(false))?;
     let deletes = deletes.select(exprs)?.with_column(FLAG, lit(true))?;
     Ok(upserts.union(deletes)?)
 }
@@ -250,11 +250,10 @@ pub async fn merge_input(
     // Each upsert with whether its key has a tombstone, less those the tombstone outranks.
     let tag = format!("{}_{}", model.id.layer, model.id.name);
     let (u_name, t_name) = (format!("__tomb_u_{tag}"), format!("__tomb_t_{tag}"));
-    rc.ctx.register_table(u_name.as_str(), upserts.into_view())?;
-    rc.ctx.register_table(
-        t_name.as_str(),
-        rc.ctx.read_table(tombstones)?.into_view(),
-    )?;
+    rc.ctx
+        .register_table(u_name.as_str(), upserts.into_view())?;
+    rc.ctx
+        .register_table(t_name.as_str(), rc.ctx.read_table(tombstones)?.into_view())?;
     let q = |c: &str| crate::plan::ident::quoted(c);
     let on = keys
         .iter()
@@ -284,7 +283,10 @@ pub async fn merge_input(
         .filter(col("__tomb_cleared"))?
         .select(version_cols.clone())?
         .with_column(FLAG, lit(true))?;
-    let raised = deletes.clone().select(version_cols)?.with_column(FLAG, lit(false))?;
+    let raised = deletes
+        .clone()
+        .select(version_cols)?
+        .with_column(FLAG, lit(false))?;
     let update = raised.union(cleared)?;
     if update.clone().count().await? > 0 {
         write(

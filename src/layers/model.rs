@@ -139,7 +139,12 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     // Delete rows skip the schema checks and expectations: they carry a key and a version.
     let (df, deletes) = super::deletes::split(&rc.ctx, df).await?;
     let mode = match (mode, &deletes) {
-        (WriteMode::Merge { keys, sequence_by, .. }, Some(_)) if !is_scd2 => WriteMode::Merge {
+        (
+            WriteMode::Merge {
+                keys, sequence_by, ..
+            },
+            Some(_),
+        ) if !is_scd2 => WriteMode::Merge {
             keys,
             sequence_by,
             delete: Some(super::deletes::FLAG.to_string()),
@@ -289,7 +294,11 @@ async fn scd2_rows(
     } else {
         (
             read(rc.lake.table_url(&model.id)).await?,
-            if tracks { read(sidecar.clone()).await? } else { None },
+            if tracks {
+                read(sidecar.clone()).await?
+            } else {
+                None
+            },
         )
     };
     let history = scd2::history(

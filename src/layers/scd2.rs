@@ -105,7 +105,6 @@ fn start_expr(model: &Model) -> Start<'_> {
     }
 }
 
-
 /// What [`history`] recomputes from.
 pub struct Batch {
     /// The model's upserts, shaped by [`shape`].
@@ -344,7 +343,10 @@ pub async fn history(ctx: &SessionContext, model: &Model, batch: Batch) -> Resul
         ));
         events.insert(
             0,
-            format!("SELECT {}, {from}, FALSE AS __del, 0 AS __src FROM existing", list("")),
+            format!(
+                "SELECT {}, {from}, FALSE AS __del, 0 AS __src FROM existing",
+                list("")
+            ),
         );
     }
     if has_prior {
@@ -437,7 +439,7 @@ pub async fn history(ctx: &SessionContext, model: &Model, batch: Batch) -> Resul
                 "SELECT DISTINCT {}, d.{from} FROM {del} d",
                 key_list("d.")
             ))
-                .await?,
+            .await?,
         )
     } else {
         None

@@ -358,6 +358,9 @@ mod tests {
             &mut problems,
         );
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].starts_with("t.sql:2: `delete_when` needs"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("t.sql:2: `delete_when` needs"),
+            "{problems:?}"
+        );
     }
 }

@@ -49,7 +49,9 @@ pub fn newer_version(sequence_by: &[String], newer: &str, older: &str) -> Option
     let q = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
     let gt = |c: &str| {
         let c = q(c);
-        format!("COALESCE({newer}.{c} > {older}.{c}, {newer}.{c} IS NOT NULL AND {older}.{c} IS NULL)")
+        format!(
+            "COALESCE({newer}.{c} > {older}.{c}, {newer}.{c} IS NOT NULL AND {older}.{c} IS NULL)"
+        )
     };
     Some(before.iter().rev().fold(gt(last), |rest, c| {
         format!(
