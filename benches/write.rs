@@ -246,6 +246,7 @@ fn bench(c: &mut Criterion) {
                             WriteMode::Merge {
                                 keys: vec!["order_id".into()],
                                 sequence_by: vec!["modified_at".into()],
+                                delete: None,
                             },
                         )
                         .await;

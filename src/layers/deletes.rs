@@ -1,224 +1,304 @@
-//! Bronze rows of tables that track deletes (`detect_deletes = true`, or
-//! `mode = "change_tracking"`): the operation column `_op` and the delete rows of full
-//! snapshots.
+//! Deletes in incremental models: which rows of a `merge` or `scd2` model's output are deletes,
+//! and the tombstones that keep a deleted key deleted when an older version arrives late.
 //!
-//! Every landed row is an upsert (`_op = 'U'`) unless the source says otherwise (change
-//! tracking lands its own `_op`). When the landing is the table's whole content (the manifest's
-//! `snapshot`), every key of the table's **current state** in bronze that is missing from it gets
-//! a delete row: `_op = 'D'`, the key, and all other columns copied from the key's newest bronze
-//! row (for change tracking, `_change_version` is the snapshot's version instead). The current
-//! state is the newest bronze row of each key across all earlier runs (by `_change_version`,
-//! then `_ingested_at`), unless that row is itself a delete: a key deleted once is not deleted
-//! again, and a key that re-appears is an upsert again.
+//! A model applies deletes when its header has `-- delete_when: <condition>` (SQL over its output
+//! columns) or, by default, when its output has a column `_op` (the operation bronze records for
+//! change data: `U` upsert, `D` delete), with the condition `_op = 'D'`. The condition is
+//! evaluated once per row into a boolean column ([`FLAG`], NULL counting as false) that travels
+//! with the rows to the table format's merge, which removes the matched row instead of updating
+//! it. `_op` itself is never written to the table (alias it to keep it).
 //!
-//! The delete rows are planned as part of the run's one bronze append (same Delta transaction
-//! id), so a retried run id appends neither them nor the landed rows twice. Cost: one pass over
-//! the bronze table (the newest row per key runs as the engine's hash aggregation, see
-//! `engine::dedup`) and one over the landed keys.
+//! Data flow in the model runner: [`mark`] (after planning) → [`split`] (upserts go through the
+//! schema checks and expectations, deletes do not) → [`merge_input`] (a `merge` model) or
+//! [`crate::layers::scd2::history`] (an `scd2` model) → the write.
+//!
+//! **Tombstones** (`merge` with `sequence_by`): a Delta table `_smelter/tombstones/<layer>/<model>`
+//! holds, for each deleted key, the version of its newest delete (key and `sequence_by`
+//! columns). An incoming upsert whose version is not newer than its key's tombstone
+//! is dropped (a late, older version never resurrects a deleted key; at equal versions the delete
+//! wins); a newer one is applied and clears the tombstone; a delete raises it. The tombstones are
+//! committed first, the table second, both with the run's transaction id: after a crash between
+//! the two, the next attempt (or the next run, whose catch-up window reads the same rows again)
+//! computes the same table, because the tombstone update is idempotent and never decides
+//! differently for the rows of the batch that caused it.
 
-use datafusion::common::{Column, JoinType};
-use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{binary_expr, cast, lit, Expr, ExprFunctionExt, Operator};
-use datafusion::prelude::{DataFrame, ParquetReadOptions};
-use datafusion::scalar::ScalarValue;
-use tracing::{info, warn};
+use datafusion::common::Column;
+use datafusion::logical_expr::{cast, col, lit, Expr, ExprSchemable};
+use datafusion::prelude::DataFrame;
 
 use super::RunContext;
-use crate::config::{ReadMode, SourceTable};
 use crate::error::{Error, Result};
-use crate::extract::{Manifest, CHANGE_VERSION_COLUMN, OP_COLUMN};
-use crate::plan::TableId;
+use crate::plan::{Materialization, Model};
+use crate::table::{WriteMode, WriteRequest};
 
-/// Bronze's own metadata columns, which the delete rows take from the run, not the copied row.
-const METADATA: [&str; 3] = ["_run_id", "_ingested_at", "_source"];
+/// The boolean column marking delete rows between [`mark`] and the write (never written).
+pub const FLAG: &str = "__smelter_delete";
 
-fn column(name: &str) -> Expr {
-    Expr::Column(Column::new_unqualified(name))
+/// The operation column of change data in bronze (`U` upsert, `D` delete).
+pub const OP: &str = "_op";
+
+/// The model's delete condition over its output `df`: the `delete_when` header, or `_op = 'D'`
+/// when the output has an `_op` column; `None` when the model applies no deletes (also for
+/// materializations other than `merge` and `scd2`, which the header refuses).
+///
+/// Errors (exit 2, at the model file and the header line): a condition that does not parse,
+/// names a column the output lacks, or is not boolean.
+pub fn predicate(df: &DataFrame, model: &Model, shown: &str) -> Result<Option<Expr>> {
+    if !matches!(
+        model.header.materialized,
+        Materialization::Merge | Materialization::Scd2
+    ) {
+        return Ok(None);
+    }
+    let (text, line) = match &model.header.delete_when {
+        Some((text, line)) => (text.as_str(), *line),
+        None if df.schema().field_with_unqualified_name(OP).is_ok() => ("_op = 'D'", 1),
+        None => return Ok(None),
+    };
+    let error = |message: String| Error::Sql {
+        location: format!("{shown}:{line}"),
+        message: format!(
+            "`delete_when: {text}` {message}; columns: {}",
+            df.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let expr = df
+        .parse_sql_expr(text)
+        .map_err(|e| error(format!("cannot be read: {}", e.strip_backtrace())))?;
+    match expr.get_type(df.schema()) {
+        Ok(arrow::datatypes::DataType::Boolean | arrow::datatypes::DataType::Null) => {
+            Ok(Some(expr))
+        }
+        Ok(other) => Err(error(format!("is not a condition (its type is {other})"))),
+        Err(e) => Err(error(format!("cannot be planned: {}", e.strip_backtrace()))),
+    }
 }
 
-/// The rows bronze appends for a table that tracks deletes: `landed` (the run's landed rows, if
-/// any) with `_op = 'U'` where the landing has no `_op`, plus the delete rows when the manifest
-/// marks a snapshot. `files` are the URLs of every landed data file (the snapshot's keys are
-/// read from all of them, also from rows bronze quarantines). `None` when there is nothing to
-/// append.
-///
-/// A snapshot with rows the source rejected (`on_error = "quarantine"`) detects no deletes in
-/// that run (the rejected rows' keys are unknown) and says so in a warning.
-pub async fn with_ops(
-    rc: &RunContext<'_>,
-    id: &TableId,
-    table: &SourceTable,
-    manifest: &Manifest,
-    landed: Option<DataFrame>,
-    files: &[String],
-) -> Result<Option<DataFrame>> {
-    let landed = match landed {
-        Some(df) if df.schema().field_with_unqualified_name(OP_COLUMN).is_err() => {
-            let mut exprs: Vec<Expr> = df
-                .schema()
-                .columns()
-                .into_iter()
-                .map(Expr::Column)
-                .collect();
-            exprs.push(lit("U").alias(OP_COLUMN));
-            Some(df.select(exprs)?)
-        }
-        other => other,
+/// `df` with the [`FLAG`] column (the delete condition, NULL as false) and without `_op`, when
+/// the model applies deletes; `df` unchanged otherwise. Errors: see [`predicate`].
+pub fn mark(df: DataFrame, model: &Model, shown: &str) -> Result<DataFrame> {
+    let Some(condition) = predicate(&df, model, shown)? else {
+        return Ok(df);
     };
-    if !manifest.snapshot {
-        return Ok(landed);
+    let df = df.with_column(
+        FLAG,
+        datafusion::functions::expr_fn::coalesce(vec![condition, lit(false)]),
+    )?;
+    if df.schema().field_with_unqualified_name(OP).is_ok() {
+        return Ok(df.drop_columns(&[OP])?);
     }
-    if manifest.rejected_rows > 0 {
-        warn!(table = %id, rows = manifest.rejected_rows, "The source rejected rows of this full snapshot, whose keys are unknown: no deletes detected in this run.");
-        return Ok(landed);
-    }
-    let url = rc.lake.table_url(id);
-    let Some(provider) = rc.format.provider(&rc.ctx, &url).await? else {
-        return Ok(landed);
-    };
-    let keys = crate::extract::contract::key(&rc.plan.pipeline, table);
-    let bronze = rc.ctx.read_table(provider)?;
-    let shown = crate::plan::display_path(&rc.plan.pipeline, &rc.plan.pipeline.file);
-    if keys.is_empty() {
-        return Err(Error::config(
-            shown,
-            format!("table `{id}` detects deletes but has no key columns: set `key = [..]` in its `[[source.tables]]` entry"),
-        ));
-    }
-    for k in &keys {
-        if bronze.schema().field_with_unqualified_name(k).is_err() {
-            return Err(Error::config(
-                shown,
-                format!("table `{id}`: key column `{k}` is not a column of the bronze table, so deletes cannot be detected; check `key` in its `[[source.tables]]` entry"),
-            ));
-        }
-    }
-    let change_tracked = table.mode == ReadMode::ChangeTracking;
-    let current = current_state(rc, bronze, &keys, change_tracked)?;
+    Ok(df)
+}
 
-    // The current keys the snapshot lacks.
-    const KEY: &str = "__smelter_snapshot_key_";
-    let missing = if files.is_empty() {
-        current
-    } else {
-        let snapshot = rc
-            .ctx
-            .read_parquet(files.to_vec(), ParquetReadOptions::default())
-            .await?
-            .select(
-                keys.iter()
-                    .enumerate()
-                    .map(|(i, k)| column(k).alias(format!("{KEY}{i}")))
-                    .collect::<Vec<Expr>>(),
-            )?;
-        let on: Vec<Expr> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                binary_expr(
-                    column(k),
-                    Operator::IsNotDistinctFrom,
-                    column(&format!("{KEY}{i}")),
-                )
-            })
-            .collect();
-        current.join_on(snapshot, JoinType::LeftAnti, on)?
-    };
+/// `df` without the [`FLAG`] column: the shape the table has (used for planning and lineage).
+pub fn unmarked(df: DataFrame) -> Result<DataFrame> {
+    if df.schema().field_with_unqualified_name(FLAG).is_ok() {
+        return Ok(df.drop_columns(&[FLAG])?);
+    }
+    Ok(df)
+}
 
-    // Delete rows in the shape of the landed rows (or, for an empty snapshot, of the bronze
-    // table without its metadata columns).
-    let target: Vec<arrow::datatypes::Field> = match &landed {
-        Some(df) => df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect(),
-        None => missing
-            .schema()
-            .fields()
-            .iter()
-            .filter(|f| !METADATA.contains(&f.name().as_str()))
-            .map(|f| f.as_ref().clone())
-            .collect(),
-    };
-    let version = manifest.watermark_to.as_ref().map(|w| w.value);
-    let have = missing.schema().clone();
+/// The delete rows of a marked batch, staged: read them while this lives.
+pub struct Deletes {
+    /// The delete rows, with the model's columns (no [`FLAG`]).
+    pub df: DataFrame,
+    _stage: crate::engine::Staged,
+}
+
+/// Splits a [`mark`]ed batch into its upserts and its deletes (executing it once, into a stage
+/// both read); an unmarked batch is returned as it is, with no deletes.
+pub async fn split(
+    ctx: &datafusion::prelude::SessionContext,
+    df: DataFrame,
+) -> Result<(DataFrame, Option<Deletes>)> {
+    if df.schema().field_with_unqualified_name(FLAG).is_err() {
+        return Ok((df, None));
+    }
+    let stage = crate::engine::stage(ctx, df).await?;
+    let flag = || col(Column::new_unqualified(FLAG));
+    let upserts = stage
+        .df
+        .clone()
+        .filter(flag().is_not_true())?
+        .drop_columns(&[FLAG])?;
+    let deletes = stage
+        .df
+        .clone()
+        .filter(flag().is_true())?
+        .drop_columns(&[FLAG])?;
+    Ok((
+        upserts,
+        Some(Deletes {
+            df: deletes,
+            _stage: stage,
+        }),
+    ))
+}
+
+/// `upserts` and `deletes` in one input marked by [`FLAG`], with the upserts' columns (a column
+/// the deletes lack, or one the upserts' schema evolution retyped, is cast or NULL).
+pub fn marked_union(upserts: DataFrame, deletes: DataFrame) -> Result<DataFrame> {
+    let target = upserts.schema().clone();
     let exprs: Vec<Expr> = target
+        .fields()
         .iter()
         .map(|f| {
-            let name = f.name().as_str();
-            let e = match name {
-                OP_COLUMN => lit("D"),
-                CHANGE_VERSION_COLUMN if change_tracked && version.is_some() => {
-                    lit(ScalarValue::Int64(version))
-                }
-                _ => match have.field_with_unqualified_name(name) {
-                    Ok(h) if h.data_type() == f.data_type() => column(name),
-                    Ok(_) => cast(column(name), f.data_type().clone()),
-                    // A column the landing has and bronze does not (added since): NULL.
-                    Err(_) => cast(lit(ScalarValue::Null), f.data_type().clone()),
-                },
+            let name = f.name();
+            let value = if deletes.schema().field_with_unqualified_name(name).is_ok() {
+                col(Column::new_unqualified(name))
+            } else {
+                lit(datafusion::scalar::ScalarValue::Null)
             };
-            e.alias(name)
+            cast(value, f.data_type().clone()).alias(name)
         })
         .collect();
-    let deletes = missing.select(exprs)?;
-    info!(table = %id, run_id = %rc.params.run_id, "Full snapshot: keys of the bronze table missing from it land as deletes (_op = 'D').");
-    Ok(Some(match landed {
-        Some(df) => df.union(deletes)?,
-        None => deletes,
-    }))
+    let unqualified: Vec<Expr> = target
+        .fields()
+        .iter()
+        .map(|f| col(Column::new_unqualified(f.name())))
+        .collect();
+    let upserts = upserts.select(unqualified)?.with_column(FLAG, lit(false))?;
+    let deletes = deletes.select(exprs)?.with_column(FLAG, lit(true))?;
+    Ok(upserts.union(deletes)?)
 }
 
-/// The newest bronze row of each key from runs other than this one, where that row is not a
-/// delete (a bronze table written before `_op` existed holds upserts only).
-fn current_state(
+/// URL of a model's sidecar table `name` (`tombstones`, `scd2_deletes`) under `_smelter/`.
+pub fn sidecar_url(rc: &RunContext<'_>, model: &Model, name: &str) -> url::Url {
+    rc.lake
+        .state_url(&format!("{name}/{}/{}", model.id.layer, model.id.name))
+}
+
+/// The input of a `merge` model's write that applies deletes, after the tombstones are
+/// committed: `upserts` (checked rows) and `deletes` marked by [`FLAG`], for
+/// [`WriteMode::Merge`] with `delete`; on a full refresh (`overwrite`), the upserts alone.
+///
+/// With `sequence_by`, upserts not newer than their key's tombstone are left out, and the
+/// tombstones are updated (a full refresh rebuilds them from the batch's deletes) in a commit
+/// carrying `txn_id`, skipped when that id is already committed there. The returned stage (if
+/// any) must live until the write is done.
+pub async fn merge_input(
     rc: &RunContext<'_>,
-    bronze: DataFrame,
-    keys: &[String],
-    change_tracked: bool,
-) -> Result<DataFrame> {
-    const RN: &str = "__smelter_current_rn";
-    let has_op = bronze
-        .schema()
-        .field_with_unqualified_name(OP_COLUMN)
-        .is_ok();
-    let bronze = bronze.filter(column("_run_id").not_eq(lit(rc.params.run_id.as_str())))?;
-    let bronze = if has_op {
-        bronze
-    } else {
-        let mut exprs: Vec<Expr> = bronze
-            .schema()
-            .columns()
-            .into_iter()
-            .map(Expr::Column)
-            .collect();
-        exprs.push(lit("U").alias(OP_COLUMN));
-        bronze.select(exprs)?
-    };
-    let versioned = change_tracked
-        && bronze
-            .schema()
-            .field_with_unqualified_name(CHANGE_VERSION_COLUMN)
-            .is_ok();
-    let order: Vec<_> = versioned
-        .then_some(CHANGE_VERSION_COLUMN)
-        .into_iter()
-        .chain(["_ingested_at", OP_COLUMN])
-        .map(|c| column(c).sort(false, false))
+    model: &Model,
+    upserts: DataFrame,
+    deletes: DataFrame,
+    overwrite: bool,
+    txn_id: Option<String>,
+) -> Result<(DataFrame, Option<crate::engine::Staged>)> {
+    let keys = &model.header.unique_key;
+    let sequence_by = &model.header.sequence_by;
+    if sequence_by.is_empty() {
+        return Ok((
+            if overwrite {
+                upserts
+            } else {
+                marked_union(upserts, deletes)?
+            },
+            None,
+        ));
+    }
+    let url = sidecar_url(rc, model, "tombstones");
+    let version_cols: Vec<Expr> = keys
+        .iter()
+        .chain(sequence_by)
+        .map(|c| col(Column::new_unqualified(c)))
         .collect();
-    let rn = row_number()
-        .partition_by(keys.iter().map(|k| column(k)).collect())
-        .order_by(order)
-        .build()?
-        .alias(RN);
-    Ok(bronze
-        .window(vec![rn])?
-        .filter(
-            column(RN)
-                .eq(lit(1u64))
-                .and(column(OP_COLUMN).not_eq(lit("D"))),
-        )?
-        .drop_columns(&[RN])?)
+    let write = |input: DataFrame, mode: WriteMode| {
+        let txn_id = txn_id.clone();
+        let url = url.clone();
+        async move {
+            rc.format
+                .write(WriteRequest {
+                    ctx: &rc.ctx,
+                    url: &url,
+                    input,
+                    mode,
+                    partition_by: Vec::new(),
+                    txn_id,
+                    metadata: rc.commit_metadata(&[
+                        ("model", model.id.to_string()),
+                        ("operation", "tombstones".into()),
+                    ]),
+                    observer: None,
+                })
+                .await
+        }
+    };
+    if overwrite {
+        write(deletes.select(version_cols)?, WriteMode::Overwrite).await?;
+        return Ok((upserts, None));
+    }
+    let tombstones = rc.format.provider(&rc.ctx, &url).await?;
+    let Some(tombstones) = tombstones else {
+        if deletes.clone().count().await? > 0 {
+            write(
+                deletes.clone().select(version_cols)?,
+                WriteMode::Merge {
+                    keys: keys.clone(),
+                    sequence_by: sequence_by.clone(),
+                    delete: None,
+                },
+            )
+            .await?;
+        }
+        return Ok((marked_union(upserts, deletes)?, None));
+    };
+    // Each upsert with whether its key has a tombstone, less those the tombstone outranks.
+    let tag = format!("{}_{}", model.id.layer, model.id.name);
+    let (u_name, t_name) = (format!("__tomb_u_{tag}"), format!("__tomb_t_{tag}"));
+    rc.ctx
+        .register_table(u_name.as_str(), upserts.into_view())?;
+    rc.ctx
+        .register_table(t_name.as_str(), rc.ctx.read_table(tombstones)?.into_view())?;
+    let q = |c: &str| crate::plan::ident::quoted(c);
+    let on = keys
+        .iter()
+        .map(|k| format!("u.{k} = t.{k}", k = q(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let newer = crate::table::newer_version(sequence_by, "u", "t")
+        .ok_or_else(|| Error::Internal("sequence_by is empty".into()))?;
+    let present = format!("t.{}", q(&keys[0]));
+    let sql = format!(
+        "SELECT u.*, {present} IS NOT NULL AS __tomb_cleared FROM {} u LEFT JOIN {} t ON {on} \
+         WHERE {present} IS NULL OR ({newer})",
+        q(&u_name),
+        q(&t_name),
+    );
+    let kept = rc.ctx.sql(&sql).await;
+    let kept = match kept {
+        Ok(df) => crate::engine::stage(&rc.ctx, df).await,
+        Err(e) => Err(e.into()),
+    };
+    let _ = rc.ctx.deregister_table(u_name.as_str());
+    let _ = rc.ctx.deregister_table(t_name.as_str());
+    let kept = kept?;
+    let cleared = kept
+        .df
+        .clone()
+        .filter(col("__tomb_cleared"))?
+        .select(version_cols.clone())?
+        .with_column(FLAG, lit(true))?;
+    let raised = deletes
+        .clone()
+        .select(version_cols)?
+        .with_column(FLAG, lit(false))?;
+    let update = raised.union(cleared)?;
+    if update.clone().count().await? > 0 {
+        write(
+            update,
+            WriteMode::Merge {
+                keys: keys.clone(),
+                sequence_by: sequence_by.clone(),
+                delete: Some(FLAG.into()),
+            },
+        )
+        .await?;
+    }
+    let upserts = kept.df.clone().drop_columns(&["__tomb_cleared"])?;
+    Ok((marked_union(upserts, deletes)?, Some(kept)))
 }

@@ -4,6 +4,7 @@
 
 pub mod bronze;
 pub mod deletes;
+pub mod snapshot_deletes;
 pub mod model;
 pub mod scd2;
 pub mod window;

@@ -124,15 +124,33 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         (Materialization::Merge, _) => WriteMode::Merge {
             keys: model.header.unique_key.clone(),
             sequence_by: model.header.sequence_by.clone(),
+            delete: None,
         },
-        // The recomputed history of the batch's keys replaces their versions by surrogate key.
+        // The recomputed history of the batch's keys replaces their versions by surrogate key
+        // (and removes the versions it no longer holds).
         (Materialization::Scd2, _) => WriteMode::Merge {
             keys: vec![super::scd2::SCD_ID.to_string()],
             sequence_by: Vec::new(),
+            delete: Some(super::deletes::FLAG.to_string()),
         },
     };
     let is_scd2 = model.header.materialized == Materialization::Scd2;
     let df = as_written(df, model, &shown)?;
+    // Delete rows skip the schema checks and expectations: they carry a key and a version.
+    let (df, deletes) = super::deletes::split(&rc.ctx, df).await?;
+    let mode = match (mode, &deletes) {
+        (
+            WriteMode::Merge {
+                keys, sequence_by, ..
+            },
+            Some(_),
+        ) if !is_scd2 => WriteMode::Merge {
+            keys,
+            sequence_by,
+            delete: Some(super::deletes::FLAG.to_string()),
+        },
+        (mode, _) => mode,
+    };
     // Incremental models keep their table: its schema changes only as the policy allows.
     let (df, schema_changes) = if mode == WriteMode::Overwrite {
         (df, Vec::new())
@@ -155,29 +173,6 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     // stage: the checks, the quarantine split and the write all read the stage.
     let (df, expectations, quarantined, _stage) =
         check_expectations(rc, model, df, is_merge_model || is_scd2).await?;
-    // The history is staged too: the format's merge plans its input with its own planner, which
-    // knows none of the engine's operators.
-    let (df, _history) = if is_scd2 {
-        let table = match (
-            &mode,
-            rc.format
-                .provider(&rc.ctx, &rc.lake.table_url(&model.id))
-                .await?,
-        ) {
-            (WriteMode::Merge { .. }, Some(p)) => Some(rc.ctx.read_table(p)?),
-            _ => None,
-        };
-        let history = super::scd2::history(&rc.ctx, model, df, table, started).await?;
-        let staged = crate::engine::stage(&rc.ctx, history).await?;
-        (staged.df.clone(), Some(staged))
-    } else {
-        (df, None)
-    };
-    // A merge model's keys are checked on a full refresh too: the rebuilt table must be one
-    // the next merge can match against.
-    if is_merge_model {
-        check_merge_keys(rc.plan, model, &df, &model.header.unique_key).await?;
-    }
     // Appends are made idempotent per run id; overwrite and merge are idempotent by nature.
     // A full refresh of an append model records the run id too: retrying that run id then
     // appends nothing on top of the rebuilt table. A model with a catch-up window records it
@@ -185,6 +180,38 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     let txn_id = (model.header.materialized == Materialization::Append
         || !model.unprocessed.is_empty())
     .then(|| super::window::txn_id(&rc.params.run_id));
+    // The history is staged too: the format's merge plans its input with its own planner, which
+    // knows none of the engine's operators.
+    let (df, _history) = if is_scd2 {
+        let staged = scd2_rows(rc, model, df, deletes.as_ref(), &mode, started, &txn_id).await?;
+        (staged.df.clone(), Some(staged))
+    } else {
+        (df, None)
+    };
+    // A merge model's keys are checked on a full refresh too: the rebuilt table must be one
+    // the next merge can match against.
+    if is_merge_model {
+        let checked = match &deletes {
+            Some(d) => super::deletes::marked_union(df.clone(), d.df.clone())?,
+            None => df.clone(),
+        };
+        check_merge_keys(rc.plan, model, &checked, &model.header.unique_key).await?;
+    }
+    // A merge's deletes: its tombstones are committed before the table.
+    let (df, _kept) = match (&deletes, is_merge_model) {
+        (Some(d), true) => {
+            super::deletes::merge_input(
+                rc,
+                model,
+                df,
+                d.df.clone(),
+                mode == WriteMode::Overwrite,
+                txn_id.clone(),
+            )
+            .await?
+        }
+        _ => (df, None),
+    };
     let url = rc.lake.table_url(&model.id);
     let streamed = crate::profile::stream_profiler(rc, &model.id, df.schema().as_arrow(), &mode)?;
     let metrics = rc
@@ -210,6 +237,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         run_id = %rc.params.run_id,
         rows = metrics.rows_inserted,
         rows_updated = metrics.rows_updated,
+        rows_deleted = metrics.rows_deleted,
         duration_ms = clock.elapsed().as_millis() as u64,
         "Wrote model."
     );
@@ -228,6 +256,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         serde_json::json!({
             "materialized": model.header.materialized.as_str(),
             "version": metrics.version,
+            "rows_deleted": metrics.rows_deleted,
             "files_added": metrics.files_added,
             "expectations": expectations,
             "quarantined": quarantined,
@@ -237,6 +266,95 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     );
     record.profile = profile;
     Ok(record)
+}
+
+/// The rows an scd2 model merges (see [`super::scd2::history`]), staged; its delete events are
+/// recorded first (a full refresh rebuilds them), in a commit carrying `txn_id`.
+async fn scd2_rows(
+    rc: &RunContext<'_>,
+    model: &Model,
+    upserts: DataFrame,
+    deletes: Option<&super::deletes::Deletes>,
+    mode: &WriteMode,
+    started: i64,
+    txn_id: &Option<String>,
+) -> Result<crate::engine::Staged> {
+    use super::scd2;
+    let overwrite = *mode == WriteMode::Overwrite;
+    let read = |url: url::Url| async move {
+        match rc.format.provider(&rc.ctx, &url).await? {
+            Some(p) => Ok::<_, Error>(Some(rc.ctx.read_table(p)?)),
+            None => Ok(None),
+        }
+    };
+    let sidecar = super::deletes::sidecar_url(rc, model, scd2::DELETES);
+    let tracks = model.header.hard_deletes != crate::plan::HardDeletes::Ignore;
+    let (table, prior_deletes) = if overwrite {
+        (None, None)
+    } else {
+        (
+            read(rc.lake.table_url(&model.id)).await?,
+            if tracks {
+                read(sidecar.clone()).await?
+            } else {
+                None
+            },
+        )
+    };
+    let history = scd2::history(
+        &rc.ctx,
+        model,
+        scd2::Batch {
+            upserts,
+            deletes: deletes.map(|d| d.df.clone()),
+            table,
+            prior_deletes,
+            run_start_us: started,
+        },
+    )
+    .await?;
+    let rows = if overwrite {
+        super::deletes::unmarked(history.rows)?
+    } else {
+        history.rows
+    };
+    let staged = crate::engine::stage(&rc.ctx, rows).await?;
+    if let Some(events) = history.deletes {
+        let events = crate::engine::stage(&rc.ctx, events).await?;
+        if overwrite || events.df.clone().count().await? > 0 {
+            let keys = model
+                .header
+                .unique_key
+                .iter()
+                .chain(std::iter::once(&model.header.scd_columns[0]))
+                .cloned()
+                .collect();
+            rc.format
+                .write(WriteRequest {
+                    ctx: &rc.ctx,
+                    url: &sidecar,
+                    input: events.df.clone(),
+                    mode: if overwrite {
+                        WriteMode::Overwrite
+                    } else {
+                        WriteMode::Merge {
+                            keys,
+                            sequence_by: Vec::new(),
+                            delete: None,
+                        }
+                    },
+                    partition_by: Vec::new(),
+                    txn_id: txn_id.clone(),
+                    metadata: rc.commit_metadata(&[
+                        ("model", model.id.to_string()),
+                        ("operation", "scd2_deletes".into()),
+                    ]),
+                    observer: None,
+                })
+                .await?;
+        }
+    }
+    Ok(staged)
 }
 
 /// Applies the model's expectations; quarantined rows go to `<layer>._quarantine_<model>`.
@@ -355,7 +473,11 @@ pub async fn plan_model(
 /// refresh) keeps only the newest version of each key in the batch ([`newest_per_key`]); an
 /// `scd2` model gets its history columns ([`super::scd2::shape`]). Planning uses the same, so
 /// lineage and the schema later models see are those of the table.
+///
+/// A model that applies deletes also gets the [`super::deletes::FLAG`] column (and loses `_op`):
+/// see [`super::deletes::mark`]; within a batch a delete beats an upsert of the same version.
 fn as_written(df: DataFrame, model: &Model, shown: &str) -> Result<DataFrame> {
+    let df = super::deletes::mark(df, model, shown)?;
     match model.header.materialized {
         Materialization::Merge if !model.header.sequence_by.is_empty() => {
             newest_per_key(df, &model.header.unique_key, &model.header.sequence_by)
@@ -376,9 +498,16 @@ fn newest_per_key(df: DataFrame, keys: &[String], sequence_by: &[String]) -> Res
     use datafusion::logical_expr::{col, lit, ExprFunctionExt};
     const RN: &str = "__smelter_sequence_rn";
     let column = |name: &str| col(Column::new_unqualified(name));
+    // A delete outranks an upsert of the same version.
+    let flag = df
+        .schema()
+        .field_with_unqualified_name(super::deletes::FLAG)
+        .is_ok()
+        .then_some(super::deletes::FLAG);
     let order = sequence_by
         .iter()
         .map(String::as_str)
+        .chain(flag)
         .chain(
             df.schema()
                 .fields()
@@ -387,6 +516,7 @@ fn newest_per_key(df: DataFrame, keys: &[String], sequence_by: &[String]) -> Res
                     !f.data_type().is_nested()
                         && !keys.contains(f.name())
                         && !sequence_by.contains(f.name())
+                        && f.name() != super::deletes::FLAG
                 })
                 .map(|f| f.name().as_str()),
         )
@@ -587,6 +717,7 @@ pub async fn plan_all(
         match plan_model(&ctx, plan, model, &params, &windows)
             .await
             .and_then(|df| as_written(df, model, &display_path(&plan.pipeline, &model.file)))
+            .and_then(super::deletes::unmarked)
         {
             Ok(df) => {
                 let shown = display_path(&plan.pipeline, &model.file);

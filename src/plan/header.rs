@@ -34,6 +34,33 @@ impl Materialization {
     }
 }
 
+/// What an `scd2` model does with a delete row (`-- hard_deletes:`, dbt snapshots' names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HardDeletes {
+    /// Delete rows are dropped: a deleted key keeps its current version.
+    #[default]
+    Ignore,
+    /// A delete closes the key's version current at the delete's time; no row is current.
+    Invalidate,
+    /// Like `invalidate`, plus a version starting at the delete with `is_deleted` true, current.
+    NewRecord,
+}
+
+impl HardDeletes {
+    /// The valid values, as error messages list them.
+    pub const CHOICES: &'static str = "ignore, invalidate, new_record";
+
+    /// The name used in headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HardDeletes::Ignore => "ignore",
+            HardDeletes::Invalidate => "invalidate",
+            HardDeletes::NewRecord => "new_record",
+        }
+    }
+}
+
 /// One `expect:` rule as written, with the line it came from.
 #[derive(Debug, Clone, Serialize)]
 pub struct RawRule {
@@ -68,9 +95,16 @@ pub struct Header {
     /// `scd2` with the check strategy: a new version starts when one of these columns differs
     /// from the current version (dbt snapshots' `check_cols`).
     pub check_cols: Vec<String>,
-    /// `scd2` column names for the start and end of validity and the current flag (default
-    /// `valid_from, valid_to, is_current`).
-    pub scd_columns: [String; 3],
+    /// `scd2` column names for the start and end of validity, the current flag and the deleted
+    /// flag (default `valid_from, valid_to, is_current, is_deleted`; the header may give the first
+    /// three only). The deleted flag is a column only with `hard_deletes: new_record`.
+    pub scd_columns: [String; 4],
+    /// The delete predicate (`-- delete_when: _op = 'D'`), SQL over the model's output columns,
+    /// with its 1-based header line. `None`: `_op = 'D'` when the output has a column `_op`, no
+    /// deletes otherwise (see [`crate::layers::deletes`]).
+    pub delete_when: Option<(String, usize)>,
+    /// What an `scd2` model does with a delete row.
+    pub hard_deletes: HardDeletes,
     /// The 1-based line of each key written in the header (`materialized`, `unique_key`, ...),
     /// for messages about a key's value; see [`Header::line`].
     #[serde(skip)]
@@ -99,6 +133,8 @@ const KEYS: &[&str] = &[
     "sequence_by",
     "check_cols",
     "scd_columns",
+    "delete_when",
+    "hard_deletes",
 ];
 
 /// Parses the header of `sql`; problems are pushed as `file:line: message`.
@@ -112,9 +148,17 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
         on_schema_change: None,
         sequence_by: Vec::new(),
         check_cols: Vec::new(),
-        scd_columns: ["valid_from".into(), "valid_to".into(), "is_current".into()],
+        scd_columns: [
+            "valid_from".into(),
+            "valid_to".into(),
+            "is_current".into(),
+            "is_deleted".into(),
+        ],
+        delete_when: None,
+        hard_deletes: HardDeletes::Ignore,
         lines: std::collections::BTreeMap::new(),
     };
+    let mut hard_deletes_line = None;
     for (idx, line) in sql.lines().enumerate() {
         let lineno = idx + 1;
         let trimmed = line.trim();
@@ -173,16 +217,37 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
                     "unique_key" => header.unique_key = columns,
                     "sequence_by" => header.sequence_by = columns,
                     "check_cols" => header.check_cols = columns,
-                    "scd_columns" => match <[String; 3]>::try_from(columns) {
-                        Ok(names) => header.scd_columns = names,
-                        Err(_) => problems.push(format!(
-                            "{file}:{lineno}: `scd_columns` takes three names: valid from, valid to, is current"
-                        )),
-                    },
+                    "scd_columns" if columns.len() == 3 || columns.len() == 4 => {
+                        for (slot, name) in header.scd_columns.iter_mut().zip(columns) {
+                            *slot = name;
+                        }
+                    }
+                    "scd_columns" => problems.push(format!(
+                        "{file}:{lineno}: `scd_columns` takes three or four names: valid from, valid to, is current[, is deleted]"
+                    )),
                     _ => header.partition_by = columns,
                 }
             }
             "description" => header.description = Some(value.to_string()),
+            "delete_when" if value.is_empty() => problems.push(format!(
+                "{file}:{lineno}: `delete_when` needs a condition over the model's columns, e.g. `-- delete_when: _op = 'D'`"
+            )),
+            "delete_when" => header.delete_when = Some((value.to_string(), lineno)),
+            "hard_deletes" => {
+                hard_deletes_line = Some(lineno);
+                header.hard_deletes = match value {
+                    "ignore" => HardDeletes::Ignore,
+                    "invalidate" => HardDeletes::Invalidate,
+                    "new_record" => HardDeletes::NewRecord,
+                    other => {
+                        problems.push(format!(
+                            "{file}:{lineno}: unknown hard_deletes `{other}`; valid choices: {}",
+                            HardDeletes::CHOICES
+                        ));
+                        HardDeletes::Ignore
+                    }
+                }
+            }
             "on_schema_change" => match crate::schema::OnSchemaChange::parse(value) {
                 Some(p) => header.on_schema_change = Some(p),
                 None => problems.push(format!(
@@ -222,6 +287,19 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
         problems.push(format!(
             "{}: `sequence_by` needs `-- materialized: merge` or `scd2` (it orders the versions of a key)",
             at("sequence_by")
+        ));
+    }
+    if let (Some((_, line)), false) = (
+        &header.delete_when,
+        matches!(m, Materialization::Merge | Materialization::Scd2),
+    ) {
+        problems.push(format!(
+            "{file}:{line}: `delete_when` needs `-- materialized: merge` or `scd2` (it removes or closes a key's row)"
+        ));
+    }
+    if let (Some(line), false) = (hard_deletes_line, m == Materialization::Scd2) {
+        problems.push(format!(
+            "{file}:{line}: `hard_deletes` needs `-- materialized: scd2`"
         ));
     }
     if m == Materialization::Scd2 {
@@ -305,5 +383,40 @@ mod tests {
         parse("t.sql", "-- sequence_by: ts\nSELECT 1", &mut problems);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].starts_with("t.sql:1: `sequence_by` needs `-- materialized: merge`"));
+    }
+
+    #[test]
+    fn delete_keys_are_checked_with_their_line() {
+        let mut problems = Vec::new();
+        let h = parse(
+            "h.sql",
+            "-- materialized: scd2\n-- unique_key: id\n-- sequence_by: ts\n-- hard_deletes: new_record\n-- delete_when: gone = 1\n-- scd_columns: a, b, c, d\nSELECT 1",
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(h.hard_deletes, HardDeletes::NewRecord);
+        assert_eq!(h.delete_when, Some(("gone = 1".to_string(), 5)));
+        assert_eq!(h.scd_columns, ["a", "b", "c", "d"]);
+        parse(
+            "s.sql",
+            "-- materialized: scd2\n-- unique_key: id\n-- sequence_by: ts\n-- hard_deletes: soft\nSELECT 1",
+            &mut problems,
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("s.sql:4: unknown hard_deletes `soft`; valid choices: ignore, invalidate, new_record"),
+            "{problems:?}"
+        );
+        problems.clear();
+        parse(
+            "t.sql",
+            "-- materialized: table\n-- delete_when: _op = 'D'\nSELECT 1",
+            &mut problems,
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("t.sql:2: `delete_when` needs"),
+            "{problems:?}"
+        );
     }
 }

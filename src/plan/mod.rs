@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::config::{self, Pipeline};
 use crate::error::{Error, Result};
-pub use header::{Header, Materialization};
+pub use header::{HardDeletes, Header, Materialization};
 
 /// Medallion layers, in run order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]

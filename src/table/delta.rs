@@ -258,7 +258,14 @@ impl TableFormat for Delta {
         let session = Arc::new(req.ctx.state());
         let commit = Self::commit_properties(&req);
         match (&req.mode, table.version()) {
-            (WriteMode::Merge { keys, sequence_by }, Some(_)) => {
+            (
+                WriteMode::Merge {
+                    keys,
+                    sequence_by,
+                    delete,
+                },
+                Some(_),
+            ) => {
                 let predicate = keys
                     .iter()
                     .map(|k| format!("target.{q} = source.{q}", q = quote(k)))
@@ -270,19 +277,42 @@ impl TableFormat for Delta {
                     .fields()
                     .iter()
                     .map(|f| f.name().clone())
+                    .filter(|c| Some(c) != delete.as_ref())
                     .collect();
                 let update_cols = columns.clone();
                 let insert_cols = columns;
-                let (table, metrics) = table
+                // Deletes first: a marked row whose version is at least the target's removes
+                // it; the other clauses only see unmarked rows.
+                let marked = delete.as_ref().map(|f| format!("source.{}", quote(f)));
+                let unmarked = marked.as_ref().map(|m| format!("NOT {m}"));
+                let both = |a: Option<String>, b: Option<String>| match (a, b) {
+                    (Some(a), Some(b)) => Some(format!("{a} AND {b}")),
+                    (a, b) => a.or(b),
+                };
+                let newer = crate::table::newer_version(sequence_by, "source", "target");
+                let deletes = marked.clone().map(|m| {
+                    both(
+                        Some(m),
+                        crate::table::newer_version(sequence_by, "target", "source")
+                            .map(|older| format!("NOT ({older})")),
+                    )
+                    .unwrap_or_default()
+                });
+                let mut merge = table
                     .merge(req.input, predicate)
                     .with_source_alias("source")
                     .with_target_alias("target")
                     .with_merge_schema(true)
                     .with_session_state(session)
                     .with_writer_properties(self.writer_properties())
-                    .with_commit_properties(commit)
+                    .with_commit_properties(commit);
+                if let Some(p) = deletes {
+                    merge = merge.when_matched_delete(|d| d.predicate(p))?;
+                }
+                let update_when = both(unmarked.clone(), newer);
+                let (table, metrics) = merge
                     .when_matched_update(|u| {
-                        let u = match newer_version(sequence_by) {
+                        let u = match update_when {
                             Some(p) => u.predicate(p),
                             None => u,
                         };
@@ -291,6 +321,10 @@ impl TableFormat for Delta {
                         })
                     })?
                     .when_not_matched_insert(|i| {
+                        let i = match unmarked {
+                            Some(p) => i.predicate(p),
+                            None => i,
+                        };
                         insert_cols
                             .iter()
                             .fold(i, |i, c| i.set(c.as_str(), format!("source.{}", quote(c))))
@@ -299,6 +333,7 @@ impl TableFormat for Delta {
                 Ok(WriteMetrics {
                     rows_inserted: metrics.num_target_rows_inserted as u64,
                     rows_updated: metrics.num_target_rows_updated as u64,
+                    rows_deleted: metrics.num_target_rows_deleted as u64,
                     files_added: metrics.num_target_files_added as u64,
                     version: table.version().map_or(-1, |v| v as i64),
                     skipped: false,
@@ -308,6 +343,17 @@ impl TableFormat for Delta {
                 })
             }
             (mode, _) => {
+                // A merge into a table that does not exist yet writes its upserts.
+                if let WriteMode::Merge {
+                    delete: Some(flag), ..
+                } = mode
+                {
+                    let marked = Expr::Column(Column::new_unqualified(flag));
+                    req.input = req
+                        .input
+                        .filter(marked.is_not_true())?
+                        .drop_columns(&[flag.as_str()])?;
+                }
                 let (save, schema) = match mode {
                     WriteMode::Overwrite => (SaveMode::Overwrite, SchemaMode::Overwrite),
                     _ => (SaveMode::Append, SchemaMode::Merge),
@@ -501,26 +547,6 @@ const TXN_KEY: &str = "smelter.txn_id";
 /// table gets one commit per run (plus rare schema changes), so a retry finds its earlier
 /// attempt's commit among the last few.
 const HISTORY_SEARCH: usize = 100;
-
-/// The merge condition under which `source` holds a strictly newer version than `target` by the
-/// `sequence_by` columns: lexicographic, a NULL lower than any value and equal to NULL; `None`
-/// for no columns. For `(a, b)`: `gt(a) OR (eq(a) AND gt(b))`, with `gt(x)` =
-/// `source.x > target.x OR (target.x IS NULL AND source.x IS NOT NULL)` and `eq(x)` =
-/// `source.x IS NOT DISTINCT FROM target.x`.
-fn newer_version(sequence_by: &[String]) -> Option<String> {
-    let (last, before) = sequence_by.split_last()?;
-    let gt = |c: &str| {
-        let q = quote(c);
-        format!("(source.{q} > target.{q} OR (target.{q} IS NULL AND source.{q} IS NOT NULL))")
-    };
-    Some(before.iter().rev().fold(gt(last), |rest, c| {
-        let q = quote(c);
-        format!(
-            "({} OR ((source.{q} IS NOT DISTINCT FROM target.{q}) AND {rest}))",
-            gt(c)
-        )
-    }))
-}
 
 /// The counts a commit records in its `operationMetrics` (delta-rs' names: `num_added_rows` and
 /// `num_added_files` for a write, `num_target_rows_inserted`, `num_target_rows_updated` and

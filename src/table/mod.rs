@@ -31,7 +31,35 @@ pub enum WriteMode {
         /// when the incoming version is strictly newer, so an older batch never replaces a newer
         /// row. Empty: every matched row is updated.
         sequence_by: Vec<String>,
+        /// A boolean input column marking delete rows: a marked row deletes the matched row
+        /// when its version is at least the row's (always, without `sequence_by`), and is never
+        /// inserted; the column itself is not written. `None`: no deletes.
+        delete: Option<String>,
     },
+}
+
+/// SQL text of the condition under which the row aliased `newer` holds a strictly newer version
+/// than the row aliased `older` by the `sequence_by` columns: lexicographic, a NULL lower than
+/// any value and equal to NULL; never NULL itself; `None` for no columns. For `(a, b)`:
+/// `gt(a) OR (eq(a) AND gt(b))`, with `gt(x)` = `COALESCE(n.x > o.x, n.x IS NOT NULL AND o.x IS
+/// NULL)` and `eq(x)` = `n.x IS NOT DISTINCT FROM o.x`. Shared by the formats' merges and the
+/// model runner's tombstones, so both order versions alike.
+pub fn newer_version(sequence_by: &[String], newer: &str, older: &str) -> Option<String> {
+    let (last, before) = sequence_by.split_last()?;
+    let q = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
+    let gt = |c: &str| {
+        let c = q(c);
+        format!(
+            "COALESCE({newer}.{c} > {older}.{c}, {newer}.{c} IS NOT NULL AND {older}.{c} IS NULL)"
+        )
+    };
+    Some(before.iter().rev().fold(gt(last), |rest, c| {
+        format!(
+            "({} OR (({newer}.{c} IS NOT DISTINCT FROM {older}.{c}) AND {rest}))",
+            gt(c),
+            c = q(c)
+        )
+    }))
 }
 
 /// One write.
@@ -67,6 +95,8 @@ pub struct WriteMetrics {
     pub rows_inserted: u64,
     /// Rows updated (merge).
     pub rows_updated: u64,
+    /// Rows deleted (a merge applying deletes).
+    pub rows_deleted: u64,
     /// Data files added.
     pub files_added: u64,
     /// Table version after the write.
