@@ -305,18 +305,32 @@ async fn scd2_run(b: &Bench, model: &Model, batch: &str, full: bool) -> table::W
         let provider = b.format.provider(&b.ctx, &url).await.expect("provider");
         Some(b.ctx.read_table(provider.expect("table")).expect("read"))
     };
-    let history = scd2::history(&b.ctx, model, staged.df.clone(), table, 0)
-        .await
-        .expect("history");
-    let history = smelter::engine::stage(&b.ctx, history)
-        .await
-        .expect("stage");
+    let history = scd2::history(
+        &b.ctx,
+        model,
+        scd2::Batch {
+            upserts: staged.df.clone(),
+            deletes: None,
+            table,
+            prior_deletes: None,
+            run_start_us: 0,
+        },
+    )
+    .await
+    .expect("history");
+    let rows = if full {
+        smelter::layers::deletes::unmarked(history.rows).expect("unmarked")
+    } else {
+        history.rows
+    };
+    let history = smelter::engine::stage(&b.ctx, rows).await.expect("stage");
     let mode = if full {
         WriteMode::Overwrite
     } else {
         WriteMode::Merge {
             keys: vec![scd2::SCD_ID.into()],
             sequence_by: Vec::new(),
+            delete: Some(smelter::layers::deletes::FLAG.to_string()),
         }
     };
     write_df(b, &model.id.name, history.df.clone(), mode).await

@@ -754,6 +754,24 @@ fn parquet_kind(e: &parquet::errors::ParquetError, scope: Scope) -> Kind {
     }
 }
 
+impl Error {
+    /// True when a Delta commit lost a race with another writer (the version it tried was
+    /// taken, or a concurrent commit conflicts with it): nothing of it was committed, and the
+    /// same blind append can be tried again on the table's new version.
+    pub fn is_commit_conflict(&self) -> bool {
+        use deltalake::kernel::transaction::TransactionError as T;
+        matches!(
+            self,
+            Error::Delta(
+                DeltaTableError::VersionAlreadyExists(_)
+                    | DeltaTableError::Transaction {
+                        source: T::VersionAlreadyExists(_) | T::CommitConflict(_)
+                    }
+            )
+        )
+    }
+}
+
 fn delta_kind(e: &DeltaTableError, scope: Scope) -> Kind {
     use deltalake::kernel::transaction::TransactionError as T;
     match e {

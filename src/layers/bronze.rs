@@ -212,7 +212,9 @@ async fn append(
         quarantined += write_quarantine(rc, id, manifest, None, started).await?;
     }
     let df = match policy.filter(|t| t.tracks_deletes()) {
-        Some(table) => super::snapshot_deletes::with_ops(rc, id, table, manifest, df, &files).await?,
+        Some(table) => {
+            super::snapshot_deletes::with_ops(rc, id, table, manifest, df, &files).await?
+        }
         None => df,
     };
     let Some(df) = df else {

@@ -4,9 +4,9 @@
 
 pub mod bronze;
 pub mod deletes;
-pub mod snapshot_deletes;
 pub mod model;
 pub mod scd2;
+pub mod snapshot_deletes;
 pub mod window;
 
 use std::sync::Arc;

@@ -745,7 +745,9 @@ pub fn indirect_edges(inputs: &IndirectInputs) -> Vec<(ColumnRef, Indirect)> {
 ///   `sequence_by` inputs;
 /// - `is_current`: whether there is a next version (`valid_to IS NULL`): the same edges;
 /// - `_scd_id`: the MD5 of the key values and `valid_from`: TRANSFORM of the key and
-///   `sequence_by` inputs.
+///   `sequence_by` inputs;
+/// - the deleted flag (`is_deleted`, with `hard_deletes: new_record`): TRANSFORM of the delete
+///   condition's inputs (`delete_when`, by default `_op`), WINDOW as `valid_to`.
 ///
 /// Model-wide, the key and `sequence_by` inputs pick the one row of each `(key, valid_from)`
 /// (WINDOW), and the check strategy's `check_cols` decide which rows become versions (FILTER).
@@ -788,11 +790,27 @@ fn scd2_history(header: &crate::plan::Header, lineage: &mut ModelLineage) {
         direct: transform(&keys.iter().chain(&sequence).cloned().collect()),
         ..ColumnLineage::default()
     };
-    let [from, to, current] = &header.scd_columns;
+    // The deleted flag (`hard_deletes: new_record`): whether the row was made by a delete, that
+    // is by the delete condition's columns (`delete_when`, or `_op`).
+    let condition: Vec<String> = match &header.delete_when {
+        Some((text, _)) => text
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|w| lineage.columns.iter().any(|(c, _)| c == w))
+            .map(str::to_string)
+            .collect(),
+        None => vec![crate::extract::OP_COLUMN.to_string()],
+    };
+    let deleted = ColumnLineage {
+        direct: transform(&refs(&condition)),
+        indirect: window.clone(),
+        parts: Vec::new(),
+    };
+    let [from, to, current, deleted_flag] = &header.scd_columns;
     let history = [
         (from.as_str(), valid_from),
         (to.as_str(), next.clone()),
         (current.as_str(), next),
+        (deleted_flag.as_str(), deleted),
         (crate::layers::scd2::SCD_ID, id),
     ];
     for (name, l) in history {

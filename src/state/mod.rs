@@ -408,24 +408,45 @@ impl State {
     }
 
     /// Appends one batch to the state table `_smelter/<name>` (created on first use).
+    ///
+    /// Models of one layer run concurrently, in one process or in several (Airflow's per-model
+    /// tasks), and append to the same state tables; two first appends both try to create the
+    /// table. A commit that loses such a race ([`Error::is_commit_conflict`]) committed nothing,
+    /// so the append is retried on the table's new version, up to [`STATE_COMMIT_ATTEMPTS`]
+    /// times with a growing pause, before the conflict is reported (exit 75).
     pub async fn append(&self, name: &str, batch: RecordBatch) -> Result<()> {
         let url = self.lake.state_url(name);
-        let input = self.ctx.read_batch(batch)?;
-        self.format
-            .write(WriteRequest {
-                ctx: &self.ctx,
-                url: &url,
-                input,
-                mode: WriteMode::Append,
-                partition_by: Vec::new(),
-                txn_id: None,
-                metadata: Vec::new(),
-                observer: None,
-            })
-            .await?;
-        Ok(())
+        let mut attempt = 1;
+        loop {
+            let input = self.ctx.read_batch(batch.clone())?;
+            let written = self
+                .format
+                .write(WriteRequest {
+                    ctx: &self.ctx,
+                    url: &url,
+                    input,
+                    mode: WriteMode::Append,
+                    partition_by: Vec::new(),
+                    txn_id: None,
+                    metadata: Vec::new(),
+                    observer: None,
+                })
+                .await;
+            match written {
+                Err(e) if e.is_commit_conflict() && attempt < STATE_COMMIT_ATTEMPTS => {
+                    tracing::debug!(table = name, attempt, "State commit lost a race; retrying.");
+                    tokio::time::sleep(std::time::Duration::from_millis(25 * attempt as u64)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+                Ok(_) => return Ok(()),
+            }
+        }
     }
 }
+
+/// How many times [`State::append`] tries a commit that loses a race with another writer.
+pub const STATE_COMMIT_ATTEMPTS: u32 = 8;
 
 /// One row of `_smelter/windows`: part of the catch-up window of one model run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -666,4 +687,65 @@ pub fn ts_type() -> DataType {
 /// Current time in microseconds since the epoch.
 pub fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    /// Appends racing to create and extend one state table (as concurrent models' window and
+    /// run-log records do) all land, each exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_first_appends_all_land_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"p\"\n[source]\ntype = \"sample\"\n[[source.tables]]\nname = \"shipments\"\n[storage]\nroot = \"{}\"\n",
+                dir.path().join("lake").display()
+            ),
+        )
+        .unwrap();
+        let pipeline = crate::config::load(&path).unwrap();
+        let lake = Lake::open(&pipeline).unwrap();
+        let ctx = crate::engine::session(&pipeline, Some(&lake)).unwrap();
+        let format = crate::table::for_pipeline(&pipeline, &lake);
+        let schema = Arc::new(Schema::new(vec![Field::new("who", DataType::Utf8, false)]));
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let state = State::new(&lake, format.clone(), ctx.clone());
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(StringArray::from(vec![format!("w{i}")]))],
+                )
+                .unwrap();
+                tokio::spawn(async move { state.append("race", batch).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let state = State::new(&lake, format, ctx);
+        let rows = state
+            .read("race")
+            .await
+            .unwrap()
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let mut who: Vec<String> = rows
+            .iter()
+            .flat_map(|b| {
+                let c = arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
+                let a = c.as_any().downcast_ref::<StringArray>().unwrap();
+                a.iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>()
+            })
+            .collect();
+        who.sort();
+        assert_eq!(who, (0..6).map(|i| format!("w{i}")).collect::<Vec<_>>());
+    }
 }
