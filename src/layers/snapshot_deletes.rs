@@ -54,14 +54,7 @@ pub async fn with_ops(
 ) -> Result<Option<DataFrame>> {
     let landed = match landed {
         Some(df) if df.schema().field_with_unqualified_name(OP_COLUMN).is_err() => {
-            let mut exprs: Vec<Expr> = df
-                .schema()
-                .columns()
-                .into_iter()
-                .map(Expr::Column)
-                .collect();
-            exprs.push(lit("U").alias(OP_COLUMN));
-            Some(df.select(exprs)?)
+            Some(with_upsert_op(df)?)
         }
         other => other,
     };
@@ -188,14 +181,7 @@ fn current_state(
     let bronze = if has_op {
         bronze
     } else {
-        let mut exprs: Vec<Expr> = bronze
-            .schema()
-            .columns()
-            .into_iter()
-            .map(Expr::Column)
-            .collect();
-        exprs.push(lit("U").alias(OP_COLUMN));
-        bronze.select(exprs)?
+        with_upsert_op(bronze)?
     };
     let versioned = change_tracked
         && bronze
@@ -221,4 +207,17 @@ fn current_state(
                 .and(column(OP_COLUMN).not_eq(lit("D"))),
         )?
         .drop_columns(&[RN])?)
+}
+
+/// `df` with an operation column `_op` of `'U'` (upsert) after its columns: rows landed or
+/// appended before their table tracked deletes.
+fn with_upsert_op(df: DataFrame) -> Result<DataFrame> {
+    let mut exprs: Vec<Expr> = df
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    exprs.push(lit("U").alias(OP_COLUMN));
+    Ok(df.select(exprs)?)
 }
