@@ -242,6 +242,18 @@ const CT_TABLE: &str =
 
 /// A merge model over the change-tracked table; `_op` is renamed so that only the rows arrive
 /// (whatever a merge does with an `_op` column).
+/// The rows of `silver.current` (`id|name|_change_version`, by id).
+async fn current_rows(p: &Project) -> Vec<String> {
+    rows(
+        &p.query(
+            &[("c", "silver/current")],
+            "SELECT id, name, _change_version FROM c ORDER BY id",
+        )
+        .await,
+    )
+}
+
+const CURRENT: &str = "-- materialized: merge\n-- unique_key: id\n-- sequence_by: _change_version\nSELECT id, name, _change_version, _op\nFROM {{ unprocessed('bronze.tracked') }} AS t\n";
 const SILVER: &str = "-- materialized: merge\n-- unique_key: id\n-- sequence_by: _change_version\nSELECT id, name, amount, _op AS op, _change_version\nFROM {{ unprocessed('bronze.tracked') }} AS t\n";
 
 fn ct_layer(p: &Project, layer: &str, run_id: &str, want: i32) -> String {
@@ -286,6 +298,9 @@ async fn change_tracking_lands_changes_and_deletes_and_resyncs_after_cleanup() {
     let model = p.dir.path().join("sql/t/silver/tracked.sql");
     std::fs::create_dir_all(model.parent().unwrap()).unwrap();
     std::fs::write(&model, SILVER).unwrap();
+    // A second merge applies the deletes (its output has `_op`: `delete_when` defaults to
+    // `_op = 'D'`).
+    std::fs::write(model.with_file_name("current.sql"), CURRENT).unwrap();
 
     // First sync: the whole table at the current version.
     let v0 = s.tracked_version();
@@ -395,6 +410,18 @@ async fn change_tracking_lands_changes_and_deletes_and_resyncs_after_cleanup() {
         ]
     );
 
+    // ... and the deletes reach the merge that applies them: 3 and 7 are gone.
+    assert_eq!(
+        current_rows(&p).await,
+        [
+            format!("1|item 1|{v0}"),
+            format!("2|item 2b|{v2}"),
+            format!("4|item 4|{v0}"),
+            format!("5|item 5|{v0}"),
+            format!("6|item 6|{v6}"),
+        ]
+    );
+
     // Cleanup passes the synced version: a full re-sync, with a delete for the key that
     // vanished meanwhile (4) and none for keys deleted before (3, 7).
     s.tracked_upsert(1, "item 1b", Some(111));
@@ -427,6 +454,19 @@ async fn change_tracking_lands_changes_and_deletes_and_resyncs_after_cleanup() {
         [format!("U|3|item 3 again|3.00|{v8}")]
     );
     assert_eq!(synced_version(&p).await, v8);
+    // Silver catches up on r3 and r4: the re-sync's delete of 4 removes it, 3 comes back
+    // (newer than its tombstone), 1 is updated.
+    ct_layer(&p, "silver", "r4", 0);
+    assert_eq!(
+        current_rows(&p).await,
+        [
+            format!("1|item 1b|{min_valid}"),
+            format!("2|item 2b|{min_valid}"),
+            format!("3|item 3 again|{v8}"),
+            format!("5|item 5|{min_valid}"),
+            format!("6|item 6|{min_valid}"),
+        ]
+    );
 
     // `--full-refresh` re-syncs in full: every row at the current version, no delete.
     let args = [
