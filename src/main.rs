@@ -3,12 +3,6 @@
 
 use clap::Parser;
 
-/// jemalloc as the global allocator: query execution allocates and frees many short-lived Arrow
-/// buffers from several threads. On the demo's silver models at SF5 it used about a quarter less
-/// CPU time than the system allocator, and less than mimalloc (see `docs/performance.md`).
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() {
     // Output piped into `head` and the like: end quietly when the reader goes away, as Unix
     // tools do, instead of panicking on the first write after the pipe closed.
