@@ -82,7 +82,7 @@ pub async fn stage(ctx: &SessionContext, df: DataFrame) -> Result<Staged> {
             let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
             let mut writer = arrow::ipc::writer::FileWriter::try_new(file, &schema)?;
             while let Some(batch) = stream.next().await {
-                writer.write(&batch?)?;
+                writer.write(&compact_views(batch?)?)?;
             }
             writer.finish()?;
             Ok::<(), Error>(())
@@ -102,6 +102,57 @@ pub async fn stage(ctx: &SessionContext, df: DataFrame) -> Result<Staged> {
     Ok(Staged { df, _dir: dir })
 }
 
+/// `batch` with every `Utf8View`/`BinaryView` column that holds more data buffer bytes than its
+/// views reference copied into compact buffers ([`GenericByteViewArray::gc`]); other columns
+/// are shared, not copied.
+///
+/// Why: a view array sliced from a larger one (an aggregation emits its result as one batch and
+/// slices it) keeps every data buffer of the original, and the IPC writer serializes them all
+/// for each slice (arrow-ipc's `write_array_data` leaves compaction to the caller, see
+/// apache/arrow-rs#5513): staging a 3.3M-row result without this wrote 12 GB instead of about
+/// 0.3 GB. A column is compacted when its buffers exceed twice the bytes its views reference.
+///
+/// [`GenericByteViewArray::gc`]: arrow::array::GenericByteViewArray::gc
+fn compact_views(
+    batch: arrow::record_batch::RecordBatch,
+) -> Result<arrow::record_batch::RecordBatch> {
+    use arrow::array::{Array, ArrayRef, AsArray, GenericByteViewArray};
+    use arrow::datatypes::{BinaryViewType, ByteViewType, DataType, StringViewType};
+    fn compacted<T: ByteViewType + ?Sized>(a: &GenericByteViewArray<T>) -> Option<ArrayRef> {
+        let held: usize = a.data_buffers().iter().map(|b| b.len()).sum();
+        // Views of up to 12 bytes are inline; longer ones reference the data buffers.
+        let referenced: usize = a
+            .views()
+            .iter()
+            .map(|v| *v as u32 as usize)
+            .filter(|&len| len > 12)
+            .sum();
+        (held > 2 * referenced + 4096).then(|| Arc::new(a.gc()) as ArrayRef)
+    }
+    let mut changed = false;
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| {
+            let new = match c.data_type() {
+                DataType::Utf8View => compacted::<StringViewType>(c.as_string_view()),
+                DataType::BinaryView => compacted::<BinaryViewType>(c.as_binary_view()),
+                _ => None,
+            };
+            changed |= new.is_some();
+            new.unwrap_or_else(|| c.clone())
+        })
+        .collect();
+    if !changed {
+        return Ok(batch);
+    }
+    Ok(arrow::record_batch::RecordBatch::try_new_with_options(
+        batch.schema(),
+        columns,
+        &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
 /// The value of column `name` in the first row of an aggregate's result, as a count: 0 when
 /// the result is empty, the column is missing or the value is NULL (a SUM over no rows).
 pub fn first_count(batches: &[arrow::record_batch::RecordBatch], name: &str) -> u64 {
@@ -118,4 +169,47 @@ pub fn first_count(batches: &[arrow::record_batch::RecordBatch], name: &str) -> 
                 .map(|a| a.value(0).max(0) as u64)
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, StringViewArray};
+    use arrow::record_batch::RecordBatch;
+
+    /// Bytes the IPC file writer produces for `batch`.
+    fn ipc_bytes(batch: &RecordBatch) -> usize {
+        let mut out = Vec::new();
+        let mut w = arrow::ipc::writer::FileWriter::try_new(&mut out, &batch.schema()).unwrap();
+        w.write(batch).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        out.len()
+    }
+
+    #[test]
+    fn sliced_view_columns_are_compacted_before_staging() {
+        let values: Vec<String> = (0..10_000)
+            .map(|i| format!("a value long enough not to be inlined #{i:06}"))
+            .collect();
+        let array = StringViewArray::from_iter_values(values.iter());
+        let batch = RecordBatch::try_from_iter([("s", Arc::new(array) as _)]).unwrap();
+        let slice = batch.slice(100, 10);
+        let compact = compact_views(slice.clone()).unwrap();
+        // Same values, a fraction of the bytes.
+        assert_eq!(compact.num_rows(), 10);
+        let (a, b) = (
+            slice.column(0).as_string_view(),
+            compact.column(0).as_string_view(),
+        );
+        assert!((0..10).all(|i| a.value(i) == b.value(i)));
+        assert!(ipc_bytes(&slice) > 400_000, "{}", ipc_bytes(&slice));
+        assert!(ipc_bytes(&compact) < 4_000, "{}", ipc_bytes(&compact));
+        // A batch that references its whole buffers is returned as it is.
+        let whole = compact_views(batch.clone()).unwrap();
+        assert_eq!(
+            whole.column(0).to_data().buffers()[1].as_ptr(),
+            batch.column(0).to_data().buffers()[1].as_ptr()
+        );
+    }
 }
