@@ -67,19 +67,30 @@ def test_edge_worker_runs_the_per_model_dag(tmp_path: Path, smelter_bin: str) ->
 
         def registered() -> bool:
             with airflow.db() as db:
-                row = db.execute("SELECT state, queues FROM edge_worker WHERE worker_name = ?", (worker,)).fetchone()
-            return row is not None
+                return db.execute("SELECT 1 FROM edge_worker WHERE worker_name = ?", (worker,)).fetchone() is not None
 
         airflow.wait("the Edge worker to register", registered, svc.PARSE_TIMEOUT)
         run = svc.run_per_model(airflow, RUN_ID)
+
+        def edge_jobs() -> dict[str, tuple[str, str, str]]:
+            with airflow.db() as db:
+                return {
+                    task: (state, queue, edge_worker)
+                    for task, state, queue, edge_worker in db.execute(
+                        "SELECT task_id, state, queue, edge_worker FROM edge_job WHERE dag_id = ? AND run_id = ?",
+                        (svc.MEDALLION, RUN_ID),
+                    ).fetchall()
+                }
+
+        # The task instance is done when the task says so through the Execution API; the worker
+        # reports its job done a moment later.
+        airflow.wait(
+            "the Edge worker to report its jobs done",
+            lambda: all(state in ("success", "failed") for state, _, _ in edge_jobs().values()),
+            svc.PARSE_TIMEOUT,
+        )
+        jobs = edge_jobs()
         with airflow.db() as db:
-            jobs = {
-                task: (state, queue, edge_worker)
-                for task, state, queue, edge_worker in db.execute(
-                    "SELECT task_id, state, queue, edge_worker FROM edge_job WHERE dag_id = ? AND run_id = ?",
-                    (svc.MEDALLION, RUN_ID),
-                ).fetchall()
-            }
             queues = dict(db.execute("SELECT task_id, queue FROM task_instance WHERE run_id = ?", (RUN_ID,)).fetchall())
             [(worker_queues,)] = db.execute("SELECT queues FROM edge_worker WHERE worker_name = ?", (worker,)).fetchall()
     finally:
