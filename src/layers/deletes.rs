@@ -27,6 +27,7 @@ use datafusion::logical_expr::{cast, col, lit, Expr, ExprSchemable};
 use datafusion::prelude::DataFrame;
 
 use super::RunContext;
+use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::plan::{Materialization, Model};
 use crate::table::{WriteMode, WriteRequest};
@@ -36,6 +37,12 @@ pub const FLAG: &str = "__smelter_delete";
 
 /// The operation column of change data in bronze (`U` upsert, `D` delete).
 pub const OP: &str = "_op";
+
+/// Bronze's ingestion time column (every bronze row has it; a delete row gets its run's).
+const INGESTED_AT: &str = "_ingested_at";
+
+/// The version column of change tracking's rows.
+const CHANGE_VERSION: &str = crate::extract::CHANGE_VERSION_COLUMN;
 
 /// The model's delete condition over its output `df`: the `delete_when` header, or `_op = 'D'`
 /// when the output has an `_op` column; `None` when the model applies no deletes (also for
@@ -79,12 +86,88 @@ pub fn predicate(df: &DataFrame, model: &Model, shown: &str) -> Result<Option<Ex
     }
 }
 
+/// Checks that a versioned model (`sequence_by`) applying the deletes bronze records for tables
+/// that track them orders its versions the way those deletes need. Such a model is one whose
+/// delete condition reads `_op` (the default condition does), with a bronze dependency that
+/// tracks deletes:
+/// - `detect_deletes` (full snapshots): a delete row is a copy of the key's last version, so a
+///   key that a later snapshot brings back unchanged (after a partial or empty snapshot) has
+///   the delete's version; only bronze's ingestion time tells them apart, so `sequence_by` must
+///   include `_ingested_at` (for a merge, typically last: `modified_at, _ingested_at`).
+/// - `change_tracking`: a delete row has only its key and `_change_version` (its other columns
+///   are NULL, and a NULL version is the oldest), so `_change_version` must be the first
+///   `sequence_by` column.
+///
+/// Errors (exit 2, at the `sequence_by` line, or `materialized` for scd2): the ordering and how
+/// to fix it.
+fn check_order(pipeline: &Pipeline, model: &Model, shown: &str) -> Result<()> {
+    let sequence_by = &model.header.sequence_by;
+    let reads_op = match &model.header.delete_when {
+        None => true,
+        Some((text, _)) => text.to_ascii_lowercase().contains(OP),
+    };
+    if sequence_by.is_empty() || !reads_op {
+        return Ok(());
+    }
+    let tracked = |kind: fn(&crate::config::SourceTable) -> bool| {
+        model
+            .depends_on
+            .iter()
+            .filter(|d| d.layer == crate::plan::Layer::Bronze)
+            .find(|d| {
+                pipeline
+                    .source
+                    .tables
+                    .iter()
+                    .any(|t| t.name == d.name && kind(t))
+            })
+    };
+    let has = |c: &str| sequence_by.iter().any(|s| s == c);
+    let scd2 = model.header.materialized == Materialization::Scd2;
+    let mut problems = Vec::new();
+    if let Some(t) = tracked(|t| t.mode == crate::config::ReadMode::ChangeTracking) {
+        if sequence_by[0] != CHANGE_VERSION {
+            problems.push(format!(
+                "`{t}` is read by change tracking, whose delete rows carry only the key and `{CHANGE_VERSION}` (a NULL version is the oldest, so they would never apply): order by `{CHANGE_VERSION}` first (`-- sequence_by: {CHANGE_VERSION}`)"
+            ));
+        }
+    }
+    if let Some(t) = tracked(|t| t.detect_deletes) {
+        if !has(INGESTED_AT) {
+            let fix = if scd2 {
+                "use the check strategy over each key's newest bronze row (`-- check_cols: …`; its versions and deletes are dated by the run, see docs/incremental.md), or `-- sequence_by: _ingested_at`".to_string()
+            } else {
+                format!(
+                    "order by bronze's ingestion time too: `-- sequence_by: {}, {INGESTED_AT}` (and select `{INGESTED_AT}`)",
+                    sequence_by.join(", ")
+                )
+            };
+            problems.push(format!(
+                "`{t}` detects deletes from full snapshots: a delete row copies its key's last version, so a key that a later snapshot brings back unchanged ties with its own delete, and only bronze's `{INGESTED_AT}` orders them; {fix}"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Sql {
+        location: format!("{shown}:{}", model.header.line("sequence_by")),
+        message: format!(
+            "model `{}` applies the deletes bronze records, but its `sequence_by` cannot order them: {}",
+            model.id,
+            problems.join("; ")
+        ),
+    })
+}
+
 /// `df` with the [`FLAG`] column (the delete condition, NULL as false) and without `_op`, when
-/// the model applies deletes; `df` unchanged otherwise. Errors: see [`predicate`].
-pub fn mark(df: DataFrame, model: &Model, shown: &str) -> Result<DataFrame> {
+/// the model applies deletes; `df` unchanged otherwise. Errors: see [`predicate`] and
+/// [`check_order`].
+pub fn mark(pipeline: &Pipeline, df: DataFrame, model: &Model, shown: &str) -> Result<DataFrame> {
     let Some(condition) = predicate(&df, model, shown)? else {
         return Ok(df);
     };
+    check_order(pipeline, model, shown)?;
     let df = df.with_column(
         FLAG,
         datafusion::functions::expr_fn::coalesce(vec![condition, lit(false)]),

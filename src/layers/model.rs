@@ -41,6 +41,7 @@ pub async fn run(rc: &RunContext<'_>, layer: Layer, records: &mut Vec<RunRecord>
     if pending.is_empty() {
         return Err(Error::NothingToDo(format!("no {layer} models selected")));
     }
+    refuse_unplannable(rc, &pending).await?;
     let threads = rc.plan.pipeline.engine.threads.max(1);
     let mut in_flight: BTreeSet<TableId> = BTreeSet::new();
     let mut running = FuturesUnordered::new();
@@ -135,7 +136,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         },
     };
     let is_scd2 = model.header.materialized == Materialization::Scd2;
-    let df = as_written(df, model, &shown)?;
+    let df = as_written(&rc.plan.pipeline, df, model, &shown)?;
     // Delete rows skip the schema checks and expectations: they carry a key and a version.
     let (df, deletes) = super::deletes::split(&rc.ctx, df).await?;
     let mode = match (mode, &deletes) {
@@ -476,8 +477,13 @@ pub async fn plan_model(
 ///
 /// A model that applies deletes also gets the [`super::deletes::FLAG`] column (and loses `_op`):
 /// see [`super::deletes::mark`]; within a batch a delete beats an upsert of the same version.
-fn as_written(df: DataFrame, model: &Model, shown: &str) -> Result<DataFrame> {
-    let df = super::deletes::mark(df, model, shown)?;
+fn as_written(
+    pipeline: &crate::config::Pipeline,
+    df: DataFrame,
+    model: &Model,
+    shown: &str,
+) -> Result<DataFrame> {
+    let df = super::deletes::mark(pipeline, df, model, shown)?;
     match model.header.materialized {
         Materialization::Merge if !model.header.sequence_by.is_empty() => {
             newest_per_key(df, &model.header.unique_key, &model.header.sequence_by)
@@ -531,6 +537,48 @@ fn newest_per_key(df: DataFrame, keys: &[String], sequence_by: &[String]) -> Res
         .window(vec![rn])?
         .filter(col(RN).eq(lit(1u64)))?
         .drop_columns(&[RN])?)
+}
+
+/// Plans every model (as `smelter validate` does, no data read) and fails with the problems of
+/// `models` and of the models they depend on, so that a header or SQL error stops the layer
+/// before any of its models writes, not after others committed. Errors: [`Error::Invalid`]
+/// (exit 2) with every problem found; reading bronze schemas from the lake.
+async fn refuse_unplannable(rc: &RunContext<'_>, models: &[&Model]) -> Result<()> {
+    let (_, problems) = plan_all(rc.plan, Some((rc.lake, rc.format.as_ref()))).await?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    // The selected models and their upstream models, by the file that problems start with.
+    let mut ids: BTreeSet<&TableId> = models.iter().map(|m| &m.id).collect();
+    loop {
+        let before = ids.len();
+        let upstream: Vec<&TableId> = rc
+            .plan
+            .models
+            .iter()
+            .filter(|m| ids.contains(&m.id))
+            .flat_map(|m| m.depends_on.iter())
+            .collect();
+        ids.extend(upstream);
+        if ids.len() == before {
+            break;
+        }
+    }
+    let files: Vec<String> = rc
+        .plan
+        .models
+        .iter()
+        .filter(|m| ids.contains(&m.id))
+        .map(|m| format!("{}:", display_path(&rc.plan.pipeline, &m.file)))
+        .collect();
+    let ours: Vec<String> = problems
+        .into_iter()
+        .filter(|p| files.iter().any(|f| p.starts_with(f.as_str())))
+        .collect();
+    if ours.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid(ours))
 }
 
 /// Maps a DataFusion planning error to `file:line:col: message`.
@@ -716,7 +764,14 @@ pub async fn plan_all(
         let windows = vec![vec![params.run_id.clone()]; model.unprocessed.len()];
         match plan_model(&ctx, plan, model, &params, &windows)
             .await
-            .and_then(|df| as_written(df, model, &display_path(&plan.pipeline, &model.file)))
+            .and_then(|df| {
+                as_written(
+                    &plan.pipeline,
+                    df,
+                    model,
+                    &display_path(&plan.pipeline, &model.file),
+                )
+            })
             .and_then(super::deletes::unmarked)
         {
             Ok(df) => {

@@ -52,9 +52,14 @@ root = "lake"
 "#;
 
 fn snapshot(p: &Project, file: &str, lines: &[&str]) {
+    snapshot_with(p, file, "account_id,owner,balance", lines)
+}
+
+/// Writes the snapshot file `file` with the CSV `header` and `lines`.
+fn snapshot_with(p: &Project, file: &str, header: &str, lines: &[&str]) {
     let path = p.dir.path().join("incoming/accounts").join(file);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut text = String::from("account_id,owner,balance\n");
+    let mut text = format!("{header}\n");
     for l in lines {
         text.push_str(l);
         text.push('\n');
@@ -155,6 +160,127 @@ async fn detect_deletes_turns_keys_missing_from_a_full_snapshot_into_delete_rows
         )
         .await;
     assert_eq!(nulls, 0);
+}
+
+/// A versioned merge over a table whose deletes bronze detects from snapshots, ordered by
+/// `modified_at, _ingested_at`: a key that a partial snapshot deletes and a later snapshot
+/// brings back unchanged (the same `modified_at` as its delete row) is present again:
+/// incrementally, after a re-run of the older run id, and after `--full-refresh`. The same model
+/// ordered by `modified_at` alone is refused before anything is written (exit 2, at its
+/// `sequence_by` line), since its deletes would win the tie.
+#[tokio::test]
+async fn a_key_back_unchanged_after_a_partial_snapshot_is_present_again() {
+    let merge = |sequence_by: &str| {
+        format!(
+            "-- materialized: merge\n-- unique_key: account_id\n-- sequence_by: {sequence_by}\nSELECT account_id, owner, modified_at, _ingested_at, _op\nFROM {{{{ unprocessed('bronze.accounts') }}}} AS a\n"
+        )
+    };
+    let p = Project::custom(
+        FILES,
+        &[
+            ("silver/current.sql", &merge("modified_at, _ingested_at")),
+            ("silver/tied.sql", &merge("modified_at")),
+            // The check strategy over each key's newest bronze row (docs/incremental.md).
+            (
+                "silver/history.sql",
+                "-- materialized: scd2\n-- unique_key: account_id\n-- check_cols: owner\n-- hard_deletes: invalidate\nSELECT account_id, owner, _op\nFROM {{ unprocessed('bronze.accounts') }} AS a\nQUALIFY ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY _ingested_at DESC) = 1\n",
+            ),
+        ],
+    );
+    let header = "account_id,owner,modified_at";
+    let silver = |run_id: &str, extra: &[&str], want: i32| {
+        let mut args = vec![
+            "run",
+            "{p}",
+            "--layer",
+            "silver",
+            "--models",
+            "current,history",
+            "--run-id",
+            run_id,
+        ];
+        args.extend_from_slice(extra);
+        p.expect(&args, want)
+    };
+    let current = || async {
+        rows(
+            &p.query(
+                &[("s", "silver/current")],
+                "SELECT account_id, owner FROM s ORDER BY account_id",
+            )
+            .await,
+        )
+    };
+    snapshot_with(
+        &p,
+        "d1.csv",
+        header,
+        &["1,ann,2026-11-01 08:00:00", "2,bob,2026-11-01 09:00:00"],
+    );
+    land(&p, "r1");
+    silver("r1", &[], 0);
+    assert_eq!(current().await, ["1|ann", "2|bob"]);
+
+    // A partial snapshot: bronze deletes 2 with its last version.
+    snapshot_with(&p, "d2.csv", header, &["1,ann,2026-11-01 08:00:00"]);
+    land(&p, "r2");
+    assert_eq!(
+        p.scalar(
+            &[("b", "bronze/accounts")],
+            "SELECT COUNT(*) FROM b WHERE _run_id = 'r2' AND _op = 'D' AND account_id = 2"
+        )
+        .await,
+        1
+    );
+    silver("r2", &[], 0);
+    assert_eq!(current().await, ["1|ann"]);
+
+    // 2 comes back unchanged: same modified_at as its delete row, a later ingestion.
+    snapshot_with(
+        &p,
+        "d3.csv",
+        header,
+        &["1,ann,2026-11-01 08:00:00", "2,bob,2026-11-01 09:00:00"],
+    );
+    land(&p, "r3");
+    silver("r3", &[], 0);
+    assert_eq!(current().await, ["1|ann", "2|bob"]);
+
+    // The history: 2's first version ended by the delete, a second one current.
+    let history = rows(
+        &p.query(
+            &[("h", "silver/history")],
+            "SELECT account_id, owner, valid_to IS NULL, is_current FROM h ORDER BY account_id, valid_from",
+        )
+        .await,
+    );
+    assert_eq!(
+        history,
+        ["1|ann|true|true", "2|bob|false|false", "2|bob|true|true"]
+    );
+
+    // Re-running the older run id (its window holds the delete) changes nothing.
+    silver("r2", &[], 0);
+    assert_eq!(current().await, ["1|ann", "2|bob"]);
+
+    // A full refresh (all of bronze in one batch) gives the same table.
+    silver("r4", &["--full-refresh"], 0);
+    assert_eq!(current().await, ["1|ann", "2|bob"]);
+
+    // Ordered by modified_at alone, the delete would win the tie: refused, nothing written.
+    let out = p.expect(
+        &[
+            "run", "{p}", "--layer", "silver", "--models", "tied", "--run-id", "r5",
+        ],
+        2,
+    );
+    assert!(
+        out.contains("silver/tied.sql:3")
+            && out.contains("`bronze.accounts` detects deletes")
+            && out.contains("-- sequence_by: modified_at, _ingested_at"),
+        "{out}"
+    );
+    assert!(!p.lake().join("silver/tied").exists());
 }
 
 #[test]

@@ -159,3 +159,28 @@ fn a_column_that_differs_only_by_case_gets_a_quoting_hint() {
     );
     assert!(err.contains("write \"FullName\""), "{err}");
 }
+
+/// A model whose header cannot be applied to its output (a `delete_when` naming a column the
+/// output lacks) stops its layer before any model writes: the layer's other models are not
+/// written either, and the run exits 2 naming the file and line.
+#[test]
+fn a_model_that_cannot_be_planned_stops_its_layer_before_anything_is_written() {
+    let p = project(&[
+        ("silver/fine.sql", &format!("-- description: stays\n{COLUMNS}")),
+        (
+            "silver/gone.sql",
+            &format!(
+                "-- materialized: merge\n-- unique_key: patient_id\n-- delete_when: discharged = 1\n{COLUMNS}"
+            ),
+        ),
+    ]);
+    p.run_layer("extract", "r1", 0);
+    p.run_layer("bronze", "r1", 0);
+    let out = p.run_layer("silver", "r1", 2);
+    assert!(
+        out.contains("sql/t/silver/gone.sql:3") && out.contains("delete_when: discharged = 1"),
+        "{out}"
+    );
+    assert!(!p.lake().join("silver/fine").exists(), "{out}");
+    assert!(!p.lake().join("silver/gone").exists(), "{out}");
+}
