@@ -120,6 +120,7 @@ impl Progress {
             error: None,
             rows_inserted: 0,
             rows_updated: 0,
+            rows_deleted: 0,
             duration_ms: elapsed.as_millis() as u64,
             steps: Vec::new(),
             reports: self
@@ -237,8 +238,11 @@ async fn run(
         }
         match run_layer(&rc, layer, &mut progress.output).await {
             Ok(()) => {}
-            // With --layer all, a layer with nothing selected is not an error.
-            Err(Error::NothingToDo(_)) if args.layer == LayerArg::All && layer != Layer::Bronze => {
+            // With --layer all, a layer with nothing selected is not an error; nothing new in
+            // bronze ends the run (99), unless silver and gold are rebuilt from all of bronze.
+            Err(Error::NothingToDo(_))
+                if args.layer == LayerArg::All && (layer != Layer::Bronze || args.full_refresh) =>
+            {
                 continue
             }
             Err(e) => {
@@ -260,7 +264,7 @@ fn print_summary(plan: &Plan, params: &RunParams, records: &[RunRecord], elapsed
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
     table.set_header(vec![
-        "layer", "target", "status", "rows", "updated", "seconds",
+        "layer", "target", "status", "rows", "updated", "deleted", "seconds",
     ]);
     for r in records {
         table.add_row(vec![
@@ -269,6 +273,7 @@ fn print_summary(plan: &Plan, params: &RunParams, records: &[RunRecord], elapsed
             r.status.clone(),
             r.rows.to_string(),
             r.rows_updated.to_string(),
+            r.rows_deleted.to_string(),
             format!("{:.2}", r.duration_ms as f64 / 1000.0),
         ]);
     }

@@ -143,6 +143,7 @@ impl RunContext<'_> {
             exit_code: None,
             rows: metrics.rows_inserted,
             rows_updated: metrics.rows_updated,
+            rows_deleted: metrics.rows_deleted,
             logical_date: self.params.logical_day(),
             started_at: started,
             duration_ms,

@@ -97,6 +97,8 @@ pub struct RunRecord {
     pub rows: u64,
     /// Rows updated.
     pub rows_updated: u64,
+    /// Rows deleted (a merge applying deletes; 0 otherwise).
+    pub rows_deleted: u64,
     /// Logical date, days since epoch.
     pub logical_date: i32,
     /// Start, microseconds since epoch.
@@ -393,6 +395,9 @@ impl State {
                     records.iter().map(|r| r.exit_code),
                 )),
                 strings(records, |r| r.fingerprint.as_ref()),
+                Arc::new(Int64Array::from_iter(
+                    records.iter().map(|r| Some(r.rows_deleted as i64)),
+                )),
             ],
         )?;
         self.append("runs", batch).await
@@ -662,6 +667,7 @@ fn runs_schema() -> SchemaRef {
         Field::new("attempt", DataType::Utf8, true),
         Field::new("exit_code", DataType::Int32, true),
         Field::new("fingerprint", DataType::Utf8, true),
+        Field::new("rows_deleted", DataType::Int64, true),
     ]))
 }
 

@@ -40,6 +40,8 @@ pub struct Summary {
     pub rows_inserted: u64,
     /// Rows this attempt updated (steps with status `success`).
     pub rows_updated: u64,
+    /// Rows this attempt deleted (steps with status `success`).
+    pub rows_deleted: u64,
     /// Wall time of the invocation.
     pub duration_ms: u64,
     /// One entry per step (table or model), in the order they finished.
@@ -99,6 +101,8 @@ pub struct Step {
     pub rows_inserted: u64,
     /// Rows updated.
     pub rows_updated: u64,
+    /// Rows deleted.
+    pub rows_deleted: u64,
     /// Duration.
     pub duration_ms: u64,
     /// Table version written, when the format reports one.
@@ -174,6 +178,7 @@ impl Step {
             exit_code: r.exit_code,
             rows_inserted: r.rows,
             rows_updated: r.rows_updated,
+            rows_deleted: r.rows_deleted,
             duration_ms: r.duration_ms,
             version: details.get("version").and_then(Value::as_i64),
             materialized: details.get("materialized").and_then(text),
@@ -218,6 +223,7 @@ impl Summary {
             if r.status == "success" {
                 self.rows_inserted += r.rows;
                 self.rows_updated += r.rows_updated;
+                self.rows_deleted += r.rows_deleted;
             }
             self.steps.push(Step::of(r));
         }
@@ -253,6 +259,7 @@ mod tests {
             exit_code: (status == "failed").then_some(3),
             rows: 10,
             rows_updated: 2,
+            rows_deleted: 0,
             logical_date: 0,
             started_at: 0,
             duration_ms: 5,

@@ -234,6 +234,15 @@ async fn a_key_back_unchanged_after_a_partial_snapshot_is_present_again() {
     );
     silver("r2", &[], 0);
     assert_eq!(current().await, ["1|ann"]);
+    // The run log counts the deleted row.
+    assert_eq!(
+        p.scalar(
+            &[("r", "_smelter/runs")],
+            "SELECT SUM(rows_deleted) FROM r WHERE run_id = 'r2' AND target = 'silver.current' AND status = 'success'"
+        )
+        .await,
+        1
+    );
 
     // 2 comes back unchanged: same modified_at as its delete row, a later ingestion.
     snapshot_with(
@@ -266,6 +275,30 @@ async fn a_key_back_unchanged_after_a_partial_snapshot_is_present_again() {
     // A full refresh (all of bronze in one batch) gives the same table.
     silver("r4", &["--full-refresh"], 0);
     assert_eq!(current().await, ["1|ann", "2|bob"]);
+
+    // A full refresh of every layer with no new file: extract and bronze have nothing to do,
+    // silver is still rebuilt from all of bronze.
+    let out = p.expect(
+        &[
+            "run",
+            "{p}",
+            "--models",
+            "current",
+            "--run-id",
+            "r6",
+            "--full-refresh",
+        ],
+        0,
+    );
+    assert!(out.contains("silver.current"), "{out}");
+    assert_eq!(
+        p.scalar(
+            &[("r", "_smelter/runs")],
+            "SELECT COUNT(*) FROM r WHERE run_id = 'r6' AND target = 'silver.current' AND status = 'success'"
+        )
+        .await,
+        1
+    );
 
     // Ordered by modified_at alone, the delete would win the tie: refused, nothing written.
     let out = p.expect(
