@@ -274,7 +274,7 @@ class SmelterProfileOperator(_SmelterBinaryOperator):
 
     ``tables`` (a list, or a comma-separated string that may be templated) profiles those tables,
     one call per table (the command takes one ``--table``); ``None`` profiles every written table
-    (of ``layer``, if given) in one call. An unknown or never-written named table exits 2 and fails
+    (of ``layer``, if given) in one call; with both, a named table must be of ``layer``. An unknown or never-written named table exits 2 and fails
     the task without retry; no written table at all exits 99 (skipped); an empty templated
     selection is skipped, never run as "all tables".
 

@@ -132,6 +132,24 @@ def test_profile_operator_fails_without_retry_on_an_unknown_table(profiled: sdt.
         _profile(profiled, "/nonexistent/smelter", tables=" , ")
 
 
+def test_profile_operator_renders_templated_tables_into_one_call_each() -> None:
+    from include.smelter_operators import SmelterProfileOperator
+
+    op = SmelterProfileOperator(
+        task_id="profile",
+        pipeline="{{ params.pipeline }}",
+        tables="{{ params.tables | join(',') }}",
+        layer="{{ params.layer }}",
+        smelter_bin="smelter",
+    )
+    op.render_template_fields({"params": {"pipeline": "p.toml", "tables": ["gold.a", "b"], "layer": "gold"}})
+    assert op.commands("/out") == [
+        ["smelter", "profile", "p.toml", "--layer", "gold", "--table", table, "--format", "json",
+         "--output", f"/out/profile-{i}.json", "--log-format", "json"]
+        for i, table in enumerate(["gold.a", "b"])
+    ]
+
+
 @pytest.mark.parametrize(
     ("code", "retryable", "exc_name"),
     [
