@@ -274,9 +274,9 @@ class SmelterProfileOperator(_SmelterBinaryOperator):
 
     ``tables`` (a list, or a comma-separated string that may be templated) profiles those tables,
     one call per table (the command takes one ``--table``); ``None`` profiles every written table
-    (of ``layer``, if given) in one call; with both, a named table must be of ``layer``. An unknown or never-written named table exits 2 and fails
-    the task without retry; no written table at all exits 99 (skipped); an empty templated
-    selection is skipped, never run as "all tables".
+    (of ``layer``, if given) in one call; with both, a named table must be of ``layer``. An unknown
+    or never-written named table exits 2 and fails the task without retry; no written table at all
+    exits 99 (skipped); an empty templated selection is skipped, never run as "all tables".
 
     The XCom return value is one small entry per table -- ``table``, ``version``, ``row_count``,
     ``column_count``, ``size_bytes``, ``files``, ``sampled_rows`` and ``drift`` (the breached drift
@@ -351,7 +351,10 @@ class SmelterProfileOperator(_SmelterBinaryOperator):
                 s["row_count"],
                 s["column_count"],
                 len(s["drift"] or []),
-                "".join(f"\n  {d.get('metric')} {d.get('column') or ''} = {d.get('value')} > {d.get('max')} ({d.get('action')})" for d in s["drift"] or []),
+                "".join(
+                    f"\n  {d.get('metric')} {d.get('column') or ''} = {d.get('value')} > {d.get('max')} ({d.get('action')})"
+                    for d in s["drift"] or []
+                ),
             )
         if self.push_profiles and context.get("ti") is not None:
             context["ti"].xcom_push(key="profiles", value=profiles)
