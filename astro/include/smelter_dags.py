@@ -51,6 +51,7 @@ from include.smelter_operators import (  # noqa: F401
     SmelterFatalError,
     SmelterInternalError,
     SmelterPlanChangeSensor,
+    SmelterProfileOperator,
     SmelterRunOperator,
     SmelterTransientError,
     SmelterValidateOperator,

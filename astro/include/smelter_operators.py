@@ -4,6 +4,8 @@
   to Airflow's outcome, returns the run summary (``--summary-json``) as its XCom value and puts
   each written table's rows and version in the ``extra`` of its Asset event.
 - :class:`SmelterValidateOperator` runs ``smelter validate`` (exit 2 fails without retry).
+- :class:`SmelterProfileOperator` runs ``smelter profile --format json`` and returns one small
+  entry per table (rows, version, drift breaches) as its XCom value.
 - :class:`SmelterPlanChangeSensor` waits until ``smelter plan --changed`` lists changed models and
   pushes their names to XCom.
 - :func:`smelter_plan` reads ``smelter plan <pipeline> --format json``; :func:`model_task_groups`
@@ -264,6 +266,99 @@ class SmelterValidateOperator(_SmelterBinaryOperator):
         error = exception_for_exit_code(code, retryable=self.retryable_exit_codes)
         if error is not None:
             raise error
+
+
+class SmelterProfileOperator(_SmelterBinaryOperator):
+    """``smelter profile <pipeline> [--layer <layer>] [--table <t>] --format json``: profiles the
+    current version of lake tables, with drift against each table's latest stored profile.
+
+    ``tables`` (a list, or a comma-separated string that may be templated) profiles those tables,
+    one call per table (the command takes one ``--table``); ``None`` profiles every written table
+    (of ``layer``, if given) in one call; with both, a named table must be of ``layer``. An unknown
+    or never-written named table exits 2 and fails the task without retry; no written table at all
+    exits 99 (skipped); an empty templated selection is skipped, never run as "all tables".
+
+    The XCom return value is one small entry per table -- ``table``, ``version``, ``row_count``,
+    ``column_count``, ``size_bytes``, ``files``, ``sampled_rows`` and ``drift`` (the breached drift
+    rules: metric, column, value, max, action) -- so downstream tasks can branch on drift. With
+    ``push_profiles=True`` the full profiles (per-column statistics, quantiles, top values,
+    histograms: kilobytes per column) go to the XCom key ``profiles`` too; keep those out of the
+    metadata database with the object-storage XCom backend (``astro/README.md``).
+    """
+
+    template_fields: Sequence[str] = (*_SmelterBinaryOperator.template_fields, "tables", "layer")
+
+    SUMMARY_KEYS: tuple[str, ...] = (
+        "table",
+        "version",
+        "row_count",
+        "column_count",
+        "size_bytes",
+        "files",
+        "sampled_rows",
+        "drift",
+    )
+
+    def __init__(
+        self,
+        *,
+        tables: Sequence[str] | str | None = None,
+        layer: str | None = None,
+        push_profiles: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tables = tables if isinstance(tables, str) or tables is None else list(tables)
+        self.layer = layer
+        self.push_profiles = push_profiles
+
+    def table_names(self) -> list[str] | None:
+        """The tables to profile, ``None`` for every written table (of ``layer``)."""
+        if self.tables is None:
+            return None
+        names = self.tables.split(",") if isinstance(self.tables, str) else self.tables
+        return [n.strip() for n in names if n and n.strip()]
+
+    def commands(self, output_dir: str) -> list[list[str]]:
+        """The argument lists of the calls: one per named table, else one."""
+        base = [self.smelter_bin, "profile", self.pipeline]
+        if self.layer:
+            base += ["--layer", self.layer]
+        tables = self.table_names()
+        selections: list[list[str]] = [["--table", t] for t in tables] if tables is not None else [[]]
+        return [
+            [*base, *sel, "--format", "json", "--output", str(Path(output_dir) / f"profile-{i}.json"), "--log-format", "json"]
+            for i, sel in enumerate(selections)
+        ]
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        if self.tables is not None and not self.table_names():
+            raise AirflowSkipException("no tables selected to profile")
+        profiles: list[dict[str, Any]] = []
+        with tempfile.TemporaryDirectory(prefix="smelter-profile-") as tmp:
+            for argv in self.commands(tmp):
+                code = self._run(argv, context)
+                error = exception_for_exit_code(code, self.layer, self.retryable_exit_codes)
+                if error is not None:
+                    raise error
+                profiles.extend(json.loads(Path(argv[argv.index("--output") + 1]).read_text()))
+        summaries = [{k: p.get(k) for k in self.SUMMARY_KEYS} for p in profiles]
+        for s in summaries:
+            self.log.info(
+                "Profiled %s (version %s): %s rows, %s columns; %d drift breach(es)%s",
+                s["table"],
+                s["version"],
+                s["row_count"],
+                s["column_count"],
+                len(s["drift"] or []),
+                "".join(
+                    f"\n  {d.get('metric')} {d.get('column') or ''} = {d.get('value')} > {d.get('max')} ({d.get('action')})"
+                    for d in s["drift"] or []
+                ),
+            )
+        if self.push_profiles and context.get("ti") is not None:
+            context["ti"].xcom_push(key="profiles", value=profiles)
+        return summaries
 
 
 class SmelterPlanChangeSensor(BaseSensorOperator):
