@@ -175,7 +175,7 @@ class SmelterRunOperator(_SmelterBinaryOperator):
     results and drift, the error of a failed run) as the XCom return value; a failed or skipped run
     pushes it under the key ``summary``. For every outlet Asset of a written table (``uri`` ending
     in ``/<layer>/<table>``; extract writes ``/landing/<table>``) the Asset event's ``extra`` gets the
-    step's ``rows_inserted``, ``rows_updated``, ``version``, ``status`` and the ``run_id``.
+    step's ``rows_inserted``, ``rows_updated``, ``rows_deleted``, ``version``, ``status`` and the ``run_id``.
     """
 
     template_fields: Sequence[str] = (*_SmelterBinaryOperator.template_fields, "logical_date", "run_id", "models")
@@ -250,6 +250,7 @@ class SmelterRunOperator(_SmelterBinaryOperator):
                         {
                             "rows_inserted": step.get("rows_inserted"),
                             "rows_updated": step.get("rows_updated"),
+                            "rows_deleted": step.get("rows_deleted"),
                             "version": step.get("version"),
                             "status": step.get("status"),
                             "run_id": summary.get("run_id"),
