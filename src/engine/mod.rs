@@ -30,7 +30,11 @@ pub fn session(pipeline: &Pipeline, lake: Option<&Lake>) -> Result<SessionContex
     // over 3.3M events, spilling under a shared memory pool, wrote 7 GB instead of about 0.3 GB
     // and took 28 s instead of 11 s. Utf8 slices are written compactly; measured on the demo's
     // silver layer at SF5, reading Utf8 costs no time (20.4-20.8 s either way).
-    config.options_mut().execution.parquet.schema_force_view_types = false;
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = pipeline.engine.memory_limit {
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
