@@ -231,28 +231,22 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
             observer: streamed.as_ref().map(crate::profile::Streamed::observer),
         })
         .await?;
-    if metrics.earlier_commit.is_some() {
-        info!(
-            pipeline = %rc.plan.pipeline.name,
-            layer = %model.id.layer,
-            model = %model.id,
-            run_id = %rc.params.run_id,
-            rows = metrics.rows_inserted,
-            "Model already committed by an earlier attempt of this run id: nothing written (rows are that commit's)."
-        );
+    let message = if metrics.earlier_commit.is_some() {
+        "Model already committed by an earlier attempt of this run id: nothing written (the counts are that commit's)."
     } else {
-        info!(
-            pipeline = %rc.plan.pipeline.name,
-            layer = %model.id.layer,
-            model = %model.id,
-            run_id = %rc.params.run_id,
-            rows = metrics.rows_inserted,
-            rows_updated = metrics.rows_updated,
-            rows_deleted = metrics.rows_deleted,
-            duration_ms = clock.elapsed().as_millis() as u64,
-            "Wrote model."
-        );
-    }
+        "Wrote model."
+    };
+    info!(
+        pipeline = %rc.plan.pipeline.name,
+        layer = %model.id.layer,
+        model = %model.id,
+        run_id = %rc.params.run_id,
+        rows = metrics.rows_inserted,
+        rows_updated = metrics.rows_updated,
+        rows_deleted = metrics.rows_deleted,
+        duration_ms = clock.elapsed().as_millis() as u64,
+        "{message}"
+    );
     super::window::commit(rc, model).await?;
     let profile = if metrics.skipped {
         None
