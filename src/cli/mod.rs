@@ -80,7 +80,9 @@ pub async fn execute(cli: Cli) -> Result<()> {
 pub fn init_logging(format: LogFormat, verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let level = match verbose {
-        0 => "smelter=info,warn",
+        // delta-rs warns whenever a commit finds a newer version and checks it for conflicts,
+        // which concurrent models' state commits do routinely (a real conflict is an error).
+        0 => "smelter=info,deltalake_core::kernel::transaction=error,warn",
         1 => "smelter=debug,info",
         _ => "trace",
     };
