@@ -86,10 +86,9 @@ pub fn predicate(df: &DataFrame, model: &Model, shown: &str) -> Result<Option<Ex
     }
 }
 
-/// Checks that a versioned model (`sequence_by`) applying the deletes bronze records for tables
-/// that track them orders its versions the way those deletes need. Such a model is one whose
-/// delete condition reads `_op` (the default condition does), with a bronze dependency that
-/// tracks deletes:
+/// Checks that a versioned model (`sequence_by`) that applies deletes and reads a bronze table
+/// that tracks them orders its versions the way those deletes need (whatever its delete
+/// condition: `_op` may reach it under another name):
 /// - `detect_deletes` (full snapshots): a delete row is a copy of the key's last version, so a
 ///   key that a later snapshot brings back unchanged (after a partial or empty snapshot) has
 ///   the delete's version; only bronze's ingestion time tells them apart, so `sequence_by` must
@@ -102,11 +101,7 @@ pub fn predicate(df: &DataFrame, model: &Model, shown: &str) -> Result<Option<Ex
 /// to fix it.
 fn check_order(pipeline: &Pipeline, model: &Model, shown: &str) -> Result<()> {
     let sequence_by = &model.header.sequence_by;
-    let reads_op = match &model.header.delete_when {
-        None => true,
-        Some((text, _)) => text.to_ascii_lowercase().contains(OP),
-    };
-    if sequence_by.is_empty() || !reads_op {
+    if sequence_by.is_empty() {
         return Ok(());
     }
     let tracked = |kind: fn(&crate::config::SourceTable) -> bool| {

@@ -119,7 +119,14 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     df.clone()
         .into_optimized_plan()
         .map_err(|e| sql_error(&display_path(&rc.plan.pipeline, &model.file), e))?;
-    let mode = match (model.header.materialized, rc.full_refresh) {
+    // A check-strategy history dates its versions by the runs that saw them: bronze cannot
+    // rebuild it, so a full refresh adds to it like any run (as dbt keeps snapshots).
+    let check_history =
+        model.header.materialized == Materialization::Scd2 && model.header.sequence_by.is_empty();
+    if rc.full_refresh && check_history {
+        tracing::warn!(model = %model.id, "A check_cols history cannot be rebuilt from bronze (its versions are dated by the runs that saw them): --full-refresh reads all of bronze into it and keeps its history.");
+    }
+    let mode = match (model.header.materialized, rc.full_refresh && !check_history) {
         (_, true) | (Materialization::Table, _) => WriteMode::Overwrite,
         (Materialization::Append, _) => WriteMode::Append,
         (Materialization::Merge, _) => WriteMode::Merge {

@@ -115,6 +115,23 @@ pub async fn with_ops(
                 )
             })
             .collect();
+        // A landed row without a key (a file whose header lacks the key column, a wrong
+        // delimiter, a NULL key) leaves the snapshot's keys unknown: every key would look gone.
+        let any_null = (0..keys.len())
+            .map(|i| column(&format!("{KEY}{i}")).is_null())
+            .reduce(|a, b| a.or(b))
+            .unwrap_or(lit(false));
+        let nulls = snapshot.clone().filter(any_null)?.count().await?;
+        if nulls > 0 {
+            return Err(Error::Quality {
+                model: id.to_string(),
+                message: format!(
+                    "{nulls} landed row(s) of this full snapshot have a NULL key ({}), so the keys the snapshot holds are unknown and no deletes can be detected; nothing was written. Check the landed files' header and delimiter, or drop rows without a key at the source",
+                    keys.join(", ")
+                ),
+                findings: serde_json::Value::Null,
+            });
+        }
         current.join_on(snapshot, JoinType::LeftAnti, on)?
     };
 

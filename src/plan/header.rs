@@ -177,7 +177,15 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
         }
         let value = value.trim();
         if KEYS.contains(&key) {
-            header.lines.entry(key.to_string()).or_insert(lineno);
+            match header.lines.get(key) {
+                // `expect` is the one key that repeats: one rule per line.
+                Some(first) if key != "expect" => problems.push(format!(
+                    "{file}:{lineno}: `{key}` is given twice (first at line {first}); keep one"
+                )),
+                _ => {
+                    header.lines.entry(key.to_string()).or_insert(lineno);
+                }
+            }
         }
         match key {
             "materialized" => {
@@ -367,6 +375,20 @@ mod tests {
                 "m.sql:5: `check_cols` names column `x` twice; list each column once",
                 "m.sql:5: materialized `scd2` takes `sequence_by` or `check_cols`, not both",
             ]
+        );
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        let mut problems = Vec::new();
+        parse(
+            "m.sql",
+            "-- materialized: merge\n-- unique_key: id\n-- expect: id not_null\n-- expect: name not_null\n-- unique_key: name\nSELECT 1",
+            &mut problems,
+        );
+        assert_eq!(
+            problems,
+            ["m.sql:5: `unique_key` is given twice (first at line 2); keep one"]
         );
     }
 

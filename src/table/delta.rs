@@ -574,6 +574,11 @@ fn commit_counts(info: &deltalake::kernel::CommitInfo) -> WriteMetrics {
         } else {
             0
         },
+        rows_deleted: if merge {
+            get("num_target_rows_deleted")
+        } else {
+            0
+        },
         files_added: get(if merge {
             "num_target_files_added"
         } else {

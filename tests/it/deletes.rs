@@ -180,6 +180,11 @@ async fn a_key_back_unchanged_after_a_partial_snapshot_is_present_again() {
         &[
             ("silver/current.sql", &merge("modified_at, _ingested_at")),
             ("silver/tied.sql", &merge("modified_at")),
+            // The same deletes under another name.
+            (
+                "silver/renamed.sql",
+                "-- materialized: merge\n-- unique_key: account_id\n-- sequence_by: modified_at\n-- delete_when: op = 'D'\nSELECT account_id, owner, modified_at, _op AS op\nFROM {{ unprocessed('bronze.accounts') }} AS a\n",
+            ),
             // The check strategy over each key's newest bronze row (docs/incremental.md).
             (
                 "silver/history.sql",
@@ -268,13 +273,31 @@ async fn a_key_back_unchanged_after_a_partial_snapshot_is_present_again() {
         ["1|ann|true|true", "2|bob|false|false", "2|bob|true|true"]
     );
 
-    // Re-running the older run id (its window holds the delete) changes nothing.
+    // Re-running the older run id (its window holds the delete) changes nothing, and reports
+    // the counts of the commit that holds it, the deleted row included.
     silver("r2", &[], 0);
     assert_eq!(current().await, ["1|ann", "2|bob"]);
+    assert_eq!(
+        p.scalar(
+            &[("r", "_smelter/runs")],
+            "SELECT SUM(rows_deleted) FROM r WHERE run_id = 'r2' AND target = 'silver.current' AND status = 'already_committed'"
+        )
+        .await,
+        1
+    );
 
-    // A full refresh (all of bronze in one batch) gives the same table.
+    // A full refresh (all of bronze in one batch) gives the same table, and keeps the
+    // check-strategy history, which bronze cannot rebuild.
     silver("r4", &["--full-refresh"], 0);
     assert_eq!(current().await, ["1|ann", "2|bob"]);
+    let after = rows(
+        &p.query(
+            &[("h", "silver/history")],
+            "SELECT account_id, owner, valid_to IS NULL, is_current FROM h ORDER BY account_id, valid_from",
+        )
+        .await,
+    );
+    assert_eq!(after, history);
 
     // A full refresh of every layer with no new file: extract and bronze have nothing to do,
     // silver is still rebuilt from all of bronze.
@@ -314,6 +337,41 @@ async fn a_key_back_unchanged_after_a_partial_snapshot_is_present_again() {
         "{out}"
     );
     assert!(!p.lake().join("silver/tied").exists());
+    let out = p.expect(
+        &[
+            "run", "{p}", "--layer", "silver", "--models", "renamed", "--run-id", "r5",
+        ],
+        2,
+    );
+    assert!(out.contains("silver/renamed.sql:3"), "{out}");
+}
+
+/// A snapshot whose rows have no key (a header without the key column, a wrong delimiter)
+/// cannot tell which keys are gone: bronze stops with exit 3 naming the table, and appends
+/// nothing, instead of deleting every key.
+#[tokio::test]
+async fn a_snapshot_without_keys_is_refused_instead_of_deleting_everything() {
+    let p = Project::custom(FILES, &[]);
+    snapshot(&p, "d1.csv", &["1,ann,10.5", "2,bob,20.5"]);
+    land(&p, "r1");
+    p.expect(&["source", "sync", "{p}"], 0);
+    snapshot_with(
+        &p,
+        "d2.csv",
+        "account_id;owner;balance",
+        &["1;ann;10.5", "2;bob;20.5"],
+    );
+    p.run_layer("extract", "r2", 0);
+    let out = p.run_layer("bronze", "r2", 3);
+    assert!(
+        out.contains("bronze.accounts") && out.contains("NULL key (account_id)"),
+        "{out}"
+    );
+    assert_eq!(
+        p.scalar(&[("b", "bronze/accounts")], "SELECT COUNT(*) FROM b")
+            .await,
+        2
+    );
 }
 
 #[test]
