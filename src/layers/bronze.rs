@@ -9,6 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The ingestion time column of every bronze row (UTC; a delete row gets its run's).
+pub const INGESTED_AT: &str = "_ingested_at";
+
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::logical_expr::{cast, col, lit};
@@ -33,7 +36,7 @@ pub fn bronze_schema(source: &Schema) -> SchemaRef {
     let mut fields: Vec<Field> = source.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new("_run_id", DataType::Utf8, false));
     fields.push(Field::new(
-        "_ingested_at",
+        INGESTED_AT,
         DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         false,
     ));
@@ -231,7 +234,7 @@ async fn append(
     };
     let mut exprs: Vec<_> = df.schema().columns().into_iter().map(col).collect();
     exprs.push(lit(rc.params.run_id.as_str()).alias("_run_id"));
-    exprs.push(ingested_at(started).alias("_ingested_at"));
+    exprs.push(ingested_at(started).alias(INGESTED_AT));
     exprs.push(lit(manifest.source.as_str()).alias("_source"));
     let input = df.select(exprs)?;
     let policy = policy

@@ -38,8 +38,7 @@ pub const FLAG: &str = "__smelter_delete";
 /// The operation column of change data in bronze (`U` upsert, `D` delete).
 pub const OP: &str = "_op";
 
-/// Bronze's ingestion time column (every bronze row has it; a delete row gets its run's).
-const INGESTED_AT: &str = "_ingested_at";
+use super::bronze::INGESTED_AT;
 
 /// The version column of change tracking's rows.
 const CHANGE_VERSION: &str = crate::extract::CHANGE_VERSION_COLUMN;
@@ -97,8 +96,7 @@ pub fn predicate(df: &DataFrame, model: &Model, shown: &str) -> Result<Option<Ex
 ///   are NULL, and a NULL version is the oldest), so `_change_version` must be the first
 ///   `sequence_by` column.
 ///
-/// Errors (exit 2, at the `sequence_by` line, or `materialized` for scd2): the ordering and how
-/// to fix it.
+/// Errors (exit 2, at the `sequence_by` line): the ordering and how to fix it.
 fn check_order(pipeline: &Pipeline, model: &Model, shown: &str) -> Result<()> {
     let sequence_by = &model.header.sequence_by;
     if sequence_by.is_empty() {

@@ -30,7 +30,7 @@ use crate::extract::{Manifest, CHANGE_VERSION_COLUMN, OP_COLUMN};
 use crate::plan::TableId;
 
 /// Bronze's own metadata columns, which the delete rows take from the run, not the copied row.
-const METADATA: [&str; 3] = ["_run_id", "_ingested_at", "_source"];
+const METADATA: [&str; 3] = ["_run_id", super::bronze::INGESTED_AT, "_source"];
 
 fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
@@ -208,7 +208,7 @@ fn current_state(
     let order: Vec<_> = versioned
         .then_some(CHANGE_VERSION_COLUMN)
         .into_iter()
-        .chain(["_ingested_at", OP_COLUMN])
+        .chain([super::bronze::INGESTED_AT, OP_COLUMN])
         .map(|c| column(c).sort(false, false))
         .collect();
     let rn = row_number()
