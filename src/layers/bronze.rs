@@ -9,9 +9,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The ingestion time column of every bronze row (UTC; a delete row gets its run's).
-pub const INGESTED_AT: &str = "_ingested_at";
-
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::logical_expr::{cast, col, lit};
@@ -30,6 +27,9 @@ use crate::plan::{Layer, TableId};
 use crate::quarantine::{OnError, Rejected};
 use crate::state::{now_us, RunRecord};
 use crate::table::{WriteMetrics, WriteMode, WriteRequest};
+
+/// The ingestion time column of every bronze row (UTC; a delete row gets its run's).
+pub const INGESTED_AT: &str = "_ingested_at";
 
 /// Schema of a bronze table: the source columns plus the metadata columns.
 pub fn bronze_schema(source: &Schema) -> SchemaRef {
