@@ -282,10 +282,38 @@ pub enum Compression {
 /// Validated format settings.
 #[derive(Debug, Clone)]
 pub struct Format {
+    /// Table format of the lake's tables (run state under `_smelter/` is always Delta).
+    pub table: TableKind,
+    /// The Iceberg catalog, used when `table` is [`TableKind::Iceberg`].
+    pub iceberg: IcebergCatalog,
     /// Parquet compression.
     pub compression: Compression,
     /// Target file size in bytes.
     pub target_file_size: u64,
+}
+
+/// Table format (`[format] table`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// Delta Lake (default).
+    Delta,
+    /// Apache Iceberg, through a catalog ([`IcebergCatalog`]).
+    Iceberg,
+}
+
+/// Validated `[format.iceberg]`: where the Iceberg catalog lives. Only SQL catalogs (the
+/// JDBC-catalog tables `iceberg_tables` and `iceberg_namespace_properties`, which pyiceberg's
+/// `SqlCatalog` and Java's `JdbcCatalog` share) are supported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IcebergCatalog {
+    /// Catalog name, the `catalog_name` column (default `smelter`).
+    pub name: String,
+    /// SQLite file of the embedded catalog (absolute); `None`: `<lake>/_iceberg/catalog.db` on a
+    /// local lake (a remote lake needs `path` or `uri_env`).
+    pub path: Option<std::path::PathBuf>,
+    /// Environment variable holding the catalog database URI, read when the catalog opens (the
+    /// URI may hold a password and is never logged).
+    pub uri_env: Option<String>,
 }
 
 /// Validated engine settings.
@@ -1100,13 +1128,50 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
     }
 
     // Format.
-    match raw.format.table.as_deref() {
-        None | Some("delta") => {}
+    let table_kind = match raw.format.table.as_deref() {
+        None | Some("delta") => TableKind::Delta,
+        Some("iceberg") => TableKind::Iceberg,
+        Some(other) => {
+            problem(
+                "format.table",
+                format!("unknown table format `{other}`; valid choices: `delta`, `iceberg`"),
+            );
+            TableKind::Delta
+        }
+    };
+    match raw.format.iceberg.catalog.as_deref() {
+        None | Some("sql") => {}
+        Some("rest") => problem(
+            "format.iceberg.catalog",
+            "the REST catalog is not supported yet; valid choices: `sql`".into(),
+        ),
         Some(other) => problem(
-            "format.table",
-            format!("unknown table format `{other}`; valid choices: `delta`"),
+            "format.iceberg.catalog",
+            format!("unknown catalog `{other}`; valid choices: `sql`"),
         ),
     }
+    let iceberg = IcebergCatalog {
+        name: raw
+            .format
+            .iceberg
+            .name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| "smelter".into()),
+        path: raw
+            .format
+            .iceberg
+            .path
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| project_dir.join(p)),
+        uri_env: raw
+            .format
+            .iceberg
+            .uri_env
+            .clone()
+            .filter(|v| !v.trim().is_empty()),
+    };
     let compression = match raw.format.compression.as_deref() {
         None | Some("zstd") => Compression::Zstd,
         Some("snappy") => Compression::Snappy,
@@ -1221,6 +1286,8 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             connection: raw.storage.connection.filter(|c| !c.is_empty()),
         },
         format: Format {
+            table: table_kind,
+            iceberg,
             compression,
             target_file_size: raw.format.target_file_size_mb.unwrap_or(128) * 1024 * 1024,
         },

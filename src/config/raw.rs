@@ -281,15 +281,36 @@ pub struct StorageFile {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FormatFile {
-    /// Table format: `delta` (default).
+    /// Table format: `delta` (default) or `iceberg`.
     #[serde(default)]
     pub table: Option<String>,
+    /// `[format.iceberg]`: the Iceberg catalog.
+    #[serde(default)]
+    pub iceberg: IcebergFile,
     /// Parquet compression: `zstd` (default), `snappy`, `lz4`, `uncompressed`.
     #[serde(default)]
     pub compression: Option<String>,
     /// Target data file size in MiB.
     #[serde(default)]
     pub target_file_size_mb: Option<u64>,
+}
+
+/// `[format.iceberg]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcebergFile {
+    /// Catalog kind: `sql` (default).
+    #[serde(default)]
+    pub catalog: Option<String>,
+    /// Catalog name (the `catalog_name` column of a SQL catalog); default `smelter`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// SQLite file of the embedded catalog, relative to the project root.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Environment variable holding a catalog database URI (`postgres://…` or `sqlite://…`).
+    #[serde(default)]
+    pub uri_env: Option<String>,
 }
 
 /// `[engine]`.

@@ -516,7 +516,7 @@ fn advice(dt: &DataType, error: String) -> (String, String) {
 /// which truncates toward zero, so an instant before 1970 would move *up* to the next
 /// microsecond (`1677-09-22 00:00:00.0000001` would become `.000001`). Floor them here instead:
 /// every instant lands on the microsecond at or before it, whatever its sign.
-fn floor_to_micros(df: DataFrame) -> Result<DataFrame> {
+pub(super) fn floor_to_micros(df: DataFrame) -> Result<DataFrame> {
     let is_ns = |t: &DataType| matches!(t, DataType::Timestamp(TimeUnit::Nanosecond, _));
     if !df.schema().fields().iter().any(|f| is_ns(f.data_type())) {
         return Ok(df);

@@ -1,9 +1,11 @@
 //! Table formats behind one trait: open a table as a DataFusion provider, and write a DataFrame to
 //! it with a materialization (overwrite, append, merge), optionally idempotent by transaction id.
 //!
-//! Only Delta Lake is implemented ([`delta`]); Iceberg slots in behind the same [`TableFormat`].
+//! Delta Lake ([`delta`], the default) and Apache Iceberg ([`iceberg`]) implement [`TableFormat`];
+//! `[format] table` chooses one for the lake's tables.
 
 pub mod delta;
+pub mod iceberg;
 
 use std::sync::Arc;
 
@@ -156,7 +158,7 @@ pub struct UnstorableColumn {
     pub hint: String,
 }
 
-/// A table format: Delta Lake today, Iceberg later.
+/// A table format: Delta Lake or Apache Iceberg.
 #[async_trait::async_trait]
 pub trait TableFormat: Send + Sync + std::fmt::Debug {
     /// Format name, e.g. `delta`.
@@ -229,5 +231,8 @@ pub fn unstorable_problems(format: &dyn TableFormat, shown: &str, schema: &Schem
 
 /// The table format configured for a pipeline.
 pub fn for_pipeline(pipeline: &Pipeline, lake: &crate::storage::Lake) -> Arc<dyn TableFormat> {
-    Arc::new(delta::Delta::new(pipeline, lake))
+    match pipeline.format.table {
+        crate::config::TableKind::Delta => Arc::new(delta::Delta::new(pipeline, lake)),
+        crate::config::TableKind::Iceberg => Arc::new(iceberg::Iceberg::new(pipeline, lake)),
+    }
 }

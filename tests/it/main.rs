@@ -11,6 +11,7 @@ mod failures;
 mod failures_runtime;
 mod files;
 mod http;
+mod iceberg;
 mod incremental;
 mod lineage;
 mod lineage_golden;
