@@ -2,6 +2,7 @@
 
 pub mod airflow;
 pub mod lineage;
+pub mod maintain;
 pub mod plan;
 pub mod profile;
 pub mod run;
@@ -55,12 +56,55 @@ pub enum Command {
     Lineage(lineage::LineageCommand),
     /// Profile the current version of lake tables (with drift against the last stored profile).
     Profile(profile::ProfileArgs),
+    /// Compact small files, expire old versions and remove unreferenced files of lake tables
+    /// (Delta: OPTIMIZE + VACUUM; Iceberg: rewrite + expire snapshots + orphan files).
+    Maintain(maintain::MaintainArgs),
+    /// Print the rows of a lake table, optionally as of an older version or time.
+    Show(maintain::ShowArgs),
     /// Source commands: `sync` writes the source schema contracts.
     #[command(subcommand)]
     Source(source::SourceCommand),
     /// Airflow helpers: `pools` prints the tenants' pools for `airflow pools import`.
     #[command(subcommand)]
     Airflow(airflow::AirflowCommand),
+}
+
+/// The lake tables of `plan` (bronze tables and models) in `layer` (all layers when `None`), or
+/// the one named `table` (`name` or `<layer>.<name>`). Errors (exit 2): `--layer extract`, which
+/// has no tables, and an unknown table, with the closest name and the list of tables.
+pub(crate) fn select_tables(
+    plan: &crate::plan::Plan,
+    layer: Option<crate::plan::Layer>,
+    table: Option<&str>,
+) -> Result<Vec<crate::plan::TableId>> {
+    use crate::plan::{suggest, Layer, TableId};
+    if layer == Some(Layer::Extract) {
+        return Err(crate::error::Error::Usage(
+            "--layer extract has no tables; choose bronze, silver or gold".into(),
+        ));
+    }
+    let all: Vec<TableId> = plan
+        .bronze_tables()
+        .into_iter()
+        .chain(plan.models.iter().map(|m| m.id.clone()))
+        .collect();
+    let mut selected: Vec<TableId> = all
+        .iter()
+        .filter(|id| layer.is_none_or(|l| id.layer == l))
+        .cloned()
+        .collect();
+    if let Some(t) = table {
+        let names: Vec<String> = all.iter().map(ToString::to_string).collect();
+        selected.retain(|id| id.to_string() == t || id.name == t);
+        if selected.is_empty() {
+            return Err(crate::error::Error::Usage(format!(
+                "unknown table `{t}`{}; tables: {}",
+                suggest(t, names.iter().map(String::as_str)),
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(selected)
 }
 
 /// Runs a parsed command.
@@ -71,6 +115,8 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Plan(args) => plan::execute(args).await,
         Command::Lineage(cmd) => lineage::execute(cmd).await,
         Command::Profile(args) => profile::execute(args).await,
+        Command::Maintain(args) => maintain::maintain(args).await,
+        Command::Show(args) => maintain::show(args).await,
         Command::Source(cmd) => source::execute(cmd).await,
         Command::Airflow(cmd) => airflow::execute(cmd),
     }
@@ -93,7 +139,12 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
             "deltalake_core::table::builder=info"
                 .parse()
                 .expect("a valid directive"),
-        );
+        )
+        // The Iceberg catalog's connection pool and commits are traced with their settings
+        // (the catalog URI may hold a password): never below info.
+        .add_directive("iceberg_sql_catalog=info".parse().expect("a valid directive"))
+        .add_directive("iceberg_rust=info".parse().expect("a valid directive"))
+        .add_directive("sqlx=warn".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(use_color())

@@ -11,7 +11,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use crate::error::{Error, Result};
 use crate::layers::Runtime;
-use crate::plan::{suggest, Layer, Plan, RunParams, TableId};
+use crate::plan::{Layer, Plan, RunParams};
 use crate::profile::{self, TableProfile};
 
 /// Output format.
@@ -47,32 +47,7 @@ pub struct ProfileArgs {
 /// Runs the command.
 pub async fn execute(args: ProfileArgs) -> Result<()> {
     let plan = Plan::load(&args.pipeline)?;
-    if args.layer == Some(Layer::Extract) {
-        return Err(Error::Usage(
-            "--layer extract has no tables; choose bronze, silver or gold".into(),
-        ));
-    }
-    let all: Vec<TableId> = plan
-        .bronze_tables()
-        .into_iter()
-        .chain(plan.models.iter().map(|m| m.id.clone()))
-        .collect();
-    let mut selected: Vec<TableId> = all
-        .iter()
-        .filter(|id| args.layer.is_none_or(|l| id.layer == l))
-        .cloned()
-        .collect();
-    if let Some(t) = &args.table {
-        let names: Vec<String> = all.iter().map(ToString::to_string).collect();
-        selected.retain(|id| id.to_string() == *t || id.name == *t);
-        if selected.is_empty() {
-            return Err(Error::Usage(format!(
-                "unknown table `{t}`{}; tables: {}",
-                suggest(t, names.iter().map(String::as_str)),
-                names.join(", ")
-            )));
-        }
-    }
+    let selected = super::select_tables(&plan, args.layer, args.table.as_deref())?;
     let runtime = Runtime::open(&plan)?;
     let lake = &runtime.lake;
     let params = RunParams {

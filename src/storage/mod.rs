@@ -444,6 +444,24 @@ fn retry_config(options: &HashMap<String, String>) -> std::result::Result<RetryC
     Ok(retry)
 }
 
+/// The S3 builder of a lake at `root` with its normalized `options` (see [`Lake::options`]):
+/// credentials from the environment, the options, and the retry policy. Not built, so a table
+/// format that needs a builder per bucket (Iceberg) configures the same client.
+pub fn s3_builder(root: &Url, options: &HashMap<String, String>) -> AmazonS3Builder {
+    let retry = retry_config(options).unwrap_or_default();
+    options
+        .iter()
+        .filter(|(k, _)| !RETRY_KEYS.contains(&k.as_str()))
+        .fold(
+            AmazonS3Builder::from_env().with_url(root.as_str()),
+            |b, (k, v)| match k.parse() {
+                Ok(key) => b.with_config(key, v),
+                Err(_) => b,
+            },
+        )
+        .with_retry(retry)
+}
+
 /// Builds the one object store of the lake: the credentials from the environment, the options
 /// from the pipeline, and the retry policy.
 fn build_store(
@@ -457,16 +475,7 @@ fn build_store(
         .filter(|(k, _)| !RETRY_KEYS.contains(&k.as_str()));
     Ok(match backend {
         Backend::Local => Arc::new(object_store::local::LocalFileSystem::new()),
-        Backend::S3 => {
-            let builder = settings.fold(
-                AmazonS3Builder::from_env().with_url(root.as_str()),
-                |b, (k, v)| match k.parse() {
-                    Ok(key) => b.with_config(key, v),
-                    Err(_) => b,
-                },
-            );
-            Arc::new(builder.with_retry(retry).build()?)
-        }
+        Backend::S3 => Arc::new(s3_builder(root, options).build()?),
         Backend::Azure => {
             let builder = settings.fold(
                 MicrosoftAzureBuilder::from_env().with_url(root.as_str()),

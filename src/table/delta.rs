@@ -219,6 +219,77 @@ impl TableFormat for Delta {
         Ok(())
     }
 
+    async fn provider_as_of(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+        as_of: &super::AsOf,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(current) = self.open(url).await? else {
+            return Ok(None);
+        };
+        let Some(latest) = current.version() else {
+            return Ok(None);
+        };
+        let builder = deltalake::DeltaTableBuilder::from_url(url.clone())
+            .map_err(|e| storage_error(url, e))?
+            .with_storage_backend(self.store.clone(), url.clone())
+            .with_storage_options(self.options.clone());
+        let builder = match as_of {
+            super::AsOf::Version(v) => builder.with_version(u64::try_from(*v).map_err(|_| {
+                Error::Usage(format!("version {v} does not exist: Delta versions start at 0"))
+            })?),
+            super::AsOf::Timestamp(t) => builder.with_timestamp(*t),
+        };
+        let table = builder.load().await.map_err(|e| {
+            Error::Usage(format!(
+                "{}: cannot read {as_of} of the Delta table (versions 0 to {latest} exist, unless VACUUM or log cleanup removed older ones): {e}",
+                crate::storage::redact(url)
+            ))
+        })?;
+        table.update_datafusion_session(&ctx.state())?;
+        Ok(Some(table.table_provider().await?))
+    }
+
+    async fn maintain(
+        &self,
+        _ctx: &SessionContext,
+        url: &Url,
+        options: &super::MaintainOptions,
+    ) -> Result<Option<super::MaintainReport>> {
+        let Some(table) = self.open(url).await? else {
+            return Ok(None);
+        };
+        if table.version().is_none() {
+            return Ok(None);
+        }
+        let files_before = table_stats(&table)?.map_or(0, |s| s.files);
+        let (table, _) = table
+            .optimize()
+            .with_target_size(NonZeroU64::new(self.target_file_size.max(1)).unwrap_or(NonZeroU64::MIN))
+            .with_writer_properties(self.writer_properties())
+            .with_commit_properties(CommitProperties::default().with_metadata([(
+                "smelter.operation".to_string(),
+                serde_json::Value::String("maintain".into()),
+            )]))
+            .await?;
+        let files_after = table_stats(&table)?.map_or(0, |s| s.files);
+        let retention = chrono::Duration::from_std(options.retention)
+            .unwrap_or(chrono::Duration::MAX);
+        let (table, vacuum) = table
+            .vacuum()
+            .with_retention_period(retention)
+            .with_enforce_retention_duration(false)
+            .await?;
+        Ok(Some(super::MaintainReport {
+            files_before,
+            files_after,
+            versions_expired: 0,
+            files_deleted: vacuum.files_deleted.len() as u64,
+            version: table.version().map_or(-1, |v| v as i64),
+        }))
+    }
+
     fn unstorable_columns(&self, schema: &Schema) -> Vec<UnstorableColumn> {
         schema
             .fields()

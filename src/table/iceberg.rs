@@ -50,8 +50,8 @@ use url::Url;
 
 use super::delta::Delta;
 use super::{
-    ColumnAlter, EarlierCommit, TableFormat, TableStats, UnstorableColumn, WriteMetrics,
-    WriteMode, WriteRequest,
+    AsOf, ColumnAlter, EarlierCommit, MaintainOptions, MaintainReport, TableFormat, TableStats,
+    UnstorableColumn, WriteMetrics, WriteMode, WriteRequest,
 };
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
@@ -131,18 +131,13 @@ impl Iceberg {
                     Err(String::new()),
                 ),
             },
-            Backend::S3 => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env();
-                for (k, v) in lake.options() {
-                    if let Ok(key) = k.to_ascii_lowercase().parse() {
-                        b = b.with_config(key, v);
-                    }
-                }
-                (
-                    Ok(root.as_str().trim_end_matches('/').to_string()),
-                    Ok(ObjectStoreBuilder::S3(Box::new(b))),
-                )
-            }
+            Backend::S3 => (
+                Ok(root.as_str().trim_end_matches('/').to_string()),
+                Ok(ObjectStoreBuilder::S3(Box::new(crate::storage::s3_builder(
+                    &root,
+                    lake.options(),
+                )))),
+            ),
             Backend::Azure => {
                 let why = "Iceberg tables on Azure are not supported yet: iceberg-rust 0.10 \
                            addresses Azure through the ADLS Gen2 endpoint only; use table = \
@@ -264,12 +259,14 @@ impl Iceberg {
         }
     }
 
-    /// Creates the table (and its namespace) with `schema`.
+    /// Creates the table (and its namespace) with `schema`, partitioned by the identity of the
+    /// columns `partition_by`.
     async fn create(
         &self,
         ident: &Identifier,
         location: &str,
         schema: IcebergSchema,
+        partition_by: &[String],
     ) -> Result<Table> {
         let catalog = self.catalog().await?;
         let namespace = ident.namespace().clone();
@@ -282,9 +279,31 @@ impl Iceberg {
                 Some(HashMap::from([("exists".to_string(), "true".to_string())])),
             )
             .await;
-        Table::builder()
-            .with_name(ident.name())
-            .with_location(location)
+        let mut builder = Table::builder();
+        builder.with_name(ident.name()).with_location(location);
+        if !partition_by.is_empty() {
+            let mut spec = iceberg_rust::spec::partition::PartitionSpec::builder();
+            for (i, column) in partition_by.iter().enumerate() {
+                let source = schema.get_name(column).ok_or_else(|| {
+                    Error::Usage(format!(
+                        "`{ident}`: partition column `{column}` is not a column of the table"
+                    ))
+                })?;
+                // Partition field ids start at 1000, as the Iceberg spec's reference
+                // implementation numbers them.
+                spec.with_partition_field(iceberg_rust::spec::partition::PartitionField::new(
+                    source.id,
+                    1000 + i as i32,
+                    column,
+                    iceberg_rust::spec::partition::Transform::Identity,
+                ));
+            }
+            builder.with_partition_spec(
+                spec.build()
+                    .map_err(|e| Error::Internal(format!("Iceberg partition spec: {e}")))?,
+            );
+        }
+        builder
             .with_schema(schema)
             .build(namespace.as_ref(), catalog)
             .await
@@ -521,10 +540,11 @@ impl Iceberg {
         table: Option<Table>,
         arrow: &Schema,
         keep_missing: bool,
+        partition_by: &[String],
     ) -> Result<Table> {
         let schema = self.schema_for(table.as_ref(), arrow, keep_missing)?;
         match table {
-            None => self.create(ident, location, schema).await,
+            None => self.create(ident, location, schema, partition_by).await,
             Some(t) => {
                 let current = t
                     .current_schema(None)
@@ -1028,6 +1048,57 @@ fn refusal(path: &str, dt: &DataType) -> UnstorableColumn {
     }
 }
 
+/// The object-store path of an Iceberg location (`/abs/path` on a local lake,
+/// `s3://bucket/key` on S3).
+fn object_path(location: &str) -> object_store::path::Path {
+    let key = match location.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').map_or("", |(_, k)| k),
+        None => location,
+    };
+    object_store::path::Path::from(key)
+}
+
+/// Deletes the data files and manifests under `table`'s location that no retained snapshot
+/// references and that were last modified before `cutoff_ms` (a writer's files not yet
+/// committed are younger). Metadata JSON files are kept. Returns how many were deleted.
+async fn remove_orphans(table: &Table, cutoff_ms: i64) -> Result<u64> {
+    let mut keep: BTreeSet<object_store::path::Path> = BTreeSet::new();
+    let m = table.metadata();
+    for snapshot in m.snapshots.values() {
+        keep.insert(object_path(snapshot.manifest_list()));
+        let manifests = table.manifests(None, Some(*snapshot.snapshot_id())).await?;
+        for manifest in &manifests {
+            keep.insert(object_path(&manifest.manifest_path));
+        }
+        for entry in table.datafiles(&manifests, None, (None, None)).await? {
+            let (_, entry) = entry?;
+            keep.insert(object_path(entry.data_file().file_path()));
+        }
+    }
+    let store = table.object_store();
+    let root = object_path(&m.location);
+    let mut deleted = 0;
+    let mut listing = store.list(Some(&root));
+    let mut doomed = Vec::new();
+    while let Some(meta) = listing.next().await {
+        let meta = meta?;
+        let name = meta.location.filename().unwrap_or_default();
+        let is_metadata_json = name.ends_with(".metadata.json") || name == "version-hint.text";
+        if is_metadata_json
+            || keep.contains(&meta.location)
+            || meta.last_modified.timestamp_millis() >= cutoff_ms
+        {
+            continue;
+        }
+        doomed.push(meta.location);
+    }
+    for path in doomed {
+        object_store::ObjectStoreExt::delete(store.as_ref(), &path).await?;
+        deleted += 1;
+    }
+    Ok(deleted)
+}
+
 /// The transaction ids committed to `table` (oldest first).
 fn txns(table: &Table) -> Vec<TxnEntry> {
     table
@@ -1206,6 +1277,119 @@ impl TableFormat for Iceberg {
         Ok(())
     }
 
+    async fn provider_as_of(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+        as_of: &AsOf,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        if self.is_state(url) {
+            return self.delta.provider_as_of(ctx, url, as_of).await;
+        }
+        let (ident, _) = self.ident(url)?;
+        let Some(table) = self.load(&ident).await? else {
+            return Ok(None);
+        };
+        let m = table.metadata();
+        let mut snapshots: Vec<_> = m.snapshots.values().collect();
+        snapshots.sort_by_key(|s| *s.sequence_number());
+        let found = match as_of {
+            AsOf::Version(v) => snapshots.iter().find(|s| s.sequence_number() == v),
+            AsOf::Timestamp(t) => snapshots
+                .iter()
+                .rev()
+                .find(|s| *s.timestamp_ms() <= t.timestamp_millis()),
+        };
+        let Some(snapshot) = found else {
+            let versions: Vec<String> = snapshots
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} ({})",
+                        s.sequence_number(),
+                        chrono::DateTime::from_timestamp_millis(*s.timestamp_ms())
+                            .map(|t| t.to_rfc3339())
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            return Err(Error::Usage(format!(
+                "`{ident}` has no snapshot for {as_of}; the retained versions are: {}",
+                if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
+            )));
+        };
+        let id = *snapshot.snapshot_id();
+        Ok(Some(Arc::new(DataFusionTable::new_table(table, None, Some(id), None))))
+    }
+
+    async fn maintain(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+        options: &MaintainOptions,
+    ) -> Result<Option<MaintainReport>> {
+        if self.is_state(url) {
+            return self.delta.maintain(ctx, url, options).await;
+        }
+        let (ident, _) = self.ident(url)?;
+        let Some(table) = self.load(&ident).await? else {
+            return Ok(None);
+        };
+        let Some(before) = table_stats(&table).await? else {
+            return Ok(None);
+        };
+        // Compaction: more than one data file is rewritten into as few as the writer makes, in
+        // one `replace` snapshot (the rows are read from the current snapshot).
+        let table = if before.files > 1 {
+            let df = ctx.read_table(Arc::new(DataFusionTable::new_table(
+                table.clone(),
+                None,
+                None,
+                None,
+            )))?;
+            let files = self.write_files(&table, df).await?;
+            let req = WriteRequest {
+                ctx,
+                url,
+                input: ctx.read_empty()?,
+                mode: WriteMode::Overwrite,
+                partition_by: Vec::new(),
+                txn_id: None,
+                metadata: vec![("operation".into(), "maintain".into())],
+                observer: None,
+            };
+            self.commit(table, CommitKind::Replace(files), &req, TxnEntry::default())
+                .await?
+        } else {
+            table
+        };
+        let after = table_stats(&table).await?.unwrap_or_default();
+        // Expiry: snapshots older than the retention, never the current one.
+        let cutoff = chrono::Utc::now().timestamp_millis()
+            - i64::try_from(options.retention.as_millis()).unwrap_or(i64::MAX);
+        let snapshots_before = table.metadata().snapshots.len();
+        let mut table = table;
+        table
+            .new_transaction(None)
+            .expire_snapshots(Some(cutoff), Some(1), false, true, false)
+            .commit()
+            .await
+            .map_err(|e| catalog_error(&ident.to_string(), e))?;
+        let table = self
+            .load(&ident)
+            .await?
+            .ok_or_else(|| lost(&ident, "its table was dropped"))?;
+        let expired = snapshots_before.saturating_sub(table.metadata().snapshots.len()) as u64;
+        let deleted = remove_orphans(&table, cutoff).await?;
+        Ok(Some(MaintainReport {
+            files_before: before.files,
+            files_after: after.files,
+            versions_expired: expired,
+            files_deleted: deleted,
+            version: table.metadata().last_sequence_number,
+        }))
+    }
+
     fn unstorable_columns(&self, schema: &Schema) -> Vec<UnstorableColumn> {
         let mut next = 0;
         schema
@@ -1269,7 +1453,9 @@ impl TableFormat for Iceberg {
                         .cloned()
                         .collect::<Vec<_>>(),
                 );
-                let t = self.prepare(&ident, &location, Some(t), &without_flag, true).await?;
+                let t = self
+                    .prepare(&ident, &location, Some(t), &without_flag, true, &req.partition_by)
+                    .await?;
                 self.merge(&req, t, keys, sequence_by, delete.as_ref()).await?
             }
             (mode, existing) => {
@@ -1286,7 +1472,7 @@ impl TableFormat for Iceberg {
                 let overwrite = *mode == WriteMode::Overwrite;
                 let arrow = req.input.schema().as_arrow().clone();
                 let t = self
-                    .prepare(&ident, &location, existing, &arrow, !overwrite)
+                    .prepare(&ident, &location, existing, &arrow, !overwrite, &req.partition_by)
                     .await?;
                 let files = self.write_files(&t, req.input.clone()).await?;
                 let entry = TxnEntry {

@@ -193,10 +193,97 @@ pub trait TableFormat: Send + Sync + std::fmt::Debug {
         columns: &[ColumnAlter],
     ) -> Result<()>;
 
+    /// A provider for the version of the table at `url` named by `as_of` (for debugging reads:
+    /// `smelter show --as-of`); `None` if no table exists there. A version or time before the
+    /// table's history, or one whose files were removed by maintenance, is a usage error
+    /// naming the versions that can be read.
+    async fn provider_as_of(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+        as_of: &AsOf,
+    ) -> Result<Option<Arc<dyn TableProvider>>>;
+
+    /// Compacts small data files, expires old versions and removes the files no retained
+    /// version references (Delta: OPTIMIZE + VACUUM; Iceberg: rewrite + expire snapshots +
+    /// orphan-file removal). Rows are unchanged. `None` if no table exists at `url`.
+    async fn maintain(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+        options: &MaintainOptions,
+    ) -> Result<Option<MaintainReport>>;
+
     /// Every column of `schema` this format cannot store (one entry per column, naming the
     /// innermost culprit), empty when it can store them all. Checked at plan time and before a
     /// write, so a bad output type is a model error (exit 2) rather than a writer failure.
     fn unstorable_columns(&self, schema: &Schema) -> Vec<UnstorableColumn>;
+}
+
+/// Which version of a table to read ([`TableFormat::provider_as_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AsOf {
+    /// A table version: the Delta version, or the Iceberg sequence number (both as
+    /// [`TableStats::version`] reports them).
+    Version(i64),
+    /// The version current at this instant.
+    Timestamp(chrono::DateTime<chrono::Utc>),
+}
+
+impl std::fmt::Display for AsOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AsOf::Version(v) => write!(f, "version {v}"),
+            AsOf::Timestamp(t) => write!(f, "time {}", t.to_rfc3339()),
+        }
+    }
+}
+
+impl std::str::FromStr for AsOf {
+    type Err = String;
+
+    /// An integer is a version; anything else must be an RFC 3339 timestamp
+    /// (`2026-11-30T12:00:00Z`) or a date (`2026-11-30`, midnight UTC).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if let Ok(v) = s.parse::<i64>() {
+            return Ok(AsOf::Version(v));
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return Ok(AsOf::Timestamp(t.with_timezone(&chrono::Utc)));
+        }
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            return Ok(AsOf::Timestamp(d.and_time(chrono::NaiveTime::MIN).and_utc()));
+        }
+        Err(format!(
+            "`{s}` is neither a version (an integer) nor a time (RFC 3339, e.g. 2026-11-30T12:00:00Z, or a date)"
+        ))
+    }
+}
+
+/// Settings of [`TableFormat::maintain`].
+#[derive(Debug, Clone)]
+pub struct MaintainOptions {
+    /// Versions (snapshots) older than this are expired and the files only they reference are
+    /// removed; files younger than it are never removed (a writer may be about to commit them).
+    pub retention: std::time::Duration,
+    /// Compaction target file size in bytes.
+    pub target_file_size: u64,
+}
+
+/// What [`TableFormat::maintain`] did to one table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MaintainReport {
+    /// Live data files before.
+    pub files_before: u64,
+    /// Live data files after compaction.
+    pub files_after: u64,
+    /// Versions (snapshots) expired; for Delta, 0 (VACUUM keeps the log).
+    pub versions_expired: u64,
+    /// Files deleted from storage (data files, and Iceberg manifests) no retained version
+    /// references.
+    pub files_deleted: u64,
+    /// Table version after maintenance.
+    pub version: i64,
 }
 
 /// One column change for [`TableFormat::alter_columns`].

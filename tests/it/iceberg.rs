@@ -30,18 +30,28 @@ fn iceberg_demo(scale: f64) -> Project {
 }
 
 /// A session with the Iceberg tables `(alias, "<layer>.<name>")` of the embedded catalog of
-/// `lake` registered.
+/// the local `lake` registered.
 async fn iceberg_ctx(lake: &Path, tables: &[(&str, &str)]) -> SessionContext {
-    let db = lake.join("_iceberg/catalog.db");
+    catalog_ctx(
+        &lake.join("_iceberg/catalog.db"),
+        ObjectStoreBuilder::Filesystem(Arc::new(object_store::local::LocalFileSystem::new())),
+        tables,
+    )
+    .await
+}
+
+/// A session with the tables `(alias, "<layer>.<name>")` of the SQLite catalog `db`, whose data
+/// lies in `store`.
+async fn catalog_ctx(
+    db: &Path,
+    store: ObjectStoreBuilder,
+    tables: &[(&str, &str)],
+) -> SessionContext {
     assert!(db.exists(), "no catalog at {}", db.display());
     let catalog = Arc::new(
-        SqlCatalog::new(
-            &format!("sqlite://{}", db.display()),
-            "smelter",
-            ObjectStoreBuilder::Filesystem(Arc::new(object_store::local::LocalFileSystem::new())),
-        )
-        .await
-        .unwrap(),
+        SqlCatalog::new(&format!("sqlite://{}", db.display()), "smelter", store)
+            .await
+            .unwrap(),
     );
     let ctx = SessionContext::new();
     for (alias, id) in tables {
@@ -213,10 +223,25 @@ async fn concurrent_appends_to_one_iceberg_table_keep_every_row_once() {
         );
     }
     // Four bronze runs at once append to the same Iceberg tables through one SQLite catalog.
+    let summary = |id: &str| p.dir.path().join(format!("{id}.json"));
+    let args = |id: &str| {
+        vec![
+            "run".to_string(),
+            "{p}".into(),
+            "--layer".into(),
+            "bronze".into(),
+            "--run-id".into(),
+            id.to_string(),
+            "--summary-json".into(),
+            summary(id).display().to_string(),
+        ]
+    };
     let children: Vec<_> = ids
         .iter()
         .map(|id| {
-            p.command(&["run", "{p}", "--layer", "bronze", "--run-id", id], &[])
+            let a = args(id);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            p.command(&a, &[])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -229,30 +254,41 @@ async fn concurrent_appends_to_one_iceberg_table_keep_every_row_once() {
             0 => {}
             // A lost race that could not be retried in-process: the run is retried, as Airflow would.
             75 => {
-                p.expect(&["run", "{p}", "--layer", "bronze", "--run-id", id], 0);
+                let a = args(id);
+                let a: Vec<&str> = a.iter().map(String::as_str).collect();
+                p.expect(&a, 0);
             }
             c => panic!("writer {id} exited {c}: {}", stderr(&out)),
         }
     }
-    for table in ["bronze.shipment_events", "bronze.shipments", "bronze.customers"] {
-        for id in ids {
-            let (rows, distinct) = (
-                iceberg_count(
-                    &p.lake(),
-                    table,
-                    &format!("SELECT COUNT(*) FROM t WHERE _run_id = '{id}'"),
-                )
-                .await,
-                iceberg_count(
-                    &p.lake(),
-                    table,
-                    &format!("SELECT COUNT(*) FROM (SELECT DISTINCT * FROM t WHERE _run_id = '{id}')"),
-                )
-                .await,
-            );
-            assert!(rows > 0, "{table}: run {id} is missing");
-            assert_eq!(rows, distinct, "{table}: run {id} appended twice");
+    for id in ids {
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(summary(id)).unwrap()).unwrap();
+        for table in ["bronze.shipment_events", "bronze.shipments", "bronze.customers"] {
+            let step = doc["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["target"] == table)
+                .unwrap_or_else(|| panic!("no step for {table} in {doc}"));
+            let landed = step["rows_inserted"].as_i64().unwrap();
+            let rows = iceberg_count(
+                &p.lake(),
+                table,
+                &format!("SELECT COUNT(*) FROM t WHERE _run_id = '{id}'"),
+            )
+            .await;
+            assert!(landed > 0, "{table}: run {id} wrote nothing");
+            assert_eq!(rows, landed, "{table}: run {id} lost or duplicated rows");
         }
+        // Event ids are unique per run: no event twice.
+        let distinct = iceberg_count(
+            &p.lake(),
+            "bronze.shipment_events",
+            &format!("SELECT COUNT(DISTINCT event_id) - COUNT(*) FROM t WHERE _run_id = '{id}'"),
+        )
+        .await;
+        assert_eq!(distinct, 0, "run {id} appended an event twice");
     }
 }
 
@@ -276,4 +312,171 @@ fn iceberg_config_mistakes_exit_2_naming_the_key() {
     let out = p.smelter(&["run", "{p}", "--run-id", "x"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("SMELTER_TEST_NO_SUCH_VAR"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_on_iceberg_runs_on_s3_and_is_refused_clearly_on_azure() {
+    let backends = crate::storage::backends();
+    if backends.is_empty() {
+        return;
+    }
+    let delta = Project::demo(0.004);
+    run_day(&delta, "2026-11-03", "s1");
+    for b in backends {
+        let (p, _root) = b.project(0.004, &crate::storage::unique("iceberg"), &[]);
+        let toml = std::fs::read_to_string(p.pipeline()).unwrap();
+        std::fs::write(
+            p.pipeline(),
+            format!(
+                "{}\n[format.iceberg]\npath = \"catalog.db\"\n",
+                toml.replace("table = \"delta\"", "table = \"iceberg\"")
+            ),
+        )
+        .unwrap();
+        let out = p.smelter_env(
+            &["run", "{p}", "--logical-date", "2026-11-03", "--run-id", "s1"],
+            &b.env(),
+        );
+        if b.name == "azure" {
+            assert_eq!(code(&out), 2, "{}", stderr(&out));
+            assert!(stderr(&out).contains("Azure"), "{}", stderr(&out));
+            continue;
+        }
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let env = b.env();
+        let var = |k: &str| env.iter().find(|(n, _)| *n == k).unwrap().1.to_string();
+        let store = ObjectStoreBuilder::S3(Box::new(
+            object_store::aws::AmazonS3Builder::new()
+                .with_endpoint(&b.endpoint)
+                .with_region("us-east-1")
+                .with_allow_http(true)
+                .with_virtual_hosted_style_request(false)
+                .with_access_key_id(var("AWS_ACCESS_KEY_ID"))
+                .with_secret_access_key(var("AWS_SECRET_ACCESS_KEY")),
+        ));
+        let db = p.dir.path().join("catalog.db");
+        for (id, rel) in GOLD {
+            let ctx = catalog_ctx(&db, store.clone(), &[("t", id)]).await;
+            let got = sorted_rows(
+                &ctx.sql("SELECT * FROM t")
+                    .await
+                    .unwrap()
+                    .collect()
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(
+                got,
+                delta_rows(&delta, rel, "SELECT * FROM t").await,
+                "{id} on S3 differs from the local Delta run"
+            );
+        }
+    }
+}
+
+/// Parquet data files under a table directory (not Delta checkpoints or Iceberg metadata).
+fn data_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if path.is_dir() {
+            if name != "_delta_log" && name != "metadata" {
+                n += data_files(&path);
+            }
+        } else if name.ends_with(".parquet") {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Rows of `smelter show` in JSON lines.
+fn shown_rows(p: &Project, args: &[&str]) -> usize {
+    let mut all = vec!["show", "{p}"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--limit", "100000000", "--format", "json"]);
+    p.ok(&all).lines().filter(|l| l.starts_with('{')).count()
+}
+
+#[test]
+fn maintain_compacts_expires_and_removes_files_on_both_formats_and_show_reads_old_versions() {
+    for format in ["delta", "iceberg"] {
+        let p = if format == "delta" {
+            Project::demo(0.004)
+        } else {
+            iceberg_demo(0.004)
+        };
+        for (day, run) in [("2026-11-03", "m1"), ("2026-11-04", "m2"), ("2026-11-05", "m3")] {
+            run_day(&p, day, run);
+        }
+        let dir = p.lake().join("bronze/shipment_events");
+        let before = data_files(&dir);
+        assert!(before >= 3, "{format}: three appends made {before} files");
+        let rows = shown_rows(&p, &["bronze.shipment_events"]);
+        // The first version holds day 1 alone.
+        let first_version = if format == "delta" { "0" } else { "1" };
+        let day1 = shown_rows(&p, &["bronze.shipment_events", "--as-of", first_version]);
+        assert!(day1 > 0 && day1 < rows, "{format}: version {first_version} has {day1} of {rows} rows");
+        let out = p.ok(&[
+            "maintain",
+            "{p}",
+            "--layer",
+            "bronze",
+            "--retention-hours",
+            "0",
+            "--format",
+            "json",
+        ]);
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let events = report
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["table"] == "bronze.shipment_events")
+            .unwrap_or_else(|| panic!("{format}: no report for the table: {out}"));
+        assert_eq!(events["files_after"], 1, "{format}: {events}");
+        assert!(events["files_deleted"].as_u64().unwrap() >= 3, "{format}: {events}");
+        let after = data_files(&dir);
+        assert_eq!(after, 1, "{format}: {after} data files left on disk");
+        assert_eq!(shown_rows(&p, &["bronze.shipment_events"]), rows, "{format}: rows changed");
+        // A later run still appends, and the table still reads.
+        run_day(&p, "2026-11-06", "m4");
+        assert!(shown_rows(&p, &["bronze.shipment_events"]) > rows, "{format}");
+    }
+    // Iceberg: an expired snapshot is refused with the retained versions named (exit 2).
+    let p = iceberg_demo(0.002);
+    run_day(&p, "2026-11-03", "x1");
+    run_day(&p, "2026-11-04", "x2");
+    p.ok(&["maintain", "{p}", "--table", "gold.on_time_delivery", "--retention-hours", "0"]);
+    let out = p.smelter(&["show", "{p}", "gold.on_time_delivery", "--as-of", "1"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("retained versions"), "{}", stderr(&out));
+    let out = p.smelter(&["show", "{p}", "gold.nope"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}
+
+#[test]
+fn partition_by_makes_identity_partitions_of_an_iceberg_table() {
+    let p = iceberg_demo(0.002);
+    std::fs::write(
+        p.dir.path().join("sql/demo/gold/customers_by_region.sql"),
+        "-- materialized: table\n-- partition_by: region\n\
+         SELECT customer_id, region FROM silver.customers\n",
+    )
+    .unwrap();
+    run_day(&p, "2026-11-03", "p1");
+    let data = p.lake().join("gold/customers_by_region/data");
+    let partitions: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(partitions.len() > 1, "{partitions:?}");
+    assert!(partitions.iter().all(|d| d.starts_with("region=")), "{partitions:?}");
+    assert_eq!(
+        shown_rows(&p, &["gold.customers_by_region"]),
+        shown_rows(&p, &["silver.customers"])
+    );
 }

@@ -98,7 +98,12 @@ pub(crate) fn unique(test: &str) -> String {
 
 impl Backend {
     /// A demo project whose lake is `<bucket>/<prefix>` on this backend.
-    fn project(&self, scale: f64, prefix: &str, extra: &[(&str, &str)]) -> (Project, String) {
+    pub(crate) fn project(
+        &self,
+        scale: f64,
+        prefix: &str,
+        extra: &[(&str, &str)],
+    ) -> (Project, String) {
         let p = Project::demo(scale);
         let root = format!("{}/{prefix}", self.bucket_url);
         let mut options: Vec<(&str, &str)> =
