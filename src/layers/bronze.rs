@@ -261,6 +261,7 @@ async fn append(
             partition_by: Vec::new(),
             txn_id: Some(format!("smelter:{}", rc.params.run_id)),
             metadata: rc.commit_metadata(&[("layer", "bronze".into())]),
+            read_version: None,
             observer: streamed.as_ref().map(crate::profile::Streamed::observer),
         })
         .await?;
@@ -329,6 +330,7 @@ async fn write_quarantine(
             partition_by: Vec::new(),
             txn_id: Some(format!("smelter:{}", rc.params.run_id)),
             metadata: rc.commit_metadata(&[("layer", "bronze".into())]),
+            read_version: None,
             observer: None,
         })
         .await

@@ -299,6 +299,7 @@ pub async fn merge_input(
                         ("model", model.id.to_string()),
                         ("operation", "tombstones".into()),
                     ]),
+                    read_version: None,
                     observer: None,
                 })
                 .await
