@@ -18,6 +18,7 @@ mod model_messages;
 mod mssql;
 mod profile;
 mod quarantine;
+mod races;
 mod runlog;
 mod runs;
 mod scd2;
