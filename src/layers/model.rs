@@ -705,6 +705,31 @@ async fn check_merge_keys(
     Ok(())
 }
 
+/// One problem per key column of the source table `table` (its `key`, else its contract's)
+/// that its bronze table's `schema` lacks, naming the pipeline file, the table and its columns.
+fn key_problems(
+    plan: &Plan,
+    table: &crate::config::SourceTable,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Vec<String> {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    crate::extract::contract::key(&plan.pipeline, table)
+        .into_iter()
+        .filter(|k| schema.field_with_name(k).is_err())
+        .map(|k| {
+            format!(
+                "{}: table `bronze.{}`: key column `{k}` is not one of its columns ({}){}; fix `key` in its `[[source.tables]]` entry",
+                display_path(&plan.pipeline, &plan.pipeline.file),
+                table.name,
+                names.join(", "),
+                crate::plan::ident::case_hint(&k, names.iter().copied())
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 /// The lake tables planning may read schemas from: bronze tables that exist take their schema
 /// from the lake.
 pub type LakeTables<'a> = (&'a crate::storage::Lake, &'a dyn crate::table::TableFormat);
@@ -770,6 +795,7 @@ pub async fn plan_all(
                 }
             },
         };
+        problems.extend(key_problems(plan, table, &schema));
         register(&id, schema)?;
     }
     let params = RunParams {
