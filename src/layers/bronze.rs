@@ -123,7 +123,7 @@ pub async fn run(rc: &RunContext<'_>, records: &mut Vec<RunRecord>) -> Result<()
     }
     if records.len() == before {
         return Err(Error::NothingToDo(format!(
-            "no landed files for run id `{}` (tables: {}); run the extract layer with this run id first",
+            "no landed files for run id `{}` (tables: {}): the extract layer of this run id has not run, or landed nothing new; run it with this run id first (`--layer extract`), or use `--layer all`",
             rc.params.run_id,
             missing.join(", ")
         )));
