@@ -10,6 +10,7 @@ mod expectations;
 mod failures;
 mod failures_runtime;
 mod files;
+mod fresh_user;
 mod http;
 mod incremental;
 mod lineage;
