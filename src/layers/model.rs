@@ -209,22 +209,26 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         };
         check_merge_keys(rc.plan, model, &checked, &model.header.unique_key).await?;
     }
-    // A merge's deletes: its tombstones are committed before the table.
-    let (df, _kept) = match (&deletes, is_merge_model) {
-        (Some(d), true) => {
-            super::deletes::merge_input(
-                rc,
-                model,
-                df,
-                d.df.clone(),
-                mode == WriteMode::Overwrite,
-                txn_id.clone(),
-            )
-            .await?
-        }
-        _ => (df, None),
-    };
+    // A merge's deletes: its tombstones are committed before the table. A versioned merge's
+    // upserts are filtered by the tombstones as read here, so its table is committed as of the
+    // version before that read: a run that committed deletes since makes the commit conflict
+    // (exit 75), instead of an older upsert bringing back a key that run deleted.
     let url = rc.lake.table_url(&model.id);
+    let (df, _kept, read_version) = match (&deletes, is_merge_model) {
+        (Some(d), true) => {
+            let overwrite = mode == WriteMode::Overwrite;
+            let read_version = if overwrite || model.header.sequence_by.is_empty() {
+                None
+            } else {
+                Some(rc.format.stats(&url).await?.map_or(-1, |s| s.version))
+            };
+            let (df, kept) =
+                super::deletes::merge_input(rc, model, df, d.df.clone(), overwrite, txn_id.clone())
+                    .await?;
+            (df, kept, read_version)
+        }
+        _ => (df, None, read_version),
+    };
     let streamed = crate::profile::stream_profiler(rc, &model.id, df.schema().as_arrow(), &mode)?;
     let metrics = rc
         .format

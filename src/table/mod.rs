@@ -81,8 +81,10 @@ pub struct WriteRequest<'a> {
     pub txn_id: Option<String>,
     /// Commit metadata (run id, layer, model) recorded with the commit.
     pub metadata: Vec<(String, String)>,
-    /// The table version `input` was computed from, when it was computed from the table's own
-    /// rows (an scd2 history recomputes the versions of its keys); -1 when there was no table.
+    /// The table version `input` was computed from, when it depends on the table's state (an
+    /// scd2 history recomputes the versions of its keys from the table; a versioned merge's
+    /// upserts are filtered by the tombstones of the deletes committed with the table); -1 when
+    /// there was no table.
     /// The write then commits as of that version, and loses (a commit conflict: nothing
     /// written, exit 75) to any other write that set it and committed since, or to a writer
     /// that created the table meanwhile: a result computed from a stale read is never
