@@ -1,7 +1,8 @@
 //! Two runs of the same layer at once (an Airflow retry overlapping a slow attempt, two DAG runs):
 //! whatever the interleaving, each incremental table is one a single run could have written.
 //! Every outcome is an exit 0 or a commit conflict (exit 75, retried by Airflow), never a
-//! silently wrong table.
+//! silently wrong table: an scd2 history, a versioned merge, and a versioned merge applying the
+//! deletes of full snapshots.
 
 use std::process::Output;
 
@@ -13,6 +14,10 @@ use crate::support::{code, files_pipeline, out_text, Project};
 const HISTORY: &str = "-- materialized: scd2\n-- unique_key: customer_id\n-- check_cols: name\n\
 SELECT customer_id, name, modified_at\nFROM {{ unprocessed('bronze.customers') }} AS c\n\
 QUALIFY ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY modified_at DESC) = 1\n";
+
+/// Deletes from full snapshots: its upserts are filtered by tombstones read before the commit.
+const CURRENT: &str = "-- materialized: merge\n-- unique_key: customer_id\n-- sequence_by: modified_at, _ingested_at\n\
+SELECT customer_id, name, modified_at, _ingested_at, _op\nFROM {{ unprocessed('bronze.customers') }} AS c\n";
 
 const LATEST: &str =
     "-- materialized: merge\n-- unique_key: customer_id\n-- sequence_by: modified_at\n\
@@ -34,17 +39,22 @@ async fn offending(p: &Project, table: (&str, &str), sql: &str) -> Vec<String> {
     out
 }
 
-/// Rounds of: land a changed snapshot of five customers, then start two silver runs at once.
-/// After every round the scd2 history has exactly one current row per key and no two versions
-/// of a key overlap, the merge table one row per key, and each run exited 0 or 75.
+/// Rounds of: land a changed snapshot of five customers (one of them missing every other round),
+/// then start two silver runs at once. After every round the scd2 history has exactly one
+/// current row per key and no two versions of a key overlap, the merge tables one row per key
+/// (the one applying deletes exactly the snapshot's keys), and each run exited 0 or 75.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_silver_runs_never_leave_a_wrong_history() {
     const ROUNDS: usize = 20;
     let p = Project::custom(
-        &files_pipeline("customers", "customer_id"),
+        &files_pipeline("customers", "customer_id").replace(
+            "key = [\"customer_id\"]\n",
+            "key = [\"customer_id\"]\ndetect_deletes = true\n",
+        ),
         &[
             ("silver/history.sql", HISTORY),
             ("silver/latest.sql", LATEST),
+            ("silver/current.sql", CURRENT),
         ],
     );
     let dir = p.dir.path().join("incoming/customers");
@@ -53,7 +63,9 @@ async fn concurrent_silver_runs_never_leave_a_wrong_history() {
     let mut conflicts = 0;
     for round in 1..=ROUNDS {
         let mut csv = String::from("customer_id,name,modified_at\n");
-        for id in 1..=5 {
+        // Customer 5 is deleted in even rounds and back in odd ones.
+        let ids = if round % 2 == 0 { 1..=4 } else { 1..=5 };
+        for id in ids.clone() {
             csv.push_str(&format!("{id},name{round},2026-11-{round:02}T08:00:00\n"));
         }
         std::fs::write(dir.join(format!("r{round:02}.csv")), csv).unwrap();
@@ -128,6 +140,19 @@ async fn concurrent_silver_runs_never_leave_a_wrong_history() {
         assert!(
             duplicates.is_empty(),
             "round {round}: merge keys with several rows (key|rows): {duplicates:?}\n{}",
+            runs_text()
+        );
+        let current = offending(
+            &p,
+            ("c", "silver/current"),
+            "SELECT CAST(customer_id AS VARCHAR) AS id FROM c ORDER BY id",
+        )
+        .await;
+        let want: Vec<String> = ids.map(|id| id.to_string()).collect();
+        assert_eq!(
+            current,
+            want,
+            "round {round}: the merge applying deletes holds other keys than the snapshot\n{}",
             runs_text()
         );
     }
