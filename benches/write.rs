@@ -169,6 +169,7 @@ async fn write_df(
             partition_by: vec![],
             txn_id: None,
             metadata: vec![],
+            read_version: None,
             observer: None,
         })
         .await

@@ -177,7 +177,14 @@ pub enum Error {
 /// query it runs, as "Failed to convert into Arrow schema", and every Parquet error as "Failed to
 /// parse parquet": show the inner error alone.
 fn delta_message(e: &DeltaTableError) -> String {
+    use deltalake::kernel::transaction::TransactionError as T;
     match e {
+        DeltaTableError::Transaction {
+            source: T::CommitConflict(_) | T::MaxCommitAttempts(_),
+        } => format!(
+            "{}: another writer committed to the table since this write read it (a concurrent run?); nothing of this write was committed, and a retry starts from the table's new version",
+            e.to_string().lines().next().unwrap_or_default()
+        ),
         DeltaTableError::Arrow { source } => source.to_string(),
         // "Failed to parse parquet" is delta-rs's wrapper for writes too (a full disk).
         DeltaTableError::Parquet { source } => source.to_string(),
@@ -765,7 +772,9 @@ impl Error {
             Error::Delta(
                 DeltaTableError::VersionAlreadyExists(_)
                     | DeltaTableError::Transaction {
-                        source: T::VersionAlreadyExists(_) | T::CommitConflict(_)
+                        source: T::VersionAlreadyExists(_)
+                            | T::CommitConflict(_)
+                            | T::MaxCommitAttempts(_)
                     }
             )
         )

@@ -295,6 +295,34 @@ pub fn type_name(t: &DataType) -> String {
     storage_type(t).to_string()
 }
 
+/// A type by its SQL name, as a model's SQL would cast to it (`VARCHAR`, `BIGINT`,
+/// `DECIMAL(p,s)`, `TIMESTAMP`); a type SQL has no name for shows as [`type_name`].
+pub fn sql_type_name(t: &DataType) -> String {
+    use DataType::*;
+    match t {
+        Utf8 | LargeUtf8 | Utf8View => "VARCHAR".into(),
+        Boolean => "BOOLEAN".into(),
+        Int8 => "TINYINT".into(),
+        Int16 => "SMALLINT".into(),
+        Int32 => "INT".into(),
+        Int64 => "BIGINT".into(),
+        UInt8 => "TINYINT UNSIGNED".into(),
+        UInt16 => "SMALLINT UNSIGNED".into(),
+        UInt32 => "INT UNSIGNED".into(),
+        UInt64 => "BIGINT UNSIGNED".into(),
+        Float32 => "REAL".into(),
+        Float64 => "DOUBLE".into(),
+        Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s) | Decimal256(p, s) => {
+            format!("DECIMAL({p},{s})")
+        }
+        Date32 | Date64 => "DATE".into(),
+        Timestamp(_, None) => "TIMESTAMP".into(),
+        Timestamp(_, Some(_)) => "TIMESTAMP WITH TIME ZONE".into(),
+        Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => "BYTEA".into(),
+        other => type_name(other),
+    }
+}
+
 /// Whether every value of Arrow type `from` is exactly representable in `to` (a lossless
 /// widening): integers to wider integers (or to a float with enough mantissa: int8/16/32 →
 /// float64), float32 → float64, decimal(p,s) → decimal(p',s') with s' ≥ s and p' − s' ≥ p − s,

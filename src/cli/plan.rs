@@ -180,7 +180,8 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
         "format": "delta",
         "source": {
             "type": p.source.kind,
-            "database": p.source.database,
+            // A files source reads no database (the name is the sample's default).
+            "database": (p.source.kind != crate::config::SourceKind::Files).then_some(&p.source.database),
             "tables": p.source.tables,
         },
         "layers": {

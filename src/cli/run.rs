@@ -232,12 +232,32 @@ async fn run(
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
     });
+    // Why this run's extract landed nothing: then bronze has nothing because of it.
+    let mut nothing_landed: Option<String> = None;
     for layer in layers(args.layer) {
         if let Some(bar) = &bar {
             bar.set_message(format!("{layer}…"));
         }
         match run_layer(&rc, layer, &mut progress.output).await {
             Ok(()) => {}
+            Err(Error::NothingToDo(why)) if layer == Layer::Extract => {
+                nothing_landed = Some(why.clone());
+                if args.layer == LayerArg::All {
+                    continue;
+                }
+                return Err(Error::NothingToDo(why));
+            }
+            Err(Error::NothingToDo(_))
+                if layer == Layer::Bronze && nothing_landed.is_some() && !args.full_refresh =>
+            {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                return Err(Error::NothingToDo(format!(
+                    "the extract layer ran and landed nothing new ({}), so bronze has nothing to append",
+                    nothing_landed.unwrap_or_default()
+                )));
+            }
             // With --layer all, a layer with nothing selected is not an error; nothing new in
             // bronze ends the run (99), unless silver and gold are rebuilt from all of bronze.
             Err(Error::NothingToDo(_))

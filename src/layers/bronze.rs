@@ -123,7 +123,7 @@ pub async fn run(rc: &RunContext<'_>, records: &mut Vec<RunRecord>) -> Result<()
     }
     if records.len() == before {
         return Err(Error::NothingToDo(format!(
-            "no landed files for run id `{}` (tables: {}); run the extract layer with this run id first",
+            "no landed files for run id `{}` (tables: {}): the extract layer of this run id has not run, or landed nothing new; run it with this run id first (`--layer extract`), or use `--layer all`",
             rc.params.run_id,
             missing.join(", ")
         )));
@@ -261,6 +261,7 @@ async fn append(
             partition_by: Vec::new(),
             txn_id: Some(format!("smelter:{}", rc.params.run_id)),
             metadata: rc.commit_metadata(&[("layer", "bronze".into())]),
+            read_version: None,
             observer: streamed.as_ref().map(crate::profile::Streamed::observer),
         })
         .await?;
@@ -329,6 +330,7 @@ async fn write_quarantine(
             partition_by: Vec::new(),
             txn_id: Some(format!("smelter:{}", rc.params.run_id)),
             metadata: rc.commit_metadata(&[("layer", "bronze".into())]),
+            read_version: None,
             observer: None,
         })
         .await

@@ -75,13 +75,35 @@ pub fn predicate(df: &DataFrame, model: &Model, shown: &str) -> Result<Option<Ex
     };
     let expr = df
         .parse_sql_expr(text)
-        .map_err(|e| error(format!("cannot be read: {}", e.strip_backtrace())))?;
+        .map_err(|e| error(unplannable("cannot be read", &e)))?;
     match expr.get_type(df.schema()) {
         Ok(arrow::datatypes::DataType::Boolean | arrow::datatypes::DataType::Null) => {
             Ok(Some(expr))
         }
-        Ok(other) => Err(error(format!("is not a condition (its type is {other})"))),
-        Err(e) => Err(error(format!("cannot be planned: {}", e.strip_backtrace()))),
+        Ok(other) => Err(error(format!(
+            "is not a condition (its type is {}): write a comparison that is true for delete rows",
+            crate::schema::sql_type_name(&other)
+        ))),
+        Err(e) => Err(error(unplannable("cannot be planned", &e))),
+    }
+}
+
+/// Why a delete condition cannot be used: a column the output lacks by its plain name (not the
+/// planner's qualified one, with its list of qualified names), else the planner's message.
+fn unplannable(what: &str, e: &datafusion::error::DataFusionError) -> String {
+    use datafusion::common::SchemaError;
+    use datafusion::error::DataFusionError as D;
+    match e.find_root() {
+        D::SchemaError(e, _) => match e.as_ref() {
+            SchemaError::FieldNotFound { field, .. } => {
+                format!(
+                    "names column `{}`, which the model's output does not have",
+                    field.name
+                )
+            }
+            _ => format!("{what}: {}", e),
+        },
+        e => format!("{what}: {}", e.strip_backtrace()),
     }
 }
 
@@ -299,6 +321,7 @@ pub async fn merge_input(
                         ("model", model.id.to_string()),
                         ("operation", "tombstones".into()),
                     ]),
+                    read_version: None,
                     observer: None,
                 })
                 .await

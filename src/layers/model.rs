@@ -190,11 +190,15 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     .then(|| super::window::txn_id(&rc.params.run_id));
     // The history is staged too: the format's merge plans its input with its own planner, which
     // knows none of the engine's operators.
-    let (df, _history) = if is_scd2 {
-        let staged = scd2_rows(rc, model, df, deletes.as_ref(), &mode, started, &txn_id).await?;
-        (staged.df.clone(), Some(staged))
+    // It is computed from a read of the table, so it is committed as of that read: a run that
+    // committed to the table since makes this commit conflict (exit 75) instead of leaving two
+    // histories of a key side by side.
+    let (df, _history, read_version) = if is_scd2 {
+        let (staged, read_version) =
+            scd2_rows(rc, model, df, deletes.as_ref(), &mode, started, &txn_id).await?;
+        (staged.df.clone(), Some(staged), Some(read_version))
     } else {
-        (df, None)
+        (df, None, None)
     };
     // A merge model's keys are checked on a full refresh too: the rebuilt table must be one
     // the next merge can match against.
@@ -205,22 +209,26 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         };
         check_merge_keys(rc.plan, model, &checked, &model.header.unique_key).await?;
     }
-    // A merge's deletes: its tombstones are committed before the table.
-    let (df, _kept) = match (&deletes, is_merge_model) {
-        (Some(d), true) => {
-            super::deletes::merge_input(
-                rc,
-                model,
-                df,
-                d.df.clone(),
-                mode == WriteMode::Overwrite,
-                txn_id.clone(),
-            )
-            .await?
-        }
-        _ => (df, None),
-    };
+    // A merge's deletes: its tombstones are committed before the table. A versioned merge's
+    // upserts are filtered by the tombstones as read here, so its table is committed as of the
+    // version before that read: a run that committed deletes since makes the commit conflict
+    // (exit 75), instead of an older upsert bringing back a key that run deleted.
     let url = rc.lake.table_url(&model.id);
+    let (df, _kept, read_version) = match (&deletes, is_merge_model) {
+        (Some(d), true) => {
+            let overwrite = mode == WriteMode::Overwrite;
+            let read_version = if overwrite || model.header.sequence_by.is_empty() {
+                None
+            } else {
+                Some(rc.format.stats(&url).await?.map_or(-1, |s| s.version))
+            };
+            let (df, kept) =
+                super::deletes::merge_input(rc, model, df, d.df.clone(), overwrite, txn_id.clone())
+                    .await?;
+            (df, kept, read_version)
+        }
+        _ => (df, None, read_version),
+    };
     let streamed = crate::profile::stream_profiler(rc, &model.id, df.schema().as_arrow(), &mode)?;
     let metrics = rc
         .format
@@ -235,6 +243,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
                 ("layer", model.id.layer.to_string()),
                 ("model", model.id.to_string()),
             ]),
+            read_version,
             observer: streamed.as_ref().map(crate::profile::Streamed::observer),
         })
         .await?;
@@ -281,8 +290,9 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     Ok(record)
 }
 
-/// The rows an scd2 model merges (see [`super::scd2::history`]), staged; its delete events are
-/// recorded first (a full refresh rebuilds them), in a commit carrying `txn_id`.
+/// The rows an scd2 model merges (see [`super::scd2::history`]), staged, and the table version
+/// they were computed from (-1: no table; see [`WriteRequest::read_version`]); its delete events
+/// are recorded first (a full refresh rebuilds them), in a commit carrying `txn_id`.
 async fn scd2_rows(
     rc: &RunContext<'_>,
     model: &Model,
@@ -291,7 +301,7 @@ async fn scd2_rows(
     mode: &WriteMode,
     started: i64,
     txn_id: &Option<String>,
-) -> Result<crate::engine::Staged> {
+) -> Result<(crate::engine::Staged, i64)> {
     use super::scd2;
     let overwrite = *mode == WriteMode::Overwrite;
     let read = |url: url::Url| async move {
@@ -302,11 +312,19 @@ async fn scd2_rows(
     };
     let sidecar = super::deletes::sidecar_url(rc, model, scd2::DELETES);
     let tracks = model.header.hard_deletes != crate::plan::HardDeletes::Ignore;
-    let (table, prior_deletes) = if overwrite {
-        (None, None)
+    let url = rc.lake.table_url(&model.id);
+    let (read_version, table, prior_deletes) = if overwrite {
+        // A rebuild reads none of the table, but is ordered with the runs that do.
+        let version = rc.format.stats(&url).await?.map_or(-1, |s| s.version);
+        (version, None, None)
     } else {
+        let (version, table) = match rc.format.provider_with_version(&rc.ctx, &url).await? {
+            Some((p, version)) => (version, Some(rc.ctx.read_table(p)?)),
+            None => (-1, None),
+        };
         (
-            read(rc.lake.table_url(&model.id)).await?,
+            version,
+            table,
             if tracks {
                 read(sidecar.clone()).await?
             } else {
@@ -362,12 +380,13 @@ async fn scd2_rows(
                         ("model", model.id.to_string()),
                         ("operation", "scd2_deletes".into()),
                     ]),
+                    read_version: None,
                     observer: None,
                 })
                 .await?;
         }
     }
-    Ok(staged)
+    Ok((staged, read_version))
 }
 
 /// Applies the model's expectations; quarantined rows go to `<layer>._quarantine_<model>`.
@@ -420,6 +439,7 @@ async fn check_expectations(
                 partition_by: Vec::new(),
                 txn_id: Some(format!("smelter:{}", rc.params.run_id)),
                 metadata: rc.commit_metadata(&[("model", model.id.to_string())]),
+                read_version: None,
                 observer: None,
             })
             .await?;
@@ -689,6 +709,31 @@ async fn check_merge_keys(
     Ok(())
 }
 
+/// One problem per key column of the source table `table` (its `key`, else its contract's)
+/// that its bronze table's `schema` lacks, naming the pipeline file, the table and its columns.
+fn key_problems(
+    plan: &Plan,
+    table: &crate::config::SourceTable,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Vec<String> {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    crate::extract::contract::key(&plan.pipeline, table)
+        .into_iter()
+        .filter(|k| schema.field_with_name(k).is_err())
+        .map(|k| {
+            format!(
+                "{}: table `bronze.{}`: key column `{k}` is not one of its columns ({}){}; fix `key` in its `[[source.tables]]` entry",
+                display_path(&plan.pipeline, &plan.pipeline.file),
+                table.name,
+                names.join(", "),
+                crate::plan::ident::case_hint(&k, names.iter().copied())
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 /// The lake tables planning may read schemas from: bronze tables that exist take their schema
 /// from the lake.
 pub type LakeTables<'a> = (&'a crate::storage::Lake, &'a dyn crate::table::TableFormat);
@@ -754,6 +799,7 @@ pub async fn plan_all(
                 }
             },
         };
+        problems.extend(key_problems(plan, table, &schema));
         register(&id, schema)?;
     }
     let params = RunParams {

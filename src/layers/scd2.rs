@@ -421,7 +421,28 @@ pub async fn history(ctx: &SessionContext, model: &Model, batch: Batch) -> Resul
          FALSE AS {flag} FROM rendered{only_live})",
         c = list(""),
     ));
-    let mut sql = format!("WITH {} SELECT * FROM scd_rows", ctes.join(", "));
+    // A version the table holds exactly as recomputed is left out: merging it would rewrite it
+    // unchanged and count it as updated.
+    let unchanged = if registered_old {
+        let same = columns
+            .iter()
+            .map(|c| quoted(c))
+            .chain([from.clone(), to.clone(), current.clone()])
+            .chain(new_record.then(|| deleted.clone()))
+            .map(|c| format!("(o.{c} IS NOT DISTINCT FROM r.{c})"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(
+            " WHERE NOT EXISTS (SELECT 1 FROM {old} o WHERE o.{id} = r.{id} AND {same})",
+            id = quoted(SCD_ID)
+        )
+    } else {
+        String::new()
+    };
+    let mut sql = format!(
+        "WITH {} SELECT * FROM scd_rows r{unchanged}",
+        ctes.join(", ")
+    );
     if new_record && registered_old {
         // A delete row whose event no longer counts (a delete came before it) is removed.
         sql.push_str(&format!(

@@ -434,6 +434,7 @@ impl State {
                     partition_by: Vec::new(),
                     txn_id: None,
                     metadata: Vec::new(),
+                    read_version: None,
                     observer: None,
                 })
                 .await;

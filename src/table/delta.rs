@@ -93,7 +93,8 @@ impl Delta {
         WriterProperties::builder().set_compression(codec).build()
     }
 
-    fn commit_properties(req: &WriteRequest<'_>) -> CommitProperties {
+    /// The commit properties of `req`; `creates`: the table has no version yet.
+    fn commit_properties(req: &WriteRequest<'_>, creates: bool) -> CommitProperties {
         // One `with_metadata` call: each call replaces the metadata set before.
         let metadata = req
             .metadata
@@ -108,6 +109,18 @@ impl Delta {
         let mut props = CommitProperties::default().with_metadata(metadata);
         if let Some(id) = &req.txn_id {
             props = props.with_application_transaction(Transaction::new(id, 1));
+        }
+        // Writes computed from the table's rows all carry one application transaction id, and
+        // delta-rs fails a commit when one committed since its read snapshot carries an id the
+        // commit carries too: of two such writes from the same snapshot, the second conflicts.
+        if let Some(read) = req.read_version {
+            props = props.with_application_transaction(Transaction::new(READ_FENCE, read + 1));
+        }
+        // When a first commit (version 0) loses its race, delta-rs retries it as the next
+        // version on top of the winner's, without checking for conflicts: a blind append of a
+        // merge's or an overwrite's rows. Only an append may be retried like that.
+        if creates && req.mode != WriteMode::Append {
+            props = props.with_max_retries(0);
         }
         props
     }
@@ -298,9 +311,41 @@ impl TableFormat for Delta {
             .collect()
     }
 
+    async fn provider_with_version(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+    ) -> Result<Option<(Arc<dyn TableProvider>, i64)>> {
+        let Some(table) = self.open(url).await? else {
+            return Ok(None);
+        };
+        let Some(version) = table.version() else {
+            return Ok(None);
+        };
+        table.update_datafusion_session(&ctx.state())?;
+        Ok(Some((table.table_provider().await?, version as i64)))
+    }
+
     async fn write(&self, mut req: WriteRequest<'_>) -> Result<WriteMetrics> {
         req.input = floor_to_micros(req.input)?;
-        let table = self.open_with(req.url, true).await?;
+        let mut table = self.open_with(req.url, true).await?;
+        // A write computed from an earlier read of the table commits as of that read, so that
+        // the commits made since are checked for conflicts.
+        if let Some(read) = req.read_version {
+            match (u64::try_from(read).ok(), table.version()) {
+                (None, None) => {}
+                (Some(read), Some(now)) if read <= now => {
+                    if read < now {
+                        table
+                            .load_version(read)
+                            .await
+                            .map_err(|e| storage_error(req.url, e))?;
+                    }
+                }
+                // Created, or replaced by a table with fewer versions, since the read.
+                _ => return Err(lost_race()),
+            }
+        }
         // A merge into a table without a version is a plain write of the input (below): its rows
         // are then the table's, and the observer sees them as it does an overwrite's.
         let observed = match req.observer.take() {
@@ -327,7 +372,7 @@ impl TableFormat for Delta {
             }
         }
         let session = Arc::new(req.ctx.state());
-        let commit = Self::commit_properties(&req);
+        let commit = Self::commit_properties(&req, table.version().is_none());
         match (&req.mode, table.version()) {
             (
                 WriteMode::Merge {
@@ -613,6 +658,19 @@ pub(super) fn floor_to_micros(df: DataFrame) -> Result<DataFrame> {
 
 /// Commit metadata key holding a write's transaction id (see [`WriteRequest::txn_id`]).
 const TXN_KEY: &str = "smelter.txn_id";
+
+/// The application transaction id every write with a [`WriteRequest::read_version`] carries
+/// (its version: the read version + 1), so that two of them from one snapshot conflict.
+const READ_FENCE: &str = "smelter.read_version";
+
+/// The error of a write that lost a race another writer won since its read: the same error as
+/// delta-rs's conflict checks (exit 75; nothing was committed).
+fn lost_race() -> Error {
+    use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
+    Error::Delta(deltalake::DeltaTableError::Transaction {
+        source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+    })
+}
 
 /// How many of the latest commits are searched for the commit that carries a transaction id. A
 /// table gets one commit per run (plus rare schema changes), so a retry finds its earlier

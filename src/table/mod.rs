@@ -83,6 +83,15 @@ pub struct WriteRequest<'a> {
     pub txn_id: Option<String>,
     /// Commit metadata (run id, layer, model) recorded with the commit.
     pub metadata: Vec<(String, String)>,
+    /// The table version `input` was computed from, when it depends on the table's state (an
+    /// scd2 history recomputes the versions of its keys from the table; a versioned merge's
+    /// upserts are filtered by the tombstones of the deletes committed with the table); -1 when
+    /// there was no table.
+    /// The write then commits as of that version, and loses (a commit conflict: nothing
+    /// written, exit 75) to any other write that set it and committed since, or to a writer
+    /// that created the table meanwhile: a result computed from a stale read is never
+    /// committed. `None`: the write does not depend on the table's rows.
+    pub read_version: Option<i64>,
     /// Shown every batch written, as the format writes it (after its own type normalization),
     /// by an overwrite, an append, or a merge into a table that has no version yet (its rows
     /// are then the table's); not used by a merge into an existing table, whose rows are not
@@ -170,6 +179,18 @@ pub trait TableFormat: Send + Sync + std::fmt::Debug {
         ctx: &SessionContext,
         url: &Url,
     ) -> Result<Option<Arc<dyn TableProvider>>>;
+
+    /// Like [`TableFormat::provider`], with the table version the provider reads (for
+    /// [`WriteRequest::read_version`]). The default takes the version first, so the provider
+    /// reads it or a later one: a write pinned at it conflicts with whatever the read saw.
+    async fn provider_with_version(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+    ) -> Result<Option<(Arc<dyn TableProvider>, i64)>> {
+        let version = self.stats(url).await?.map_or(-1, |s| s.version);
+        Ok(self.provider(ctx, url).await?.map(|p| (p, version)))
+    }
 
     /// Writes `req.input` with `req.mode`.
     async fn write(&self, req: WriteRequest<'_>) -> Result<WriteMetrics>;

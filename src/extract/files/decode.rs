@@ -690,6 +690,7 @@ fn well_formed(
     let mut width = None;
     if spec.header {
         let header = reader.headers().map_err(failed)?.clone();
+        header_problem(&header).map_or(Ok(()), |p| Err(bad(file, p)))?;
         width = Some(header.len());
         out.write_record(&header).map_err(failed)?;
     }
@@ -713,6 +714,27 @@ fn well_formed(
             file,
             format!("cannot read the file to infer its columns: {e}"),
         )
+    })
+}
+
+/// Why a CSV file's header (its first record) cannot name the file's columns: there is none (an
+/// empty file, which is no snapshot, unlike a header-only file), or it names a column twice
+/// (the second column would be lost).
+fn header_problem(header: &csv::StringRecord) -> Option<String> {
+    if header.iter().all(str::is_empty) {
+        return Some(
+            "the file has no header line (it is empty); a CSV file with no rows still needs its header line, or leave the file out".into(),
+        );
+    }
+    header.iter().enumerate().find_map(|(i, name)| {
+        let first = header.iter().position(|n| n == name)?;
+        (first < i).then(|| {
+            format!(
+                "the header names column `{name}` twice (columns {} and {}); rename one of them",
+                first + 1,
+                i + 1
+            )
+        })
     })
 }
 

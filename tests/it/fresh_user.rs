@@ -1,0 +1,200 @@
+//! Smaller mistakes a new user makes, each refused or reported accurately: a CSV file with no
+//! header line (an empty file is no snapshot), a header naming a column twice, a bronze `key`
+//! naming a column the table lacks (caught by `validate`), an scd2 run counting only the versions
+//! it changed, a `delete_when` that is not a condition, and bronze after an extract that found
+//! nothing new.
+
+use crate::support::{files_pipeline, Project};
+
+/// A files project of `customers` with `detect_deletes` and one CSV file `name` holding `text`.
+fn customers(detect_deletes: bool, files: &[(&str, &str)], models: &[(&str, &str)]) -> Project {
+    let mut toml = files_pipeline("customers", "customer_id");
+    if detect_deletes {
+        toml = toml.replace(
+            "key = [\"customer_id\"]\n",
+            "key = [\"customer_id\"]\ndetect_deletes = true\n",
+        );
+    }
+    let p = Project::custom(&toml, models);
+    write(&p, files);
+    p
+}
+
+fn write(p: &Project, files: &[(&str, &str)]) {
+    let dir = p.dir.path().join("incoming/customers");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+/// A 0-byte file is refused at extract naming it (exit 2), and deletes nothing; a header-only
+/// file is a real empty snapshot and deletes every key.
+#[tokio::test]
+async fn an_empty_csv_file_is_refused_and_a_header_only_file_is_an_empty_snapshot() {
+    let p = customers(true, &[("d1.csv", "customer_id,name\n1,ann\n2,bob\n")], &[]);
+    p.expect(&["source", "sync", "{p}"], 0);
+    p.run_layer("extract", "r1", 0);
+    p.run_layer("bronze", "r1", 0);
+    write(&p, &[("d2.csv", "")]);
+    let err = p.run_layer("extract", "r2", 2);
+    assert!(err.contains("d2.csv"), "{err}");
+    assert!(err.contains("no header line"), "{err}");
+    assert_eq!(
+        p.scalar(
+            &[("b", "bronze/customers")],
+            "SELECT COUNT(*) FROM b WHERE _op = 'D'"
+        )
+        .await,
+        0
+    );
+    std::fs::remove_file(p.dir.path().join("incoming/customers/d2.csv")).unwrap();
+    write(&p, &[("d3.csv", "customer_id,name\n")]);
+    p.run_layer("extract", "r3", 0);
+    p.run_layer("bronze", "r3", 0);
+    assert_eq!(
+        p.scalar(
+            &[("b", "bronze/customers")],
+            "SELECT COUNT(*) FROM b WHERE _op = 'D' AND _run_id = 'r3'"
+        )
+        .await,
+        2
+    );
+}
+
+/// A header naming a column twice is refused (exit 2), naming the file and the column, at
+/// `source sync` and at extract.
+#[test]
+fn a_csv_header_naming_a_column_twice_is_refused() {
+    let p = customers(
+        false,
+        &[("d1.csv", "customer_id,name,name\n1,ann,ANN\n")],
+        &[],
+    );
+    for args in [
+        &["source", "sync", "{p}"][..],
+        &["run", "{p}", "--layer", "extract", "--run-id", "r1"][..],
+    ] {
+        let err = p.expect(args, 2);
+        assert!(err.contains("d1.csv"), "{err}");
+        assert!(err.contains("names column `name` twice"), "{err}");
+    }
+}
+
+/// `validate` checks a bronze table's `key` against its known columns (the contract): exit 2,
+/// naming the table, the key and the columns.
+#[test]
+fn validate_refuses_a_key_the_bronze_table_lacks() {
+    let p = customers(false, &[("d1.csv", "customer_id,name\n1,ann\n")], &[]);
+    p.expect(&["source", "sync", "{p}"], 0);
+    p.expect(&["validate", "{p}"], 0);
+    let toml = std::fs::read_to_string(p.pipeline())
+        .unwrap()
+        .replace("key = [\"customer_id\"]", "key = [\"cust_id\"]");
+    std::fs::write(p.pipeline(), toml).unwrap();
+    let err = p.expect(&["validate", "{p}"], 2);
+    for want in ["bronze.customers", "`cust_id`", "customer_id, name"] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+}
+
+/// An scd2 run reports as updated only the versions whose row changed (the version it closed),
+/// not the unchanged versions of the same keys it recomputed.
+#[tokio::test]
+async fn scd2_counts_only_the_versions_it_changed() {
+    let history =
+        "-- materialized: scd2\n-- unique_key: customer_id\n-- sequence_by: modified_at\n\
+        SELECT customer_id, name, modified_at\nFROM {{ unprocessed('bronze.customers') }} AS c\n";
+    let p = customers(
+        false,
+        &[(
+            "d1.csv",
+            "customer_id,name,modified_at\n1,ann,2026-11-01T08:00:00\n2,bob,2026-11-01T08:00:00\n",
+        )],
+        &[("silver/history.sql", history)],
+    );
+    p.expect(&["source", "sync", "{p}"], 0);
+    p.run_layer("all", "r1", 0);
+    write(
+        &p,
+        &[(
+            "d2.csv",
+            "customer_id,name,modified_at\n1,ann2,2026-11-02T08:00:00\n2,bob2,2026-11-02T08:00:00\n",
+        )],
+    );
+    p.run_layer("all", "r2", 0);
+    // Key 1 changes again: its first version is unchanged, its second is closed.
+    write(
+        &p,
+        &[(
+            "d3.csv",
+            "customer_id,name,modified_at\n1,ann3,2026-11-03T08:00:00\n",
+        )],
+    );
+    p.run_layer("all", "r3", 0);
+    let updated = p
+        .scalar(
+            &[("r", "_smelter/runs")],
+            "SELECT rows_updated FROM r WHERE run_id = 'r3' AND target = 'silver.history' AND status = 'success'",
+        )
+        .await;
+    assert_eq!(updated, 1);
+}
+
+/// A `delete_when` that is not a condition shows the SQL type, and one naming a missing column
+/// names it plainly (no qualified names, no Arrow type names).
+#[test]
+fn delete_when_messages_speak_sql() {
+    let model = |when: &str| {
+        format!(
+            "-- materialized: merge\n-- unique_key: customer_id\n-- delete_when: {when}\n\
+             SELECT customer_id, name FROM bronze.customers\n"
+        )
+    };
+    let p = customers(
+        false,
+        &[("d1.csv", "customer_id,name\n1,ann\n")],
+        &[
+            ("silver/typed.sql", &model("name")),
+            ("silver/missing.sql", &model("op = 'D'")),
+        ],
+    );
+    p.expect(&["source", "sync", "{p}"], 0);
+    let err = p.expect(&["validate", "{p}"], 2);
+    assert!(err.contains("its type is VARCHAR"), "{err}");
+    assert!(
+        err.contains("names column `op`, which the model's output does not have"),
+        "{err}"
+    );
+    for wrong in ["Utf8", "customers.customer_id", "Valid fields"] {
+        assert!(!err.contains(wrong), "{wrong}\n{err}");
+    }
+}
+
+/// Bronze after an extract that landed nothing new says so (exit 99), instead of asking for an
+/// extract that just ran.
+#[test]
+fn bronze_after_an_extract_with_nothing_new_says_so() {
+    let p = customers(false, &[("d1.csv", "customer_id,name\n1,ann\n")], &[]);
+    p.expect(&["source", "sync", "{p}"], 0);
+    p.run_layer("extract", "r1", 0);
+    p.run_layer("bronze", "r1", 0);
+    let out = p.expect(&["run", "{p}", "--layer", "all", "--run-id", "r2"], 99);
+    assert!(out.contains("landed nothing new"), "{out}");
+    assert!(
+        !out.contains("run the extract layer with this run id first"),
+        "{out}"
+    );
+}
+
+/// `plan --format json` of a files source shows no database (it reads none).
+#[test]
+fn plan_json_of_a_files_source_shows_no_database() {
+    let p = customers(false, &[("d1.csv", "customer_id,name\n1,ann\n")], &[]);
+    p.expect(&["source", "sync", "{p}"], 0);
+    let out = p.ok(&["plan", "{p}", "--format", "json"]);
+    let start = out.find('{').expect("JSON");
+    let plan: serde_json::Value = serde_json::from_str(&out[start..]).expect("JSON plan");
+    assert_eq!(plan["source"]["type"], "files", "{plan}");
+    assert!(plan["source"]["database"].is_null(), "{plan}");
+}
