@@ -14,6 +14,7 @@ pub async fn execute(pipeline: &Path) -> Result<()> {
     crate::storage::check(&plan.pipeline)?;
     let lake = crate::storage::Lake::open(&plan.pipeline)?;
     let format = crate::table::for_pipeline(&plan.pipeline, &lake);
+    format.check()?;
     let (_, problems) = plan_all(&plan, Some((&lake, format.as_ref()))).await?;
     if !problems.is_empty() {
         return Err(Error::Invalid(problems));

@@ -41,6 +41,7 @@ impl Runtime {
     pub fn open(plan: &Plan) -> Result<Runtime> {
         let lake = Lake::open(&plan.pipeline)?;
         let format = crate::table::for_pipeline(&plan.pipeline, &lake);
+        format.check()?;
         let ctx = crate::engine::session(&plan.pipeline, Some(&lake))?;
         let state = State::new(&lake, format.clone(), ctx.clone());
         Ok(Runtime {

@@ -1270,6 +1270,7 @@ impl TableFormat for Iceberg {
             partition_by: Vec::new(),
             txn_id: None,
             metadata: vec![("operation".into(), "alter_columns".into())],
+            read_version: None,
             observer: None,
         };
         self.commit(table, CommitKind::Replace(files), &req, TxnEntry::default())
@@ -1356,6 +1357,7 @@ impl TableFormat for Iceberg {
                 partition_by: Vec::new(),
                 txn_id: None,
                 metadata: vec![("operation".into(), "maintain".into())],
+                read_version: None,
                 observer: None,
             };
             self.commit(table, CommitKind::Replace(files), &req, TxnEntry::default())
@@ -1390,6 +1392,41 @@ impl TableFormat for Iceberg {
         }))
     }
 
+    fn check(&self) -> Result<()> {
+        for problem in [
+            self.location_root.as_ref().err(),
+            self.builder.as_ref().err(),
+            self.uri.as_ref().err(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            return Err(self.config_error(problem.clone()));
+        }
+        Ok(())
+    }
+
+    async fn provider_with_version(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+    ) -> Result<Option<(Arc<dyn TableProvider>, i64)>> {
+        if self.is_state(url) {
+            return self.delta.provider_with_version(ctx, url).await;
+        }
+        let (ident, _) = self.ident(url)?;
+        match self.load(&ident).await? {
+            Some(t) if t.metadata().current_snapshot_id.is_some() => {
+                let version = t.metadata().last_sequence_number;
+                Ok(Some((
+                    Arc::new(DataFusionTable::new_table(t, None, None, None)),
+                    version,
+                )))
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn unstorable_columns(&self, schema: &Schema) -> Vec<UnstorableColumn> {
         let mut next = 0;
         schema
@@ -1408,6 +1445,21 @@ impl TableFormat for Iceberg {
         let has_snapshot = existing
             .as_ref()
             .is_some_and(|t| t.metadata().current_snapshot_id.is_some());
+        // An input computed from an older version of the table is never committed: the commit
+        // below is conditional on the metadata loaded here, so pinning that metadata to the
+        // version read is enough.
+        if let Some(read) = req.read_version {
+            let now = existing
+                .as_ref()
+                .filter(|_| has_snapshot)
+                .map_or(-1, |t| t.metadata().last_sequence_number);
+            if now != read {
+                return Err(lost(
+                    &ident,
+                    &format!("it was computed from version {read}, and another writer committed version {now} since"),
+                ));
+            }
+        }
         let observed = match req.observer.take() {
             Some(observer) if !matches!(req.mode, WriteMode::Merge { .. }) || !has_snapshot => {
                 req.input = crate::engine::observe::observe(req.input, observer);

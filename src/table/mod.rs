@@ -192,6 +192,12 @@ pub trait TableFormat: Send + Sync + std::fmt::Debug {
         Ok(self.provider(ctx, url).await?.map(|p| (p, version)))
     }
 
+    /// Checks the format's own settings before anything runs (an Iceberg catalog that cannot
+    /// be reached from this configuration), so a run fails with exit 2 before extracting.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Writes `req.input` with `req.mode`.
     async fn write(&self, req: WriteRequest<'_>) -> Result<WriteMetrics>;
 
