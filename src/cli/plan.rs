@@ -177,7 +177,10 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
         "pipeline": p.name,
         "file": p.file.display().to_string(),
         "storage_root": p.storage.root,
-        "format": "delta",
+        "format": match p.format.table {
+            crate::config::TableKind::Delta => "delta",
+            crate::config::TableKind::Iceberg => "iceberg",
+        },
         "source": {
             "type": p.source.kind,
             // A files source reads no database (the name is the sample's default).

@@ -129,6 +129,13 @@ pub fn lake_urn(path: &str, env: &str) -> String {
     dataset_urn("delta-lake", path, env)
 }
 
+/// URN of an Iceberg table `<layer>.<name>` in catalog `catalog`: platform `iceberg`, name
+/// `<catalog>.<layer>.<name>` (DataHub's Iceberg source names datasets `<namespace>.<table>`,
+/// prefixed by the platform instance, here the catalog).
+pub fn iceberg_urn(catalog: &str, table: &str, env: &str) -> String {
+    dataset_urn("iceberg", &format!("{catalog}.{table}"), env)
+}
+
 /// URN of a SQL Server source table.
 pub fn mssql_urn(object: &str, env: &str) -> String {
     dataset_urn("mssql", object, env)
@@ -324,7 +331,7 @@ pub fn dataset_mcps(job: &JobContext, written: &[Written], now_ms: i64) -> Vec<V
             "name": w.name,
             "customProperties": {
                 "location": w.location,
-                "format": "delta",
+                "format": if platform_of(&w.urn) == "iceberg" { "iceberg" } else { "delta" },
                 "layer": w.layer,
                 "run_id": job.run_id,
                 "pipeline": job.pipeline,
@@ -340,7 +347,7 @@ pub fn dataset_mcps(job: &JobContext, written: &[Written], now_ms: i64) -> Vec<V
             "schemaMetadata",
             schema_metadata(
                 &w.name,
-                "delta-lake",
+                platform_of(&w.urn),
                 &crate::schema::ColumnShape::of_schema(&w.schema),
                 w.schema.to_string(),
                 &stamp,

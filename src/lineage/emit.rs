@@ -214,6 +214,17 @@ fn lake_path(rc: &RunContext<'_>, id: &TableId) -> String {
     format!("{}/{}/{}", base.trim_matches('/'), id.layer, id.name)
 }
 
+/// The DataHub URN of lake table `id`: a `delta-lake` dataset named by its path, or an
+/// `iceberg` dataset named by its catalog and identifier.
+fn table_urn(rc: &RunContext<'_>, id: &TableId, env: &str) -> String {
+    match rc.plan.pipeline.format.table {
+        crate::config::TableKind::Delta => datahub::lake_urn(&lake_path(rc, id), env),
+        crate::config::TableKind::Iceberg => {
+            datahub::iceberg_urn(&rc.plan.pipeline.format.iceberg.name, &id.to_string(), env)
+        }
+    }
+}
+
 /// The lake tables a layer writes.
 pub fn tables_of(rc: &RunContext<'_>, layer: Layer) -> Vec<TableId> {
     match layer {
@@ -289,7 +300,7 @@ pub async fn datasets(
                         .collect();
                     let source = src.map(|urn| source_dataset(rc, t, urn, &schema));
                     written.push(Written {
-                        urn: datahub::lake_urn(&lake_path(rc, &id), env),
+                        urn: table_urn(rc, &id, env),
                         name: id.to_string(),
                         location: crate::storage::redact(&rc.lake.table_url(&id)),
                         layer: layer.to_string(),
@@ -313,7 +324,7 @@ pub async fn datasets(
                     .bronze_tables()
                     .iter()
                     .chain(rc.plan.models.iter().map(|m| &m.id))
-                    .map(|id| (id.to_string(), datahub::lake_urn(&lake_path(rc, id), env)))
+                    .map(|id| (id.to_string(), table_urn(rc, id, env)))
                     .collect();
                 for (id, logical) in planned.iter().filter(|(id, _)| id.layer == layer) {
                     let model = rc.plan.models.iter().find(|m| m.id == *id);

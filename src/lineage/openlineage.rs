@@ -8,7 +8,9 @@
 //! indirect inputs that apply to every column of the model (filters, join and group keys).
 //!
 //! Naming follows the OpenLineage conventions: lake tables are `(s3://bucket, prefix/layer/table)`,
-//! `(abfss://container@account..., path)` or `(file, /abs/path)`; source tables are
+//! `(abfss://container@account..., path)` or `(file, /abs/path)`, and Iceberg tables
+//! `(iceberg://<catalog>, <layer>.<table>)` (the catalog names them; OpenLineage's naming spec has
+//! no entry for SQL catalogs); source tables are
 //! `(<source type>://<database>, <db>.<schema>.<table>)`, and the files a files-source table reads
 //! are `(s3://bucket, prefix/<glob>)`, `(file, /abs/root/<glob>)` like lake paths. The job is `<namespace>` /
 //! `<dag_id>.<task_id>` under Airflow, else `<pipeline>.<layer>`. The run id is a UUID derived from
@@ -56,6 +58,11 @@ impl Naming {
         let name = name.as_str();
         if platform == "mssql" {
             return (self.source_namespace.clone(), name.to_string());
+        }
+        // An Iceberg table: the catalog is the namespace, `<layer>.<table>` the name.
+        if platform == "iceberg" {
+            let (catalog, table) = name.split_once('.').unwrap_or(("", name));
+            return (format!("iceberg://{catalog}"), table.to_string());
         }
         let root = match (&self.files_root, platform) {
             (Some(files), "s3" | "gcs" | "abs" | "file") => files,

@@ -167,6 +167,16 @@ async fn the_demo_on_iceberg_gives_the_gold_rows_of_the_demo_on_delta() {
             "{id} differs between Iceberg and Delta"
         );
     }
+    // Lineage names the tables by catalog: OpenLineage `(iceberg://smelter, gold.<table>)`.
+    let events = std::fs::read_to_string(iceberg.dir.path().join("lineage/d2/gold.jsonl")).unwrap();
+    assert!(events.contains("\"namespace\":\"iceberg://smelter\""), "{events}");
+    assert!(events.contains("\"name\":\"gold.revenue_by_customer\""), "{events}");
+    assert!(events.contains("\"name\":\"silver.shipments\""), "{events}");
+    let mcps = std::fs::read_to_string(iceberg.dir.path().join("lineage/d2/gold.json")).unwrap();
+    assert!(
+        mcps.contains("urn:li:dataset:(urn:li:dataPlatform:iceberg,smelter.gold.revenue_by_customer,PROD)"),
+        "{mcps}"
+    );
     // A re-run of day 1 is a no-op for every model (transaction ids in the table properties).
     let before = iceberg_count(
         &iceberg.lake(),
