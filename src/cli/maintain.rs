@@ -156,7 +156,14 @@ pub async fn show(args: ShowArgs) -> Result<()> {
         .read_table(provider)?
         .limit(0, Some(args.limit))?
         .collect()
-        .await?;
+        .await
+        .map_err(|e| match (&args.as_of, Error::from(e)) {
+            // An old version whose data files maintenance removed (VACUUM).
+            (Some(as_of), e) if e.kind() == crate::error::Kind::Bug => Error::Usage(format!(
+                "cannot read {as_of} of `{id}`: {e}; its data files were probably removed by `smelter maintain` (VACUUM): read a version within the retention"
+            )),
+            (_, e) => e,
+        })?;
     match args.format {
         OutputFormat::Table => {
             println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);

@@ -142,7 +142,11 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
         )
         // The Iceberg catalog's connection pool and commits are traced with their settings
         // (the catalog URI may hold a password): never below info.
-        .add_directive("iceberg_sql_catalog=info".parse().expect("a valid directive"))
+        .add_directive(
+            "iceberg_sql_catalog=info"
+                .parse()
+                .expect("a valid directive"),
+        )
         .add_directive("iceberg_rust=info".parse().expect("a valid directive"))
         .add_directive("sqlx=warn".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()

@@ -1150,6 +1150,18 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             format!("unknown catalog `{other}`; valid choices: `sql`"),
         ),
     }
+    if raw.format.iceberg.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        problem(
+            "format.iceberg.name",
+            "must not be empty (it is the catalog_name of every table; default `smelter`)".into(),
+        );
+    }
+    if raw.format.iceberg.path.is_some() && raw.format.iceberg.uri_env.is_some() {
+        problem(
+            "format.iceberg",
+            "set `path` (a SQLite file) or `uri_env` (a database URI), not both".into(),
+        );
+    }
     let iceberg = IcebergCatalog {
         name: raw
             .format

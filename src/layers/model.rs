@@ -98,6 +98,23 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     for dep in &model.depends_on {
         rc.register(dep).await?;
     }
+    // An append that consumes a catch-up window is committed as of the table version read
+    // before its window: another run that consumed the same window and committed since makes
+    // this commit conflict (exit 75; the retry reads the window that is left) instead of
+    // appending the window's rows twice.
+    let window_read = if model.header.materialized == Materialization::Append
+        && !model.unprocessed.is_empty()
+        && !rc.full_refresh
+    {
+        Some(
+            rc.format
+                .stats(&rc.lake.table_url(&model.id))
+                .await?
+                .map_or(-1, |s| s.version),
+        )
+    } else {
+        None
+    };
     let window = super::window::open(rc, model).await?;
     let df = plan_model(
         &rc.ctx,
@@ -227,7 +244,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
                     .await?;
             (df, kept, read_version)
         }
-        _ => (df, None, read_version),
+        _ => (df, None, read_version.or(window_read)),
     };
     let streamed = crate::profile::stream_profiler(rc, &model.id, df.schema().as_arrow(), &mode)?;
     let metrics = rc

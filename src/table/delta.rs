@@ -250,7 +250,9 @@ impl TableFormat for Delta {
             .with_storage_options(self.options.clone());
         let builder = match as_of {
             super::AsOf::Version(v) => builder.with_version(u64::try_from(*v).map_err(|_| {
-                Error::Usage(format!("version {v} does not exist: Delta versions start at 0"))
+                Error::Usage(format!(
+                    "version {v} does not exist: Delta versions start at 0"
+                ))
             })?),
             super::AsOf::Timestamp(t) => builder.with_timestamp(*t),
         };
@@ -260,6 +262,24 @@ impl TableFormat for Delta {
                 crate::storage::redact(url)
             ))
         })?;
+        // delta-rs loads the first version for a time before it: refuse that, as Iceberg does.
+        if let super::AsOf::Timestamp(t) = as_of {
+            let first = table
+                .history(None)
+                .await
+                .ok()
+                .and_then(|h| h.filter_map(|c| c.timestamp).min());
+            if first.is_some_and(|first| t.timestamp_millis() < first) {
+                return Err(Error::Usage(format!(
+                    "{}: the Delta table has no version at {as_of}: its first retained version was committed at {}",
+                    crate::storage::redact(url),
+                    first
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default()
+                )));
+            }
+        }
         table.update_datafusion_session(&ctx.state())?;
         Ok(Some(table.table_provider().await?))
     }
@@ -279,7 +299,9 @@ impl TableFormat for Delta {
         let files_before = table_stats(&table)?.map_or(0, |s| s.files);
         let (table, _) = table
             .optimize()
-            .with_target_size(NonZeroU64::new(self.target_file_size.max(1)).unwrap_or(NonZeroU64::MIN))
+            .with_target_size(
+                NonZeroU64::new(self.target_file_size.max(1)).unwrap_or(NonZeroU64::MIN),
+            )
             .with_writer_properties(self.writer_properties())
             .with_commit_properties(CommitProperties::default().with_metadata([(
                 "smelter.operation".to_string(),
@@ -287,8 +309,8 @@ impl TableFormat for Delta {
             )]))
             .await?;
         let files_after = table_stats(&table)?.map_or(0, |s| s.files);
-        let retention = chrono::Duration::from_std(options.retention)
-            .unwrap_or(chrono::Duration::MAX);
+        let retention =
+            chrono::Duration::from_std(options.retention).unwrap_or(chrono::Duration::MAX);
         let (table, vacuum) = table
             .vacuum()
             .with_retention_period(retention)

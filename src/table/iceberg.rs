@@ -133,10 +133,9 @@ impl Iceberg {
             },
             Backend::S3 => (
                 Ok(root.as_str().trim_end_matches('/').to_string()),
-                Ok(ObjectStoreBuilder::S3(Box::new(crate::storage::s3_builder(
-                    &root,
-                    lake.options(),
-                )))),
+                Ok(ObjectStoreBuilder::S3(Box::new(
+                    crate::storage::s3_builder(&root, lake.options()),
+                ))),
             ),
             Backend::Azure => {
                 let why = "Iceberg tables on Azure are not supported yet: iceberg-rust 0.10 \
@@ -202,7 +201,10 @@ impl Iceberg {
         let (namespace, name) = rel.split_once('/').ok_or_else(|| {
             Error::Internal(format!("table path `{rel}` has no layer (<layer>/<name>)"))
         })?;
-        let root = self.location_root.clone().map_err(|m| self.config_error(m))?;
+        let root = self
+            .location_root
+            .clone()
+            .map_err(|m| self.config_error(m))?;
         Ok((
             Identifier::new(&[namespace.to_string()], name),
             format!("{root}/{rel}"),
@@ -227,7 +229,9 @@ impl Iceberg {
                 }
                 let catalog = SqlCatalog::new(&uri, &self.catalog_name, builder)
                     .await
-                    .map_err(|e| catalog_error(&format!("catalog `{}`", self.catalog_name), e.into()))?;
+                    .map_err(|e| {
+                        catalog_error(&format!("catalog `{}`", self.catalog_name), e.into())
+                    })?;
                 Ok::<_, Error>(Arc::new(catalog))
             })
             .await
@@ -236,7 +240,9 @@ impl Iceberg {
 
     /// A catalog with an empty metadata cache, to read what is committed now.
     async fn fresh(&self) -> Result<Arc<SqlCatalog>> {
-        Ok(Arc::new(self.catalog().await?.duplicate(&self.catalog_name)))
+        Ok(Arc::new(
+            self.catalog().await?.duplicate(&self.catalog_name),
+        ))
     }
 
     /// The table at `ident` as committed now, or `None`.
@@ -289,13 +295,14 @@ impl Iceberg {
                         "`{ident}`: partition column `{column}` is not a column of the table"
                     ))
                 })?;
+                let (transform, name) = partition_transform(ident, source)?;
                 // Partition field ids start at 1000, as the Iceberg spec's reference
                 // implementation numbers them.
                 spec.with_partition_field(iceberg_rust::spec::partition::PartitionField::new(
                     source.id,
                     1000 + i as i32,
-                    column,
-                    iceberg_rust::spec::partition::Transform::Identity,
+                    &name,
+                    transform,
                 ));
             }
             builder.with_partition_spec(
@@ -319,9 +326,17 @@ impl Iceberg {
     /// Commits a schema change (`AddSchema` + `SetCurrentSchema`) and returns the reloaded
     /// table. iceberg-rust's transactions add a schema without making it current, so the
     /// change is its own metadata commit, made before the data commit that needs it.
+    ///
+    /// iceberg-rust 0.10 reads and writes with the schema of the current snapshot, and gives a
+    /// new snapshot that schema's id, whatever the table's current schema is. So the new schema
+    /// replaces the current snapshot's schema under the same id: readers of every snapshot then
+    /// see it (an added column reads as NULL from older files, a widened one widened), and the
+    /// next snapshot is written with it. Only the changes `on_schema_change` allows (added
+    /// optional columns, lossless widenings, NOT NULL dropped) or a full replace reach here.
     async fn set_schema(&self, table: Table, schema: IcebergSchema) -> Result<Table> {
         let ident = table.identifier().clone();
-        let last_column_id = max_field_id(&schema.fields().clone()).max(table.metadata().last_column_id);
+        let last_column_id =
+            max_field_id(&schema.fields().clone()).max(table.metadata().last_column_id);
         let requirements = vec![TableRequirement::AssertCurrentSchemaId {
             current_schema_id: table.metadata().current_schema_id,
         }];
@@ -349,8 +364,11 @@ impl Iceberg {
             .metadata()
             .current_schema(None)
             .map_err(|e| catalog_error(&ident.to_string(), e.into()))?;
-        if current.fields() != expected.fields() {
-            return Err(lost(&ident, "another writer changed its schema at the same time"));
+        if shape(current.fields()) != shape(expected.fields()) {
+            return Err(lost(
+                &ident,
+                "another writer changed its schema at the same time",
+            ));
         }
         Ok(now)
     }
@@ -365,15 +383,21 @@ impl Iceberg {
         let schema = table
             .current_schema(None)
             .map_err(|e| catalog_error(&table.identifier().to_string(), e))?;
-        let target: Schema = schema
-            .fields()
-            .try_into()
-            .map_err(|e: iceberg_rust::spec::error::Error| {
-                catalog_error(&table.identifier().to_string(), e.into())
-            })?;
+        let target: Schema =
+            schema
+                .fields()
+                .try_into()
+                .map_err(|e: iceberg_rust::spec::error::Error| {
+                    catalog_error(&table.identifier().to_string(), e.into())
+                })?;
         let target: SchemaRef = Arc::new(target);
         let df = super::delta::floor_to_micros(df)?;
-        let present: BTreeSet<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let present: BTreeSet<String> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let exprs: Vec<Expr> = target
             .fields()
             .iter()
@@ -381,32 +405,45 @@ impl Iceberg {
                 if present.contains(f.name()) {
                     Expr::Column(Column::new_unqualified(f.name())).alias(f.name())
                 } else {
-                    cast(lit(datafusion::scalar::ScalarValue::Null), f.data_type().clone())
-                        .alias(f.name())
+                    cast(
+                        lit(datafusion::scalar::ScalarValue::Null),
+                        f.data_type().clone(),
+                    )
+                    .alias(f.name())
                 }
             })
             .collect();
         let stream = df.select(exprs)?.execute_stream().await?;
         let target2 = target.clone();
-        let batches = stream.map(move |b| {
-            let b = b.map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))?;
-            conform(&b, &target2)
-        });
-        iceberg_rust::arrow::write::write_parquet_partitioned(table, batches, None)
+        // Empty batches are dropped: iceberg-rust 0.10's partitioned writer panics on them.
+        let batches = stream
+            .filter(|b| futures::future::ready(b.as_ref().map_or(true, |b| b.num_rows() > 0)))
+            .map(move |b| {
+                let b = b.map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))?;
+                conform(&b, &target2)
+            });
+        let files = iceberg_rust::arrow::write::write_parquet_partitioned(table, batches, None)
             .await
-            .map_err(Error::from)
+            .map_err(Error::from)?;
+        let misread = int_backed_decimals(schema.fields());
+        files
+            .into_iter()
+            .map(|f| without_bounds(f, &misread))
+            .collect()
     }
 
-    /// Commits with `build` (on a transaction of `table`) plus the transaction-id property, and
-    /// verifies the commit against a fresh read of the catalog. A lost append is committed again
-    /// on the winner's snapshot; any other lost commit is a retryable error.
+    /// Commits `kind` on `table` plus the transaction-id property, and verifies the commit
+    /// against a fresh read of the catalog. A lost append is committed again on the winner's
+    /// snapshot, unless the winner carries the same transaction id (another attempt of the same
+    /// run committed it: its entry is returned with the table, and nothing more is committed);
+    /// any other lost commit is a retryable error.
     async fn commit(
         &self,
         table: Table,
         kind: CommitKind,
         req: &WriteRequest<'_>,
         mut entry: TxnEntry,
-    ) -> Result<Table> {
+    ) -> Result<(Table, Option<TxnEntry>)> {
         let ident = table.identifier().clone();
         let mut table = table;
         for _ in 0..=APPEND_RETRIES {
@@ -436,13 +473,22 @@ impl Iceberg {
                 .ok_or_else(|| lost(&ident, "its table was dropped"))?;
             let won = match ours {
                 Some(id) => now.metadata().snapshots.contains_key(&id),
-                None => txns(&now).iter().any(|t| Some(&t.id) == req.txn_id.as_ref()),
+                None => txns(&now)
+                    .iter()
+                    .any(|t| Some(&t.id) == req.txn_id.as_ref()),
             };
             if won {
-                return Ok(now);
+                return Ok((now, None));
             }
             if !matches!(kind, CommitKind::Append(_)) {
                 return Err(lost(&ident, "another writer committed to it first"));
+            }
+            if let Some(theirs) = req
+                .txn_id
+                .as_ref()
+                .and_then(|id| txns(&now).into_iter().find(|t| &t.id == id))
+            {
+                return Ok((now, Some(theirs)));
             }
             tracing::info!(table = %ident, "Another writer committed first; committing the append again on its snapshot.");
             table = now;
@@ -463,11 +509,12 @@ impl Iceberg {
             Some(t) => {
                 let s = t
                     .current_schema(None)
-                    .map_err(|e| catalog_error(&t.identifier().to_string(), e))?;
+                    .map_err(|e| catalog_error(&t.identifier().to_string(), e.into()))?;
+                // The schema keeps its id: see `set_schema`.
                 (
                     Some(s.fields().clone()),
                     t.metadata().last_column_id,
-                    t.metadata().schemas.keys().max().copied().unwrap_or(0) + 1,
+                    *s.schema_id(),
                 )
             }
             None => (None, 0, 0),
@@ -516,7 +563,7 @@ impl Iceberg {
         }
         // An unchanged schema keeps its id (no schema commit).
         if let (Some(t), Some(old)) = (table, &old) {
-            if old.iter().cloned().collect::<Vec<_>>() == fields {
+            if shape(old) == shape(&StructType::new(fields.clone())) {
                 return Ok(t
                     .current_schema(None)
                     .map_err(|e| catalog_error(&t.identifier().to_string(), e))?
@@ -549,7 +596,7 @@ impl Iceberg {
                 let current = t
                     .current_schema(None)
                     .map_err(|e| catalog_error(&ident.to_string(), e))?;
-                if current.fields() == schema.fields() {
+                if shape(current.fields()) == shape(schema.fields()) {
                     Ok(t)
                 } else {
                     self.set_schema(t, schema).await
@@ -569,18 +616,29 @@ impl Iceberg {
     ) -> Result<(Table, CommitKind, TxnEntry)> {
         let ctx = req.ctx;
         let ident = table.identifier().clone();
-        let config = DataFusionTableConfigBuilder::default()
-            .enable_data_file_path_column(true)
-            .enable_manifest_file_path_column(true)
-            .build()
-            .map_err(|e| Error::Internal(format!("Iceberg scan config: {e}")))?;
-        let provider = Arc::new(DataFusionTable::new_with_config(
-            Tabular::Table(table.clone()),
-            None,
-            None,
-            None,
-            Some(config),
-        ));
+        // datafusion_iceberg 0.10 cannot add the file path columns to a partitioned table's scan:
+        // a partitioned table is rewritten whole.
+        let partitioned = table
+            .metadata()
+            .default_partition_spec()
+            .map(|spec| !spec.fields().is_empty())
+            .unwrap_or(false);
+        let provider = if partitioned {
+            Arc::new(DataFusionTable::new_table(table.clone(), None, None, None))
+        } else {
+            let config = DataFusionTableConfigBuilder::default()
+                .enable_data_file_path_column(true)
+                .enable_manifest_file_path_column(true)
+                .build()
+                .map_err(|e| Error::Internal(format!("Iceberg scan config: {e}")))?;
+            Arc::new(DataFusionTable::new_with_config(
+                Tabular::Table(table.clone()),
+                None,
+                None,
+                None,
+                Some(config),
+            ))
+        };
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let (t_name, s_name, a_name) = (
             format!("__smelter_target_{tag}"),
@@ -590,15 +648,24 @@ impl Iceberg {
         ctx.register_table(t_name.as_str(), provider)?;
         ctx.register_table(s_name.as_str(), req.input.clone().into_view())?;
         let result = self
-            .merge_registered(req, &table, &t_name, &s_name, &a_name, keys, sequence_by, delete)
+            .merge_registered(
+                req,
+                &table,
+                (&t_name, &s_name, &a_name),
+                partitioned,
+                keys,
+                sequence_by,
+                delete,
+            )
             .await;
         for n in [&t_name, &s_name, &a_name] {
             let _ = ctx.deregister_table(n.as_str());
         }
-        let (files, old, entry) = result?;
-        let kind = match old {
-            Some(old) => CommitKind::Overwrite(files, old),
-            None => CommitKind::Append(files),
+        let (files, rewrite, entry) = result?;
+        let kind = match rewrite {
+            Rewrite::Files(old) => CommitKind::Overwrite(files, old),
+            Rewrite::All => CommitKind::Replace(files),
+            Rewrite::Nothing => CommitKind::Append(files),
         };
         let _ = ident;
         Ok((table, kind, entry))
@@ -609,15 +676,14 @@ impl Iceberg {
         &self,
         req: &WriteRequest<'_>,
         table: &Table,
-        t_name: &str,
-        s_name: &str,
-        a_name: &str,
+        (t_name, s_name, a_name): (&str, &str, &str),
+        whole: bool,
         keys: &[String],
         sequence_by: &[String],
         delete: Option<&String>,
     ) -> Result<(
         Vec<iceberg_rust::spec::manifest::DataFile>,
-        Option<HashMap<String, Vec<String>>>,
+        Rewrite,
         TxnEntry,
     )> {
         let ctx = req.ctx;
@@ -629,24 +695,26 @@ impl Iceberg {
             .join(" AND ");
         // Column names of datafusion_iceberg's `enable_*_file_path_column` options.
         let (dpath, mpath) = ("__data_file_path", "__manifest_file_path");
-        let affected = ctx
-            .sql(&format!(
-                "SELECT DISTINCT t.{d} AS f, t.{m} AS m FROM {t} t JOIN {s} s ON {on}",
-                d = q(dpath),
-                m = q(mpath),
-                t = q(t_name),
-                s = q(s_name)
-            ))
-            .await?
-            .collect()
-            .await?;
         let mut old: HashMap<String, Vec<String>> = HashMap::new();
-        for b in &affected {
-            let f = string_column(b, 0)?;
-            let m = string_column(b, 1)?;
-            for (f, m) in f.into_iter().zip(m) {
-                if let (Some(f), Some(m)) = (f, m) {
-                    old.entry(m).or_default().push(f);
+        if !whole {
+            let affected = ctx
+                .sql(&format!(
+                    "SELECT DISTINCT t.{d} AS f, t.{m} AS m FROM {t} t JOIN {s} s ON {on}",
+                    d = q(dpath),
+                    m = q(mpath),
+                    t = q(t_name),
+                    s = q(s_name)
+                ))
+                .await?
+                .collect()
+                .await?;
+            for b in &affected {
+                let f = string_column(b, 0)?;
+                let m = string_column(b, 1)?;
+                for (f, m) in f.into_iter().zip(m) {
+                    if let (Some(f), Some(m)) = (f, m) {
+                        old.entry(m).or_default().push(f);
+                    }
                 }
             }
         }
@@ -669,7 +737,7 @@ impl Iceberg {
             .map(|c| format!("s.{}", q(c)))
             .collect::<Vec<_>>()
             .join(", ");
-        if old.is_empty() {
+        if old.is_empty() && !whole {
             // No key matches: the unmarked rows are appended.
             let df = ctx
                 .sql(&format!(
@@ -683,7 +751,7 @@ impl Iceberg {
                 files_added: files.len() as u64,
                 ..Default::default()
             };
-            return Ok((files, None, entry));
+            return Ok((files, Rewrite::Nothing, entry));
         }
         // The affected files' rows.
         let paths: Vec<String> = old.values().flatten().cloned().collect();
@@ -703,12 +771,16 @@ impl Iceberg {
             .map(|c| format!("t.{}", q(c)))
             .collect::<Vec<_>>()
             .join(", ");
+        let only_affected = if whole {
+            String::new()
+        } else {
+            format!("WHERE t.{} IN ({list})", q(dpath))
+        };
         ctx.register_table(
             a_name,
             ctx.sql(&format!(
-                "SELECT {t_cols} FROM {t} t WHERE t.{d} IN ({list})",
-                t = q(t_name),
-                d = q(dpath)
+                "SELECT {t_cols} FROM {t} t {only_affected}",
+                t = q(t_name)
             ))
             .await?
             .into_view(),
@@ -728,7 +800,10 @@ impl Iceberg {
             .iter()
             .map(|c| {
                 if source_cols.contains(c) {
-                    format!("CASE WHEN COALESCE({upd}, FALSE) THEN s.{c} ELSE t.{c} END AS {c}", c = q(c))
+                    format!(
+                        "CASE WHEN COALESCE({upd}, FALSE) THEN s.{c} ELSE t.{c} END AS {c}",
+                        c = q(c)
+                    )
                 } else {
                     format!("t.{c} AS {c}", c = q(c))
                 }
@@ -785,8 +860,42 @@ impl Iceberg {
             files_added: files.len() as u64,
             ..Default::default()
         };
-        Ok((files, Some(old), entry))
+        let rewrite = if whole {
+            Rewrite::All
+        } else {
+            Rewrite::Files(old)
+        };
+        Ok((files, rewrite, entry))
     }
+}
+
+/// The metrics of a write whose transaction id an earlier commit carries: that commit's.
+fn earlier(e: TxnEntry) -> WriteMetrics {
+    WriteMetrics {
+        rows_inserted: e.rows_inserted,
+        rows_updated: e.rows_updated,
+        rows_deleted: e.rows_deleted,
+        files_added: e.files_added,
+        version: e.version,
+        skipped: true,
+        earlier_commit: Some(EarlierCommit {
+            version: Some(e.version),
+            attempt: e.attempt,
+            timestamp_ms: Some(e.timestamp_ms),
+        }),
+        stats: None,
+        observed: false,
+    }
+}
+
+/// Which data files a merge rewrites.
+enum Rewrite {
+    /// None: the batch matched no key, its rows are appended.
+    Nothing,
+    /// These (manifest path → data file paths).
+    Files(HashMap<String, Vec<String>>),
+    /// Every file (a partitioned table).
+    All,
 }
 
 /// What a data commit does.
@@ -804,9 +913,94 @@ enum CommitKind {
     Properties,
 }
 
+/// Field ids of the decimal columns (nested too) with precision <= 18. Parquet stores those as
+/// INT32/INT64, whose statistics are little-endian integers, and iceberg-rust 0.10 decodes every
+/// decimal bound as big-endian bytes: their manifest bounds would be wrong, so readers pruning
+/// on them (and datafusion_iceberg, which turns a file's equal bounds into a constant) would
+/// misread the values.
+fn int_backed_decimals(fields: &StructType) -> BTreeSet<i32> {
+    fn walk(t: &Type, id: i32, out: &mut BTreeSet<i32>) {
+        match t {
+            Type::Primitive(PrimitiveType::Decimal { precision, .. }) if *precision <= 18 => {
+                out.insert(id);
+            }
+            Type::Struct(s) => s.iter().for_each(|f| walk(&f.field_type, f.id, out)),
+            Type::List(l) => walk(&l.element, l.element_id, out),
+            Type::Map(m) => {
+                walk(&m.key, m.key_id, out);
+                walk(&m.value, m.value_id, out);
+            }
+            Type::Primitive(_) => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    fields.iter().for_each(|f| walk(&f.field_type, f.id, &mut out));
+    out
+}
+
+/// `file` without lower and upper bounds for the columns `ids` (bounds are optional in the
+/// Iceberg spec: a reader then cannot prune on them, and reads every such file).
+fn without_bounds(
+    file: iceberg_rust::spec::manifest::DataFile,
+    ids: &BTreeSet<i32>,
+) -> Result<iceberg_rust::spec::manifest::DataFile> {
+    if ids.is_empty() {
+        return Ok(file);
+    }
+    let strip = |b: &Option<HashMap<i32, iceberg_rust::spec::values::Value>>| {
+        b.as_ref()
+            .map(|m| m.iter().filter(|(k, _)| !ids.contains(k)).map(|(k, v)| (*k, v.clone())).collect())
+    };
+    iceberg_rust::spec::manifest::DataFile::builder()
+        .with_content(file.content().clone())
+        .with_file_path(file.file_path().clone())
+        .with_file_format(file.file_format().clone())
+        .with_partition(file.partition().clone())
+        .with_record_count(*file.record_count())
+        .with_file_size_in_bytes(*file.file_size_in_bytes())
+        .with_column_sizes(file.column_sizes().clone())
+        .with_value_counts(file.value_counts().clone())
+        .with_null_value_counts(file.null_value_counts().clone())
+        .with_nan_value_counts(file.nan_value_counts().clone())
+        .with_lower_bounds(strip(file.lower_bounds()))
+        .with_upper_bounds(strip(file.upper_bounds()))
+        .with_key_metadata(file.key_metadata().clone())
+        .with_split_offsets(file.split_offsets().clone())
+        .with_equality_ids(file.equality_ids().clone())
+        .with_sort_order_id(*file.sort_order_id())
+        .build()
+        .map_err(|e| Error::Internal(format!("Iceberg data file: {e}")))
+}
+
+/// The partition transform for a `partition_by` column and the partition field's name: the
+/// identity of an integer or string column, `day` of a DATE or TIMESTAMP column (named
+/// `<column>_day`, as Spark names it). Other types are refused (exit 2): iceberg-rust 0.10
+/// partitions only by integer and string values.
+fn partition_transform(
+    ident: &Identifier,
+    field: &StructField,
+) -> Result<(iceberg_rust::spec::partition::Transform, String)> {
+    use iceberg_rust::spec::partition::Transform;
+    match &field.field_type {
+        Type::Primitive(PrimitiveType::Int | PrimitiveType::Long | PrimitiveType::String) => {
+            Ok((Transform::Identity, field.name.clone()))
+        }
+        Type::Primitive(PrimitiveType::Date | PrimitiveType::Timestamp) => {
+            Ok((Transform::Day, format!("{}_day", field.name)))
+        }
+        other => Err(Error::Usage(format!(
+            "`{ident}`: partition column `{}` has type {other}, which Iceberg tables written by Smelter cannot be partitioned by: partition by an integer, string, DATE or TIMESTAMP (without time zone) column, e.g. `CAST({} AS VARCHAR)`",
+            field.name, field.name
+        ))),
+    }
+}
+
 /// Rows in `files`, from their manifest entries' record counts.
 fn record_count(files: &[iceberg_rust::spec::manifest::DataFile]) -> u64 {
-    files.iter().map(|f| (*f.record_count()).max(0) as u64).sum()
+    files
+        .iter()
+        .map(|f| (*f.record_count()).max(0) as u64)
+        .sum()
 }
 
 fn sqlite_uri(path: &std::path::Path) -> String {
@@ -877,7 +1071,10 @@ fn int_at(b: &RecordBatch, i: usize) -> u64 {
 }
 
 /// `batch` with the types and field metadata (Parquet field ids) of `target`.
-fn conform(batch: &RecordBatch, target: &SchemaRef) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+fn conform(
+    batch: &RecordBatch,
+    target: &SchemaRef,
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
     let columns: Vec<ArrayRef> = batch
         .columns()
         .iter()
@@ -893,6 +1090,15 @@ fn conform(batch: &RecordBatch, target: &SchemaRef) -> std::result::Result<Recor
     RecordBatch::try_new(target.clone(), columns)
 }
 
+/// What makes two schemas the same for Smelter: each field's id, name, optionality and type,
+/// in order (a schema read back from metadata JSON differs from the one built in memory in
+/// details that do not matter, such as its field lookup).
+fn shape(s: &StructType) -> Vec<(i32, String, bool, String)> {
+    s.iter()
+        .map(|f| (f.id, f.name.clone(), f.required, format!("{:?}", f.field_type)))
+        .collect()
+}
+
 fn max_field_id(s: &StructType) -> i32 {
     fn of(t: &Type) -> i32 {
         match t {
@@ -902,7 +1108,10 @@ fn max_field_id(s: &StructType) -> i32 {
             Type::Primitive(_) => 0,
         }
     }
-    s.iter().map(|f| f.id.max(of(&f.field_type))).max().unwrap_or(0)
+    s.iter()
+        .map(|f| f.id.max(of(&f.field_type)))
+        .max()
+        .unwrap_or(0)
 }
 
 /// The Iceberg field for Arrow field `f`, keeping `prior`'s ids (same name) and numbering new
@@ -973,7 +1182,11 @@ fn to_type(
             let fields = fields
                 .iter()
                 .map(|c| {
-                    let nested = Field::new(format!("{path}.{}", c.name()), c.data_type().clone(), c.is_nullable());
+                    let nested = Field::new(
+                        format!("{path}.{}", c.name()),
+                        c.data_type().clone(),
+                        c.is_nullable(),
+                    );
                     to_field(&nested, old.and_then(|o| o.get_name(c.name())), next).map(|mut sf| {
                         sf.name = c.name().clone();
                         sf
@@ -994,7 +1207,12 @@ fn to_type(
                     *next
                 }
             };
-            let element = to_type(&format!("{path}[]"), e.data_type(), old.map(|l| &*l.element), next)?;
+            let element = to_type(
+                &format!("{path}[]"),
+                e.data_type(),
+                old.map(|l| &*l.element),
+                next,
+            )?;
             Ok(Type::List(ListType {
                 element_id,
                 element_required: !e.is_nullable(),
@@ -1111,7 +1329,11 @@ fn txns(table: &Table) -> Vec<TxnEntry> {
 
 /// Table properties to set with a commit: the transaction id list with `entry` added, and the
 /// commit metadata under `smelter.last_commit`.
-fn txn_properties(table: &Table, req: &WriteRequest<'_>, entry: &TxnEntry) -> Vec<(String, String)> {
+fn txn_properties(
+    table: &Table,
+    req: &WriteRequest<'_>,
+    entry: &TxnEntry,
+) -> Vec<(String, String)> {
     let mut props = Vec::new();
     if let Some(id) = &req.txn_id {
         let mut list = txns(table);
@@ -1186,9 +1408,9 @@ impl TableFormat for Iceberg {
         }
         let (ident, _) = self.ident(url)?;
         match self.load(&ident).await? {
-            Some(t) if t.metadata().current_snapshot_id.is_some() => {
-                Ok(Some(Arc::new(DataFusionTable::new_table(t, None, None, None))))
-            }
+            Some(t) if t.metadata().current_snapshot_id.is_some() => Ok(Some(Arc::new(
+                DataFusionTable::new_table(t, None, None, None),
+            ))),
             _ => Ok(None),
         }
     }
@@ -1233,7 +1455,12 @@ impl TableFormat for Iceberg {
         }
         // Rewrite copy-on-write: read every row, cast, replace. The schema commit comes first
         // (see `set_schema`), then the data commit.
-        let df = ctx.read_table(Arc::new(DataFusionTable::new_table(table.clone(), None, None, None)))?;
+        let df = ctx.read_table(Arc::new(DataFusionTable::new_table(
+            table.clone(),
+            None,
+            None,
+            None,
+        )))?;
         let exprs: Vec<Expr> = df
             .schema()
             .fields()
@@ -1241,7 +1468,9 @@ impl TableFormat for Iceberg {
             .map(|f| {
                 let c = Expr::Column(Column::new_unqualified(f.name()));
                 match columns.iter().find(|a| &a.name == f.name()) {
-                    Some(a) if &a.data_type != f.data_type() => cast(c, a.data_type.clone()).alias(f.name()),
+                    Some(a) if &a.data_type != f.data_type() => {
+                        cast(c, a.data_type.clone()).alias(f.name())
+                    }
                     _ => c,
                 }
             })
@@ -1252,8 +1481,8 @@ impl TableFormat for Iceberg {
             .fields()
             .iter()
             .map(|f| {
-                let nullable = f.is_nullable()
-                    || columns.iter().any(|a| &a.name == f.name() && a.nullable);
+                let nullable =
+                    f.is_nullable() || columns.iter().any(|a| &a.name == f.name() && a.nullable);
                 f.as_ref().clone().with_nullable(nullable)
             })
             .collect();
@@ -1316,11 +1545,20 @@ impl TableFormat for Iceberg {
                 .collect();
             return Err(Error::Usage(format!(
                 "`{ident}` has no snapshot for {as_of}; the retained versions are: {}",
-                if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
+                if versions.is_empty() {
+                    "none".to_string()
+                } else {
+                    versions.join(", ")
+                }
             )));
         };
         let id = *snapshot.snapshot_id();
-        Ok(Some(Arc::new(DataFusionTable::new_table(table, None, Some(id), None))))
+        Ok(Some(Arc::new(DataFusionTable::new_table(
+            table,
+            None,
+            Some(id),
+            None,
+        ))))
     }
 
     async fn maintain(
@@ -1362,6 +1600,7 @@ impl TableFormat for Iceberg {
             };
             self.commit(table, CommitKind::Replace(files), &req, TxnEntry::default())
                 .await?
+                .0
         } else {
             table
         };
@@ -1445,6 +1684,13 @@ impl TableFormat for Iceberg {
         let has_snapshot = existing
             .as_ref()
             .is_some_and(|t| t.metadata().current_snapshot_id.is_some());
+        if let (Some(id), true, Some(t)) =
+            (&req.txn_id, req.mode != WriteMode::Overwrite, &existing)
+        {
+            if let Some(e) = txns(t).into_iter().find(|e| &e.id == id) {
+                return Ok(earlier(e));
+            }
+        }
         // An input computed from an older version of the table is never committed: the commit
         // below is conditional on the metadata loaded here, so pinning that metadata to the
         // version read is enough.
@@ -1467,25 +1713,6 @@ impl TableFormat for Iceberg {
             }
             _ => false,
         };
-        if let (Some(id), true, Some(t)) = (&req.txn_id, req.mode != WriteMode::Overwrite, &existing) {
-            if let Some(e) = txns(t).into_iter().find(|e| &e.id == id) {
-                return Ok(WriteMetrics {
-                    rows_inserted: e.rows_inserted,
-                    rows_updated: e.rows_updated,
-                    rows_deleted: e.rows_deleted,
-                    files_added: e.files_added,
-                    version: e.version,
-                    skipped: true,
-                    earlier_commit: Some(EarlierCommit {
-                        version: Some(e.version),
-                        attempt: e.attempt.clone(),
-                        timestamp_ms: Some(e.timestamp_ms),
-                    }),
-                    stats: None,
-                    observed: false,
-                });
-            }
-        }
         let mode = req.mode.clone();
         let (table, kind, entry) = match (&mode, existing) {
             (
@@ -1506,9 +1733,17 @@ impl TableFormat for Iceberg {
                         .collect::<Vec<_>>(),
                 );
                 let t = self
-                    .prepare(&ident, &location, Some(t), &without_flag, true, &req.partition_by)
+                    .prepare(
+                        &ident,
+                        &location,
+                        Some(t),
+                        &without_flag,
+                        true,
+                        &req.partition_by,
+                    )
                     .await?;
-                self.merge(&req, t, keys, sequence_by, delete.as_ref()).await?
+                self.merge(&req, t, keys, sequence_by, delete.as_ref())
+                    .await?
             }
             (mode, existing) => {
                 if let WriteMode::Merge {
@@ -1524,7 +1759,14 @@ impl TableFormat for Iceberg {
                 let overwrite = *mode == WriteMode::Overwrite;
                 let arrow = req.input.schema().as_arrow().clone();
                 let t = self
-                    .prepare(&ident, &location, existing, &arrow, !overwrite, &req.partition_by)
+                    .prepare(
+                        &ident,
+                        &location,
+                        existing,
+                        &arrow,
+                        !overwrite,
+                        &req.partition_by,
+                    )
                     .await?;
                 let files = self.write_files(&t, req.input.clone()).await?;
                 let entry = TxnEntry {
@@ -1546,7 +1788,10 @@ impl TableFormat for Iceberg {
             CommitKind::Append(f) if f.is_empty() => CommitKind::Properties,
             k => k,
         };
-        let table = self.commit(table, kind, &req, entry.clone()).await?;
+        let (table, theirs) = self.commit(table, kind, &req, entry.clone()).await?;
+        if let Some(e) = theirs {
+            return Ok(earlier(e));
+        }
         Ok(WriteMetrics {
             rows_inserted: entry.rows_inserted,
             rows_updated: entry.rows_updated,
@@ -1558,5 +1803,86 @@ impl TableFormat for Iceberg {
             stats: table_stats(&table).await?,
             observed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_map_to_object_store_paths() {
+        assert_eq!(
+            object_path("/tmp/lake/silver/t/data/x.parquet").as_ref(),
+            "tmp/lake/silver/t/data/x.parquet"
+        );
+        assert_eq!(
+            object_path("s3://bucket/prefix/silver/t/metadata/m.avro").as_ref(),
+            "prefix/silver/t/metadata/m.avro"
+        );
+    }
+
+    #[test]
+    fn types_map_to_iceberg_or_are_refused_with_a_hint() {
+        let mut next = 0;
+        let ok = |dt: DataType, next: &mut i32| to_type("c", &dt, None, next);
+        assert_eq!(
+            ok(DataType::Int16, &mut next).unwrap(),
+            Type::Primitive(PrimitiveType::Int)
+        );
+        assert_eq!(
+            ok(
+                DataType::Timestamp(
+                    arrow::datatypes::TimeUnit::Nanosecond,
+                    Some("+02:00".into())
+                ),
+                &mut next
+            )
+            .unwrap(),
+            Type::Primitive(PrimitiveType::Timestamptz)
+        );
+        assert_eq!(
+            ok(DataType::Decimal128(38, 4), &mut next).unwrap(),
+            Type::Primitive(PrimitiveType::Decimal {
+                precision: 38,
+                scale: 4
+            })
+        );
+        let nested = DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::Struct(Fields::from(vec![Field::new(
+                "wait",
+                DataType::Duration(arrow::datatypes::TimeUnit::Second),
+                true,
+            )])),
+            true,
+        )));
+        let refused = ok(nested, &mut next).unwrap_err();
+        assert_eq!(refused.column, "c[].wait");
+        assert!(refused.hint.contains("EXTRACT(EPOCH"), "{}", refused.hint);
+        let refused = ok(DataType::Decimal256(50, 2), &mut next).unwrap_err();
+        assert!(refused.hint.contains("DECIMAL(38, 2)"), "{}", refused.hint);
+        assert!(ok(DataType::UInt64, &mut next).is_err());
+    }
+
+    #[test]
+    fn field_ids_are_kept_by_name_and_new_ones_follow_the_last() {
+        let prior = StructField {
+            id: 7,
+            name: "a".into(),
+            required: true,
+            field_type: Type::Primitive(PrimitiveType::Long),
+            doc: None,
+        };
+        let mut next = 9;
+        let kept = to_field(
+            &Field::new("a", DataType::Int64, true),
+            Some(&prior),
+            &mut next,
+        )
+        .unwrap();
+        assert_eq!((kept.id, next), (7, 9));
+        let new = to_field(&Field::new("b", DataType::Utf8, false), None, &mut next).unwrap();
+        assert_eq!((new.id, new.required, next), (10, true, 10));
     }
 }

@@ -279,7 +279,9 @@ impl std::str::FromStr for AsOf {
             return Ok(AsOf::Timestamp(t.with_timezone(&chrono::Utc)));
         }
         if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-            return Ok(AsOf::Timestamp(d.and_time(chrono::NaiveTime::MIN).and_utc()));
+            return Ok(AsOf::Timestamp(
+                d.and_time(chrono::NaiveTime::MIN).and_utc(),
+            ));
         }
         Err(format!(
             "`{s}` is neither a version (an integer) nor a time (RFC 3339, e.g. 2026-11-30T12:00:00Z, or a date)"
@@ -348,5 +350,28 @@ pub fn for_pipeline(pipeline: &Pipeline, lake: &crate::storage::Lake) -> Arc<dyn
     match pipeline.format.table {
         crate::config::TableKind::Delta => Arc::new(delta::Delta::new(pipeline, lake)),
         crate::config::TableKind::Iceberg => Arc::new(iceberg::Iceberg::new(pipeline, lake)),
+    }
+}
+
+#[cfg(test)]
+mod as_of_tests {
+    use super::AsOf;
+
+    #[test]
+    fn as_of_reads_versions_times_and_dates() {
+        assert_eq!("3".parse::<AsOf>(), Ok(AsOf::Version(3)));
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-30T12:00:00+01:00").unwrap();
+        assert_eq!(
+            "2026-11-30T12:00:00+01:00".parse::<AsOf>(),
+            Ok(AsOf::Timestamp(t.with_timezone(&chrono::Utc)))
+        );
+        assert_eq!(
+            "2026-11-30".parse::<AsOf>().unwrap().to_string(),
+            "time 2026-11-30T00:00:00+00:00"
+        );
+        assert!("yesterday"
+            .parse::<AsOf>()
+            .unwrap_err()
+            .contains("RFC 3339"));
     }
 }

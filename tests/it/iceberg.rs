@@ -110,21 +110,17 @@ async fn delta_rows(p: &Project, rel: &str, sql: &str) -> String {
 
 /// Every gold table: catalog id and lake path.
 const GOLD: [(&str, &str); 3] = [
-    ("gold.daily_shipments_by_carrier", "gold/daily_shipments_by_carrier"),
+    (
+        "gold.daily_shipments_by_carrier",
+        "gold/daily_shipments_by_carrier",
+    ),
     ("gold.on_time_delivery", "gold/on_time_delivery"),
     ("gold.revenue_by_customer", "gold/revenue_by_customer"),
 ];
 
 fn run_day(p: &Project, day: &str, run_id: &str) {
     p.expect(
-        &[
-            "run",
-            "{p}",
-            "--logical-date",
-            day,
-            "--run-id",
-            run_id,
-        ],
+        &["run", "{p}", "--logical-date", day, "--run-id", run_id],
         0,
     );
 }
@@ -138,8 +134,14 @@ async fn the_demo_on_iceberg_gives_the_gold_rows_of_the_demo_on_delta() {
         run_day(&iceberg, day, run);
     }
     // No Delta log under the lake's tables; run state stays in Delta under _smelter/.
-    assert!(!iceberg.lake().join("gold/revenue_by_customer/_delta_log").exists());
-    assert!(iceberg.lake().join("gold/revenue_by_customer/metadata").is_dir());
+    assert!(!iceberg
+        .lake()
+        .join("gold/revenue_by_customer/_delta_log")
+        .exists());
+    assert!(iceberg
+        .lake()
+        .join("gold/revenue_by_customer/metadata")
+        .is_dir());
     assert!(iceberg.lake().join("_smelter/runs/_delta_log").is_dir());
     for (id, rel) in GOLD {
         let sql = "SELECT * FROM t";
@@ -169,12 +171,20 @@ async fn the_demo_on_iceberg_gives_the_gold_rows_of_the_demo_on_delta() {
     }
     // Lineage names the tables by catalog: OpenLineage `(iceberg://smelter, gold.<table>)`.
     let events = std::fs::read_to_string(iceberg.dir.path().join("lineage/d2/gold.jsonl")).unwrap();
-    assert!(events.contains("\"namespace\":\"iceberg://smelter\""), "{events}");
-    assert!(events.contains("\"name\":\"gold.revenue_by_customer\""), "{events}");
-    assert!(events.contains("\"name\":\"silver.shipments\""), "{events}");
+    assert!(
+        events.contains("\"namespace\":\"iceberg://smelter\""),
+        "{events}"
+    );
+    assert!(
+        events.contains("\"name\":\"gold.revenue_by_customer\""),
+        "{events}"
+    );
+    assert!(events.contains("\"name\":\"silver.shipments_enriched\""), "{events}");
     let mcps = std::fs::read_to_string(iceberg.dir.path().join("lineage/d2/gold.json")).unwrap();
     assert!(
-        mcps.contains("urn:li:dataset:(urn:li:dataPlatform:iceberg,smelter.gold.revenue_by_customer,PROD)"),
+        mcps.contains(
+            "urn:li:dataset:(urn:li:dataPlatform:iceberg,smelter.gold.revenue_by_customer,PROD)"
+        ),
         "{mcps}"
     );
     // A re-run of day 1 is a no-op for every model (transaction ids in the table properties).
@@ -274,7 +284,11 @@ async fn concurrent_appends_to_one_iceberg_table_keep_every_row_once() {
     for id in ids {
         let doc: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(summary(id)).unwrap()).unwrap();
-        for table in ["bronze.shipment_events", "bronze.shipments", "bronze.customers"] {
+        for table in [
+            "bronze.shipment_events",
+            "bronze.shipments",
+            "bronze.customers",
+        ] {
             let step = doc["steps"]
                 .as_array()
                 .unwrap()
@@ -313,7 +327,11 @@ fn iceberg_config_mistakes_exit_2_naming_the_key() {
     .unwrap();
     let out = p.smelter(&["validate", "{p}"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("format.iceberg.catalog"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("format.iceberg.catalog"),
+        "{}",
+        stderr(&out)
+    );
     std::fs::write(
         p.pipeline(),
         format!("{toml}\n[format.iceberg]\nuri_env = \"SMELTER_TEST_NO_SUCH_VAR\"\n"),
@@ -321,7 +339,11 @@ fn iceberg_config_mistakes_exit_2_naming_the_key() {
     .unwrap();
     let out = p.smelter(&["run", "{p}", "--run-id", "x"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("SMELTER_TEST_NO_SUCH_VAR"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("SMELTER_TEST_NO_SUCH_VAR"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -344,7 +366,14 @@ async fn the_demo_on_iceberg_runs_on_s3_and_is_refused_clearly_on_azure() {
         )
         .unwrap();
         let out = p.smelter_env(
-            &["run", "{p}", "--logical-date", "2026-11-03", "--run-id", "s1"],
+            &[
+                "run",
+                "{p}",
+                "--logical-date",
+                "2026-11-03",
+                "--run-id",
+                "s1",
+            ],
             &b.env(),
         );
         if b.name == "azure" {
@@ -417,7 +446,11 @@ fn maintain_compacts_expires_and_removes_files_on_both_formats_and_show_reads_ol
         } else {
             iceberg_demo(0.004)
         };
-        for (day, run) in [("2026-11-03", "m1"), ("2026-11-04", "m2"), ("2026-11-05", "m3")] {
+        for (day, run) in [
+            ("2026-11-03", "m1"),
+            ("2026-11-04", "m2"),
+            ("2026-11-05", "m3"),
+        ] {
             run_day(&p, day, run);
         }
         let dir = p.lake().join("bronze/shipment_events");
@@ -427,7 +460,10 @@ fn maintain_compacts_expires_and_removes_files_on_both_formats_and_show_reads_ol
         // The first version holds day 1 alone.
         let first_version = if format == "delta" { "0" } else { "1" };
         let day1 = shown_rows(&p, &["bronze.shipment_events", "--as-of", first_version]);
-        assert!(day1 > 0 && day1 < rows, "{format}: version {first_version} has {day1} of {rows} rows");
+        assert!(
+            day1 > 0 && day1 < rows,
+            "{format}: version {first_version} has {day1} of {rows} rows"
+        );
         let out = p.ok(&[
             "maintain",
             "{p}",
@@ -446,22 +482,43 @@ fn maintain_compacts_expires_and_removes_files_on_both_formats_and_show_reads_ol
             .find(|r| r["table"] == "bronze.shipment_events")
             .unwrap_or_else(|| panic!("{format}: no report for the table: {out}"));
         assert_eq!(events["files_after"], 1, "{format}: {events}");
-        assert!(events["files_deleted"].as_u64().unwrap() >= 3, "{format}: {events}");
+        assert!(
+            events["files_deleted"].as_u64().unwrap() >= 3,
+            "{format}: {events}"
+        );
         let after = data_files(&dir);
         assert_eq!(after, 1, "{format}: {after} data files left on disk");
-        assert_eq!(shown_rows(&p, &["bronze.shipment_events"]), rows, "{format}: rows changed");
+        assert_eq!(
+            shown_rows(&p, &["bronze.shipment_events"]),
+            rows,
+            "{format}: rows changed"
+        );
         // A later run still appends, and the table still reads.
         run_day(&p, "2026-11-06", "m4");
-        assert!(shown_rows(&p, &["bronze.shipment_events"]) > rows, "{format}");
+        assert!(
+            shown_rows(&p, &["bronze.shipment_events"]) > rows,
+            "{format}"
+        );
     }
     // Iceberg: an expired snapshot is refused with the retained versions named (exit 2).
     let p = iceberg_demo(0.002);
     run_day(&p, "2026-11-03", "x1");
     run_day(&p, "2026-11-04", "x2");
-    p.ok(&["maintain", "{p}", "--table", "gold.on_time_delivery", "--retention-hours", "0"]);
+    p.ok(&[
+        "maintain",
+        "{p}",
+        "--table",
+        "gold.on_time_delivery",
+        "--retention-hours",
+        "0",
+    ]);
     let out = p.smelter(&["show", "{p}", "gold.on_time_delivery", "--as-of", "1"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("retained versions"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("retained versions"),
+        "{}",
+        stderr(&out)
+    );
     let out = p.smelter(&["show", "{p}", "gold.nope"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
 }
@@ -484,9 +541,137 @@ fn partition_by_makes_identity_partitions_of_an_iceberg_table() {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     assert!(partitions.len() > 1, "{partitions:?}");
-    assert!(partitions.iter().all(|d| d.starts_with("region=")), "{partitions:?}");
+    assert!(
+        partitions.iter().all(|d| d.starts_with("region=")),
+        "{partitions:?}"
+    );
     assert_eq!(
         shown_rows(&p, &["gold.customers_by_region"]),
         shown_rows(&p, &["silver.customers"])
     );
+}
+
+/// A files project of its own (not the demo's schema) on `format`: `bronze.t` (id, v, amt) and
+/// an append model reading its catch-up window, a versioned merge and a date-partitioned merge.
+fn own_project(format: &str) -> Project {
+    let toml = format!(
+        "{}[format]\ntable = \"{format}\"\n",
+        crate::support::files_pipeline("t", "id")
+    );
+    let p = Project::custom(
+        &toml,
+        &[
+            (
+                "silver/ap.sql",
+                "-- materialized: append\n\
+                 SELECT id, v, CAST(amt AS DECIMAL(10, 2)) AS amt, _run_id AS src\n\
+                 FROM {{ unprocessed('bronze.t') }} AS t\n",
+            ),
+            (
+                "silver/mg.sql",
+                "-- materialized: merge\n-- unique_key: id\n-- sequence_by: v\n-- partition_by: d\n\
+                 SELECT id, v, CAST(amt AS DECIMAL(10, 2)) AS amt,\n\
+                 DATE '2026-11-01' + CAST(id % 3 AS INT) AS d\n\
+                 FROM {{ unprocessed('bronze.t') }} AS t\n\
+                 QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY v DESC) = 1\n",
+            ),
+        ],
+    );
+    std::fs::create_dir_all(p.dir.path().join("incoming/t")).unwrap();
+    p
+}
+
+fn land(p: &Project, file: &str, rows: &[(i64, i64, &str)]) {
+    let mut csv = String::from("id,v,amt\n");
+    for (id, v, amt) in rows {
+        csv.push_str(&format!("{id},{v},{amt}\n"));
+    }
+    std::fs::write(p.dir.path().join("incoming/t").join(file), csv).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn iceberg_keeps_exact_decimals_evolves_schemas_and_merges_partitioned_tables() {
+    let p = own_project("iceberg");
+    // One row per file: a file whose decimal column has one value (equal bounds) reads exactly.
+    land(&p, "a.csv", &[(1, 1, "19.99")]);
+    p.ok(&["run", "{p}", "--run-id", "r1"]);
+    land(&p, "b.csv", &[(1, 2, "7.50"), (2, 1, "-0.01")]);
+    p.ok(&["run", "{p}", "--run-id", "r2"]);
+    let rows = iceberg_rows(&p.lake(), "silver.mg", "SELECT id, v, CAST(amt AS VARCHAR) AS amt, d FROM t").await;
+    assert!(rows.contains("| 1  | 2 | 7.50  | 2026-11-02 |"), "{rows}");
+    assert!(rows.contains("| 2  | 1 | -0.01 | 2026-11-03 |"), "{rows}");
+    let total = iceberg_rows(&p.lake(), "silver.ap", "SELECT CAST(SUM(amt) AS VARCHAR) AS s FROM t").await;
+    assert!(total.contains("27.48"), "{total}");
+    // Date partitions (`day` transform) on disk.
+    let parts: Vec<String> = std::fs::read_dir(p.lake().join("silver/mg/data"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(parts.iter().any(|d| d.starts_with("d_day=")), "{parts:?}");
+    // A new column (on_schema_change append_new_columns): committed, older rows read NULL.
+    std::fs::write(
+        p.dir.path().join("sql/t/silver/ap.sql"),
+        "-- materialized: append\n\
+         SELECT id, v, CAST(amt AS DECIMAL(10, 2)) AS amt, _run_id AS src, v * 10 AS w\n\
+         FROM {{ unprocessed('bronze.t') }} AS t\n",
+    )
+    .unwrap();
+    land(&p, "c.csv", &[(3, 1, "1.00")]);
+    p.ok(&["run", "{p}", "--run-id", "r3"]);
+    let w = iceberg_rows(&p.lake(), "silver.ap", "SELECT id, w FROM t WHERE src = 'r3' OR w IS NULL").await;
+    assert!(w.contains("| 3  | 10 |"), "{w}");
+    assert_eq!(
+        iceberg_count(&p.lake(), "silver.ap", "SELECT COUNT(*) FROM t WHERE w IS NULL").await,
+        3,
+        "{w}"
+    );
+}
+
+#[test]
+fn concurrent_runs_of_a_windowed_append_never_append_a_row_twice() {
+    for format in ["delta", "iceberg"] {
+        let p = own_project(format);
+        for round in 0..3 {
+            let (a, b) = (format!("a{round}"), format!("b{round}"));
+            land(&p, &format!("{a}.csv"), &[(round * 10 + 1, 1, "1.00")]);
+            p.ok(&["run", "{p}", "--layer", "extract", "--run-id", &a]);
+            p.ok(&["run", "{p}", "--layer", "bronze", "--run-id", &a]);
+            land(&p, &format!("{b}.csv"), &[(round * 10 + 2, 1, "2.00")]);
+            p.ok(&["run", "{p}", "--layer", "extract", "--run-id", &b]);
+            p.ok(&["run", "{p}", "--layer", "bronze", "--run-id", &b]);
+            let spawn = |id: &str| {
+                p.command(&["run", "{p}", "--layer", "silver", "--run-id", id], &[])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            };
+            let (ca, cb) = (spawn(&a), spawn(&b));
+            for (id, child) in [(&a, ca), (&b, cb)] {
+                let out = child.wait_with_output().unwrap();
+                match code(&out) {
+                    0 => {}
+                    75 => {
+                        p.ok(&["run", "{p}", "--layer", "silver", "--run-id", id]);
+                    }
+                    c => panic!("{format}: {id} exited {c}: {}", stderr(&out)),
+                }
+            }
+        }
+        // Every bronze row once in the append model.
+        let shown = p.ok(&[
+            "show", "{p}", "silver.ap", "--limit", "1000", "--format", "json",
+        ]);
+        let ids: Vec<i64> = shown
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_i64().unwrap())
+            .collect();
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(ids.len(), 6, "{format}: {ids:?}");
+        assert_eq!(unique.len(), 6, "{format}: a row appended twice: {ids:?}");
+    }
 }
