@@ -17,6 +17,13 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // A panic anywhere (ours or a library's) is a bug in Smelter: exit 1, as the exit-code
+    // contract says, after the default report, instead of Rust's 101.
+    let report_panic = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report_panic(info);
+        std::process::exit(smelter::error::exit::INTERNAL);
+    }));
     let cli = smelter::cli::Cli::parse();
     smelter::cli::init_logging(cli.log_format, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
