@@ -1150,7 +1150,13 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             format!("unknown catalog `{other}`; valid choices: `sql`"),
         ),
     }
-    if raw.format.iceberg.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+    if raw
+        .format
+        .iceberg
+        .name
+        .as_deref()
+        .is_some_and(|n| n.trim().is_empty())
+    {
         problem(
             "format.iceberg.name",
             "must not be empty (it is the catalog_name of every table; default `smelter`)".into(),

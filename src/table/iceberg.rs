@@ -509,7 +509,7 @@ impl Iceberg {
             Some(t) => {
                 let s = t
                     .current_schema(None)
-                    .map_err(|e| catalog_error(&t.identifier().to_string(), e.into()))?;
+                    .map_err(|e| catalog_error(&t.identifier().to_string(), e))?;
                 // The schema keeps its id: see `set_schema`.
                 (
                     Some(s.fields().clone()),
@@ -934,7 +934,9 @@ fn int_backed_decimals(fields: &StructType) -> BTreeSet<i32> {
         }
     }
     let mut out = BTreeSet::new();
-    fields.iter().for_each(|f| walk(&f.field_type, f.id, &mut out));
+    fields
+        .iter()
+        .for_each(|f| walk(&f.field_type, f.id, &mut out));
     out
 }
 
@@ -948,8 +950,12 @@ fn without_bounds(
         return Ok(file);
     }
     let strip = |b: &Option<HashMap<i32, iceberg_rust::spec::values::Value>>| {
-        b.as_ref()
-            .map(|m| m.iter().filter(|(k, _)| !ids.contains(k)).map(|(k, v)| (*k, v.clone())).collect())
+        b.as_ref().map(|m| {
+            m.iter()
+                .filter(|(k, _)| !ids.contains(k))
+                .map(|(k, v)| (*k, v.clone()))
+                .collect()
+        })
     };
     iceberg_rust::spec::manifest::DataFile::builder()
         .with_content(file.content().clone())
@@ -1095,7 +1101,14 @@ fn conform(
 /// details that do not matter, such as its field lookup).
 fn shape(s: &StructType) -> Vec<(i32, String, bool, String)> {
     s.iter()
-        .map(|f| (f.id, f.name.clone(), f.required, format!("{:?}", f.field_type)))
+        .map(|f| {
+            (
+                f.id,
+                f.name.clone(),
+                f.required,
+                format!("{:?}", f.field_type),
+            )
+        })
         .collect()
 }
 
@@ -1632,17 +1645,18 @@ impl TableFormat for Iceberg {
     }
 
     fn check(&self) -> Result<()> {
-        for problem in [
+        match [
             self.location_root.as_ref().err(),
             self.builder.as_ref().err(),
             self.uri.as_ref().err(),
         ]
         .into_iter()
         .flatten()
+        .next()
         {
-            return Err(self.config_error(problem.clone()));
+            Some(problem) => Err(self.config_error(problem.clone())),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn provider_with_version(

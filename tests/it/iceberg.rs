@@ -179,7 +179,10 @@ async fn the_demo_on_iceberg_gives_the_gold_rows_of_the_demo_on_delta() {
         events.contains("\"name\":\"gold.revenue_by_customer\""),
         "{events}"
     );
-    assert!(events.contains("\"name\":\"silver.shipments_enriched\""), "{events}");
+    assert!(
+        events.contains("\"name\":\"silver.shipments_enriched\""),
+        "{events}"
+    );
     let mcps = std::fs::read_to_string(iceberg.dir.path().join("lineage/d2/gold.json")).unwrap();
     assert!(
         mcps.contains(
@@ -597,10 +600,20 @@ async fn iceberg_keeps_exact_decimals_evolves_schemas_and_merges_partitioned_tab
     p.ok(&["run", "{p}", "--run-id", "r1"]);
     land(&p, "b.csv", &[(1, 2, "7.50"), (2, 1, "-0.01")]);
     p.ok(&["run", "{p}", "--run-id", "r2"]);
-    let rows = iceberg_rows(&p.lake(), "silver.mg", "SELECT id, v, CAST(amt AS VARCHAR) AS amt, d FROM t").await;
+    let rows = iceberg_rows(
+        &p.lake(),
+        "silver.mg",
+        "SELECT id, v, CAST(amt AS VARCHAR) AS amt, d FROM t",
+    )
+    .await;
     assert!(rows.contains("| 1  | 2 | 7.50  | 2026-11-02 |"), "{rows}");
     assert!(rows.contains("| 2  | 1 | -0.01 | 2026-11-03 |"), "{rows}");
-    let total = iceberg_rows(&p.lake(), "silver.ap", "SELECT CAST(SUM(amt) AS VARCHAR) AS s FROM t").await;
+    let total = iceberg_rows(
+        &p.lake(),
+        "silver.ap",
+        "SELECT CAST(SUM(amt) AS VARCHAR) AS s FROM t",
+    )
+    .await;
     assert!(total.contains("27.48"), "{total}");
     // Date partitions (`day` transform) on disk.
     let parts: Vec<String> = std::fs::read_dir(p.lake().join("silver/mg/data"))
@@ -619,10 +632,20 @@ async fn iceberg_keeps_exact_decimals_evolves_schemas_and_merges_partitioned_tab
     .unwrap();
     land(&p, "c.csv", &[(3, 1, "1.00")]);
     p.ok(&["run", "{p}", "--run-id", "r3"]);
-    let w = iceberg_rows(&p.lake(), "silver.ap", "SELECT id, w FROM t WHERE src = 'r3' OR w IS NULL").await;
+    let w = iceberg_rows(
+        &p.lake(),
+        "silver.ap",
+        "SELECT id, w FROM t WHERE src = 'r3' OR w IS NULL",
+    )
+    .await;
     assert!(w.contains("| 3  | 10 |"), "{w}");
     assert_eq!(
-        iceberg_count(&p.lake(), "silver.ap", "SELECT COUNT(*) FROM t WHERE w IS NULL").await,
+        iceberg_count(
+            &p.lake(),
+            "silver.ap",
+            "SELECT COUNT(*) FROM t WHERE w IS NULL"
+        )
+        .await,
         3,
         "{w}"
     );
@@ -661,12 +684,22 @@ fn concurrent_runs_of_a_windowed_append_never_append_a_row_twice() {
         }
         // Every bronze row once in the append model.
         let shown = p.ok(&[
-            "show", "{p}", "silver.ap", "--limit", "1000", "--format", "json",
+            "show",
+            "{p}",
+            "silver.ap",
+            "--limit",
+            "1000",
+            "--format",
+            "json",
         ]);
         let ids: Vec<i64> = shown
             .lines()
             .filter(|l| l.starts_with('{'))
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_i64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                    .as_i64()
+                    .unwrap()
+            })
             .collect();
         let mut unique = ids.clone();
         unique.sort_unstable();
