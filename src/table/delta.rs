@@ -636,11 +636,7 @@ fn advice(dt: &DataType, error: String) -> (String, String) {
         | DataType::Decimal256(p, s) => (
             "Delta Lake stores DECIMAL(p, s) as 128-bit decimals with p <= 38 and 0 <= s <= p"
                 .into(),
-            format!(
-                "store `CAST(<expr> AS DECIMAL({}, {}))`",
-                (*p).min(38),
-                (*s).clamp(0, (*p).min(38) as i8)
-            ),
+            super::decimal_hint(*p, *s),
         ),
         _ => (
             error,

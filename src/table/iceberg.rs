@@ -496,6 +496,33 @@ impl Iceberg {
         Err(lost(&ident, "other writers kept committing first"))
     }
 
+    /// Commits `files` as the whole content of `table` (a rewrite by `operation`, recorded in
+    /// `smelter.last_commit`; no transaction id) and returns the table after it.
+    async fn replace_all(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+        table: Table,
+        files: Vec<iceberg_rust::spec::manifest::DataFile>,
+        operation: &str,
+    ) -> Result<Table> {
+        let req = WriteRequest {
+            ctx,
+            url,
+            input: ctx.read_empty()?,
+            mode: WriteMode::Overwrite,
+            partition_by: Vec::new(),
+            txn_id: None,
+            metadata: vec![("operation".into(), operation.into())],
+            read_version: None,
+            observer: None,
+        };
+        Ok(self
+            .commit(table, CommitKind::Replace(files), &req, TxnEntry::default())
+            .await?
+            .0)
+    }
+
     /// The Iceberg schema for `arrow` on `table` (field ids kept by name, new fields numbered
     /// after the table's last column id). `keep_missing`: table columns absent from `arrow`
     /// stay (append, merge); else the schema is `arrow`'s alone (overwrite).
@@ -1256,11 +1283,7 @@ fn refusal(path: &str, dt: &DataType) -> UnstorableColumn {
         | DataType::Decimal128(p, s)
         | DataType::Decimal256(p, s) => (
             "Iceberg stores DECIMAL(p, s) with p <= 38 and 0 <= s <= p".into(),
-            format!(
-                "store `CAST(<expr> AS DECIMAL({}, {}))`",
-                (*p).min(38),
-                (*s).clamp(0, (*p).min(38) as i8)
-            ),
+            super::decimal_hint(*p, *s),
         ),
         DataType::Map(_, _) => (
             "Smelter does not write Iceberg maps yet".into(),
@@ -1504,18 +1527,7 @@ impl TableFormat for Iceberg {
         let schema = self.schema_for(Some(&table), &arrow, false)?;
         let table = self.set_schema(table, schema).await?;
         let files = self.write_files(&table, staged.df.clone()).await?;
-        let req = WriteRequest {
-            ctx,
-            url,
-            input: staged.df.clone(),
-            mode: WriteMode::Overwrite,
-            partition_by: Vec::new(),
-            txn_id: None,
-            metadata: vec![("operation".into(), "alter_columns".into())],
-            read_version: None,
-            observer: None,
-        };
-        self.commit(table, CommitKind::Replace(files), &req, TxnEntry::default())
+        self.replace_all(ctx, url, table, files, "alter_columns")
             .await?;
         Ok(())
     }
@@ -1600,20 +1612,7 @@ impl TableFormat for Iceberg {
                 None,
             )))?;
             let files = self.write_files(&table, df).await?;
-            let req = WriteRequest {
-                ctx,
-                url,
-                input: ctx.read_empty()?,
-                mode: WriteMode::Overwrite,
-                partition_by: Vec::new(),
-                txn_id: None,
-                metadata: vec![("operation".into(), "maintain".into())],
-                read_version: None,
-                observer: None,
-            };
-            self.commit(table, CommitKind::Replace(files), &req, TxnEntry::default())
-                .await?
-                .0
+            self.replace_all(ctx, url, table, files, "maintain").await?
         } else {
             table
         };

@@ -345,6 +345,16 @@ pub fn unstorable_problems(format: &dyn TableFormat, shown: &str, schema: &Schem
         .collect()
 }
 
+/// The fix for a decimal a table format cannot store (both store p <= 38, 0 <= s <= p): the
+/// nearest storable `CAST`.
+pub(crate) fn decimal_hint(p: u8, s: i8) -> String {
+    format!(
+        "store `CAST(<expr> AS DECIMAL({}, {}))`",
+        p.min(38),
+        s.clamp(0, p.min(38) as i8)
+    )
+}
+
 /// The table format configured for a pipeline.
 pub fn for_pipeline(pipeline: &Pipeline, lake: &crate::storage::Lake) -> Arc<dyn TableFormat> {
     match pipeline.format.table {
