@@ -480,7 +480,9 @@ impl Iceberg {
             if won {
                 return Ok((now, None));
             }
-            if !matches!(kind, CommitKind::Append(_)) {
+            // Only a plain append may be committed again on the winner's snapshot: a write
+            // computed from the table (or from a window read with it) is stale now.
+            if !matches!(kind, CommitKind::Append(_)) || req.read_version.is_some() {
                 return Err(lost(&ident, "another writer committed to it first"));
             }
             if let Some(theirs) = req
