@@ -8,7 +8,11 @@
 //! it; a run id that already has a window reads that one again. A pending window whose write did
 //! commit (the process died between the commit and the marker) is recognised by the run id's
 //! transaction id in the model's table (every windowed incremental model's write carries one),
-//! so its rows are not read twice. `--full-refresh` reads all of bronze, and records that.
+//! so its rows are not read twice. Two concurrent runs with different run ids may open the same
+//! window: the runner commits an `append` model's write as of the table version read before
+//! [`open`] (see [`crate::table::WriteRequest::read_version`]), so the second commit conflicts
+//! (exit 75) and its retry reads what is left. `--full-refresh` reads all of bronze, and records
+//! that.
 //! The same idea as SQLMesh's interval tracking and Auto Loader's processed-file log, applied to
 //! bronze run ids.
 

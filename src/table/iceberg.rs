@@ -246,6 +246,14 @@ impl Iceberg {
     }
 
     /// The table at `ident` as committed now, or `None`.
+    /// The table `ident` as the catalog holds it now, after a commit to it. Errors: the catalog
+    /// is unreachable, or the table was dropped meanwhile (a lost race, exit 75).
+    async fn reload(&self, ident: &Identifier) -> Result<Table> {
+        self.load(ident)
+            .await?
+            .ok_or_else(|| lost(ident, "its table was dropped"))
+    }
+
     async fn load(&self, ident: &Identifier) -> Result<Option<Table>> {
         let catalog = self.fresh().await?;
         if !catalog
@@ -356,10 +364,7 @@ impl Iceberg {
             })
             .await
             .map_err(|e| catalog_error(&ident.to_string(), e))?;
-        let now = self
-            .load(&ident)
-            .await?
-            .ok_or_else(|| lost(&ident, "its table was dropped"))?;
+        let now = self.reload(&ident).await?;
         let current = now
             .metadata()
             .current_schema(None)
@@ -467,10 +472,7 @@ impl Iceberg {
                 .keys()
                 .copied()
                 .find(|id| !before.contains(id));
-            let now = self
-                .load(&ident)
-                .await?
-                .ok_or_else(|| lost(&ident, "its table was dropped"))?;
+            let now = self.reload(&ident).await?;
             let won = match ours {
                 Some(id) => now.metadata().snapshots.contains_key(&id),
                 None => txns(&now)
@@ -1630,10 +1632,7 @@ impl TableFormat for Iceberg {
             .commit()
             .await
             .map_err(|e| catalog_error(&ident.to_string(), e))?;
-        let table = self
-            .load(&ident)
-            .await?
-            .ok_or_else(|| lost(&ident, "its table was dropped"))?;
+        let table = self.reload(&ident).await?;
         let expired = snapshots_before.saturating_sub(table.metadata().snapshots.len()) as u64;
         let deleted = remove_orphans(&table, cutoff).await?;
         Ok(Some(MaintainReport {

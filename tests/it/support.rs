@@ -204,14 +204,18 @@ impl Project {
 
     /// A single i64 from a query.
     pub async fn scalar(&self, tables: &[(&str, &str)], sql: &str) -> i64 {
-        let batches = self.query(tables, sql).await;
-        let b = batches.iter().find(|b| b.num_rows() > 0).expect("one row");
-        let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64).unwrap();
-        col.as_any()
-            .downcast_ref::<arrow::array::Int64Array>()
-            .unwrap()
-            .value(0)
+        first_i64(&self.query(tables, sql).await)
     }
+}
+
+/// The first value of the first column of the first non-empty batch, cast to Int64.
+pub fn first_i64(batches: &[arrow::record_batch::RecordBatch]) -> i64 {
+    let b = batches.iter().find(|b| b.num_rows() > 0).expect("one row");
+    let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64).unwrap();
+    col.as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0)
 }
 
 /// Exit code of an output.
