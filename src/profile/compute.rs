@@ -91,8 +91,8 @@ fn distinct_arg(e: Expr, dt: &DataType) -> Option<Expr> {
         | Timestamp(..) | Time32(_) | Time64(_) | Utf8 | LargeUtf8 | Utf8View | Binary
         | LargeBinary => Some(e),
         Boolean => Some(cast(e, Int8)),
-        Float16 | Float32 | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..)
-        | Decimal256(..) => Some(cast(e, Utf8)),
+        dt if super::sketch::has_distinct_key(dt) => Some(super::sketch::distinct_key(e)),
+        Decimal256(..) => Some(cast(e, Utf8)),
         _ => None,
     }
 }

@@ -7,14 +7,15 @@
 //!   mean, stddev, the t-digest quantiles, string lengths, HyperLogLog distinct counts), through
 //!   DataFusion's own accumulators, so every one of these metrics is computed as a scan computes
 //!   it;
-//! - per column, an exact count of each distinct non-NULL value (in the Arrow row format), kept
-//!   while the column has at most `exact_distinct_max` distinct values: such a column gets an
-//!   exact distinct count, exact top-k and an exact histogram, as in the scan. Its HyperLogLog
-//!   sketch is only started when the exact counts overflow, from the values counted so far;
-//! - per numeric or temporal column, a [`Rebucketing`] histogram, used when the exact counts
-//!   overflowed: the final equal-width buckets need the column's min and max, known only at the
-//!   end, so values are counted on a finer grid that doubles its span when a value falls outside
-//!   it, and re-bucketed onto `[min, max]` at the end (error bound in [`Rebucketing`]).
+//! - per column, an exact count of each distinct non-NULL value (interned by DataFusion's group
+//!   tables, as a `GROUP BY` would), kept while the column has at most `exact_distinct_max`
+//!   distinct values: such a column gets an exact distinct count, exact top-k and an exact
+//!   histogram, as in the scan. Its HyperLogLog sketch and its histogram below are only started
+//!   when the exact counts overflow, from the values counted so far with their counts;
+//! - per numeric or temporal column whose exact counts overflowed, a [`Rebucketing`] histogram:
+//!   the final equal-width buckets need the column's min and max, known only at the end, so
+//!   values are counted on a finer grid that doubles its span when a value falls outside it, and
+//!   re-bucketed onto `[min, max]` at the end (error bound in [`Rebucketing`]).
 //!
 //! Batches arrive from the write's partitions concurrently; one mutex serializes the updates.
 
@@ -22,11 +23,12 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
-use arrow::row::{RowConverter, SortField};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::execution::context::ExecutionProps;
-use datafusion::logical_expr::{Accumulator, Expr};
+use datafusion::logical_expr::{Accumulator, EmitTo, Expr};
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
+use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 
 use super::compute::{self, ProfileOptions};
@@ -80,14 +82,25 @@ impl Agg {
         })
     }
 
-    /// Adds the rows of `batch`.
-    fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Adds the rows of `batch`. `evaluated` holds the arguments already evaluated on this
+    /// batch, by their text (several aggregates share one: `CAST(x AS Float64)` feeds the mean,
+    /// the stddev and the quantiles, a string's length its min, max and mean).
+    fn update(
+        &mut self,
+        batch: &RecordBatch,
+        evaluated: &mut ahash::AHashMap<String, ArrayRef>,
+    ) -> Result<()> {
         let args = self
             .args
             .iter()
             .map(|e| {
-                e.evaluate(batch)
-                    .and_then(|v| v.into_array(batch.num_rows()))
+                let key = e.to_string();
+                if let Some(arr) = evaluated.get(&key) {
+                    return Ok(arr.clone());
+                }
+                let arr = e.evaluate(batch)?.into_array(batch.num_rows())?;
+                evaluated.insert(key, arr.clone());
+                Ok(arr)
             })
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         self.acc.update_batch(&args)?;
@@ -119,7 +132,6 @@ impl StreamProfile {
 impl State {
     fn new(schema: &Schema, options: &ProfileOptions) -> Result<Self> {
         let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-        let df_schema = DFSchema::try_from(schema.clone())?;
         let props = ExecutionProps::new();
         let mut aggs = Vec::new();
         let mut distinct: Vec<Option<Agg>> = fields.iter().map(|_| None).collect();
@@ -155,9 +167,11 @@ impl State {
                 if matches!(kind, ColumnKind::Numeric | ColumnKind::Temporal)
                     && options.histogram_bins > 0
                 {
+                    // Planned over the column alone, like the distinct count.
                     let x = compute::as_number(compute::column(f.name()), f.data_type());
+                    let one = DFSchema::try_from(Schema::new(vec![f.clone()]))?;
                     Some((
-                        create_physical_expr(&x, &df_schema, &props)?,
+                        create_physical_expr(&x, &one, &props)?,
                         Rebucketing::new(options.histogram_bins * FINE_PER_BIN),
                     ))
                 } else {
@@ -202,13 +216,15 @@ impl StreamProfile {
         }
         state.seen = true;
         let rows = batch.num_rows();
+        let mut evaluated = ahash::AHashMap::new();
         for agg in &mut state.aggs {
-            agg.update(batch)?;
+            agg.update(batch, &mut evaluated)?;
         }
         let State {
             fields,
             values,
             distinct,
+            numbers,
             ..
         } = &mut *state;
         for (i, field) in fields.iter().enumerate() {
@@ -216,28 +232,39 @@ impl StreamProfile {
             let one = |arr: ArrayRef| {
                 RecordBatch::try_new(Arc::new(Schema::new(vec![field.clone()])), vec![arr])
             };
-            match &mut values[i] {
-                Some(counts) => {
-                    if !counts.add(column)? {
-                        // Overflowed: the sketch takes over, from every value seen so far.
-                        if let Some(hll) = &mut distinct[i] {
-                            hll.update(&one(counts.values()?)?)?;
-                            hll.update(&one(column.clone())?)?;
+            let overflowed = match &mut values[i] {
+                Some(counts) => !counts.add(column)?,
+                None => false,
+            };
+            if overflowed {
+                // The sketch and the histogram take over, from every value counted so far (a
+                // HyperLogLog sketch does not depend on how often it sees a value; the
+                // histogram takes each value with its count).
+                let Some((seen, counts)) = values[i].take().map(ValueCounts::finish).transpose()?
+                else {
+                    continue;
+                };
+                if let Some(hll) = &mut distinct[i] {
+                    hll.update(&one(seen.clone())?, &mut Default::default())?;
+                }
+                if let Some((x, hist)) = &mut numbers[i] {
+                    let xs = x.evaluate(&one(seen)?)?.into_array(counts.len())?;
+                    for (v, n) in xs.as_primitive::<Float64Type>().iter().zip(&counts) {
+                        if let Some(v) = v {
+                            hist.add_n(v, *n);
                         }
-                        values[i] = None;
                     }
                 }
-                None => {
-                    if let Some(hll) = &mut distinct[i] {
-                        hll.update(&one(column.clone())?)?;
+            } else if values[i].is_none() {
+                if let Some(hll) = &mut distinct[i] {
+                    hll.update(&one(column.clone())?, &mut Default::default())?;
+                }
+                if let Some((x, hist)) = &mut numbers[i] {
+                    let xs = x.evaluate(&one(column.clone())?)?.into_array(rows)?;
+                    for v in xs.as_primitive::<Float64Type>().iter().flatten() {
+                        hist.add_n(v, 1);
                     }
                 }
-            }
-        }
-        for (x, hist) in state.numbers.iter_mut().flatten() {
-            let arr = x.evaluate(batch)?.into_array(rows)?;
-            for v in arr.as_primitive::<Float64Type>().iter().flatten() {
-                hist.add(v);
             }
         }
         Ok(())
@@ -271,7 +298,9 @@ impl StreamProfile {
         for (i, p) in columns.iter_mut().enumerate() {
             if let Some(counts) = state.values[i].take() {
                 let numeric = matches!(p.kind, ColumnKind::Numeric | ColumnKind::Temporal);
-                compute::finish_values(p, counts.finish(numeric)?, rows, &self.options);
+                let (values, counts) = counts.finish()?;
+                let rows_of = value_rows(&values, &counts, numeric)?;
+                compute::finish_values(p, rows_of, rows, &self.options);
             } else if let (Some((_, hist)), Some(lo), Some(hi)) =
                 (&state.numbers[i], p.min_value, p.max_value)
             {
@@ -294,11 +323,14 @@ impl BatchObserver for StreamProfile {
     }
 }
 
-/// Exact counts of a column's distinct non-NULL values, keyed by their Arrow row encoding, up to
-/// `cap` distinct values.
+/// Exact counts of a column's distinct non-NULL values, up to `cap` distinct values, interned
+/// by DataFusion's hash-aggregation group tables (`GroupValues`, specialized for primitive and
+/// string columns), whose group ids index `counts`.
 struct ValueCounts {
-    converter: RowConverter,
-    counts: ahash::AHashMap<Box<[u8]>, u64>,
+    groups: Box<dyn GroupValues>,
+    counts: Vec<u64>,
+    /// Group ids of the last batch (a reused buffer).
+    ids: Vec<usize>,
     cap: usize,
 }
 
@@ -312,61 +344,66 @@ impl std::fmt::Debug for ValueCounts {
 
 impl ValueCounts {
     fn new(dt: &DataType, cap: usize) -> Result<Self> {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", dt.clone(), true)]));
         Ok(ValueCounts {
-            converter: RowConverter::new(vec![SortField::new(dt.clone())])?,
-            counts: ahash::AHashMap::new(),
+            groups: new_group_values(schema, &GroupOrdering::None)?,
+            counts: Vec::new(),
+            ids: Vec::new(),
             cap,
         })
     }
 
-    /// Counts the non-NULL values of `arr`; false once there are more than `cap` distinct ones.
+    /// Counts the non-NULL values of `arr`; false once there are more than `cap` distinct ones
+    /// (the batch is counted all the same).
     fn add(&mut self, arr: &ArrayRef) -> Result<bool> {
         if arr.null_count() == arr.len() {
             return Ok(true);
         }
-        let rows = self.converter.convert_columns(std::slice::from_ref(arr))?;
-        for i in (0..arr.len()).filter(|i| arr.is_valid(*i)) {
-            let key = rows.row(i);
-            let full = self.counts.len() >= self.cap;
-            match self.counts.get_mut(key.as_ref()) {
-                Some(n) => *n += 1,
-                None if full => return Ok(false),
-                None => {
-                    self.counts.insert(key.as_ref().into(), 1);
-                }
-            }
+        let arr = if arr.null_count() > 0 {
+            arrow::compute::filter(arr, &arrow::compute::is_not_null(arr)?)?
+        } else {
+            arr.clone()
+        };
+        self.ids.clear();
+        self.groups.intern(&[arr], &mut self.ids)?;
+        self.counts.resize(self.groups.len(), 0);
+        for g in &self.ids {
+            self.counts[*g] += 1;
         }
-        Ok(true)
+        Ok(self.counts.len() <= self.cap)
     }
 
-    /// Every distinct value counted, as an array (in the order of `counts`' iteration).
-    fn values(&self) -> Result<ArrayRef> {
-        let parser = self.converter.parser();
-        let keys: Vec<_> = self.counts.keys().map(|k| parser.parse(k)).collect();
-        let mut arrays = self.converter.convert_rows(keys)?;
-        arrays
+    /// Every distinct value counted, as an array, and its count (index for index).
+    fn finish(mut self) -> Result<(ArrayRef, Vec<u64>)> {
+        let values = self
+            .groups
+            .emit(EmitTo::All)?
             .pop()
-            .ok_or_else(|| Error::Internal("row conversion lost its column".into()))
+            .ok_or_else(|| Error::Internal("group values lost their column".into()))?;
+        Ok((values, self.counts))
     }
+}
 
-    /// Every value as (text, rows, number when `numeric`), as the scan's grouping pass gives them.
-    fn finish(self, numeric: bool) -> Result<Vec<(String, u64, Option<f64>)>> {
-        let values = self.values()?;
-        let arr = &values;
-        self.counts
-            .values()
-            .enumerate()
-            .map(|(i, n)| {
-                let text = arrow::util::display::array_value_to_string(arr, i)?;
-                let number = if numeric {
-                    compute::scalar_number(&ScalarValue::try_from_array(arr, i)?)
-                } else {
-                    None
-                };
-                Ok((text, *n, number))
-            })
-            .collect()
-    }
+/// Every value of `values` as (text, rows, number when `numeric`), as the scan's grouping pass
+/// gives them.
+fn value_rows(
+    values: &ArrayRef,
+    counts: &[u64],
+    numeric: bool,
+) -> Result<Vec<(String, u64, Option<f64>)>> {
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let text = arrow::util::display::array_value_to_string(values, i)?;
+            let number = if numeric {
+                compute::scalar_number(&ScalarValue::try_from_array(values, i)?)
+            } else {
+                None
+            };
+            Ok((text, *n, number))
+        })
+        .collect()
 }
 
 /// An equal-width histogram whose range is not known in advance: `K` fine buckets of width `w`
@@ -399,8 +436,8 @@ impl Rebucketing {
         }
     }
 
-    /// Counts `v`.
-    pub fn add(&mut self, v: f64) {
+    /// Counts `v`, `n` times.
+    pub fn add_n(&mut self, v: f64, n: u64) {
         if !v.is_finite() {
             return;
         }
@@ -410,7 +447,7 @@ impl Rebucketing {
         }
         if self.width == 0.0 {
             if v == self.lo {
-                self.counts[0] += 1;
+                self.counts[0] += n;
                 return;
             }
             // The second distinct value: a grid over both, each in its half.
@@ -432,7 +469,7 @@ impl Rebucketing {
         loop {
             let x = ((v - self.lo) / self.width).floor();
             if x >= 0.0 && x < k as f64 {
-                self.counts[x as usize] += 1;
+                self.counts[x as usize] += n;
                 return;
             }
             if !(self.width * 2.0).is_finite() {
@@ -514,7 +551,7 @@ mod tests {
         let width = (hi - lo) / bins as f64;
         let mut h = Rebucketing::new(bins * FINE_PER_BIN);
         for v in &values {
-            h.add(*v);
+            h.add_n(*v, 1);
         }
         let got = h.rebucket(lo, hi, bins);
         let want = exact(&values, bins);
@@ -542,12 +579,12 @@ mod tests {
     fn rebucketing_handles_one_value_and_non_finite() {
         let mut h = Rebucketing::new(40);
         for _ in 0..5 {
-            h.add(3.0);
+            h.add_n(3.0, 1);
         }
-        h.add(f64::NAN);
-        h.add(f64::INFINITY);
+        h.add_n(f64::NAN, 1);
+        h.add_n(f64::INFINITY, 1);
         assert_eq!(h.rebucket(3.0, 3.0, 4), vec![5, 0, 0, 0]);
-        h.add(-1.0);
+        h.add_n(-1.0, 1);
         assert_eq!(h.rebucket(-1.0, 3.0, 4), vec![1, 0, 0, 5]);
     }
 
