@@ -131,22 +131,23 @@ pub async fn run(
     full_refresh: bool,
 ) -> Result<Vec<ExtractMetrics>> {
     let source = source::open(&plan.pipeline);
+    let source = source.as_ref();
+    // Tables are read concurrently, `engine.threads` at a time (each with its own
+    // `partitions` connections); results keep the pipeline's table order.
+    let threads = plan.pipeline.engine.threads.max(1);
+    let mut results =
+        futures::stream::iter(plan.pipeline.source.tables.iter().map(|table| async move {
+            let result =
+                extract_table(plan, source, lake, state, params, table, full_refresh).await;
+            (table, result)
+        }))
+        .buffered(threads);
     let mut out = Vec::new();
     // Tables with nothing new (files source) land nothing; only when every table has nothing
     // is the run "nothing to do" (exit 99).
     let mut nothing = Vec::new();
-    for table in &plan.pipeline.source.tables {
-        match extract_table(
-            plan,
-            source.as_ref(),
-            lake,
-            state,
-            params,
-            table,
-            full_refresh,
-        )
-        .await
-        {
+    while let Some((table, result)) = results.next().await {
+        match result {
             Ok(m) => out.push(m),
             Err(Error::NothingToDo(why)) => {
                 info!(table = %table.name, reason = %why, "Nothing to land.");
@@ -154,6 +155,8 @@ pub async fn run(
             }
             // Whatever fails names the table and its landing directory; a source error names
             // its source file in the message, so the landing directory is not given as `file`.
+            // The reads still in flight are dropped: a retried run id cleans their landing
+            // directories first.
             Err(e) => {
                 let dir = crate::storage::redact(&lake.landing_url(&table.name, &params.run_id));
                 let file = (!matches!(e, Error::Source { .. })).then_some(dir.as_str());

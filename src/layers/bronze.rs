@@ -49,86 +49,106 @@ pub fn bronze_schema(source: &Schema) -> SchemaRef {
 /// A table whose load fails is named in the error (`bronze.<table>`); when the landed data is at
 /// fault, [`diagnose`] names the column and the landing file and decides the kind.
 pub async fn run(rc: &RunContext<'_>, records: &mut Vec<RunRecord>) -> Result<()> {
-    let before = records.len();
-    let mut missing = Vec::new();
-    for id in rc.plan.bronze_tables() {
-        let clock = Instant::now();
-        let started = now_us();
-        let Some(manifest) = read_manifest(rc.lake, &id.name, &rc.params.run_id).await? else {
-            missing.push(id.name.clone());
-            continue;
-        };
-        let mut schema_changes = Vec::new();
-        let mut quarantined = 0;
-        let mut streamed = None;
-        // An empty snapshot still deletes the keys bronze holds.
-        let metrics = if manifest.rows == 0 && manifest.rejected_rows == 0 && !manifest.snapshot {
-            WriteMetrics {
-                skipped: true,
-                ..Default::default()
-            }
-        } else {
-            match append(rc, &id, &manifest, started).await {
-                Ok((m, changes, q, s)) => {
-                    schema_changes = changes;
-                    quarantined = q;
-                    streamed = s;
-                    m
-                }
-                Err(e @ Error::Rejected { .. }) => return Err(e),
-                Err(e) => return Err(diagnose(rc, &id, &manifest, e).await),
-            }
-        };
-        rc.state
-            .commit_files(&id.name, &rc.params.run_id, &manifest.source_files)
-            .await?;
-        if let Some(wm) = &manifest.watermark_to {
-            if manifest.watermark_from.as_ref() != Some(wm) {
-                rc.state
-                    .commit_watermark(&id.name, wm, &rc.params.run_id)
-                    .await?;
-            }
-        }
-        info!(
-        pipeline = %rc.plan.pipeline.name,
-            layer = "bronze",
-            table = %id,
-            run_id = %rc.params.run_id,
-            rows = metrics.rows_inserted,
-            skipped = metrics.skipped,
-            duration_ms = clock.elapsed().as_millis() as u64,
-            "Appended bronze table."
-        );
-        let profile = if metrics.skipped {
-            None
-        } else {
-            crate::profile::after_write(rc, &id, &metrics, streamed).await?
-        };
-        let mut record = rc.record(
-            Layer::Bronze,
-            id.to_string(),
-            started,
-            clock.elapsed().as_millis() as u64,
-            &metrics,
-            serde_json::json!({
-                "landed_rows": manifest.rows,
-                "quarantined": quarantined,
-                "schema_changes": schema_changes,
-                "version": metrics.version,
-                "drift": profile.as_ref().map(|p| &p.drift),
-            }),
-        );
-        record.profile = profile;
-        records.push(record);
-    }
-    if records.len() == before {
+    use futures::{StreamExt, TryStreamExt};
+    // Tables load concurrently, `engine.threads` at a time: each is its own Delta/Iceberg table
+    // and the state tables take concurrent appends. Records keep the plan's order; the first
+    // failure in that order is reported, and the loads still in flight are dropped as a killed
+    // process would leave them (each load is idempotent by run id).
+    let threads = rc.plan.pipeline.engine.threads.max(1);
+    let loaded: Vec<(TableId, Option<RunRecord>)> =
+        futures::stream::iter(rc.plan.bronze_tables().into_iter().map(|id| async move {
+            let record = load_table(rc, &id).await?;
+            Ok::<_, Error>((id, record))
+        }))
+        .buffered(threads)
+        .try_collect()
+        .await?;
+    let missing: Vec<String> = loaded
+        .iter()
+        .filter(|(_, r)| r.is_none())
+        .map(|(id, _)| id.name.clone())
+        .collect();
+    if missing.len() == loaded.len() {
         return Err(Error::NothingToDo(format!(
             "no landed files for run id `{}` (tables: {}): the extract layer of this run id has not run, or landed nothing new; run it with this run id first (`--layer extract`), or use `--layer all`",
             rc.params.run_id,
             missing.join(", ")
         )));
     }
+    records.extend(loaded.into_iter().filter_map(|(_, r)| r));
     Ok(())
+}
+
+/// Loads one bronze table from its landed files (see [`append`]), then records its landed
+/// files and watermark in the run state; `None` when the run id landed nothing for it.
+async fn load_table(rc: &RunContext<'_>, id: &TableId) -> Result<Option<RunRecord>> {
+    let clock = Instant::now();
+    let started = now_us();
+    let Some(manifest) = read_manifest(rc.lake, &id.name, &rc.params.run_id).await? else {
+        return Ok(None);
+    };
+    let mut schema_changes = Vec::new();
+    let mut quarantined = 0;
+    let mut streamed = None;
+    // An empty snapshot still deletes the keys bronze holds.
+    let metrics = if manifest.rows == 0 && manifest.rejected_rows == 0 && !manifest.snapshot {
+        WriteMetrics {
+            skipped: true,
+            ..Default::default()
+        }
+    } else {
+        match append(rc, id, &manifest, started).await {
+            Ok((m, changes, q, s)) => {
+                schema_changes = changes;
+                quarantined = q;
+                streamed = s;
+                m
+            }
+            Err(e @ Error::Rejected { .. }) => return Err(e),
+            Err(e) => return Err(diagnose(rc, id, &manifest, e).await),
+        }
+    };
+    rc.state
+        .commit_files(&id.name, &rc.params.run_id, &manifest.source_files)
+        .await?;
+    if let Some(wm) = &manifest.watermark_to {
+        if manifest.watermark_from.as_ref() != Some(wm) {
+            rc.state
+                .commit_watermark(&id.name, wm, &rc.params.run_id)
+                .await?;
+        }
+    }
+    info!(
+        pipeline = %rc.plan.pipeline.name,
+        layer = "bronze",
+        table = %id,
+        run_id = %rc.params.run_id,
+        rows = metrics.rows_inserted,
+        skipped = metrics.skipped,
+        duration_ms = clock.elapsed().as_millis() as u64,
+        "Appended bronze table."
+    );
+    let profile = if metrics.skipped {
+        None
+    } else {
+        crate::profile::after_write(rc, id, &metrics, streamed).await?
+    };
+    let mut record = rc.record(
+        Layer::Bronze,
+        id.to_string(),
+        started,
+        clock.elapsed().as_millis() as u64,
+        &metrics,
+        serde_json::json!({
+            "landed_rows": manifest.rows,
+            "quarantined": quarantined,
+            "schema_changes": schema_changes,
+            "version": metrics.version,
+            "drift": profile.as_ref().map(|p| &p.drift),
+        }),
+    );
+    record.profile = profile;
+    Ok(Some(record))
 }
 
 /// URLs of a manifest's landing files.

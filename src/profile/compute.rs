@@ -312,7 +312,10 @@ pub(crate) fn columns_from(fields: &[Field], row: &One) -> (u64, Vec<ColumnProfi
                 value,
             })
             .collect();
-        let distinct = row.u64(&format!("c{i}_distinct"));
+        // An estimate is never more than the values it counts.
+        let distinct = row
+            .u64(&format!("c{i}_distinct"))
+            .map(|d| d.min(nonnull.min(rows)));
         columns.push(ColumnProfile {
             name: f.name().clone(),
             data_type: dt.to_string(),

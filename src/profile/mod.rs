@@ -211,7 +211,15 @@ pub fn stream_profiler(
         WriteMode::Overwrite | WriteMode::Merge { .. } => ProfileScope::Table,
         WriteMode::Append => ProfileScope::Appended,
     };
-    let profiler = stream::StreamProfile::new(&id.to_string(), schema, options(rc))?;
+    // A merge's input carries the delete flag of the rows it removes; it is no table column.
+    let columns: Vec<arrow::datatypes::FieldRef> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != crate::layers::deletes::FLAG)
+        .cloned()
+        .collect();
+    let schema = arrow::datatypes::Schema::new(columns);
+    let profiler = stream::StreamProfile::new(&id.to_string(), &schema, options(rc))?;
     Ok(Some(Streamed {
         profiler: Arc::new(profiler),
         scope,
@@ -267,6 +275,12 @@ pub async fn after_write(
         }
         None => profile_table(rc, id, &rc.params.run_id).await?,
     };
+    // An append that added nothing (an empty catch-up window) has no batch to describe, and
+    // must not become the baseline the next batch's drift is measured against.
+    if profile.scope == ProfileScope::Appended && profile.row_count == 0 {
+        info!(table = %id, "Nothing appended: no profile stored.");
+        return Ok(None);
+    }
     let previous = history::latest(rc.state, id).await?;
     if let Some(prev) = previous.filter(|p| p.scope == profile.scope) {
         profile.drift = drift::compare(&prev, &profile, &settings.drift);

@@ -197,6 +197,21 @@ impl StreamProfile {
             .state
             .lock()
             .map_err(|_| Error::Internal("profile state poisoned".into()))?;
+        // The write's own columns (a merge's delete flag) are not the table's: only the
+        // profiled columns are kept, by name.
+        let projected;
+        let batch = if batch.num_columns() > state.fields.len() {
+            let schema = batch.schema();
+            let indices = state
+                .fields
+                .iter()
+                .map(|f| schema.index_of(f.name()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            projected = batch.project(&indices)?;
+            &projected
+        } else {
+            batch
+        };
         let types_match = batch.num_columns() == state.fields.len()
             && batch
                 .schema()

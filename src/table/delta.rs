@@ -368,8 +368,11 @@ impl TableFormat for Delta {
                 _ => return Err(lost_race()),
             }
         }
-        // A merge into a table without a version is a plain write of the input (below): its rows
-        // are then the table's, and the observer sees them as it does an overwrite's.
+        // A merge into a table without a version is a plain write of its upserts (below): its
+        // rows are then the table's, and the observer sees them as it does an overwrite's.
+        if table.version().is_none() {
+            req.input = super::upserts_only(req.input, &req.mode)?;
+        }
         let observed = match req.observer.take() {
             Some(observer)
                 if !matches!(req.mode, WriteMode::Merge { .. }) || table.version().is_none() =>
@@ -481,17 +484,6 @@ impl TableFormat for Delta {
                 })
             }
             (mode, _) => {
-                // A merge into a table that does not exist yet writes its upserts.
-                if let WriteMode::Merge {
-                    delete: Some(flag), ..
-                } = mode
-                {
-                    let marked = Expr::Column(Column::new_unqualified(flag));
-                    req.input = req
-                        .input
-                        .filter(marked.is_not_true())?
-                        .drop_columns(&[flag.as_str()])?;
-                }
                 let (save, schema) = match mode {
                     WriteMode::Overwrite => (SaveMode::Overwrite, SchemaMode::Overwrite),
                     _ => (SaveMode::Append, SchemaMode::Merge),

@@ -1720,6 +1720,10 @@ impl TableFormat for Iceberg {
                 ));
             }
         }
+        // A merge into a table without a snapshot is a plain write of its upserts (below).
+        if !has_snapshot {
+            req.input = super::upserts_only(req.input, &req.mode)?;
+        }
         let observed = match req.observer.take() {
             Some(observer) if !matches!(req.mode, WriteMode::Merge { .. }) || !has_snapshot => {
                 req.input = crate::engine::observe::observe(req.input, observer);
@@ -1760,16 +1764,6 @@ impl TableFormat for Iceberg {
                     .await?
             }
             (mode, existing) => {
-                if let WriteMode::Merge {
-                    delete: Some(flag), ..
-                } = mode
-                {
-                    let marked = Expr::Column(Column::new_unqualified(flag));
-                    req.input = req
-                        .input
-                        .filter(marked.is_not_true())?
-                        .drop_columns(&[flag.as_str()])?;
-                }
                 let overwrite = *mode == WriteMode::Overwrite;
                 let arrow = req.input.schema().as_arrow().clone();
                 let t = self

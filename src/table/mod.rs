@@ -363,6 +363,28 @@ pub fn for_pipeline(pipeline: &Pipeline, lake: &crate::storage::Lake) -> Arc<dyn
     }
 }
 
+/// The rows of `input` a write in `mode` puts into a table that has no version yet: for a merge
+/// with a delete flag column, the rows not flagged, without that column (there is nothing to
+/// delete); otherwise `input` as is.
+///
+/// Errors: planning the filter (the flag column is missing or not boolean).
+pub(crate) fn upserts_only(
+    input: datafusion::prelude::DataFrame,
+    mode: &WriteMode,
+) -> Result<datafusion::prelude::DataFrame> {
+    let WriteMode::Merge {
+        delete: Some(flag), ..
+    } = mode
+    else {
+        return Ok(input);
+    };
+    let marked =
+        datafusion::logical_expr::Expr::Column(datafusion::common::Column::new_unqualified(flag));
+    Ok(input
+        .filter(marked.is_not_true())?
+        .drop_columns(&[flag.as_str()])?)
+}
+
 #[cfg(test)]
 mod as_of_tests {
     use super::AsOf;

@@ -198,3 +198,62 @@ fn plan_json_of_a_files_source_shows_no_database() {
     assert_eq!(plan["source"]["type"], "files", "{plan}");
     assert!(plan["source"]["database"].is_null(), "{plan}");
 }
+
+/// The `price` values of every Parquet file under `dir`, read with the parquet crate (not with
+/// DataFusion, whose statistics shortcut is what this guards against).
+fn prices(dir: &std::path::Path) -> Vec<f64> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let file = std::fs::File::open(&path).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let col = batch.column_by_name("price").expect("price column");
+            let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Float64).unwrap();
+            let col = col
+                .as_any()
+                .downcast_ref::<arrow::array::Float64Array>()
+                .unwrap();
+            out.extend(col.iter().flatten());
+        }
+    }
+    out
+}
+
+/// A NaN next to values that are all equal survives bronze and silver. Parquet statistics leave
+/// NaN out of min and max, and DataFusion read a column whose file min equals max as that
+/// constant: `[1.5, NaN]` landed as `[1.5, 1.5]`.
+#[test]
+fn a_nan_beside_equal_values_is_kept() {
+    let toml = files_pipeline("t", "id");
+    let p = Project::custom(
+        &toml,
+        &[(
+            "silver/x.sql",
+            "-- materialized: table\nSELECT id, price FROM bronze.t\n",
+        )],
+    );
+    let dir = p.dir.path().join("incoming/t");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.csv"), "id,price\n1,1.5\n2,NaN\n3,1.5\n").unwrap();
+    p.ok(&["run", "{p}", "--run-id", "r1"]);
+    for table in ["bronze/t", "silver/x"] {
+        let got = prices(&p.lake().join(table));
+        assert_eq!(got.len(), 3, "{table}: {got:?}");
+        assert_eq!(
+            got.iter().filter(|v| v.is_nan()).count(),
+            1,
+            "{table}: {got:?}"
+        );
+        assert_eq!(
+            got.iter().filter(|v| **v == 1.5).count(),
+            2,
+            "{table}: {got:?}"
+        );
+    }
+}

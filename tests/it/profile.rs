@@ -896,3 +896,72 @@ async fn merge_profiles_stream_the_first_write_and_scan_later_ones() {
     );
     assert!(second.row_count > first.row_count);
 }
+
+/// An append that added nothing (an empty catch-up window) stores no profile, so drift between
+/// appended batches neither fires on it (exit 3) nor measures the next batch against 0 rows;
+/// an scd2 model's profile holds its table's columns, not the merge's delete flag.
+#[tokio::test]
+async fn empty_appends_store_no_profile_and_scd2_profiles_only_table_columns() {
+    let toml = crate::support::files_pipeline("t", "id").replace(
+        "[profile]\nmode = \"off\"\n",
+        "[profile]\nmode = \"full\"\nreport = false\n[profile.drift]\n\
+         row_count_change_pct = { max = 99.0, action = \"fail\" }\n",
+    );
+    let p = Project::custom(
+        &toml,
+        &[
+            (
+                "silver/log.sql",
+                "-- materialized: append\nSELECT id, v FROM {{ unprocessed('bronze.t') }} AS t\n",
+            ),
+            (
+                "silver/hist.sql",
+                "-- materialized: scd2\n-- unique_key: id\n-- sequence_by: v\n\
+                 SELECT id, v FROM {{ unprocessed('bronze.t') }} AS t\n",
+            ),
+        ],
+    );
+    let dir = p.dir.path().join("incoming/t");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Batches of 6 and 4 rows: 33 % apart, the history grows 67 %; an empty batch is 100 %.
+    std::fs::write(dir.join("a.csv"), "id,v\n1,1\n2,1\n3,1\n4,1\n5,1\n6,1\n").unwrap();
+    p.ok(&["run", "{p}", "--run-id", "r1"]);
+    // Nothing new in bronze: the windows are empty.
+    p.ok(&["run", "{p}", "--layer", "silver", "--run-id", "r2"]);
+    std::fs::write(dir.join("b.csv"), "id,v\n7,1\n8,1\n9,1\n10,1\n").unwrap();
+    p.ok(&["run", "{p}", "--run-id", "r3"]);
+    let profiles = [("p", "_smelter/profiles")];
+    assert_eq!(
+        p.scalar(
+            &profiles,
+            "SELECT COUNT(*) FROM p WHERE table_name = 'silver.log' AND row_count = 0"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        p.scalar(
+            &profiles,
+            "SELECT COUNT(*) FROM p WHERE table_name = 'silver.log' AND row_count IN (6, 4)"
+        )
+        .await,
+        2
+    );
+    assert!(
+        p.scalar(
+            &profiles,
+            "SELECT COUNT(*) FROM p WHERE table_name = 'silver.hist'"
+        )
+        .await
+            > 0
+    );
+    assert_eq!(
+        p.scalar(
+            &profiles,
+            "SELECT COUNT(*) FROM p WHERE table_name = 'silver.hist' \
+             AND (profile LIKE '%__smelter%' OR column_count <> 6)"
+        )
+        .await,
+        0
+    );
+}
