@@ -128,7 +128,9 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
     let level = match verbose {
         // delta-rs warns whenever a commit finds a newer version and checks it for conflicts,
         // which concurrent models' state commits do routinely (a real conflict is an error).
-        0 => "smelter=info,deltalake_core::kernel::transaction=error,warn",
+        // The Delta kernel logs every error it returns (`instrument(err)`) before delta-rs
+        // hands it to Smelter, which reports it once, with the table and what to do.
+        0 => "smelter=info,deltalake_core::kernel::transaction=error,buoyant_kernel=off,warn",
         1 => "smelter=debug,info",
         _ => "trace",
     };

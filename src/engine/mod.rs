@@ -11,6 +11,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 pub mod dedup;
+pub mod filter_nulls;
 pub mod float_stats;
 pub mod observe;
 
@@ -48,6 +49,7 @@ pub fn session(pipeline: &Pipeline, lake: Option<&Lake>) -> Result<SessionContex
         .with_runtime_env(runtime.build_arc()?)
         .with_query_planner(Arc::new(dedup::Planner))
         .with_optimizer_rule(Arc::new(dedup::LatestPerKeyRule))
+        .with_optimizer_rule(Arc::new(filter_nulls::FilterNulls))
         .with_physical_optimizer_rule(Arc::new(float_stats::FloatStats))
         .build();
     let ctx = SessionContext::new_with_state(state);
