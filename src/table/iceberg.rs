@@ -655,7 +655,7 @@ impl Iceberg {
             .map(|spec| !spec.fields().is_empty())
             .unwrap_or(false);
         let provider = if partitioned {
-            Arc::new(DataFusionTable::new_table(table.clone(), None, None, None))
+            current(table.clone())
         } else {
             let config = DataFusionTableConfigBuilder::default()
                 .enable_data_file_path_column(true)
@@ -1045,6 +1045,11 @@ fn sqlite_uri(path: &std::path::Path) -> String {
 }
 
 /// A commit that another writer won: retryable, nothing of it is visible.
+/// A DataFusion provider of `table`'s current snapshot (every row, no branch).
+fn current(table: Table) -> Arc<dyn TableProvider> {
+    Arc::new(DataFusionTable::new_table(table, None, None, None))
+}
+
 fn lost(ident: &Identifier, why: &str) -> Error {
     Error::Storage {
         url: ident.to_string(),
@@ -1448,9 +1453,7 @@ impl TableFormat for Iceberg {
         }
         let (ident, _) = self.ident(url)?;
         match self.load(&ident).await? {
-            Some(t) if t.metadata().current_snapshot_id.is_some() => Ok(Some(Arc::new(
-                DataFusionTable::new_table(t, None, None, None),
-            ))),
+            Some(t) if t.metadata().current_snapshot_id.is_some() => Ok(Some(current(t))),
             _ => Ok(None),
         }
     }
@@ -1495,12 +1498,7 @@ impl TableFormat for Iceberg {
         }
         // Rewrite copy-on-write: read every row, cast, replace. The schema commit comes first
         // (see `set_schema`), then the data commit.
-        let df = ctx.read_table(Arc::new(DataFusionTable::new_table(
-            table.clone(),
-            None,
-            None,
-            None,
-        )))?;
+        let df = ctx.read_table(current(table.clone()))?;
         let exprs: Vec<Expr> = df
             .schema()
             .fields()
@@ -1609,12 +1607,7 @@ impl TableFormat for Iceberg {
         // Compaction: more than one data file is rewritten into as few as the writer makes, in
         // one `replace` snapshot (the rows are read from the current snapshot).
         let table = if before.files > 1 {
-            let df = ctx.read_table(Arc::new(DataFusionTable::new_table(
-                table.clone(),
-                None,
-                None,
-                None,
-            )))?;
+            let df = ctx.read_table(current(table.clone()))?;
             let files = self.write_files(&table, df).await?;
             self.replace_all(ctx, url, table, files, "maintain").await?
         } else {
@@ -1671,10 +1664,7 @@ impl TableFormat for Iceberg {
         match self.load(&ident).await? {
             Some(t) if t.metadata().current_snapshot_id.is_some() => {
                 let version = t.metadata().last_sequence_number;
-                Ok(Some((
-                    Arc::new(DataFusionTable::new_table(t, None, None, None)),
-                    version,
-                )))
+                Ok(Some((current(t), version)))
             }
             _ => Ok(None),
         }
