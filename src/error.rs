@@ -84,6 +84,17 @@ pub enum Error {
         /// Whether a retry may succeed.
         retryable: bool,
     },
+    /// A failure of the Ballista cluster a query ran on (`[engine] mode = "ballista"`): the
+    /// scheduler cannot be reached, or an executor was lost and the job failed.
+    #[error("cluster error at {url}: {message}")]
+    Cluster {
+        /// The scheduler's URL.
+        url: String,
+        /// What failed.
+        message: String,
+        /// Whether a retry may succeed.
+        retryable: bool,
+    },
     /// A source (SQL Server, files) failure.
     #[error("source error: {message}")]
     Source {
@@ -480,7 +491,9 @@ impl Error {
             Error::Quality { .. } => Kind::Quality,
             Error::Rejected { .. } => Kind::BadValue,
             Error::NothingToDo(_) => Kind::NothingToDo,
-            Error::Storage { retryable, .. } | Error::Source { retryable, .. } => {
+            Error::Storage { retryable, .. }
+            | Error::Source { retryable, .. }
+            | Error::Cluster { retryable, .. } => {
                 if *retryable {
                     Kind::Transient
                 } else {

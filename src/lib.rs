@@ -5,6 +5,7 @@
 //! [`storage`], writing through a [`table`] format and recording runs in [`state`].
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;

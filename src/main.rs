@@ -10,13 +10,6 @@ use clap::Parser;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
-    // Output piped into `head` and the like: end quietly when the reader goes away, as Unix
-    // tools do, instead of panicking on the first write after the pipe closed.
-    // SAFETY: called first thing, before any thread exists; SIG_DFL is a valid disposition.
-    #[cfg(unix)]
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     // A panic anywhere (ours or a library's) is a bug in Smelter: exit 1, as the exit-code
     // contract says, after the default report, instead of Rust's 101.
     let report_panic = std::panic::take_hook();
@@ -25,6 +18,21 @@ fn main() {
         std::process::exit(smelter::error::exit::INTERNAL);
     }));
     let cli = smelter::cli::Cli::parse();
+    // Output piped into `head` and the like: end quietly when the reader goes away, as Unix
+    // tools do, instead of panicking on the first write after the pipe closed. Not for `run` and
+    // the cluster processes: they write to sockets (gRPC, Arrow Flight, object stores) with
+    // vectored writes, which raise SIGPIPE when the peer went away, and a peer that went away
+    // must stay an error they handle (a retry, a lost executor), not kill the process.
+    // SAFETY: called before any thread exists; SIG_DFL is a valid disposition.
+    #[cfg(unix)]
+    if !matches!(
+        cli.command,
+        smelter::cli::Command::Cluster(_) | smelter::cli::Command::Run(_)
+    ) {
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     smelter::cli::init_logging(cli.log_format, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -57,6 +65,10 @@ const GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 /// Other commands, and a run that does not wind down within [`GRACE`], end at once with the same
 /// error.
 async fn run_until_stopped(cli: smelter::cli::Cli) -> smelter::error::Result<()> {
+    // Cluster processes stop on SIGTERM/SIGINT themselves (an executor drains its tasks first).
+    if matches!(cli.command, smelter::cli::Command::Cluster(_)) {
+        return smelter::cli::execute(cli).await;
+    }
     if !smelter::interrupt::listen() {
         return smelter::cli::execute(cli).await;
     }

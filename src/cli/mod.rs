@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand.
 
 pub mod airflow;
+pub mod cluster;
 pub mod lineage;
 pub mod maintain;
 pub mod plan;
@@ -67,6 +68,10 @@ pub enum Command {
     /// Airflow helpers: `pools` prints the tenants' pools for `airflow pools import`.
     #[command(subcommand)]
     Airflow(airflow::AirflowCommand),
+    /// Run a process of the Ballista cluster that `[engine] mode = "ballista"` executes silver
+    /// and gold queries on: `scheduler` or `executor`.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 /// The lake tables of `plan` (bronze tables and models) in `layer` (all layers when `None`), or
@@ -119,6 +124,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Show(args) => maintain::show(args).await,
         Command::Source(cmd) => source::execute(cmd).await,
         Command::Airflow(cmd) => airflow::execute(cmd),
+        Command::Cluster(cmd) => cluster::execute(cmd).await,
     }
 }
 
@@ -130,7 +136,8 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
         // which concurrent models' state commits do routinely (a real conflict is an error).
         // The Delta kernel logs every error it returns (`instrument(err)`) before delta-rs
         // hands it to Smelter, which reports it once, with the table and what to do.
-        0 => "smelter=info,deltalake_core::kernel::transaction=error,buoyant_kernel=off,warn",
+        // The cluster processes (`smelter cluster`) say which executors registered and what ran.
+        0 => "smelter=info,ballista_scheduler=info,ballista_executor=info,deltalake_core::kernel::transaction=error,buoyant_kernel=off,warn",
         1 => "smelter=debug,info",
         _ => "trace",
     };

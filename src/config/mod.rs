@@ -325,6 +325,39 @@ pub struct Engine {
     pub target_partitions: usize,
     /// Independent models of one layer run at once (`engine.threads`, like dbt's `threads`).
     pub threads: usize,
+    /// Where silver and gold queries execute (`engine.mode`).
+    pub mode: EngineMode,
+}
+
+/// Where silver and gold queries execute (`[engine] mode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineMode {
+    /// In this process (the default).
+    Local,
+    /// On an Apache DataFusion Ballista cluster (`smelter cluster scheduler|executor`, see
+    /// `docs/distributed.md`): each model's query is planned here and executed by the cluster's
+    /// executors; checks, merges and commits stay in this process.
+    Ballista {
+        /// The scheduler's URL, `df://host:port` (`engine.scheduler`, or the environment
+        /// variable `SMELTER_SCHEDULER`, which wins so an Airflow deployment can point one
+        /// pipeline file at its cluster).
+        scheduler: String,
+    },
+}
+
+/// The `host:port` of a scheduler URL `df://host:port` (the form Ballista's clients take), or
+/// what is wrong with it.
+pub fn scheduler_address(url: &str) -> std::result::Result<(String, u16), String> {
+    let bad = || {
+        format!("`{url}` is not a scheduler URL: write it as `df://host:port`, e.g. `df://127.0.0.1:50050`")
+    };
+    let parsed = url::Url::parse(url).map_err(|_| bad())?;
+    match (parsed.scheme(), parsed.host_str(), parsed.port()) {
+        ("df", Some(host), Some(port)) if parsed.path().is_empty() || parsed.path() == "/" => {
+            Ok((host.to_string(), port))
+        }
+        _ => Err(bad()),
+    }
 }
 
 /// A validated schedule entry.
@@ -1205,13 +1238,35 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
     };
 
     // Engine.
-    match raw.engine.mode.as_deref() {
-        None | Some("local") => {}
-        Some(other) => problem(
-            "engine.mode",
-            format!("unknown engine mode `{other}`; valid choices: `local`"),
-        ),
-    }
+    let scheduler = std::env::var("SMELTER_SCHEDULER")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| raw.engine.scheduler.clone());
+    let mode = match raw.engine.mode.as_deref() {
+        None | Some("local") => EngineMode::Local,
+        Some("ballista") => match scheduler {
+            Some(url) => {
+                if let Err(e) = scheduler_address(&url) {
+                    problem("engine.scheduler", e);
+                }
+                EngineMode::Ballista { scheduler: url }
+            }
+            None => {
+                problem(
+                    "engine.scheduler",
+                    "mode `ballista` needs the scheduler's URL: set `scheduler = \"df://host:50050\"` or the environment variable SMELTER_SCHEDULER".into(),
+                );
+                EngineMode::Local
+            }
+        },
+        Some(other) => {
+            problem(
+                "engine.mode",
+                format!("unknown engine mode `{other}`; valid choices: `local`, `ballista`"),
+            );
+            EngineMode::Local
+        }
+    };
     if raw.engine.threads == Some(0) {
         problem("engine.threads", "must be at least 1".into());
     }
@@ -1316,6 +1371,7 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
                 .target_partitions
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             threads: raw.engine.threads.unwrap_or(2),
+            mode,
         },
         vars,
         schedules,
@@ -1876,5 +1932,34 @@ mod tests {
                 && e.to_string().contains("max_retries"),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod scheduler_tests {
+    use super::scheduler_address;
+
+    #[test]
+    fn scheduler_urls_are_df_host_port() {
+        assert_eq!(
+            scheduler_address("df://127.0.0.1:50050"),
+            Ok(("127.0.0.1".to_string(), 50050))
+        );
+        assert_eq!(
+            scheduler_address("df://sched.internal:6000/"),
+            Ok(("sched.internal".to_string(), 6000))
+        );
+        for bad in [
+            "127.0.0.1:50050",
+            "http://127.0.0.1:50050",
+            "df://127.0.0.1",
+            "df://127.0.0.1:50050/x",
+        ] {
+            let e = scheduler_address(bad).unwrap_err();
+            assert!(
+                e.contains(bad) && e.contains("df://host:port"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

@@ -317,9 +317,12 @@ pub struct IcebergFile {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineFile {
-    /// `local` (default).
+    /// `local` (default) or `ballista`.
     #[serde(default)]
     pub mode: Option<String>,
+    /// The Ballista scheduler, `df://host:port` (mode `ballista`; `SMELTER_SCHEDULER` overrides).
+    #[serde(default)]
+    pub scheduler: Option<String>,
     /// Memory cap for query execution in MiB; operators spill to disk above it.
     #[serde(default)]
     pub memory_limit_mb: Option<usize>,

@@ -10,6 +10,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
+pub mod ballista;
 pub mod dedup;
 pub mod filter_nulls;
 pub mod float_stats;
@@ -63,6 +64,25 @@ pub fn session(pipeline: &Pipeline, lake: Option<&Lake>) -> Result<SessionContex
         lake.register(&ctx);
     }
     Ok(ctx)
+}
+
+/// The session state a query runs in on a Ballista cluster, built alike by the driver (before
+/// Ballista turns it into a client), the scheduler (which plans the job's stages) and the
+/// executors' functions: DataFusion's defaults with `config` and `runtime`, plus the engine's
+/// rules that fix DataFusion faults ([`filter_nulls::FilterNulls`], [`float_stats::FloatStats`]).
+/// The latest-row-per-key operator of [`dedup`] is left out: Ballista cannot ship a custom
+/// plan node to executors, and the standard window plan gives the same rows.
+pub fn cluster_state(
+    config: SessionConfig,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+) -> datafusion::execution::SessionState {
+    SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_optimizer_rule(Arc::new(filter_nulls::FilterNulls))
+        .with_physical_optimizer_rule(Arc::new(float_stats::FloatStats))
+        .build()
 }
 
 /// A query result materialized once in local temporary files (see [`stage`]), readable as a

@@ -34,6 +34,9 @@ pub struct Runtime {
     /// This invocation's attempt id (a UUID): every run-log record and commit of this process
     /// carries it, so the attempts of one run id (Airflow retries) can be told apart.
     pub attempt: String,
+    /// The Ballista cluster of `[engine] mode = "ballista"`, connected on first use (see
+    /// [`RunContext::cluster`]).
+    pub cluster: tokio::sync::OnceCell<crate::engine::ballista::Cluster>,
 }
 
 impl Runtime {
@@ -50,6 +53,7 @@ impl Runtime {
             ctx,
             state,
             attempt: uuid::Uuid::new_v4().to_string(),
+            cluster: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -67,6 +71,7 @@ impl Runtime {
             full_refresh: false,
             registered: Arc::default(),
             fingerprints: Arc::new(crate::plan::fingerprint::of_plan(plan)),
+            cluster: &self.cluster,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct RunContext<'a> {
     /// their steps in the run log (see [`crate::plan::fingerprint`]).
     pub fingerprints:
         Arc<std::collections::BTreeMap<String, crate::plan::fingerprint::Fingerprint>>,
+    /// The runtime's cluster connection (see [`RunContext::cluster`]).
+    pub cluster: &'a tokio::sync::OnceCell<crate::engine::ballista::Cluster>,
 }
 
 impl RunContext<'_> {
@@ -216,17 +223,22 @@ impl RunContext<'_> {
             return Ok(());
         }
         let url = self.lake.table_url(id);
-        let provider = self
-            .format
-            .provider(&self.ctx, &url)
-            .await?
-            .ok_or_else(|| {
-                Error::Usage(format!(
-                    "table `{id}` does not exist yet at {}; run the {} layer first",
-                    crate::storage::redact(&url),
-                    id.layer
-                ))
-            })?;
+        // On a cluster, a table is read as a plain Parquet scan of its current files.
+        let provider = if self.distributed() {
+            match self.format.snapshot_files(&self.ctx, &url).await? {
+                Some(files) => Some(crate::engine::ballista::listing_table(&files)?),
+                None => None,
+            }
+        } else {
+            self.format.provider(&self.ctx, &url).await?
+        };
+        let provider = provider.ok_or_else(|| {
+            Error::Usage(format!(
+                "table `{id}` does not exist yet at {}; run the {} layer first",
+                crate::storage::redact(&url),
+                id.layer
+            ))
+        })?;
         let schema = self
             .ctx
             .catalog("datafusion")
@@ -236,6 +248,28 @@ impl RunContext<'_> {
         schema.register_table(id.name.clone(), provider)?;
         registered.insert(id.clone());
         Ok(())
+    }
+
+    /// Whether models execute on a Ballista cluster (`[engine] mode = "ballista"`).
+    pub fn distributed(&self) -> bool {
+        matches!(
+            self.plan.pipeline.engine.mode,
+            crate::config::EngineMode::Ballista { .. }
+        )
+    }
+
+    /// The cluster models execute on, connected on the first call; `None` in local mode.
+    ///
+    /// Errors: the scheduler cannot be reached ([`Error::Cluster`], exit 75).
+    pub async fn cluster(&self) -> Result<Option<&crate::engine::ballista::Cluster>> {
+        let crate::config::EngineMode::Ballista { scheduler } = &self.plan.pipeline.engine.mode
+        else {
+            return Ok(None);
+        };
+        self.cluster
+            .get_or_try_init(|| crate::engine::ballista::Cluster::connect(scheduler, &self.ctx))
+            .await
+            .map(Some)
     }
 
     /// Forgets the registration of `id` after this run wrote it: the next [`RunContext::register`]

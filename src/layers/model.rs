@@ -136,6 +136,14 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     df.clone()
         .into_optimized_plan()
         .map_err(|e| sql_error(&display_path(&rc.plan.pipeline, &model.file), e))?;
+    // On a cluster the query runs there once; the rest of the step reads its staged result.
+    let (df, _distributed) = match rc.cluster().await? {
+        Some(cluster) => {
+            let staged = cluster.execute(&rc.ctx, df).await?;
+            (staged.df.clone(), Some(staged))
+        }
+        None => (df, None),
+    };
     // A check-strategy history dates its versions by the runs that saw them: bronze cannot
     // rebuild it, so a full refresh adds to it like any run (as dbt keeps snapshots).
     let check_history =

@@ -462,6 +462,24 @@ pub fn s3_builder(root: &Url, options: &HashMap<String, String>) -> AmazonS3Buil
         .with_retry(retry)
 }
 
+/// An object store for the bucket, container or file system `url` names, configured from the
+/// environment only (`AWS_*`, `AZURE_*`, as each SDK reads them), the way the processes of a
+/// cluster (`smelter cluster`), which read no pipeline file, reach the lake. `None` for a scheme
+/// that is not a lake's (see [`check`]).
+///
+/// Errors: the builder's, e.g. an S3 URL without a bucket.
+pub fn store_from_env(
+    url: &Url,
+) -> Option<std::result::Result<Arc<dyn ObjectStore>, object_store::Error>> {
+    let backend = match object_store::ObjectStoreScheme::parse(url) {
+        Ok((object_store::ObjectStoreScheme::Local, _)) => Backend::Local,
+        Ok((object_store::ObjectStoreScheme::AmazonS3, _)) => Backend::S3,
+        Ok((object_store::ObjectStoreScheme::MicrosoftAzure, _)) => Backend::Azure,
+        _ => return None,
+    };
+    Some(build_store(url, backend, &HashMap::new()))
+}
+
 /// Builds the one object store of the lake: the credentials from the environment, the options
 /// from the pipeline, and the retry policy.
 fn build_store(

@@ -156,6 +156,59 @@ impl TableFormat for Delta {
         Ok(Some(table.table_provider().await?))
     }
 
+    async fn snapshot_files(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+    ) -> Result<Option<super::SnapshotFiles>> {
+        let Some(table) = self.open(url).await? else {
+            return Ok(None);
+        };
+        let Some(version) = table.version() else {
+            return Ok(None);
+        };
+        let shown = crate::storage::redact(url);
+        let refuse = |feature: &str| {
+            Err(Error::Usage(format!(
+                "{shown}: the Delta table uses {feature}, which a plain Parquet scan on the cluster would read wrongly; run this model with `[engine] mode = \"local\"`"
+            )))
+        };
+        let snapshot = table.snapshot()?;
+        let partitions = snapshot.metadata().partition_columns();
+        if !partitions.is_empty() {
+            return refuse(&format!(
+                "partition columns ({}, whose values are kept in the log, not in the files)",
+                partitions.join(", ")
+            ));
+        }
+        if snapshot
+            .metadata()
+            .configuration()
+            .get("delta.columnMapping.mode")
+            .is_some_and(|m| m != "none")
+        {
+            return refuse("column mapping");
+        }
+        if snapshot
+            .log_data()
+            .iter()
+            .any(|f| f.deletion_vector_descriptor().is_some())
+        {
+            return refuse("deletion vectors");
+        }
+        table.update_datafusion_session(&ctx.state())?;
+        let schema = table.table_provider().await?.schema();
+        let files = table
+            .get_file_uris()?
+            .map(|uri| super::file_url(&uri))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(super::SnapshotFiles {
+            schema,
+            files,
+            version: version as i64,
+        }))
+    }
+
     async fn stats(&self, url: &Url) -> Result<Option<super::TableStats>> {
         match self.open(url).await? {
             Some(table) => table_stats(&table),

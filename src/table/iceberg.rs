@@ -1044,12 +1044,12 @@ fn sqlite_uri(path: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
 }
 
-/// A commit that another writer won: retryable, nothing of it is visible.
 /// A DataFusion provider of `table`'s current snapshot (every row, no branch).
 fn current(table: Table) -> Arc<dyn TableProvider> {
     Arc::new(DataFusionTable::new_table(table, None, None, None))
 }
 
+/// A commit that another writer won: retryable, nothing of it is visible.
 fn lost(ident: &Identifier, why: &str) -> Error {
     Error::Storage {
         url: ident.to_string(),
@@ -1456,6 +1456,46 @@ impl TableFormat for Iceberg {
             Some(t) if t.metadata().current_snapshot_id.is_some() => Ok(Some(current(t))),
             _ => Ok(None),
         }
+    }
+
+    async fn snapshot_files(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+    ) -> Result<Option<super::SnapshotFiles>> {
+        if self.is_state(url) {
+            return self.delta.snapshot_files(ctx, url).await;
+        }
+        let (ident, _) = self.ident(url)?;
+        let Some(table) = self.load(&ident).await? else {
+            return Ok(None);
+        };
+        if table.metadata().current_snapshot_id.is_none() {
+            return Ok(None);
+        }
+        let manifests = table.manifests(None, None).await?;
+        let mut files = Vec::new();
+        for entry in table.datafiles(&manifests, None, (None, None)).await? {
+            let (_, entry) = entry?;
+            if *entry.status() == iceberg_rust::spec::manifest::Status::Deleted {
+                continue;
+            }
+            let d = entry.data_file();
+            if *d.content() != iceberg_rust::spec::manifest::Content::Data {
+                return Err(Error::Usage(format!(
+                    "{}: the Iceberg table has delete files, which a plain Parquet scan on the cluster would ignore; run this model with `[engine] mode = \"local\"`",
+                    crate::storage::redact(url)
+                )));
+            }
+            files.push(super::file_url(d.file_path())?);
+        }
+        let version = table.metadata().last_sequence_number;
+        let schema = current(table).schema();
+        Ok(Some(super::SnapshotFiles {
+            schema,
+            files,
+            version,
+        }))
     }
 
     async fn stats(&self, url: &Url) -> Result<Option<TableStats>> {

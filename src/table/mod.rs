@@ -99,6 +99,33 @@ pub struct WriteRequest<'a> {
     pub observer: Option<Arc<dyn crate::engine::observe::BatchObserver>>,
 }
 
+/// A table version as a list of Parquet files ([`TableFormat::snapshot_files`]).
+#[derive(Debug, Clone)]
+pub struct SnapshotFiles {
+    /// The table's columns, as the format's provider reads them (files written before a column
+    /// was added lack it: a scan reads it as NULL).
+    pub schema: arrow::datatypes::SchemaRef,
+    /// Full URLs of the version's data files (`file://`, `s3://`, `az://`, ...).
+    pub files: Vec<Url>,
+    /// The version the files are of ([`TableStats::version`]).
+    pub version: i64,
+}
+
+/// The URL of a data file location as a table's metadata holds it: a full URI, or an absolute
+/// local path (a Delta log on the local file system, an Iceberg catalog on it).
+///
+/// Errors: neither (internal: the formats write one or the other).
+pub fn file_url(location: &str) -> Result<Url> {
+    let parsed = if location.starts_with('/') {
+        Url::from_file_path(location).ok()
+    } else {
+        Url::parse(location).ok()
+    };
+    parsed.ok_or_else(|| {
+        crate::error::Error::Internal(format!("data file location {location} is not a URL"))
+    })
+}
+
 /// What a write did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WriteMetrics {
@@ -197,6 +224,21 @@ pub trait TableFormat: Send + Sync + std::fmt::Debug {
     fn check(&self) -> Result<()> {
         Ok(())
     }
+
+    /// The Parquet data files of the current version of the table at `url`, with the columns
+    /// its provider reads, for a plain Parquet scan that needs no table-format code (a query
+    /// executed on a Ballista cluster, whose executors cannot run the formats' own scans).
+    /// `None` if no table exists there.
+    ///
+    /// Errors: a table that uses a feature a plain scan of its files would get wrong (Delta
+    /// partition columns, which are not stored in the files; deletion vectors; column mapping;
+    /// Iceberg delete files) is a usage error naming the table and the feature. Smelter writes
+    /// none of these features except Delta partitioning (`-- partition_by:`).
+    async fn snapshot_files(
+        &self,
+        ctx: &SessionContext,
+        url: &Url,
+    ) -> Result<Option<SnapshotFiles>>;
 
     /// Writes `req.input` with `req.mode`.
     async fn write(&self, req: WriteRequest<'_>) -> Result<WriteMetrics>;

@@ -3,6 +3,7 @@
 
 mod changes;
 mod cli_errors;
+mod cluster;
 mod contracts;
 mod deletes;
 mod emit;

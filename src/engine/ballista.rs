@@ -1,0 +1,187 @@
+//! The driver side of `[engine] mode = "ballista"`: a model's query is planned in this process
+//! and executed on an Apache DataFusion Ballista cluster (`smelter cluster`, see
+//! `docs/distributed.md`); its result comes back here, where the checks, merges and the commit
+//! run as in local mode.
+//!
+//! Executors cannot run the table formats' own scans (delta-rs has no physical codec for its
+//! scan, delta-io/delta-rs#4171), so in this mode every lake table a model reads is registered
+//! as a plain Parquet [`ListingTable`] of its current version's files
+//! ([`crate::table::TableFormat::snapshot_files`]), which Ballista ships as it is.
+//!
+//! Failures: a scheduler that cannot be reached, and a job that failed because the cluster lost
+//! an executor or a shuffle fetch, are [`Error::Cluster`] (exit 75, retryable); an error the
+//! query itself raised on the data keeps its kind (exit 2 in a model).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballista::extension::SessionContextExt;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{DataFrame, SessionContext};
+
+use crate::error::{Error, Result};
+use crate::table::SnapshotFiles;
+
+/// How long connecting to the scheduler may take before the run gives up (exit 75).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to a Ballista scheduler: a client session whose queries run on the cluster.
+pub struct Cluster {
+    url: String,
+    remote: SessionContext,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("url", &self.url).finish()
+    }
+}
+
+impl Cluster {
+    /// Connects to the scheduler at `url` (`df://host:port`), with the settings of `local` (the
+    /// run's session: target partitions, memory settings, Parquet options travel with each
+    /// job).
+    ///
+    /// Errors: [`Error::Cluster`], retryable, when no TCP connection to the scheduler opens
+    /// within 10 s (it names the URL); a malformed URL is a config error caught earlier.
+    pub async fn connect(url: &str, local: &SessionContext) -> Result<Cluster> {
+        let (host, port) = crate::config::scheduler_address(url).map_err(|m| Error::Cluster {
+            url: url.to_string(),
+            message: m,
+            retryable: false,
+        })?;
+        let unreachable = |why: String| {
+            Error::Cluster {
+            url: url.to_string(),
+            message: format!(
+                "cannot reach the Ballista scheduler: {why}; start it (`smelter cluster scheduler`) or point `engine.scheduler` / SMELTER_SCHEDULER at it"
+            ),
+            retryable: true,
+        }
+        };
+        match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
+        }
+        let state = super::cluster_state(local.state().config().clone(), local.runtime_env());
+        let remote = SessionContext::remote_with_state(url, state)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(Cluster {
+            url: url.to_string(),
+            remote,
+        })
+    }
+
+    /// The scheduler's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Executes `df` (planned in the run's local session, reading tables registered with
+    /// [`listing_table`]) on the cluster and stages its result in local files (see
+    /// [`super::stage`]): the returned scan is what the rest of the model's step reads.
+    ///
+    /// Errors: [`Error::Cluster`] (retryable) when the job failed for the cluster's sake (a
+    /// lost executor, a failed shuffle fetch, a broken connection); otherwise the query's own
+    /// error.
+    pub async fn execute(&self, local: &SessionContext, df: DataFrame) -> Result<super::Staged> {
+        let clock = std::time::Instant::now();
+        let plan = df.logical_plan().clone();
+        let remote = DataFrame::new(self.remote.state(), plan);
+        let staged = super::stage(local, remote)
+            .await
+            .map_err(|e| self.classify(e))?;
+        tracing::info!(
+            scheduler = %self.url,
+            duration_ms = clock.elapsed().as_millis() as u64,
+            "Executed the model's query on the cluster."
+        );
+        Ok(staged)
+    }
+
+    /// `e` as [`Error::Cluster`] when its message says the cluster failed rather than the
+    /// query. Ballista reports a failed job as text, so the text is what can be read.
+    fn classify(&self, e: Error) -> Error {
+        let Error::DataFusion(df) = &e else {
+            return e;
+        };
+        let text = df.to_string();
+        let lower = text.to_ascii_lowercase();
+        const CLUSTER_FAULTS: [&str; 9] = [
+            "executor lost",
+            "executorlost",
+            "fetchfailed",
+            "fetch failed",
+            "failed to connect",
+            "transport error",
+            "connection refused",
+            "grpc",
+            "status: unavailable",
+        ];
+        if CLUSTER_FAULTS.iter().any(|f| lower.contains(f)) || is_external_cluster(df) {
+            Error::Cluster {
+                url: self.url.clone(),
+                message: format!(
+                    "the job failed on the cluster: {}",
+                    text.lines().next().unwrap_or_default()
+                ),
+                retryable: true,
+            }
+        } else {
+            e
+        }
+    }
+}
+
+/// Whether `e` wraps one of Ballista's own errors other than a failed query (an I/O or gRPC
+/// fault between client, scheduler and executors).
+fn is_external_cluster(e: &DataFusionError) -> bool {
+    use ballista_core::error::BallistaError as B;
+    match e {
+        DataFusionError::External(inner) => matches!(
+            inner.downcast_ref::<B>(),
+            Some(
+                B::GrpcError(_)
+                    | B::TonicError(_)
+                    | B::GrpcConnectionError(_)
+                    | B::TokioError(_)
+                    | B::IoError(_)
+                    | B::FetchFailed(..)
+                    | B::Cancelled
+            )
+        ),
+        DataFusionError::Context(_, inner) => is_external_cluster(inner),
+        DataFusionError::Shared(inner) => is_external_cluster(inner),
+        _ => false,
+    }
+}
+
+/// A plain Parquet table over `files` (one path per data file, so only the version's files are
+/// read, never the removed ones beside them), with the table's schema: Ballista serializes it
+/// as a listing scan the scheduler splits into tasks.
+///
+/// Errors: a file URL DataFusion cannot take as a table path (internal).
+pub fn listing_table(files: &SnapshotFiles) -> Result<Arc<dyn TableProvider>> {
+    let paths = files
+        .files
+        .iter()
+        .map(|u| ListingTableUrl::parse(u.as_str()))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
+    let config = ListingTableConfig::new_with_multi_paths(paths)
+        .with_listing_options(options)
+        .with_schema(files.schema.clone());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}

@@ -1,0 +1,399 @@
+//! `[engine] mode = "ballista"`: the demo's silver and gold layers on a real cluster of
+//! `smelter cluster` processes (one scheduler, two executors, on 127.0.0.1), compared row for row
+//! with local mode; an unreachable scheduler; an executor killed while a layer runs.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::SessionContext;
+
+use crate::support::{code, copy_dir, out_text, Project};
+
+/// Processes of a test cluster, killed when dropped.
+struct Cluster {
+    scheduler: SocketAddr,
+    executors: Vec<Child>,
+    scheduler_process: Child,
+    _work: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self
+            .executors
+            .iter_mut()
+            .chain(std::iter::once(&mut self.scheduler_process))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A loopback port nothing listens on, with the next port free too (an executor takes two).
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two consecutive free loopback ports");
+}
+
+/// Waits (at most 60 s) until `addr` accepts TCP connections; fails with the process's log
+/// (`log`) when it ends first.
+fn wait_listening(addr: SocketAddr, what: &str, process: &mut Child, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        let log = || std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(status) = process.try_wait().unwrap() {
+            panic!(
+                "{what} ended ({status}) before listening on {addr}:\n{}",
+                log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on {addr}:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts `smelter <args>` with its output in `log`.
+fn smelter_process(args: &[String], log: &Path) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_smelter"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("start smelter cluster")
+}
+
+impl Cluster {
+    /// A scheduler and `executors` executors of one slot each; lost executors are noticed
+    /// within `executor_timeout` seconds.
+    fn start(executors: usize, executor_timeout: u64) -> Cluster {
+        let work = tempfile::tempdir().unwrap();
+        let port = free_port_pair();
+        let scheduler: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = work.path().join("scheduler.log");
+        let mut scheduler_process = smelter_process(
+            &[
+                "cluster".into(),
+                "scheduler".into(),
+                "--bind".into(),
+                scheduler.to_string(),
+                "--executor-timeout-seconds".into(),
+                executor_timeout.to_string(),
+            ],
+            &log,
+        );
+        wait_listening(scheduler, "the scheduler", &mut scheduler_process, &log);
+        let mut cluster = Cluster {
+            scheduler,
+            executors: Vec::new(),
+            scheduler_process,
+            _work: work,
+        };
+        for i in 0..executors {
+            let port = free_port_pair();
+            let bind: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let dir = cluster._work.path().join(format!("executor-{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let log = cluster._work.path().join(format!("executor-{i}.log"));
+            let mut executor = smelter_process(
+                &[
+                    "cluster".into(),
+                    "executor".into(),
+                    "--scheduler".into(),
+                    scheduler.to_string(),
+                    "--bind".into(),
+                    bind.to_string(),
+                    "--slots".into(),
+                    "1".into(),
+                    "--work-dir".into(),
+                    dir.to_str().unwrap().into(),
+                    "--heartbeat-seconds".into(),
+                    "1".into(),
+                ],
+                &log,
+            );
+            wait_listening(bind, "an executor", &mut executor, &log);
+            cluster.executors.push(executor);
+        }
+        cluster
+    }
+
+    fn url(&self) -> String {
+        format!("df://{}", self.scheduler)
+    }
+}
+
+/// `project`'s pipeline with `[engine] mode = "ballista"` at `url`.
+fn use_cluster(project: &Project, url: &str) {
+    let toml = std::fs::read_to_string(project.pipeline()).unwrap();
+    assert!(
+        toml.contains("[engine]\n"),
+        "the pipeline has an [engine] section"
+    );
+    let toml = toml.replace(
+        "[engine]\n",
+        &format!("[engine]\nmode = \"ballista\"\nscheduler = \"{url}\"\n"),
+    );
+    std::fs::write(project.pipeline(), toml).unwrap();
+}
+
+/// The demo at a small scale with extract and bronze run (locally), and a copy of it: the
+/// copy's silver and gold run on the cluster, the original's locally.
+fn demo_pair() -> (Project, Project) {
+    let local = Project::demo(0.02);
+    local.run_layer("extract", "r1", 0);
+    local.run_layer("bronze", "r1", 0);
+    let copy = Project {
+        dir: tempfile::tempdir().unwrap(),
+        name: local.name.clone(),
+    };
+    copy_dir(local.dir.path(), copy.dir.path());
+    (local, copy)
+}
+
+/// The tables of `layer` in `project`'s lake.
+fn tables(project: &Project, layer: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(project.lake().join(layer))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| !n.starts_with('_'))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every row of the Delta table at `dir`, sorted, as text; floats rounded to 6 decimals (the
+/// order of a float sum's terms depends on the partitioning). Columns in `skip` are left out.
+async fn rows(dir: &Path, skip: &[&str]) -> String {
+    use arrow::datatypes::DataType;
+    let ctx = SessionContext::new();
+    let url = url::Url::from_directory_path(dir).unwrap();
+    let table = deltalake::open_table(url).await.unwrap();
+    ctx.register_table("t", table.table_provider().await.unwrap())
+        .unwrap();
+    let schema = ctx.table("t").await.unwrap().schema().as_arrow().clone();
+    let columns: Vec<String> = schema
+        .fields()
+        .iter()
+        .filter(|f| !skip.contains(&f.name().as_str()))
+        .map(|f| {
+            let c = format!("\"{}\"", f.name());
+            match f.data_type() {
+                DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                    format!("ROUND(CAST({c} AS DOUBLE), 6) AS {c}")
+                }
+                _ => c,
+            }
+        })
+        .collect();
+    let order: Vec<String> = (1..=columns.len()).map(|i| i.to_string()).collect();
+    let sql = format!(
+        "SELECT {} FROM t ORDER BY {}",
+        columns.join(", "),
+        order.join(", ")
+    );
+    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+}
+
+/// Columns whose values are the time of the run that wrote them, not a function of the data.
+const RUN_TIME_COLUMNS: [&str; 0] = [];
+
+#[test]
+fn demo_silver_and_gold_on_two_executors_equal_local_mode() {
+    let cluster = Cluster::start(2, 30);
+    let (local, remote) = demo_pair();
+    use_cluster(&remote, &cluster.url());
+    for layer in ["silver", "gold"] {
+        local.run_layer(layer, "r1", 0);
+        remote.run_layer(layer, "r1", 0);
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for layer in ["silver", "gold"] {
+        let names = tables(&local, layer);
+        assert_eq!(names, tables(&remote, layer), "{layer} tables");
+        assert!(!names.is_empty());
+        for name in names {
+            let dir = |p: &Project| p.lake().join(layer).join(&name);
+            let want = rt.block_on(rows(&dir(&local), &RUN_TIME_COLUMNS));
+            let got = rt.block_on(rows(&dir(&remote), &RUN_TIME_COLUMNS));
+            assert!(want.lines().count() > 4, "{layer}.{name} has rows");
+            assert_eq!(
+                got, want,
+                "{layer}.{name}: cluster and local results differ"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_unreachable_scheduler_exits_75_naming_its_url() {
+    let (_local, remote) = demo_pair();
+    // A port nothing listens on.
+    let port = free_port_pair();
+    let url = format!("df://127.0.0.1:{port}");
+    use_cluster(&remote, &url);
+    let args = [
+        "run",
+        "{p}",
+        "--layer",
+        "silver",
+        "--logical-date",
+        "2026-11-30",
+        "--run-id",
+        "r1",
+    ];
+    let out = remote.smelter(&args);
+    let text = out_text(&out);
+    assert_eq!(code(&out), 75, "{text}");
+    assert!(text.contains(&url), "the error names the scheduler: {text}");
+    assert!(
+        !remote.lake().join("silver/shipments/_delta_log").exists(),
+        "nothing was written: {text}"
+    );
+}
+
+/// Asserts that every table of `layer` in `got` holds the rows of the same table in `want`, and
+/// that `got` has no table `want` lacks; with `all`, that it has every table of `want`.
+fn assert_same_tables(want: &Project, got: &Project, layer: &str, all: bool) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (want_names, got_names) = (tables(want, layer), tables(got, layer));
+    for name in &got_names {
+        assert!(want_names.contains(name), "{layer}.{name} is unexpected");
+    }
+    if all {
+        assert_eq!(got_names, want_names, "{layer} tables");
+    }
+    for name in got_names {
+        let dir = |p: &Project| p.lake().join(layer).join(&name);
+        if !dir(got).join("_delta_log").is_dir() {
+            continue;
+        }
+        let expected = rt.block_on(rows(&dir(want), &RUN_TIME_COLUMNS));
+        let actual = rt.block_on(rows(&dir(got), &RUN_TIME_COLUMNS));
+        assert_eq!(actual, expected, "{layer}.{name} differs from local mode");
+    }
+}
+
+#[test]
+fn an_executor_killed_during_a_layer_leaves_no_wrong_rows_and_a_retry_completes() {
+    let mut cluster = Cluster::start(2, 3);
+    let (local, remote) = demo_pair();
+    use_cluster(&remote, &cluster.url());
+    local.run_layer("silver", "r1", 0);
+    let args = [
+        "run",
+        "{p}",
+        "--layer",
+        "silver",
+        "--logical-date",
+        "2026-11-30",
+        "--run-id",
+        "r1",
+    ];
+    let mut run = remote
+        .command(&args, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The log, read as it comes: the executor is killed once the first model's query has run on
+    // the cluster, while the layer's other models still need it.
+    let (first_query, ran) = std::sync::mpsc::channel();
+    let stderr = run.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut log = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("Executed the model's query on the cluster") {
+                let _ = first_query.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    ran.recv_timeout(Duration::from_secs(120))
+        .expect("a model's query ran on the cluster");
+    let mut lost = cluster.executors.remove(0);
+    lost.kill().unwrap();
+    lost.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = run.kill();
+            panic!("the run did not end within 300 s of losing an executor");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = reader.join().unwrap();
+    let exit = status.code().unwrap_or(-1);
+    eprintln!("exit {exit} after losing an executor");
+    for line in text.lines().filter(|l| l.contains("ERROR")) {
+        eprintln!("{line}");
+    }
+    match exit {
+        0 => assert_same_tables(&local, &remote, "silver", true),
+        75 => {
+            assert!(
+                text.contains(&format!("cluster error at {}", cluster.url())),
+                "exit 75 names the cluster:\n{text}"
+            );
+            // The models committed before the failure are whole, the others absent.
+            assert_same_tables(&local, &remote, "silver", false);
+            remote.run_layer("silver", "r1", 0);
+            assert_same_tables(&local, &remote, "silver", true);
+        }
+        other => panic!("exit {other} after losing an executor (want 0 or 75):\n{text}"),
+    }
+}
+
+#[test]
+fn mode_ballista_needs_a_scheduler_url_from_the_file_or_the_environment() {
+    let p = Project::demo(0.02);
+    let toml = std::fs::read_to_string(p.pipeline()).unwrap();
+    std::fs::write(
+        p.pipeline(),
+        toml.replace("[engine]\n", "[engine]\nmode = \"ballista\"\n"),
+    )
+    .unwrap();
+    let text = p.expect(&["validate", "{p}"], 2);
+    assert!(
+        text.contains("engine.scheduler") && text.contains("SMELTER_SCHEDULER"),
+        "{text}"
+    );
+    let out = p.smelter_env(
+        &["validate", "{p}"],
+        &[("SMELTER_SCHEDULER", "127.0.0.1:50050")],
+    );
+    let text = out_text(&out);
+    assert_eq!(code(&out), 2, "{text}");
+    assert!(text.contains("df://host:port"), "{text}");
+    let out = p.smelter_env(
+        &["validate", "{p}"],
+        &[("SMELTER_SCHEDULER", "df://127.0.0.1:50050")],
+    );
+    assert_eq!(code(&out), 0, "{}", out_text(&out));
+}
