@@ -397,3 +397,81 @@ fn mode_ballista_needs_a_scheduler_url_from_the_file_or_the_environment() {
     );
     assert_eq!(code(&out), 0, "{}", out_text(&out));
 }
+
+/// The TPC-H pipeline (SQL Server source, its own schema and types): extract and bronze locally,
+/// silver and gold on the cluster; each gold mart equals the textbook query.
+#[tokio::test(flavor = "multi_thread")]
+async fn tpch_silver_and_gold_on_the_cluster_match_the_textbook_queries() {
+    use crate::tds::{tpch, FixtureOptions, ServerOptions, TdsServer};
+    use crate::tpch::{PASSWORD, SCALE};
+    let generated = tpch::generate(SCALE).unwrap();
+    let server = TdsServer::start(ServerOptions {
+        password: Some(PASSWORD.into()),
+        fixtures: FixtureOptions {
+            tpch_scale_factor: SCALE,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .expect("start TDS fixture server");
+    let cluster = Cluster::start(2, 30);
+    let p = Project::from_repo("tpch");
+    let port = server.port.to_string();
+    let env = [
+        ("SMELTER_MSSQL_PORT", port.as_str()),
+        ("SMELTER_MSSQL_ENCRYPT", "false"),
+        ("SMELTER_MSSQL_PASSWORD", PASSWORD),
+    ];
+    for layer in ["extract", "bronze"] {
+        let args = [
+            "run",
+            "{p}",
+            "--layer",
+            layer,
+            "--logical-date",
+            "1998-12-01",
+            "--run-id",
+            "tpch1",
+        ];
+        let out = p.smelter_env(&args, &env);
+        assert_eq!(code(&out), 0, "{layer}:\n{}", out_text(&out));
+    }
+    use_cluster(&p, &cluster.url());
+    for layer in ["silver", "gold"] {
+        let text = p.run_layer(layer, "tpch1", 0);
+        assert!(
+            text.contains("Executed the model's query on the cluster"),
+            "{layer} ran on the cluster:\n{text}"
+        );
+    }
+    crate::tpch::assert_gold_matches_the_textbook_queries(&p, &generated).await;
+}
+
+/// Iceberg tables on the cluster: the gold rows equal those of a local run of the same data.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_on_iceberg_on_the_cluster_gives_the_local_gold_rows() {
+    let cluster = Cluster::start(2, 30);
+    let local = crate::iceberg::iceberg_demo(0.01);
+    let remote = crate::iceberg::iceberg_demo(0.01);
+    for p in [&local, &remote] {
+        for layer in ["extract", "bronze"] {
+            p.run_layer(layer, "r1", 0);
+        }
+    }
+    use_cluster(&remote, &cluster.url());
+    for layer in ["silver", "gold"] {
+        local.run_layer(layer, "r1", 0);
+        let text = remote.run_layer(layer, "r1", 0);
+        assert!(
+            text.contains("Executed the model's query on the cluster"),
+            "{layer} ran on the cluster:\n{text}"
+        );
+    }
+    for (id, _) in crate::iceberg::GOLD {
+        let sql = "SELECT * FROM t";
+        let want = crate::iceberg::iceberg_rows(&local.lake(), id, sql).await;
+        let got = crate::iceberg::iceberg_rows(&remote.lake(), id, sql).await;
+        assert!(want.lines().count() > 2, "{id} has rows");
+        assert_eq!(got, want, "{id}: cluster and local results differ");
+    }
+}

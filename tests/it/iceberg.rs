@@ -17,7 +17,7 @@ use iceberg_sql_catalog::SqlCatalog;
 use crate::support::{code, stderr, Project};
 
 /// The demo project at `scale` with `[format] table = "iceberg"`.
-fn iceberg_demo(scale: f64) -> Project {
+pub(crate) fn iceberg_demo(scale: f64) -> Project {
     let p = Project::demo(scale);
     let toml = std::fs::read_to_string(p.pipeline()).unwrap();
     assert!(toml.contains("table = \"delta\""));
@@ -88,7 +88,7 @@ fn sorted_rows(batches: &[arrow::record_batch::RecordBatch]) -> String {
     format!("{header}\n{}", rows.join("\n"))
 }
 
-async fn iceberg_rows(lake: &Path, id: &str, sql: &str) -> String {
+pub(crate) async fn iceberg_rows(lake: &Path, id: &str, sql: &str) -> String {
     let ctx = iceberg_ctx(lake, &[("t", id)]).await;
     sorted_rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap())
 }
@@ -103,7 +103,7 @@ async fn delta_rows(p: &Project, rel: &str, sql: &str) -> String {
 }
 
 /// Every gold table: catalog id and lake path.
-const GOLD: [(&str, &str); 3] = [
+pub(crate) const GOLD: [(&str, &str); 3] = [
     (
         "gold.daily_shipments_by_carrier",
         "gold/daily_shipments_by_carrier",

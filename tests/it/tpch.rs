@@ -17,8 +17,8 @@ use crate::support::{code, stderr, Project};
 use crate::tds::{tpch, FixtureOptions, ServerOptions, TdsServer};
 
 /// Small enough for seconds per layer, large enough that every query returns rows.
-const SCALE: f64 = 0.01;
-const PASSWORD: &str = "Tpch-Fixture-pw1";
+pub(crate) const SCALE: f64 = 0.01;
+pub(crate) const PASSWORD: &str = "Tpch-Fixture-pw1";
 
 /// `(gold mart, textbook TPC-H query with its output columns named as the mart's, ORDER BY list
 /// that makes the comparison deterministic)`.
@@ -182,8 +182,17 @@ async fn tpch_pipeline_runs_end_to_end_and_matches_the_textbook_queries() {
         .await;
     assert_eq!(padded, 0, "silver trims char padding");
 
+    assert_gold_matches_the_textbook_queries(&p, &generated).await;
+}
+
+/// Asserts that each gold mart of the TPC-H project `p` equals the textbook query over the
+/// `generated` tables.
+pub(crate) async fn assert_gold_matches_the_textbook_queries(
+    p: &Project,
+    generated: &[(&str, Vec<RecordBatch>)],
+) {
     // Gold: each mart equals the textbook query over the generated data.
-    let reference = reference(&generated);
+    let reference = reference(generated);
     for (mart, sql, order) in MARTS {
         let rel = format!("gold/{mart}");
         let got = p
