@@ -78,6 +78,20 @@ impl Cluster {
         let remote = SessionContext::remote_with_state(url, state)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
+        {
+            // Ballista plans sort-merge joins by default, which shuffle and sort both sides;
+            // hash joins are several times faster on the demo's silver joins. Promoting a small
+            // side to a broadcast stays off: Ballista does not check that the join type allows
+            // it, and a left join whose build side is the preserved one would emit its
+            // unmatched rows once per task (apache/datafusion-ballista#1055).
+            let state = remote.state_ref();
+            let mut state = state.write();
+            let options = state.config_mut().options_mut();
+            options.optimizer.prefer_hash_join = true;
+            options
+                .set("ballista.optimizer.broadcast_join_threshold_bytes", "0")
+                .map_err(|e| Error::Internal(format!("Ballista option: {e}")))?;
+        }
         Ok(Cluster {
             url: url.to_string(),
             remote,
