@@ -85,6 +85,13 @@ pub async fn scheduler(opts: SchedulerOptions) -> Result<()> {
 /// Errors: the scheduler cannot be reached, or the addresses cannot be bound
 /// ([`Error::Cluster`]: retryable when the scheduler is unreachable).
 pub async fn executor(opts: ExecutorOptions) -> Result<()> {
+    // A work directory that cannot hold files would fail every task the scheduler sends, and
+    // the scheduler would keep handing them back: refuse to start instead (exit 2).
+    if let Some(dir) = &opts.work_dir {
+        usable_dir(std::path::Path::new(dir)).map_err(|e| {
+            Error::Usage(format!("--work-dir {dir}: cannot hold shuffle files: {e}"))
+        })?;
+    }
     let stores = Arc::new(LakeStores::default());
     let work_dir = opts.work_dir.clone();
     let config = ExecutorProcessConfig {
@@ -124,6 +131,12 @@ pub async fn executor(opts: ExecutorOptions) -> Result<()> {
             message: format!("executor at {} stopped: {e}", opts.bind),
             retryable: true,
         })
+}
+
+/// Creates `dir` if needed and checks a file can be written in it.
+fn usable_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    tempfile::tempfile_in(dir).map(drop)
 }
 
 /// The session configuration jobs start from on the cluster: Ballista's, with the engine's

@@ -327,6 +327,10 @@ pub struct Engine {
     pub threads: usize,
     /// Where silver and gold queries execute (`engine.mode`).
     pub mode: EngineMode,
+    /// How long one model's job may run on a cluster before the run gives up with exit 75
+    /// (`engine.job_timeout_seconds`, default 3600 s): a job no executor can take (none
+    /// registered, the only one lost) would otherwise wait forever.
+    pub job_timeout: std::time::Duration,
 }
 
 /// Where silver and gold queries execute (`[engine] mode`).
@@ -1238,16 +1242,28 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
     };
 
     // Engine.
-    let scheduler = std::env::var("SMELTER_SCHEDULER")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .or_else(|| raw.engine.scheduler.clone());
-    let mode = match raw.engine.mode.as_deref() {
+    // The environment wins over the file, so one pipeline file runs locally on a laptop and on
+    // the cluster under Airflow (SMELTER_ENGINE_MODE, SMELTER_SCHEDULER).
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let (mode_key, mode_value) = match env("SMELTER_ENGINE_MODE") {
+        Some(v) => ("SMELTER_ENGINE_MODE (environment)", Some(v)),
+        None => ("engine.mode", raw.engine.mode.clone()),
+    };
+    let (scheduler_key, scheduler) = match env("SMELTER_SCHEDULER") {
+        Some(v) => ("SMELTER_SCHEDULER (environment)", Some(v)),
+        None => ("engine.scheduler", raw.engine.scheduler.clone()),
+    };
+    let mode = match mode_value.as_deref() {
         None | Some("local") => EngineMode::Local,
         Some("ballista") => match scheduler {
             Some(url) => {
                 if let Err(e) = scheduler_address(&url) {
-                    problem("engine.scheduler", e);
+                    problem(scheduler_key, e);
                 }
                 EngineMode::Ballista { scheduler: url }
             }
@@ -1261,12 +1277,15 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
         },
         Some(other) => {
             problem(
-                "engine.mode",
+                mode_key,
                 format!("unknown engine mode `{other}`; valid choices: `local`, `ballista`"),
             );
             EngineMode::Local
         }
     };
+    if raw.engine.job_timeout_seconds == Some(0) {
+        problem("engine.job_timeout_seconds", "must be at least 1".into());
+    }
     if raw.engine.threads == Some(0) {
         problem("engine.threads", "must be at least 1".into());
     }
@@ -1372,6 +1391,9 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             threads: raw.engine.threads.unwrap_or(2),
             mode,
+            job_timeout: std::time::Duration::from_secs(
+                raw.engine.job_timeout_seconds.unwrap_or(3600),
+            ),
         },
         vars,
         schedules,

@@ -317,12 +317,15 @@ pub struct IcebergFile {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineFile {
-    /// `local` (default) or `ballista`.
+    /// `local` (default) or `ballista` (`SMELTER_ENGINE_MODE` overrides).
     #[serde(default)]
     pub mode: Option<String>,
     /// The Ballista scheduler, `df://host:port` (mode `ballista`; `SMELTER_SCHEDULER` overrides).
     #[serde(default)]
     pub scheduler: Option<String>,
+    /// Seconds one model's job may run on the cluster before the run exits 75 (default 3600).
+    #[serde(default)]
+    pub job_timeout_seconds: Option<u64>,
     /// Memory cap for query execution in MiB; operators spill to disk above it.
     #[serde(default)]
     pub memory_limit_mb: Option<usize>,

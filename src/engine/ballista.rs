@@ -34,6 +34,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Cluster {
     url: String,
     remote: SessionContext,
+    job_timeout: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -49,7 +50,11 @@ impl Cluster {
     ///
     /// Errors: [`Error::Cluster`], retryable, when no TCP connection to the scheduler opens
     /// within 10 s (it names the URL); a malformed URL is a config error caught earlier.
-    pub async fn connect(url: &str, local: &SessionContext) -> Result<Cluster> {
+    pub async fn connect(
+        url: &str,
+        local: &SessionContext,
+        job_timeout: Duration,
+    ) -> Result<Cluster> {
         let (host, port) = crate::config::scheduler_address(url).map_err(|m| Error::Cluster {
             url: url.to_string(),
             message: m,
@@ -95,6 +100,7 @@ impl Cluster {
         Ok(Cluster {
             url: url.to_string(),
             remote,
+            job_timeout,
         })
     }
 
@@ -108,15 +114,27 @@ impl Cluster {
     /// [`super::stage`]): the returned scan is what the rest of the model's step reads.
     ///
     /// Errors: [`Error::Cluster`] (retryable) when the job failed for the cluster's sake (a
-    /// lost executor, a failed shuffle fetch, a broken connection); otherwise the query's own
-    /// error.
+    /// lost executor, a failed shuffle fetch, a broken connection) or did not finish within the
+    /// job timeout; [`Error::Internal`] for DataFusion's internal errors; otherwise the query's
+    /// own error. A job abandoned by a timeout or a stopped run is not cancelled on the cluster.
     pub async fn execute(&self, local: &SessionContext, df: DataFrame) -> Result<super::Staged> {
         let clock = std::time::Instant::now();
         let plan = df.logical_plan().clone();
         let remote = DataFrame::new(self.remote.state(), plan);
-        let staged = super::stage(local, remote)
-            .await
-            .map_err(|e| self.classify(e))?;
+        let staged = match tokio::time::timeout(self.job_timeout, super::stage(local, remote)).await
+        {
+            Ok(result) => result.map_err(|e| self.classify(e))?,
+            Err(_) => {
+                return Err(Error::Cluster {
+                    url: self.url.clone(),
+                    message: format!(
+                        "the job did not finish within {} s (`engine.job_timeout_seconds`): no executor registered or free, or one was lost and its tasks were not run again (see the scheduler's log)",
+                        self.job_timeout.as_secs()
+                    ),
+                    retryable: true,
+                })
+            }
+        };
         tracing::info!(
             scheduler = %self.url,
             duration_ms = clock.elapsed().as_millis() as u64,
@@ -133,7 +151,7 @@ impl Cluster {
         };
         let text = df.to_string();
         let lower = text.to_ascii_lowercase();
-        const CLUSTER_FAULTS: [&str; 9] = [
+        const CLUSTER_FAULTS: [&str; 14] = [
             "executor lost",
             "executorlost",
             "fetchfailed",
@@ -141,8 +159,13 @@ impl Cluster {
             "failed to connect",
             "transport error",
             "connection refused",
+            "connection reset",
+            "broken pipe",
+            "h2 protocol error",
+            "error reading a body",
             "grpc",
             "status: unavailable",
+            "status: cancelled",
         ];
         if CLUSTER_FAULTS.iter().any(|f| lower.contains(f)) || is_external_cluster(df) {
             Error::Cluster {
@@ -153,6 +176,9 @@ impl Cluster {
                 ),
                 retryable: true,
             }
+        } else if lower.contains("internal error") {
+            // DataFusion's internal errors are bugs, as in local mode (exit 1), not the SQL's.
+            Error::Internal(format!("on the cluster: {text}"))
         } else {
             e
         }

@@ -225,7 +225,15 @@ impl RunContext<'_> {
         let url = self.lake.table_url(id);
         // On a cluster, a table is read as a plain Parquet scan of its current files.
         let provider = if self.distributed() {
-            match self.format.snapshot_files(&self.ctx, &url).await? {
+            let files = self
+                .format
+                .snapshot_files(&self.ctx, &url)
+                .await
+                .map_err(|e| match e {
+                    Error::Usage(m) => Error::Usage(format!("table `{id}`: {m}")),
+                    e => e,
+                })?;
+            match files {
                 Some(files) => Some(crate::engine::ballista::listing_table(&files)?),
                 None => None,
             }
@@ -267,7 +275,13 @@ impl RunContext<'_> {
             return Ok(None);
         };
         self.cluster
-            .get_or_try_init(|| crate::engine::ballista::Cluster::connect(scheduler, &self.ctx))
+            .get_or_try_init(|| {
+                crate::engine::ballista::Cluster::connect(
+                    scheduler,
+                    &self.ctx,
+                    self.plan.pipeline.engine.job_timeout,
+                )
+            })
             .await
             .map(Some)
     }

@@ -396,6 +396,23 @@ fn mode_ballista_needs_a_scheduler_url_from_the_file_or_the_environment() {
         &[("SMELTER_SCHEDULER", "df://127.0.0.1:50050")],
     );
     assert_eq!(code(&out), 0, "{}", out_text(&out));
+    // The environment alone switches a local pipeline to the cluster, and names itself when
+    // its value is wrong.
+    let local = Project::demo(0.02);
+    let out = local.smelter_env(
+        &["validate", "{p}"],
+        &[
+            ("SMELTER_ENGINE_MODE", "ballista"),
+            ("SMELTER_SCHEDULER", "127.0.0.1:50050"),
+        ],
+    );
+    let text = out_text(&out);
+    assert_eq!(code(&out), 2, "{text}");
+    assert!(text.contains("SMELTER_SCHEDULER (environment)"), "{text}");
+    let out = local.smelter_env(&["validate", "{p}"], &[("SMELTER_ENGINE_MODE", "spark")]);
+    let text = out_text(&out);
+    assert_eq!(code(&out), 2, "{text}");
+    assert!(text.contains("SMELTER_ENGINE_MODE"), "{text}");
 }
 
 /// The TPC-H pipeline (SQL Server source, its own schema and types): extract and bronze locally,
@@ -474,4 +491,64 @@ async fn the_demo_on_iceberg_on_the_cluster_gives_the_local_gold_rows() {
         assert!(want.lines().count() > 2, "{id} has rows");
         assert_eq!(got, want, "{id}: cluster and local results differ");
     }
+}
+
+/// A scheduler with no executor: the job waits for one until `job_timeout_seconds`, then the
+/// run exits 75 naming the cluster, and nothing is written.
+#[test]
+fn a_job_no_executor_takes_exits_75_after_the_job_timeout() {
+    let cluster = Cluster::start(0, 30);
+    let (_local, remote) = demo_pair();
+    use_cluster(&remote, &cluster.url());
+    let toml = std::fs::read_to_string(remote.pipeline()).unwrap();
+    std::fs::write(
+        remote.pipeline(),
+        toml.replace("[engine]\n", "[engine]\njob_timeout_seconds = 3\n"),
+    )
+    .unwrap();
+    let out = remote.smelter(&[
+        "run",
+        "{p}",
+        "--layer",
+        "silver",
+        "--models",
+        "carriers",
+        "--logical-date",
+        "2026-11-30",
+        "--run-id",
+        "r1",
+    ]);
+    let text = out_text(&out);
+    assert_eq!(code(&out), 75, "{text}");
+    assert!(
+        text.contains(&format!("cluster error at {}", cluster.url()))
+            && text.contains("job_timeout_seconds"),
+        "{text}"
+    );
+    assert!(!remote.lake().join("silver/carriers/_delta_log").exists());
+}
+
+#[test]
+fn an_executor_refuses_a_work_dir_that_cannot_hold_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let work = file.join("work");
+    let port = free_port_pair();
+    let out = Command::new(env!("CARGO_BIN_EXE_smelter"))
+        .args([
+            "cluster",
+            "executor",
+            "--scheduler",
+            &format!("127.0.0.1:{port}"),
+            "--bind",
+            &format!("127.0.0.1:{}", free_port_pair()),
+            "--work-dir",
+            work.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = out_text(&out);
+    assert_eq!(code(&out), 2, "{text}");
+    assert!(text.contains("--work-dir"), "{text}");
 }
