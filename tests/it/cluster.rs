@@ -212,6 +212,18 @@ async fn rows(dir: &Path, skip: &[&str]) -> String {
         .to_string()
 }
 
+/// `smelter run {p} --layer silver` for run id `r1`.
+const SILVER_R1: [&str; 8] = [
+    "run",
+    "{p}",
+    "--layer",
+    "silver",
+    "--logical-date",
+    "2026-11-30",
+    "--run-id",
+    "r1",
+];
+
 /// Columns whose values are the time of the run that wrote them, not a function of the data.
 const RUN_TIME_COLUMNS: [&str; 0] = [];
 
@@ -249,16 +261,7 @@ fn an_unreachable_scheduler_exits_75_naming_its_url() {
     let port = free_port_pair();
     let url = format!("df://127.0.0.1:{port}");
     use_cluster(&remote, &url);
-    let args = [
-        "run",
-        "{p}",
-        "--layer",
-        "silver",
-        "--logical-date",
-        "2026-11-30",
-        "--run-id",
-        "r1",
-    ];
+    let args = SILVER_R1;
     let out = remote.smelter(&args);
     let text = out_text(&out);
     assert_eq!(code(&out), 75, "{text}");
@@ -297,16 +300,7 @@ fn an_executor_killed_during_a_layer_leaves_no_wrong_rows_and_a_retry_completes(
     let (local, remote) = demo_pair();
     use_cluster(&remote, &cluster.url());
     local.run_layer("silver", "r1", 0);
-    let args = [
-        "run",
-        "{p}",
-        "--layer",
-        "silver",
-        "--logical-date",
-        "2026-11-30",
-        "--run-id",
-        "r1",
-    ];
+    let args = SILVER_R1;
     let mut run = remote
         .command(&args, &[])
         .stdout(Stdio::null())
@@ -419,18 +413,8 @@ fn mode_ballista_needs_a_scheduler_url_from_the_file_or_the_environment() {
 /// silver and gold on the cluster; each gold mart equals the textbook query.
 #[tokio::test(flavor = "multi_thread")]
 async fn tpch_silver_and_gold_on_the_cluster_match_the_textbook_queries() {
-    use crate::tds::{tpch, FixtureOptions, ServerOptions, TdsServer};
-    use crate::tpch::{PASSWORD, SCALE};
-    let generated = tpch::generate(SCALE).unwrap();
-    let server = TdsServer::start(ServerOptions {
-        password: Some(PASSWORD.into()),
-        fixtures: FixtureOptions {
-            tpch_scale_factor: SCALE,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .expect("start TDS fixture server");
+    use crate::tpch::PASSWORD;
+    let (generated, server) = crate::tpch::serve_tpch();
     let cluster = Cluster::start(2, 30);
     let p = Project::from_repo("tpch");
     let port = server.port.to_string();

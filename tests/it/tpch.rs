@@ -89,8 +89,9 @@ fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tpch_pipeline_runs_end_to_end_and_matches_the_textbook_queries() {
+/// The TPC-H tables at [`SCALE`], and a TDS fixture server serving them as SQL Server tables
+/// (`tpch.*`, password [`PASSWORD`]).
+pub(crate) fn serve_tpch() -> (Vec<(&'static str, Vec<RecordBatch>)>, TdsServer) {
     let generated = tpch::generate(SCALE).unwrap();
     let server = TdsServer::start(ServerOptions {
         password: Some(PASSWORD.into()),
@@ -101,6 +102,12 @@ async fn tpch_pipeline_runs_end_to_end_and_matches_the_textbook_queries() {
         ..Default::default()
     })
     .expect("start TDS fixture server");
+    (generated, server)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tpch_pipeline_runs_end_to_end_and_matches_the_textbook_queries() {
+    let (generated, server) = serve_tpch();
     let p = Project::from_repo("tpch");
     // Planning works offline from the committed contracts, and they match the source.
     let validated = p.smelter(&["validate", "{p}"]);
