@@ -118,8 +118,10 @@ impl Delta {
         }
         // When a first commit (version 0) loses its race, delta-rs retries it as the next
         // version on top of the winner's, without checking for conflicts: a blind append of a
-        // merge's or an overwrite's rows. Only an append may be retried like that.
-        if creates && req.mode != WriteMode::Append {
+        // merge's or an overwrite's rows. Only an append that read nothing from the table may
+        // be retried like that: a windowed append fenced at its read (no table yet) appended
+        // the same catch-up window as the winner.
+        if creates && (req.mode != WriteMode::Append || req.read_version.is_some()) {
             props = props.with_max_retries(0);
         }
         props
