@@ -15,7 +15,7 @@ use ballista_executor::executor_process::{start_executor_process, ExecutorProces
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::start_server;
-use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionConfig;
 use object_store::ObjectStore;
@@ -160,22 +160,12 @@ fn failed(bind: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// The object stores of a cluster process: one per bucket, container or file system, built on
-/// first use from the URL and the process's environment ([`crate::storage::store_from_env`]),
-/// then kept.
+/// The object stores of a cluster process: DataFusion's registry, which serves local files and
+/// every store registered in it, plus a store per bucket or container built on first use from the
+/// URL and the process's environment ([`crate::storage::store_from_env`]), then kept there.
 #[derive(Debug, Default)]
 pub struct LakeStores {
-    stores: std::sync::RwLock<std::collections::HashMap<String, Arc<dyn ObjectStore>>>,
-}
-
-/// `scheme://host:port` of `url`: the part that names one store (as DataFusion keys its
-/// registry).
-fn store_key(url: &Url) -> String {
-    format!(
-        "{}://{}",
-        url.scheme(),
-        &url[url::Position::BeforeHost..url::Position::AfterPort]
-    )
+    registry: DefaultObjectStoreRegistry,
 }
 
 impl ObjectStoreRegistry for LakeStores {
@@ -184,40 +174,24 @@ impl ObjectStoreRegistry for LakeStores {
         url: &Url,
         store: Arc<dyn ObjectStore>,
     ) -> Option<Arc<dyn ObjectStore>> {
-        self.stores
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(store_key(url), store)
+        self.registry.register_store(url, store)
     }
 
     fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
-        let key = store_key(url);
-        if let Some(store) = self
-            .stores
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(store.clone());
+        if let Ok(store) = self.registry.get_store(url) {
+            return Ok(store);
         }
         let store = match crate::storage::store_from_env(url) {
             Some(Ok(store)) => store,
             Some(Err(e)) => {
                 return Err(datafusion::error::DataFusionError::ObjectStore(Box::new(e)))
             }
-            None => {
-                return Err(datafusion::error::DataFusionError::Configuration(format!(
+            None => return Err(datafusion::error::DataFusionError::Configuration(format!(
                 "no object store for {}: the cluster reads local, s3:// and az:// / abfss:// lakes",
                 crate::storage::redact(url)
-            )))
-            }
+            ))),
         };
-        Ok(self
-            .stores
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_insert(store)
-            .clone())
+        self.registry.register_store(url, store.clone());
+        Ok(store)
     }
 }
