@@ -186,10 +186,12 @@ impl ObjectStoreRegistry for LakeStores {
             Some(Err(e)) => {
                 return Err(datafusion::error::DataFusionError::ObjectStore(Box::new(e)))
             }
-            None => return Err(datafusion::error::DataFusionError::Configuration(format!(
+            None => {
+                return Err(datafusion::error::DataFusionError::Configuration(format!(
                 "no object store for {}: the cluster reads local, s3:// and az:// / abfss:// lakes",
                 crate::storage::redact(url)
-            ))),
+            )))
+            }
         };
         self.registry.register_store(url, store.clone());
         Ok(store)

@@ -1,7 +1,7 @@
 //! Delta Lake through delta-rs: streaming writes from DataFusion plans, MERGE for upserts, and
 //! application transactions (`txn` actions) so a retried run never appends twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
@@ -11,12 +11,14 @@ use datafusion::common::Column;
 use datafusion::functions::datetime::expr_fn::date_trunc;
 use datafusion::logical_expr::{cast, lit, when, Expr};
 use datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
 use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
 use deltalake::kernel::schema::cast::normalize_for_delta;
-use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::Transaction;
+use deltalake::kernel::{Action, MetadataExt as _, StructType};
 use deltalake::operations::write::SchemaMode;
-use deltalake::protocol::SaveMode;
+use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::DeltaTable;
 use object_store::ObjectStore;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
@@ -128,6 +130,22 @@ impl Delta {
     }
 }
 
+/// The scan of `table`'s loaded version.
+///
+/// Partition columns keep their own type (a string one is `Utf8View` like every other string
+/// column) instead of delta-rs' default dictionary encoding: DataFusion 53 compares a dictionary
+/// column with a `Utf8View` one without a cast in some plans (a correlated `NOT EXISTS` whose
+/// filter has `IS NOT DISTINCT FROM`, as the scd2 recomputation runs), which fails at run time
+/// with "Invalid comparison operation: Utf8 IS NOT DISTINCT FROM Utf8View".
+fn scan(table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
+    let snapshot = table.snapshot()?.snapshot().clone();
+    let config = DeltaScanConfig {
+        wrap_partition_values: false,
+        ..DeltaScanConfig::new()
+    };
+    Ok(Arc::new(DeltaScanNext::new(snapshot, config)?))
+}
+
 fn storage_error(url: &Url, e: deltalake::DeltaTableError) -> Error {
     match e {
         deltalake::DeltaTableError::ObjectStore { source } => {
@@ -155,7 +173,7 @@ impl TableFormat for Delta {
             return Ok(None);
         }
         table.update_datafusion_session(&ctx.state())?;
-        Ok(Some(table.table_provider().await?))
+        Ok(Some(scan(&table)?))
     }
 
     async fn snapshot_files(
@@ -199,7 +217,7 @@ impl TableFormat for Delta {
             return refuse("deletion vectors");
         }
         table.update_datafusion_session(&ctx.state())?;
-        let schema = table.table_provider().await?.schema();
+        let schema = scan(&table)?.schema();
         let files = table
             .get_file_uris()?
             .map(|uri| super::file_url(&uri))
@@ -247,7 +265,7 @@ impl TableFormat for Delta {
         table.update_datafusion_session(&ctx.state())?;
         let partition_columns: Vec<String> =
             table.snapshot()?.metadata().partition_columns().to_vec();
-        let df = ctx.read_table(table.table_provider().await?)?;
+        let df = ctx.read_table(scan(&table)?)?;
         let mut exprs: Vec<Expr> = Vec::new();
         for f in df.schema().fields() {
             let c = Expr::Column(Column::new_unqualified(f.name()));
@@ -336,7 +354,7 @@ impl TableFormat for Delta {
             }
         }
         table.update_datafusion_session(&ctx.state())?;
-        Ok(Some(table.table_provider().await?))
+        Ok(Some(scan(&table)?))
     }
 
     async fn maintain(
@@ -400,10 +418,29 @@ impl TableFormat for Delta {
             return Ok(None);
         };
         table.update_datafusion_session(&ctx.state())?;
-        Ok(Some((table.table_provider().await?, version as i64)))
+        Ok(Some((scan(&table)?, version as i64)))
     }
 
-    async fn write(&self, mut req: WriteRequest<'_>) -> Result<WriteMetrics> {
+    async fn write(&self, req: WriteRequest<'_>) -> Result<WriteMetrics> {
+        // A local table directory this write creates is removed again when the write fails
+        // and left it empty, so a model failing before its first commit leaves no folder.
+        let created = (req.url.scheme() == "file")
+            .then(|| req.url.to_file_path().ok())
+            .flatten()
+            .filter(|dir| !dir.exists());
+        let result = self.write_version(req).await;
+        if let (Err(_), Some(dir)) = (&result, created) {
+            // Not recursive: files in it may be a concurrent creator's, not yet committed.
+            let _ = std::fs::remove_dir(dir);
+        }
+        result
+    }
+}
+
+impl Delta {
+    /// [`TableFormat::write`] once the table directory exists: commits `req` as the table's next
+    /// version (see there for shapes and errors).
+    async fn write_version(&self, mut req: WriteRequest<'_>) -> Result<WriteMetrics> {
         req.input = floor_to_micros(req.input)?;
         let mut table = self.open_with(req.url, true).await?;
         // A write computed from an earlier read of the table commits as of that read, so that
@@ -543,6 +580,9 @@ impl TableFormat for Delta {
                     WriteMode::Overwrite => (SaveMode::Overwrite, SchemaMode::Overwrite),
                     _ => (SaveMode::Append, SchemaMode::Merge),
                 };
+                if *mode == WriteMode::Overwrite && table.version().is_some() {
+                    table = relax_not_null(table, req.input.schema().as_arrow(), &req).await?;
+                }
                 let mut builder = table
                     .write(Vec::new())
                     .with_input_plan(req.input.logical_plan().clone())
@@ -566,6 +606,97 @@ impl TableFormat for Delta {
             }
         }
     }
+}
+
+/// Paths of the NOT NULL fields of `fields`, descending into structs, the way delta-rs' write
+/// validation collects them (`collect_non_nullable_fields`).
+fn not_null_paths(fields: &StructType, prefix: &[String], out: &mut HashSet<Vec<String>>) {
+    for field in fields.fields() {
+        let path = [prefix, std::slice::from_ref(&field.name)].concat();
+        if let deltalake::kernel::DataType::Struct(inner) = &field.data_type {
+            not_null_paths(inner, &path, out);
+        }
+        if !field.nullable {
+            out.insert(path);
+        }
+    }
+}
+
+/// `fields` with every NOT NULL field whose path is not in `keep` made nullable.
+fn relaxed(
+    fields: &StructType,
+    prefix: &[String],
+    keep: &HashSet<Vec<String>>,
+) -> deltalake::DeltaResult<StructType> {
+    Ok(StructType::try_new(
+        fields
+            .fields()
+            .map(|field| {
+                let path = [prefix, std::slice::from_ref(&field.name)].concat();
+                let mut field = field.clone();
+                if let deltalake::kernel::DataType::Struct(inner) = &field.data_type {
+                    field.data_type =
+                        deltalake::kernel::DataType::Struct(Box::new(relaxed(inner, &path, keep)?));
+                }
+                field.nullable = field.nullable || !keep.contains(&path);
+                Ok(field)
+            })
+            .collect::<deltalake::DeltaResult<Vec<_>>>()?,
+    )?)
+}
+
+/// Prepares `table` for an overwrite whose rows have the Arrow schema `input`.
+///
+/// delta-rs checks an overwrite's rows against the NOT NULL fields of the schema it replaces
+/// (`validation_predicates` reads the current snapshot, even with `SchemaMode::Overwrite`), so an
+/// overwrite whose SQL dropped or renamed a NOT NULL column fails with "No field named …", and one
+/// that made it nullable fails on its first NULL. When the new schema keeps every NOT NULL field,
+/// `table` is returned as is. Otherwise one metadata-only commit first makes those fields nullable:
+/// no row changes and readers of that version see the same data; the overwrite then replaces the
+/// schema. The commit carries the write's metadata but not its transaction id.
+///
+/// Errors: the commit's (a concurrent writer is a conflict, as for the write itself).
+async fn relax_not_null(
+    table: DeltaTable,
+    input: &Schema,
+    req: &WriteRequest<'_>,
+) -> Result<DeltaTable> {
+    let current = table.snapshot()?.schema();
+    let mut old = HashSet::new();
+    not_null_paths(&current, &[], &mut old);
+    let normalized = normalize_for_delta(&Arc::new(input.clone()));
+    let mut new = HashSet::new();
+    if let Ok(schema) = StructType::try_from_arrow(normalized.as_ref()) {
+        not_null_paths(&schema, &[], &mut new);
+    }
+    if old.is_subset(&new) {
+        return Ok(table);
+    }
+    let schema = relaxed(&current, &[], &new)?;
+    let metadata = table
+        .snapshot()?
+        .metadata()
+        .clone()
+        .with_schema(&schema)
+        .map_err(deltalake::DeltaTableError::from)?;
+    let operation = DeltaOperation::UpdateFieldMetadata {
+        fields: schema.fields().cloned().collect(),
+    };
+    let props = CommitProperties::default().with_metadata(
+        req.metadata
+            .iter()
+            .map(|(k, v)| (format!("smelter.{k}"), serde_json::Value::String(v.clone()))),
+    );
+    let commit = CommitBuilder::from(props)
+        .with_actions(vec![Action::Metadata(metadata)])
+        .build(Some(table.snapshot()?), table.log_store(), operation)
+        .await?;
+    let mut table = table;
+    table
+        .load_version(commit.version() as u64)
+        .await
+        .map_err(|e| storage_error(req.url, e))?;
+    Ok(table)
 }
 
 /// Version, files, size and rows of a loaded table's snapshot (no I/O); `None` before its first

@@ -1,8 +1,9 @@
 //! Smaller mistakes a new user makes, each refused or reported accurately: a CSV file with no
 //! header line (an empty file is no snapshot), a header naming a column twice, a bronze `key`
 //! naming a column the table lacks (caught by `validate`), an scd2 run counting only the versions
-//! it changed, a `delete_when` that is not a condition, and bronze after an extract that found
-//! nothing new.
+//! it changed, a `delete_when` that is not a condition, bronze after an extract that found
+//! nothing new, a `table` model changing its columns' nullability, an scd2 model partitioned by a
+//! string column, and a model failing before its first commit.
 
 use crate::support::{files_pipeline, Project};
 
@@ -281,4 +282,120 @@ async fn an_aggregate_filter_skips_rows_whose_condition_is_null() {
     assert_eq!(p.scalar(&x, "SELECT n FROM x WHERE g = 1").await, 0);
     assert_eq!(p.scalar(&x, "SELECT n FROM x WHERE g = 2").await, 1);
     assert_eq!(p.scalar(&x, "SELECT s FROM x WHERE g = 1").await, 2);
+}
+
+/// A `table` model whose SQL changes drops a NOT NULL column, then makes one nullable and
+/// writes NULLs into it. delta-rs checks an overwrite against the NOT NULL columns of the schema
+/// it replaces: the first change failed with "No field named a" (exit 1), the second on its NULL.
+/// Each run now replaces the table's schema, and a reader sees the new columns and rows.
+#[tokio::test]
+async fn a_table_model_may_drop_a_not_null_column_or_make_it_nullable() {
+    let toml = files_pipeline("t", "id");
+    let model = |sql: &str| [("silver/x.sql", format!("-- materialized: table\n{sql}\n"))];
+    let p = Project::custom(&toml, &[]);
+    let dir = p.dir.path().join("incoming/t");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.csv"), "id,name\n1,a\n2,b\n3,c\n").unwrap();
+    let write_model = |sql: &str| {
+        for (rel, text) in model(sql) {
+            let path = p.dir.path().join("sql/t").join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+    };
+    write_model("SELECT id, 1 AS a FROM bronze.t");
+    p.ok(&["run", "{p}", "--run-id", "r1"]);
+    write_model("SELECT id, 'x' AS b FROM bronze.t");
+    p.ok(&["run", "{p}", "--layer", "silver", "--run-id", "r2"]);
+    let x = [("x", "silver/x")];
+    assert_eq!(
+        p.scalar(&x, "SELECT COUNT(*) FROM x WHERE b = 'x'").await,
+        3
+    );
+    let batches = p.query(&x, "SELECT * FROM x").await;
+    let names: Vec<String> = batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "b"]);
+    write_model("SELECT id, CASE WHEN id = 1 THEN NULL ELSE 'y' END AS b FROM bronze.t");
+    p.ok(&["run", "{p}", "--layer", "silver", "--run-id", "r3"]);
+    assert_eq!(
+        p.scalar(&x, "SELECT COUNT(*) FROM x WHERE b IS NULL").await,
+        1
+    );
+    assert_eq!(
+        p.scalar(&x, "SELECT COUNT(*) FROM x WHERE b = 'y'").await,
+        2
+    );
+}
+
+/// An scd2 model partitioned by a string column, run twice. Its second run compares the
+/// table's versions with the batch's (`IS NOT DISTINCT FROM` in a correlated `NOT EXISTS`), and
+/// a dictionary-encoded partition column against a `Utf8View` one failed at run time (exit 2,
+/// blaming the model's SQL).
+#[tokio::test]
+async fn an_scd2_model_partitioned_by_a_string_column_runs_twice() {
+    let toml = files_pipeline("t", "id");
+    let p = Project::custom(
+        &toml,
+        &[(
+            "silver/h.sql",
+            "-- materialized: scd2\n-- unique_key: id\n-- sequence_by: ts\n-- partition_by: region\n\
+             SELECT id, region, name, ts FROM bronze.t\n",
+        )],
+    );
+    let dir = p.dir.path().join("incoming/t");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.csv"),
+        "id,region,name,ts\n1,eu,a,2026-01-01 00:00:00\n2,us,b,2026-01-02 00:00:00\n",
+    )
+    .unwrap();
+    p.ok(&["run", "{p}", "--run-id", "r1"]);
+    std::fs::write(
+        dir.join("b.csv"),
+        "id,region,name,ts\n1,eu,a2,2026-02-01 00:00:00\n3,us,c,2026-02-02 00:00:00\n",
+    )
+    .unwrap();
+    p.ok(&["run", "{p}", "--run-id", "r2"]);
+    let h = [("h", "silver/h")];
+    assert_eq!(p.scalar(&h, "SELECT COUNT(*) FROM h").await, 4);
+    assert_eq!(
+        p.scalar(&h, "SELECT COUNT(*) FROM h WHERE is_current")
+            .await,
+        3
+    );
+    assert_eq!(
+        p.scalar(
+            &h,
+            "SELECT COUNT(*) FROM h WHERE id = 1 AND name = 'a' AND NOT is_current \
+             AND valid_to = TIMESTAMP '2026-02-01 00:00:00'"
+        )
+        .await,
+        1
+    );
+}
+
+/// A model that fails on its data before its table's first commit leaves no table folder
+/// behind (an empty folder looked like a table to people browsing the lake).
+#[test]
+fn a_model_failing_before_its_first_commit_leaves_no_folder() {
+    let toml = files_pipeline("t", "id");
+    let p = Project::custom(
+        &toml,
+        &[(
+            "silver/bad.sql",
+            "SELECT id, CAST(name AS INT) AS n FROM bronze.t\n",
+        )],
+    );
+    let dir = p.dir.path().join("incoming/t");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.csv"), "id,name\n1,a\n").unwrap();
+    let out = p.expect(&["run", "{p}", "--run-id", "r1"], 2);
+    assert!(out.contains("silver.bad"), "{out}");
+    assert!(p.lake().join("bronze/t").is_dir());
+    assert!(!p.lake().join("silver/bad").exists());
 }
