@@ -130,17 +130,27 @@ impl Delta {
     }
 }
 
-/// The scan of `table`'s loaded version.
+/// The scan of `table`'s loaded version in `ctx`'s session.
 ///
-/// Partition columns keep their own type (a string one is `Utf8View` like every other string
-/// column) instead of delta-rs' default dictionary encoding: DataFusion 53 compares a dictionary
-/// column with a `Utf8View` one without a cast in some plans (a correlated `NOT EXISTS` whose
-/// filter has `IS NOT DISTINCT FROM`, as the scd2 recomputation runs), which fails at run time
-/// with "Invalid comparison operation: Utf8 IS NOT DISTINCT FROM Utf8View".
-fn scan(table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
+/// Strings are read as the session says (`schema_force_view_types`, off in Smelter's sessions, see
+/// `engine::session`); delta-rs' own default reads them as `Utf8View` whatever the session says.
+/// Partition columns keep their own type instead of delta-rs' default dictionary encoding:
+/// DataFusion 53 compares a dictionary column with a `Utf8View` one without a cast in some plans
+/// (a correlated `NOT EXISTS` whose filter has `IS NOT DISTINCT FROM`, as the scd2 recomputation
+/// runs), which fails at run time with "Invalid comparison operation: Utf8 IS NOT DISTINCT FROM
+/// Utf8View".
+fn scan(table: &DeltaTable, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>> {
     let snapshot = table.snapshot()?.snapshot().clone();
+    let views = ctx
+        .state()
+        .config()
+        .options()
+        .execution
+        .parquet
+        .schema_force_view_types;
     let config = DeltaScanConfig {
         wrap_partition_values: false,
+        schema_force_view_types: views,
         ..DeltaScanConfig::new()
     };
     Ok(Arc::new(DeltaScanNext::new(snapshot, config)?))
@@ -173,7 +183,7 @@ impl TableFormat for Delta {
             return Ok(None);
         }
         table.update_datafusion_session(&ctx.state())?;
-        Ok(Some(scan(&table)?))
+        Ok(Some(scan(&table, ctx)?))
     }
 
     async fn snapshot_files(
@@ -217,7 +227,7 @@ impl TableFormat for Delta {
             return refuse("deletion vectors");
         }
         table.update_datafusion_session(&ctx.state())?;
-        let schema = scan(&table)?.schema();
+        let schema = scan(&table, ctx)?.schema();
         let files = table
             .get_file_uris()?
             .map(|uri| super::file_url(&uri))
@@ -265,7 +275,7 @@ impl TableFormat for Delta {
         table.update_datafusion_session(&ctx.state())?;
         let partition_columns: Vec<String> =
             table.snapshot()?.metadata().partition_columns().to_vec();
-        let df = ctx.read_table(scan(&table)?)?;
+        let df = ctx.read_table(scan(&table, ctx)?)?;
         let mut exprs: Vec<Expr> = Vec::new();
         for f in df.schema().fields() {
             let c = Expr::Column(Column::new_unqualified(f.name()));
@@ -354,7 +364,7 @@ impl TableFormat for Delta {
             }
         }
         table.update_datafusion_session(&ctx.state())?;
-        Ok(Some(scan(&table)?))
+        Ok(Some(scan(&table, ctx)?))
     }
 
     async fn maintain(
@@ -418,7 +428,7 @@ impl TableFormat for Delta {
             return Ok(None);
         };
         table.update_datafusion_session(&ctx.state())?;
-        Ok(Some((scan(&table)?, version as i64)))
+        Ok(Some((scan(&table, ctx)?, version as i64)))
     }
 
     async fn write(&self, req: WriteRequest<'_>) -> Result<WriteMetrics> {
