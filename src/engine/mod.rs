@@ -13,6 +13,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 pub mod ballista;
 pub mod dedup;
 pub mod filter_nulls;
+pub mod float_min_max;
 pub mod float_stats;
 pub mod observe;
 
@@ -52,6 +53,7 @@ pub fn session(pipeline: &Pipeline, lake: Option<&Lake>) -> Result<SessionContex
         .with_optimizer_rule(Arc::new(dedup::LatestPerKeyRule))
         .with_optimizer_rule(Arc::new(filter_nulls::FilterNulls))
         .with_physical_optimizer_rule(Arc::new(float_stats::FloatStats))
+        .with_aggregate_functions(aggregate_functions())
         .build();
     let ctx = SessionContext::new_with_state(state);
     let catalog = ctx
@@ -69,7 +71,8 @@ pub fn session(pipeline: &Pipeline, lake: Option<&Lake>) -> Result<SessionContex
 /// The session state a query runs in on a Ballista cluster, built alike by the driver (before
 /// Ballista turns it into a client), the scheduler (which plans the job's stages) and the
 /// executors' functions: DataFusion's defaults with `config` and `runtime`, plus the engine's
-/// rules that fix DataFusion faults ([`filter_nulls::FilterNulls`], [`float_stats::FloatStats`]).
+/// rules and functions that fix DataFusion faults ([`filter_nulls::FilterNulls`],
+/// [`float_stats::FloatStats`], [`float_min_max::udafs`]).
 /// The latest-row-per-key operator of [`dedup`] is left out: Ballista cannot ship a custom
 /// plan node to executors, and the standard window plan gives the same rows.
 pub fn cluster_state(
@@ -82,7 +85,23 @@ pub fn cluster_state(
         .with_runtime_env(runtime)
         .with_optimizer_rule(Arc::new(filter_nulls::FilterNulls))
         .with_physical_optimizer_rule(Arc::new(float_stats::FloatStats))
+        .with_aggregate_functions(aggregate_functions())
         .build()
+}
+
+/// DataFusion's aggregate functions, with `min` and `max` replaced by [`float_min_max::udafs`].
+fn aggregate_functions() -> Vec<Arc<datafusion::logical_expr::AggregateUDF>> {
+    let fixed = float_min_max::udafs().map(Arc::new);
+    datafusion::functions_aggregate::all_default_aggregate_functions()
+        .into_iter()
+        .map(|f| {
+            fixed
+                .iter()
+                .find(|g| g.name() == f.name())
+                .cloned()
+                .unwrap_or(f)
+        })
+        .collect()
 }
 
 /// A query result materialized once in local temporary files (see [`stage`]), readable as a

@@ -399,3 +399,43 @@ fn a_model_failing_before_its_first_commit_leaves_no_folder() {
     assert!(p.lake().join("bronze/t").is_dir());
     assert!(!p.lake().join("silver/bad").exists());
 }
+
+/// Grouped `MIN`/`MAX` of a float column holding only infinities, or NaN beside a number, give
+/// the data's values: DataFusion 53 gave `MIN` = `f64::MAX` for a group of `+inf` and let row
+/// order decide NaN (apache/datafusion#24432).
+#[tokio::test]
+async fn grouped_float_min_and_max_give_the_datas_values() {
+    let toml = files_pipeline("t", "id");
+    let p = Project::custom(
+        &toml,
+        &[(
+            "silver/x.sql",
+            "-- materialized: table\n\
+             SELECT g, MIN(v) AS lo, MAX(v) AS hi FROM bronze.t GROUP BY g\n",
+        )],
+    );
+    let dir = p.dir.path().join("incoming/t");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.csv"),
+        "id,g,v\n1,1,inf\n2,1,inf\n3,2,-inf\n4,3,NaN\n5,3,1.5\n6,4,1.5\n7,4,NaN\n",
+    )
+    .unwrap();
+    p.ok(&["run", "{p}", "--run-id", "r1"]);
+    let x = [("x", "silver/x")];
+    let count = |sql: &'static str| p.scalar(&x, sql);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM x WHERE g = 1 AND lo = 'inf'::double AND hi = 'inf'::double")
+            .await,
+        1
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM x WHERE g = 2 AND lo = '-inf'::double AND hi = '-inf'::double")
+            .await,
+        1
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM x WHERE g IN (3, 4) AND lo = 1.5 AND isnan(hi)").await,
+        2
+    );
+}
