@@ -6,13 +6,17 @@
 //! NULL counts when the bits under the NULL happen to say true. `COUNT(*) FILTER (WHERE b < 1)`
 //! counted a row with `b` NULL, depending on the bytes under the NULL, so the result depended on
 //! how the rows were stored. [`FilterNulls`] rewrites every filter `p` of a grouped aggregate to
-//! `p IS TRUE`, which is never NULL; the aggregate keeps its output name. Ungrouped aggregates
+//! `p IS NOT DISTINCT FROM true`, which is never NULL (DataFusion's simplifier writes "exactly
+//! true" the same way); the aggregate keeps its output name. Not `p IS TRUE`: two aggregates
+//! with the same filter share it as a common subexpression, whose logical field `IS TRUE` says
+//! non-nullable while the physical expression says nullable, and DataFusion refused the plan
+//! ("Physical input schema should be the same as the one converted from logical input schema"). Ungrouped aggregates
 //! read the NULL bitmap and are left alone (the rewrite made the demo's expectation counts,
 //! which are ungrouped, several times slower).
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::Result;
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan};
+use datafusion::logical_expr::{lit, Aggregate, BinaryExpr, Expr, LogicalPlan, Operator};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
 /// The rule; see the module documentation.
@@ -47,8 +51,12 @@ impl OptimizerRule for FilterNulls {
             let name = e.schema_name().to_string();
             let rewritten = e.clone().transform_down(|e| match e {
                 Expr::AggregateFunction(mut f) => match f.params.filter.take() {
-                    Some(p) if !matches!(p.as_ref(), Expr::IsTrue(_)) => {
-                        f.params.filter = Some(Box::new(Expr::IsTrue(p)));
+                    Some(p) if !is_exactly_true(&p) => {
+                        f.params.filter = Some(Box::new(Expr::BinaryExpr(BinaryExpr::new(
+                            p,
+                            Operator::IsNotDistinctFrom,
+                            Box::new(lit(true)),
+                        ))));
                         Ok(Transformed::yes(Expr::AggregateFunction(f)))
                     }
                     p => {
@@ -74,5 +82,17 @@ impl OptimizerRule for FilterNulls {
 
     fn supports_rewrite(&self) -> bool {
         true
+    }
+}
+
+/// Whether `p` is already `x IS NOT DISTINCT FROM true` (or `x IS TRUE`), never NULL.
+fn is_exactly_true(p: &Expr) -> bool {
+    match p {
+        Expr::IsTrue(_) => true,
+        Expr::BinaryExpr(b) => {
+            b.op == Operator::IsNotDistinctFrom
+                && matches!(b.right.as_ref(), Expr::Literal(v, _) if *v == datafusion::scalar::ScalarValue::Boolean(Some(true)))
+        }
+        _ => false,
     }
 }

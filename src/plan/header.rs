@@ -297,6 +297,18 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
             at("sequence_by")
         ));
     }
+    // A key's versions are ordered by `sequence_by`: a key column there orders nothing (one
+    // version per key value), and the scd2 NULL checks would count that column twice.
+    if let Some(c) = header
+        .sequence_by
+        .iter()
+        .find(|c| header.unique_key.contains(c))
+    {
+        problems.push(format!(
+            "{}: `sequence_by` column `{c}` is also in `unique_key`; `sequence_by` orders the versions of one key, so name another column (e.g. a modification time)",
+            at("sequence_by")
+        ));
+    }
     if let (Some((_, line)), false) = (
         &header.delete_when,
         matches!(m, Materialization::Merge | Materialization::Scd2),
@@ -376,6 +388,25 @@ mod tests {
                 "m.sql:5: materialized `scd2` takes `sequence_by` or `check_cols`, not both",
             ]
         );
+    }
+
+    #[test]
+    fn a_sequence_by_column_of_the_key_is_refused() {
+        for m in ["merge", "scd2"] {
+            let mut problems = Vec::new();
+            parse(
+                "m.sql",
+                &format!(
+                    "-- materialized: {m}\n-- unique_key: id, b\n-- sequence_by: ID\nSELECT 1"
+                ),
+                &mut problems,
+            );
+            assert_eq!(
+                problems,
+                ["m.sql:3: `sequence_by` column `id` is also in `unique_key`; `sequence_by` orders the versions of one key, so name another column (e.g. a modification time)"],
+                "{m}"
+            );
+        }
     }
 
     #[test]

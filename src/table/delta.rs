@@ -484,6 +484,27 @@ impl Delta {
             }
             _ => false,
         };
+        // Only an overwrite changes a table's partitioning: a merge or append into the table as
+        // laid out, with another `partition_by`, would be refused by delta-rs (an append) or
+        // ignored (a merge).
+        if req.mode != WriteMode::Overwrite && table.version().is_some() {
+            let current = table.snapshot()?.metadata().partition_columns().to_vec();
+            if current != req.partition_by {
+                let shown = |c: &[String]| match c {
+                    [] => "no columns".to_string(),
+                    c => c.join(", "),
+                };
+                return Err(Error::Usage(format!(
+                    "the table at {} is partitioned by {}, but the model says `partition_by` {}: \
+                     a merge, append or scd2 model keeps its table's partitioning; run it once \
+                     with --full-refresh to rebuild the table with the new one, or restore the \
+                     header",
+                    req.url,
+                    shown(&current),
+                    shown(&req.partition_by)
+                )));
+            }
+        }
         // An overwrite always runs (a full refresh rebuilds the table), but still records its
         // transaction id, so a retry of the same run id that appends is recognised as done.
         let skippable = req.mode != WriteMode::Overwrite;
@@ -586,12 +607,15 @@ impl Delta {
                 })
             }
             (mode, _) => {
+                let overwrite = *mode == WriteMode::Overwrite;
                 let (save, schema) = match mode {
                     WriteMode::Overwrite => (SaveMode::Overwrite, SchemaMode::Overwrite),
                     _ => (SaveMode::Append, SchemaMode::Merge),
                 };
-                if *mode == WriteMode::Overwrite && table.version().is_some() {
-                    table = relax_not_null(table, req.input.schema().as_arrow(), &req).await?;
+                // Rows staged before a schema relaxation, read by the write below.
+                let mut staged = None;
+                if overwrite && table.version().is_some() {
+                    (table, staged) = relax_not_null(table, &mut req).await?;
                 }
                 let mut builder = table
                     .write(Vec::new())
@@ -602,10 +626,12 @@ impl Delta {
                     .with_target_file_size(NonZeroU64::new(self.target_file_size))
                     .with_schema_mode(schema)
                     .with_commit_properties(commit);
-                if !req.partition_by.is_empty() {
+                // An overwrite replaces the layout too (no partition columns included).
+                if overwrite || !req.partition_by.is_empty() {
                     builder = builder.with_partition_columns(req.partition_by.clone());
                 }
                 let table = builder.await?;
+                drop(staged);
                 let latest = table.history(Some(1)).await.ok().and_then(|mut h| h.next());
                 Ok(WriteMetrics {
                     version: table.version().map_or(-1, |v| v as i64),
@@ -655,33 +681,38 @@ fn relaxed(
     )?)
 }
 
-/// Prepares `table` for an overwrite whose rows have the Arrow schema `input`.
+/// Prepares `table` for the overwrite `req`.
 ///
 /// delta-rs checks an overwrite's rows against the NOT NULL fields of the schema it replaces
 /// (`validation_predicates` reads the current snapshot, even with `SchemaMode::Overwrite`), so an
 /// overwrite whose SQL dropped or renamed a NOT NULL column fails with "No field named …", and one
 /// that made it nullable fails on its first NULL. When the new schema keeps every NOT NULL field,
-/// `table` is returned as is. Otherwise one metadata-only commit first makes those fields nullable:
-/// no row changes and readers of that version see the same data; the overwrite then replaces the
-/// schema. The commit carries the write's metadata but not its transaction id.
+/// `table` is returned as is. Otherwise the rows are staged first (`engine::stage`: a query that
+/// fails on its data fails here, before anything is committed; `req.input` then reads the staged
+/// files, which the returned value keeps alive), and one metadata-only commit makes those fields
+/// nullable: no row changes and readers of that version see the same data; the overwrite then
+/// replaces the schema. The commit carries the write's metadata but not its transaction id.
 ///
-/// Errors: the commit's (a concurrent writer is a conflict, as for the write itself).
+/// Errors: the query's, staging I/O, and the commit's (a concurrent writer is a conflict, as for
+/// the write itself).
 async fn relax_not_null(
     table: DeltaTable,
-    input: &Schema,
-    req: &WriteRequest<'_>,
-) -> Result<DeltaTable> {
+    req: &mut WriteRequest<'_>,
+) -> Result<(DeltaTable, Option<crate::engine::Staged>)> {
+    let input = req.input.schema().as_arrow().clone();
     let current = table.snapshot()?.schema();
     let mut old = HashSet::new();
     not_null_paths(&current, &[], &mut old);
-    let normalized = normalize_for_delta(&Arc::new(input.clone()));
+    let normalized = normalize_for_delta(&Arc::new(input));
     let mut new = HashSet::new();
     if let Ok(schema) = StructType::try_from_arrow(normalized.as_ref()) {
         not_null_paths(&schema, &[], &mut new);
     }
     if old.is_subset(&new) {
-        return Ok(table);
+        return Ok((table, None));
     }
+    let staged = crate::engine::stage(req.ctx, req.input.clone()).await?;
+    req.input = staged.df.clone();
     let schema = relaxed(&current, &[], &new)?;
     let metadata = table
         .snapshot()?
@@ -706,7 +737,7 @@ async fn relax_not_null(
         .load_version(commit.version() as u64)
         .await
         .map_err(|e| storage_error(req.url, e))?;
-    Ok(table)
+    Ok((table, Some(staged)))
 }
 
 /// Version, files, size and rows of a loaded table's snapshot (no I/O); `None` before its first

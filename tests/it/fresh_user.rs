@@ -284,6 +284,13 @@ async fn an_aggregate_filter_skips_rows_whose_condition_is_null() {
     assert_eq!(p.scalar(&x, "SELECT s FROM x WHERE g = 1").await, 2);
 }
 
+/// Writes `incoming/t/<file>` of project `p`.
+fn incoming(p: &Project, file: &str, text: &str) {
+    let dir = p.dir.path().join("incoming/t");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
 /// A `table` model whose SQL changes drops a NOT NULL column, then makes one nullable and
 /// writes NULLs into it. delta-rs checks an overwrite against the NOT NULL columns of the schema
 /// it replaces: the first change failed with "No field named a" (exit 1), the second on its NULL.
@@ -293,9 +300,7 @@ async fn a_table_model_may_drop_a_not_null_column_or_make_it_nullable() {
     let toml = files_pipeline("t", "id");
     let model = |sql: &str| [("silver/x.sql", format!("-- materialized: table\n{sql}\n"))];
     let p = Project::custom(&toml, &[]);
-    let dir = p.dir.path().join("incoming/t");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("a.csv"), "id,name\n1,a\n2,b\n3,c\n").unwrap();
+    incoming(&p, "a.csv", "id,name\n1,a\n2,b\n3,c\n");
     let write_model = |sql: &str| {
         for (rel, text) in model(sql) {
             let path = p.dir.path().join("sql/t").join(rel);
@@ -347,19 +352,17 @@ async fn an_scd2_model_partitioned_by_a_string_column_runs_twice() {
              SELECT id, region, name, ts FROM bronze.t\n",
         )],
     );
-    let dir = p.dir.path().join("incoming/t");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("a.csv"),
+    incoming(
+        &p,
+        "a.csv",
         "id,region,name,ts\n1,eu,a,2026-01-01 00:00:00\n2,us,b,2026-01-02 00:00:00\n",
-    )
-    .unwrap();
+    );
     p.ok(&["run", "{p}", "--run-id", "r1"]);
-    std::fs::write(
-        dir.join("b.csv"),
+    incoming(
+        &p,
+        "b.csv",
         "id,region,name,ts\n1,eu,a2,2026-02-01 00:00:00\n3,us,c,2026-02-02 00:00:00\n",
-    )
-    .unwrap();
+    );
     p.ok(&["run", "{p}", "--run-id", "r2"]);
     let h = [("h", "silver/h")];
     assert_eq!(p.scalar(&h, "SELECT COUNT(*) FROM h").await, 4);
@@ -391,9 +394,7 @@ fn a_model_failing_before_its_first_commit_leaves_no_folder() {
             "SELECT id, CAST(name AS INT) AS n FROM bronze.t\n",
         )],
     );
-    let dir = p.dir.path().join("incoming/t");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("a.csv"), "id,name\n1,a\n").unwrap();
+    incoming(&p, "a.csv", "id,name\n1,a\n");
     let out = p.expect(&["run", "{p}", "--run-id", "r1"], 2);
     assert!(out.contains("silver.bad"), "{out}");
     assert!(p.lake().join("bronze/t").is_dir());
@@ -414,13 +415,11 @@ async fn grouped_float_min_and_max_give_the_datas_values() {
              SELECT g, MIN(v) AS lo, MAX(v) AS hi FROM bronze.t GROUP BY g\n",
         )],
     );
-    let dir = p.dir.path().join("incoming/t");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("a.csv"),
+    incoming(
+        &p,
+        "a.csv",
         "id,g,v\n1,1,inf\n2,1,inf\n3,2,-inf\n4,3,NaN\n5,3,1.5\n6,4,1.5\n7,4,NaN\n",
-    )
-    .unwrap();
+    );
     p.ok(&["run", "{p}", "--run-id", "r1"]);
     let x = [("x", "silver/x")];
     let count = |sql: &'static str| p.scalar(&x, sql);
@@ -438,4 +437,129 @@ async fn grouped_float_min_and_max_give_the_datas_values() {
         count("SELECT COUNT(*) FROM x WHERE g IN (3, 4) AND lo = 1.5 AND isnan(hi)").await,
         2
     );
+}
+
+/// The Delta log's commit files of table `rel` (one per version).
+fn versions(p: &Project, rel: &str) -> usize {
+    std::fs::read_dir(p.lake().join(rel).join("_delta_log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".json")
+        })
+        .count()
+}
+
+/// A files project `t` (`id,name`: `1,a`, `2,b`, `3,` with an empty name) with no models yet.
+fn three_rows() -> Project {
+    let p = Project::custom(&files_pipeline("t", "id"), &[]);
+    incoming(&p, "a.csv", "id,name\n1,a\n2,b\n3,\n");
+    p
+}
+
+fn model(p: &Project, name: &str, text: &str) {
+    let path = p
+        .dir
+        .path()
+        .join("sql/t/silver")
+        .join(format!("{name}.sql"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A `table` model's layout follows its header: dropping `partition_by` together with the old
+/// partition column rewrote nothing and exited 1 ("Partition column(s) not found in write
+/// schema"). And a run that fails on its data commits nothing, not even the NOT NULL
+/// relaxation that a schema change needs first.
+#[tokio::test]
+async fn a_table_model_drops_its_partitioning_and_a_failed_run_commits_nothing() {
+    let p = three_rows();
+    model(
+        &p,
+        "x",
+        "-- materialized: table\n-- partition_by: id\nSELECT id, COALESCE(name, '?') AS name FROM bronze.t\n",
+    );
+    p.ok(&["run", "{p}", "--run-id", "r1"]);
+    model(
+        &p,
+        "x",
+        "-- materialized: table\nSELECT id, name, 10 / (id - 3) AS boom FROM bronze.t\n",
+    );
+    let out = p.expect(&["run", "{p}", "--layer", "silver", "--run-id", "r2"], 2);
+    assert!(out.contains("silver.x"), "{out}");
+    assert_eq!(versions(&p, "silver/x"), 1, "a failed run committed");
+    model(
+        &p,
+        "x",
+        "-- materialized: table\nSELECT name FROM bronze.t\n",
+    );
+    p.ok(&["run", "{p}", "--layer", "silver", "--run-id", "r3"]);
+    let x = [("x", "silver/x")];
+    assert_eq!(
+        p.scalar(&x, "SELECT COUNT(*) FROM x WHERE name IS NULL")
+            .await,
+        1
+    );
+    let log = std::fs::read_dir(p.lake().join("silver/x/_delta_log"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(log.contains("\"partitionColumns\":[]"), "{log}");
+}
+
+/// A merge or append model whose `partition_by` changed is refused with exit 2, pointing at
+/// `--full-refresh` (an append exited 1 in delta-rs, a merge ignored the header); the full
+/// refresh then rebuilds the table with the new partitioning.
+#[test]
+fn a_changed_partition_by_of_a_merge_or_append_needs_a_full_refresh() {
+    for (name, header) in [
+        ("m", "-- materialized: merge\n-- unique_key: id\n"),
+        ("a", "-- materialized: append\n"),
+    ] {
+        let p = three_rows();
+        let sql = |col: &str| {
+            format!("{header}-- partition_by: {col}\nSELECT id, name FROM {{{{ unprocessed('bronze.t') }}}} AS t\n")
+        };
+        model(&p, name, &sql("name"));
+        p.ok(&["run", "{p}", "--run-id", "r1"]);
+        model(&p, name, &sql("id"));
+        std::fs::write(p.dir.path().join("incoming/t/b.csv"), "id,name\n4,d\n").unwrap();
+        let out = p.expect(&["run", "{p}", "--run-id", "r2"], 2);
+        assert!(
+            out.contains(&format!("silver.{name}")) && out.contains("--full-refresh"),
+            "{out}"
+        );
+        p.ok(&[
+            "run",
+            "{p}",
+            "--layer",
+            "silver",
+            "--run-id",
+            "r2",
+            "--full-refresh",
+        ]);
+    }
+}
+
+/// Two grouped aggregates with the same `FILTER` share it as a common subexpression; the NULL
+/// filter fix wrote it as `p IS TRUE`, whose logical and physical nullability differ, and
+/// DataFusion refused the plan (exit 1).
+#[tokio::test]
+async fn two_grouped_aggregates_may_share_a_filter() {
+    let p = three_rows();
+    model(
+        &p,
+        "f",
+        "-- materialized: table\n\
+         SELECT name, SUM(id) FILTER (WHERE id > 1) AS s, COUNT(*) FILTER (WHERE id > 1) AS n \
+         FROM bronze.t GROUP BY name\n",
+    );
+    p.ok(&["run", "{p}", "--run-id", "r1"]);
+    let f = [("f", "silver/f")];
+    assert_eq!(p.scalar(&f, "SELECT SUM(n) FROM f").await, 2);
+    assert_eq!(p.scalar(&f, "SELECT SUM(s) FROM f").await, 5);
 }
