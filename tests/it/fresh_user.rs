@@ -239,9 +239,7 @@ fn a_nan_beside_equal_values_is_kept() {
             "-- materialized: table\nSELECT id, price FROM bronze.t\n",
         )],
     );
-    let dir = p.dir.path().join("incoming/t");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("a.csv"), "id,price\n1,1.5\n2,NaN\n3,1.5\n").unwrap();
+    incoming(&p, "a.csv", "id,price\n1,1.5\n2,NaN\n3,1.5\n");
     p.ok(&["run", "{p}", "--run-id", "r1"]);
     for table in ["bronze/t", "silver/x"] {
         let got = prices(&p.lake().join(table));
@@ -274,9 +272,7 @@ async fn an_aggregate_filter_skips_rows_whose_condition_is_null() {
              FROM bronze.t GROUP BY g\n",
         )],
     );
-    let dir = p.dir.path().join("incoming/t");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("a.csv"), "g,b\n1,\n1,2\n2,0\n2,\n").unwrap();
+    incoming(&p, "a.csv", "g,b\n1,\n1,2\n2,0\n2,\n");
     p.ok(&["run", "{p}", "--run-id", "r1"]);
     let x = [("x", "silver/x")];
     assert_eq!(p.scalar(&x, "SELECT n FROM x WHERE g = 1").await, 0);
