@@ -823,6 +823,7 @@ fn delta_kind(e: &DeltaTableError, scope: Scope) -> Kind {
                 "Cast error:",
                 "Divide by zero",
                 "Arithmetic overflow",
+                crate::table::delta::EMPTY_PARTITION_VALUE,
             ]
             .iter()
             .any(|p| text.contains(p)) =>
@@ -840,6 +841,16 @@ mod tests {
 
     fn model(e: Error) -> Error {
         e.in_model("silver.t", "sql/p/silver/t.sql", "file:///lake/silver/t/")
+    }
+
+    #[test]
+    fn an_empty_partition_value_is_the_models_data() {
+        let text = format!(
+            "Execution error: partition column `r` holds an empty string, {} (...)",
+            crate::table::delta::EMPTY_PARTITION_VALUE
+        );
+        let e = model(Error::Delta(DeltaTableError::Generic(text)));
+        assert_eq!(e.kind(), Kind::SqlOnData, "{e:?}");
     }
 
     #[test]

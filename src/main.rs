@@ -5,7 +5,10 @@ use clap::Parser;
 
 /// jemalloc as the global allocator: query execution allocates and frees many short-lived Arrow
 /// buffers from several threads. On the demo's silver layer at SF5 it takes 21.1 s and 2.6 GB
-/// max RSS against glibc's 24.5 s and 4.5 GB (see `docs/performance.md`).
+/// max RSS against glibc's 24.5 s and 4.5 GB (see `docs/performance.md`). The `system-allocator`
+/// feature builds with the system's malloc instead, for heap profilers that interpose it
+/// (heaptrack, valgrind's massif).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -11,8 +11,12 @@
 //! window's ASC/DESC and NULLS FIRST/LAST; see `arrow_row`), keeps for each key the row whose order
 //! bytes are smallest (the first seen among ties, as `ROW_NUMBER` keeps an arbitrary one), and
 //! gathers the winners at the end. Cost: one hash probe per row instead of an O(n log n) sort;
-//! memory: the input batches that still hold a winner (compacted as it goes), reserved in the
-//! session's memory pool. DataFusion's own `WindowTopN` (apache/datafusion#21479) is not in the
+//! memory: the input batches that still hold a winner (compacted as it goes) and the hash table,
+//! reserved in the session's memory pool. When the reservation cannot grow, the operator spills
+//! as a hash join does (grace hash partitioning): the winners so far and the rest of the input
+//! are split by key hash into 16 files of the runtime's disk manager, and each file is then
+//! deduplicated on its own (splitting again, up to 4 levels, if it does not fit either); each
+//! key's rows stay in input order, so the result is the same as without spilling. DataFusion's own `WindowTopN` (apache/datafusion#21479) is not in the
 //! pinned release.
 
 use std::any::Any;
@@ -20,12 +24,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::common::tree_node::Transformed;
-use datafusion::common::{DFSchemaRef, Result as DfResult, ScalarValue};
+use datafusion::common::{DFSchemaRef, DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::execution::context::{QueryPlanner, SessionState};
+use datafusion::execution::disk_manager::RefCountedTempFile;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::expr::WindowFunction;
@@ -37,13 +41,15 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet, SpillMetrics};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::SpillManager;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
     PlanProperties,
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 /// The query planner of Smelter's sessions: DataFusion's, with delta-rs' extension nodes (write,
 /// merge), [`LatestPerKey`] and [`super::observe::Observe`].
@@ -310,6 +316,8 @@ pub struct LatestPerKeyExec {
     keys: Vec<Arc<dyn PhysicalExpr>>,
     order: Vec<PhysicalSortExpr>,
     properties: Arc<PlanProperties>,
+    /// Spill counts per partition (`spill_count`, `spilled_bytes`, `spilled_rows`).
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl LatestPerKeyExec {
@@ -329,6 +337,7 @@ impl LatestPerKeyExec {
             keys,
             order,
             properties,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 }
@@ -391,6 +400,10 @@ impl ExecutionPlan for LatestPerKeyExec {
         )))
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -398,18 +411,72 @@ impl ExecutionPlan for LatestPerKeyExec {
     ) -> DfResult<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context.clone())?;
         let reservation = MemoryConsumer::new(format!("LatestPerKeyExec[{partition}]"))
+            .with_can_spill(true)
             .register(context.memory_pool());
-        let batch_size = context.session_config().batch_size();
-        let state = Latest {
-            schema: self.schema(),
+        let schema = self.schema();
+        let sort_field = |e: &Arc<dyn PhysicalExpr>, options| {
+            Ok(SortField::new_with_options(e.data_type(&schema)?, options))
+        };
+        let key_rows = RowConverter::new(
+            self.keys
+                .iter()
+                .map(|k| sort_field(k, Default::default()))
+                .collect::<DfResult<Vec<_>>>()?,
+        )?;
+        let order_rows = RowConverter::new(
+            self.order
+                .iter()
+                .map(|o| sort_field(&o.expr, o.options))
+                .collect::<DfResult<Vec<_>>>()?,
+        )?;
+        let spill = SpillManager::new(
+            context.runtime_env(),
+            SpillMetrics::new(&self.metrics, partition),
+            schema.clone(),
+        )
+        .with_compression_type(context.session_config().spill_compression());
+        let latest = Latest {
             keys: self.keys.clone(),
             order: self.order.clone(),
+            key_rows,
+            order_rows,
             reservation,
-            batch_size,
+            batch_size: context.session_config().batch_size(),
+            spill,
         };
-        let out = futures::stream::once(state.run(input))
-            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
-            .try_flatten();
+        // Work: the input first, then the spilled buckets (last in, first out), each with its
+        // depth; the winners of a finished pass are emitted a batch at a time.
+        let work = Work {
+            latest,
+            first: Some(input),
+            pending: Vec::new(),
+            emit: None,
+        };
+        let out = futures::stream::try_unfold(work, |mut work| async move {
+            loop {
+                if let Some(emit) = work.emit.as_mut() {
+                    if let Some(batch) = emit.next(work.latest.batch_size)? {
+                        return Ok(Some((batch, work)));
+                    }
+                    work.emit = None;
+                }
+                let (input, depth) = match work.first.take() {
+                    Some(input) => (input, 0),
+                    None => match work.pending.pop() {
+                        Some((file, depth)) => {
+                            (work.latest.spill.read_spill_as_stream(file, None)?, depth)
+                        }
+                        None => return Ok::<_, DataFusionError>(None),
+                    },
+                };
+                match work.latest.pass(input, depth).await? {
+                    Pass::Done(emit) => work.emit = Some(emit),
+                    Pass::Spilled(buckets) => work
+                        .pending
+                        .extend(buckets.into_iter().map(|f| (f, depth + 1))),
+                }
+            }
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), out)))
     }
 }
@@ -418,114 +485,308 @@ impl ExecutionPlan for LatestPerKeyExec {
 /// rows as there are keys.
 const COMPACT_AFTER_BATCHES: usize = 32;
 
+/// Buckets a pass splits its keys into when its memory reservation cannot grow.
+const SPILL_FANOUT: usize = 16;
+
+/// Times a spilled bucket may itself spill (16^4 = 65,536 buckets in all) before the operator
+/// gives up with DataFusion's resources-exhausted error.
+const MAX_SPILL_DEPTH: usize = 4;
+
+/// Rows per batch when the retained batches are compacted (bounded so that a string column's
+/// 32-bit offsets cannot overflow on wide values).
+const COMPACT_BATCH_ROWS: usize = 1 << 20;
+
 /// One partition's execution.
 struct Latest {
-    schema: SchemaRef,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     order: Vec<PhysicalSortExpr>,
+    key_rows: RowConverter,
+    order_rows: RowConverter,
+    /// The retained batches and the hash table ([`Winners::bytes`]).
     reservation: MemoryReservation,
     batch_size: usize,
+    spill: SpillManager,
 }
 
-/// The best row of one key: its order bytes, and where the row is (batch, row).
-type Best = (Box<[u8]>, u32, u32);
+/// What is left to do in one partition.
+struct Work {
+    latest: Latest,
+    /// The partition's input, until its pass starts.
+    first: Option<SendableRecordBatchStream>,
+    /// Spilled buckets and their depth.
+    pending: Vec<(RefCountedTempFile, usize)>,
+    /// The winners of the last pass, still to be emitted.
+    emit: Option<Emit>,
+}
+
+/// The winners of a pass: the batches holding them and where each is (batch, row), emitted in
+/// batches of the session's batch size. The retained batches stay reserved until all are out.
+struct Emit {
+    batches: Vec<RecordBatch>,
+    at: Vec<(u32, u32)>,
+    next: usize,
+}
+
+impl Emit {
+    /// The next batch of winners, or `None` when all were emitted.
+    fn next(&mut self, batch_size: usize) -> DfResult<Option<RecordBatch>> {
+        if self.next >= self.at.len() {
+            return Ok(None);
+        }
+        let end = (self.next + batch_size.max(1)).min(self.at.len());
+        let batch = interleave(&self.batches, &self.at[self.next..end])?;
+        self.next = end;
+        Ok(Some(batch))
+    }
+}
+
+/// What one pass over an input gives.
+enum Pass {
+    /// Every key's winner.
+    Done(Emit),
+    /// The reservation could not grow: the winners so far, then the rest of the input, split
+    /// by key hash into files, each holding all the rows of its keys in input order (the
+    /// winners first, so the first row seen among ties still wins).
+    Spilled(Vec<RefCountedTempFile>),
+}
+
+/// The best row of each key seen so far, in flat arrays: a key costs its key and order bytes
+/// (Arrow row format) plus about 50 bytes, where a hash map of boxed slices cost about 170.
+#[derive(Default)]
+struct Winners {
+    /// Entry numbers, by key hash.
+    table: hashbrown::HashTable<u32>,
+    hashes: Vec<u64>,
+    /// Entry `i`'s key is `keys[key_ends[i - 1]..key_ends[i]]` (from 0 for the first).
+    keys: Vec<u8>,
+    key_ends: Vec<usize>,
+    /// Entry `i`'s order bytes are `orders[order_at[i]..][..order_len[i]]`; a better order
+    /// overwrites the old one when it fits, else goes at the end.
+    orders: Vec<u8>,
+    order_at: Vec<usize>,
+    order_len: Vec<u32>,
+    /// Where entry `i`'s row is: (batch, row).
+    at: Vec<(u32, u32)>,
+}
+
+impl Winners {
+    fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    /// Bytes allocated, for the memory reservation.
+    fn bytes(&self) -> usize {
+        self.table.allocation_size()
+            + self.hashes.capacity() * 8
+            + self.keys.capacity()
+            + self.key_ends.capacity() * 8
+            + self.orders.capacity()
+            + self.order_at.capacity() * 8
+            + self.order_len.capacity() * 4
+            + self.at.capacity() * 8
+    }
+
+    /// Offers row `at` with `key` and `order` (hashed `hash`): it becomes its key's winner when
+    /// the key is new or `order` is strictly smaller than the winner's (so the first row seen
+    /// among ties stays).
+    fn offer(&mut self, hash: u64, key: &[u8], order: &[u8], at: (u32, u32)) {
+        let (hashes, keys, key_ends) = (&self.hashes, &self.keys, &self.key_ends);
+        let key_of = |i: usize| &keys[if i == 0 { 0 } else { key_ends[i - 1] }..key_ends[i]];
+        let found = self
+            .table
+            .find(hash, |&i| {
+                hashes[i as usize] == hash && key_of(i as usize) == key
+            })
+            .copied();
+        match found {
+            Some(i) => {
+                let i = i as usize;
+                let (start, len) = (self.order_at[i], self.order_len[i] as usize);
+                if order < &self.orders[start..start + len] {
+                    if order.len() <= len {
+                        self.orders[start..start + order.len()].copy_from_slice(order);
+                    } else {
+                        self.order_at[i] = self.orders.len();
+                        self.orders.extend_from_slice(order);
+                    }
+                    self.order_len[i] = order.len() as u32;
+                    self.at[i] = at;
+                }
+            }
+            None => {
+                let i = self.at.len() as u32;
+                self.hashes.push(hash);
+                self.keys.extend_from_slice(key);
+                self.key_ends.push(self.keys.len());
+                self.order_at.push(self.orders.len());
+                self.orders.extend_from_slice(order);
+                self.order_len.push(order.len() as u32);
+                self.at.push(at);
+                let hashes = &self.hashes;
+                self.table.insert_unique(hash, i, |&j| hashes[j as usize]);
+            }
+        }
+    }
+}
 
 impl Latest {
-    async fn run(self, mut input: SendableRecordBatchStream) -> DfResult<Vec<RecordBatch>> {
-        let key_rows = RowConverter::new(
-            self.keys
-                .iter()
-                .map(|k| Ok(SortField::new(k.data_type(&self.schema)?)))
-                .collect::<DfResult<Vec<_>>>()?,
-        )?;
-        let order_rows = RowConverter::new(
-            self.order
-                .iter()
-                .map(|o| {
-                    Ok(SortField::new_with_options(
-                        o.expr.data_type(&self.schema)?,
-                        o.options,
-                    ))
-                })
-                .collect::<DfResult<Vec<_>>>()?,
-        )?;
-        let mut best: ahash::AHashMap<Box<[u8]>, Best> = ahash::AHashMap::new();
+    /// Keeps the best row per key of `input`, or spills (see [`Pass`]). `depth`: how many
+    /// spills led to this input (it picks the hash seed, so a bucket splits differently).
+    async fn pass(&mut self, mut input: SendableRecordBatchStream, depth: usize) -> DfResult<Pass> {
+        // The output of the previous pass has been handed on.
+        self.reservation.free();
+        let hasher = ahash::RandomState::new();
+        let mut best = Winners::default();
         let mut batches: Vec<RecordBatch> = Vec::new();
-        let mut retained_rows = 0usize;
+        let (mut retained_rows, mut batch_bytes) = (0usize, 0usize);
+        let mut spill = false;
         while let Some(batch) = input.next().await {
             let batch = batch?;
             let n = batch.num_rows();
             if n == 0 {
                 continue;
             }
-            let eval = |exprs: &mut dyn Iterator<Item = &Arc<dyn PhysicalExpr>>| {
-                exprs
-                    .map(|e| e.evaluate(&batch)?.into_array(n))
-                    .collect::<DfResult<Vec<_>>>()
-            };
-            let keys = key_rows.convert_columns(&eval(&mut self.keys.iter())?)?;
-            let orders =
-                order_rows.convert_columns(&eval(&mut self.order.iter().map(|o| &o.expr))?)?;
+            let keys = self
+                .key_rows
+                .convert_columns(&evaluate(self.keys.iter(), &batch)?)?;
+            let orders = self
+                .order_rows
+                .convert_columns(&evaluate(self.order.iter().map(|o| &o.expr), &batch)?)?;
             let b = batches.len() as u32;
             for i in 0..n {
-                let order = orders.row(i);
-                match best.get_mut(keys.row(i).as_ref()) {
-                    // Strictly better only: the first row seen among ties stays.
-                    Some(current) if order.as_ref() < current.0.as_ref() => {
-                        *current = (order.as_ref().into(), b, i as u32);
-                    }
-                    Some(_) => {}
-                    None => {
-                        best.insert(
-                            keys.row(i).as_ref().into(),
-                            (order.as_ref().into(), b, i as u32),
-                        );
-                    }
-                }
+                let key = keys.row(i);
+                let hash = hasher.hash_one(key.as_ref());
+                best.offer(hash, key.as_ref(), orders.row(i).as_ref(), (b, i as u32));
             }
-            self.reservation.try_grow(batch.get_array_memory_size())?;
+            batch_bytes += batch.get_array_memory_size();
             retained_rows += n;
             batches.push(batch);
-            if batches.len() >= COMPACT_AFTER_BATCHES && retained_rows >= 2 * best.len() {
-                let compacted = gather(&self.schema, &batches, best.values_mut(), usize::MAX)?;
-                batches = compacted;
+            let mut fits = self
+                .reservation
+                .try_resize(batch_bytes + best.bytes())
+                .is_ok();
+            // Compacting is cheaper than spilling: try it first when it frees anything.
+            if (!fits && retained_rows > best.len())
+                || (batches.len() >= COMPACT_AFTER_BATCHES && retained_rows >= 2 * best.len())
+            {
+                batches = gather(&batches, &mut best.at, COMPACT_BATCH_ROWS)?;
                 retained_rows = best.len();
-                self.reservation
-                    .try_resize(batches.iter().map(|b| b.get_array_memory_size()).sum())?;
+                batch_bytes = batches.iter().map(|b| b.get_array_memory_size()).sum();
+                fits = self
+                    .reservation
+                    .try_resize(batch_bytes + best.bytes())
+                    .is_ok();
+            }
+            if !fits {
+                if depth >= MAX_SPILL_DEPTH {
+                    return Err(DataFusionError::ResourcesExhausted(format!(
+                        "LatestPerKeyExec: the latest row of each key does not fit in the memory \
+                         pool even with the keys split {} ways on disk ({} bytes of rows and \
+                         hash table in this part): raise the memory limit",
+                        SPILL_FANOUT.pow(MAX_SPILL_DEPTH as u32),
+                        batch_bytes + best.bytes()
+                    )));
+                }
+                spill = true;
+                break;
             }
         }
-        let out = gather(&self.schema, &batches, best.values_mut(), self.batch_size)?;
-        self.reservation.free();
-        Ok(out)
+        if spill {
+            let mut files = (0..SPILL_FANOUT)
+                .map(|_| self.spill.create_in_progress_file("LatestPerKeyExec"))
+                .collect::<DfResult<Vec<_>>>()?;
+            // The winners first (they were seen before the rows still to come), a batch at a
+            // time, so spilling does not copy them all at once.
+            let at = std::mem::take(&mut best.at);
+            drop(best);
+            for chunk in at.chunks(self.batch_size.max(1)) {
+                for (bucket, rows) in self.split(&interleave(&batches, chunk)?, depth)? {
+                    files[bucket].append_batch(&rows)?;
+                }
+            }
+            drop((at, batches));
+            self.reservation.free();
+            while let Some(batch) = input.next().await {
+                for (bucket, rows) in self.split(&batch?, depth)? {
+                    files[bucket].append_batch(&rows)?;
+                }
+            }
+            let mut spilled = Vec::with_capacity(files.len());
+            for mut file in files {
+                spilled.extend(file.finish()?);
+            }
+            return Ok(Pass::Spilled(spilled));
+        }
+        let at = std::mem::take(&mut best.at);
+        drop(best);
+        // Held until the next pass: the retained batches until the winners are out.
+        self.reservation.resize(batch_bytes);
+        Ok(Pass::Done(Emit {
+            batches,
+            at,
+            next: 0,
+        }))
+    }
+
+    /// The rows of `batch` split by their key's hash into [`SPILL_FANOUT`] buckets: (bucket,
+    /// its rows in input order) for each bucket with rows.
+    fn split(&self, batch: &RecordBatch, depth: usize) -> DfResult<Vec<(usize, RecordBatch)>> {
+        let keys = self
+            .key_rows
+            .convert_columns(&evaluate(self.keys.iter(), batch)?)?;
+        // Seeds independent of the repartitioning hash and of the other depths.
+        let hasher = ahash::RandomState::with_seeds(
+            0x9e37_79b9_7f4a_7c15,
+            depth as u64,
+            0xbf58_476d_1ce4_e5b9,
+            0x94d0_49bb_1331_11eb,
+        );
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); SPILL_FANOUT];
+        for (i, key) in keys.iter().enumerate() {
+            let bucket = (hasher.hash_one(key.as_ref()) % SPILL_FANOUT as u64) as usize;
+            rows[bucket].push(i as u32);
+        }
+        rows.into_iter()
+            .enumerate()
+            .filter(|(_, rows)| !rows.is_empty())
+            .map(|(bucket, rows)| {
+                let indices = arrow::array::UInt32Array::from(rows);
+                Ok((bucket, arrow::compute::take_record_batch(batch, &indices)?))
+            })
+            .collect()
     }
 }
 
-/// Gathers the rows that `winners` point to into batches of at most `batch_size` rows, and
-/// points each winner at its new place (batch, row) in them.
-fn gather<'a>(
-    schema: &SchemaRef,
+/// The values of `exprs` on `batch`, as arrays.
+fn evaluate<'a>(
+    exprs: impl Iterator<Item = &'a Arc<dyn PhysicalExpr>>,
+    batch: &RecordBatch,
+) -> DfResult<Vec<arrow::array::ArrayRef>> {
+    exprs
+        .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+        .collect()
+}
+
+/// The rows at `at` (batch, row) of `batches`, in that order, as one batch.
+fn interleave(batches: &[RecordBatch], at: &[(u32, u32)]) -> DfResult<RecordBatch> {
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let indices: Vec<(usize, usize)> = at.iter().map(|&(b, r)| (b as usize, r as usize)).collect();
+    Ok(arrow::compute::interleave_record_batch(&refs, &indices)?)
+}
+
+/// Gathers the rows that `at` points to into batches of at most `batch_size` rows, and points
+/// each entry of `at` at its new place (batch, row) in them.
+fn gather(
     batches: &[RecordBatch],
-    winners: impl Iterator<Item = &'a mut Best>,
+    at: &mut [(u32, u32)],
     batch_size: usize,
 ) -> DfResult<Vec<RecordBatch>> {
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
     let mut out = Vec::new();
-    let mut indices: Vec<(usize, usize)> = Vec::new();
-    let batch_size = batch_size.max(1);
-    for w in winners {
-        indices.push((w.1 as usize, w.2 as usize));
-        w.1 = out.len() as u32;
-        w.2 = (indices.len() - 1) as u32;
-        if indices.len() == batch_size {
-            out.push(arrow::compute::interleave_record_batch(&refs, &indices)?);
-            indices.clear();
+    for (b, chunk) in at.chunks_mut(batch_size.max(1)).enumerate() {
+        out.push(interleave(batches, chunk)?);
+        for (r, place) in chunk.iter_mut().enumerate() {
+            *place = (b as u32, r as u32);
         }
-    }
-    if !indices.is_empty() {
-        out.push(arrow::compute::interleave_record_batch(&refs, &indices)?);
-    }
-    if out.is_empty() {
-        out.push(RecordBatch::new_empty(schema.clone()));
     }
     Ok(out)
 }
@@ -542,7 +803,19 @@ mod tests {
     use super::*;
 
     fn session(rule: bool) -> SessionContext {
+        session_with(rule, None)
+    }
+
+    /// A session with the rule or not, and a memory pool of `limit` bytes (`None`: unbounded).
+    fn session_with(rule: bool, limit: Option<usize>) -> SessionContext {
+        let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+        if let Some(limit) = limit {
+            runtime = runtime.with_memory_pool(Arc::new(
+                datafusion::execution::memory_pool::FairSpillPool::new(limit),
+            ));
+        }
         let mut builder = SessionStateBuilder::new()
+            .with_runtime_env(runtime.build_arc().unwrap())
             .with_default_features()
             .with_config(
                 datafusion::prelude::SessionConfig::new()
@@ -688,6 +961,45 @@ mod tests {
         }
         assert_eq!(results[0].len(), 61, "60 keys and NULL");
         assert_eq!(results[0], results[1]);
+    }
+
+    /// Under a memory pool far smaller than its input, the operator spills (to buckets, and
+    /// buckets of buckets) and still gives exactly the window's rows.
+    #[tokio::test]
+    async fn spilling_gives_the_same_rows_as_the_window() {
+        let batches = data(23, 20_000);
+        let sql = "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k, k2, o ORDER BY payload DESC) AS rn FROM t) WHERE rn = 1";
+        let ctx = session(false);
+        register(&ctx, &batches);
+        let (window, _) = run(&ctx, sql).await;
+        for limit in [256 * 1024, 48 * 1024, 12 * 1024] {
+            let ctx = session_with(true, Some(limit));
+            register(&ctx, &batches);
+            let df = ctx.sql(sql).await.unwrap();
+            let physical = df.create_physical_plan().await.unwrap();
+            let out = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx())
+                .await
+                .unwrap();
+            let mut exec = physical.clone();
+            while exec.name() != "LatestPerKeyExec" {
+                exec = exec.children()[0].clone();
+            }
+            let spilled = exec.metrics().and_then(|m| m.spill_count()).unwrap_or(0);
+            assert!(spilled > 0, "limit {limit}: no spill");
+            if limit == 12 * 1024 {
+                // More files than one level of 3 partitions makes: buckets were split again.
+                assert!(spilled > 3 * SPILL_FANOUT, "{spilled} files");
+            }
+            let ctx2 = session(false);
+            ctx2.register_batch(
+                "w",
+                arrow::compute::concat_batches(&out[0].schema(), &out).unwrap(),
+            )
+            .unwrap();
+            let (rows, _) = run(&ctx2, "SELECT * FROM w").await;
+            assert_eq!(rows.len(), window.len(), "limit {limit}");
+            assert_eq!(rows, window, "limit {limit}");
+        }
     }
 
     #[tokio::test]

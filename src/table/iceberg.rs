@@ -245,7 +245,6 @@ impl Iceberg {
         ))
     }
 
-    /// The table at `ident` as committed now, or `None`.
     /// The table `ident` as the catalog holds it now, after a commit to it. Errors: the catalog
     /// is unreachable, or the table was dropped meanwhile (a lost race, exit 75).
     async fn reload(&self, ident: &Identifier) -> Result<Table> {
@@ -254,6 +253,7 @@ impl Iceberg {
             .ok_or_else(|| lost(ident, "its table was dropped"))
     }
 
+    /// The table at `ident` as committed now, or `None`.
     async fn load(&self, ident: &Identifier) -> Result<Option<Table>> {
         let catalog = self.fresh().await?;
         if !catalog
@@ -1719,12 +1719,50 @@ impl TableFormat for Iceberg {
             .collect()
     }
 
-    async fn write(&self, mut req: WriteRequest<'_>) -> Result<WriteMetrics> {
+    async fn write(&self, req: WriteRequest<'_>) -> Result<WriteMetrics> {
         if self.is_state(req.url) {
             return self.delta.write(req).await;
         }
-        let (ident, location) = self.ident(req.url)?;
+        let (ident, _) = self.ident(req.url)?;
         let existing = self.load(&ident).await?;
+        let created = existing.is_none();
+        let result = self.write_version(req, existing).await;
+        if result.is_err() && created {
+            self.unregister_if_empty(&ident).await;
+        }
+        result
+    }
+}
+
+impl Iceberg {
+    /// Unregisters the table `ident` when it has no snapshot: a write that created it and then
+    /// failed leaves no table behind for readers to find (its first metadata file and any data
+    /// files it wrote stay under the location, unreferenced; the next creation writes new
+    /// ones). A table
+    /// another writer has committed to meanwhile is kept; catalog errors are ignored (the write's
+    /// own error is the one reported).
+    async fn unregister_if_empty(&self, ident: &Identifier) {
+        let Ok(Some(table)) = self.load(ident).await else {
+            return;
+        };
+        if table.metadata().current_snapshot_id.is_some() {
+            return;
+        }
+        if let Ok(catalog) = self.catalog().await {
+            if let Err(e) = catalog.drop_table(ident).await {
+                tracing::warn!(table = %ident, error = %e, "Could not unregister the empty table a failed write created.");
+            }
+        }
+    }
+
+    /// [`TableFormat::write`] of a table that is not run state, given the table as loaded
+    /// before the write (`None`: not registered yet, the write creates it).
+    async fn write_version(
+        &self,
+        mut req: WriteRequest<'_>,
+        existing: Option<Table>,
+    ) -> Result<WriteMetrics> {
+        let (ident, location) = self.ident(req.url)?;
         let has_snapshot = existing
             .as_ref()
             .is_some_and(|t| t.metadata().current_snapshot_id.is_some());

@@ -645,6 +645,55 @@ async fn iceberg_keeps_exact_decimals_evolves_schemas_and_merges_partitioned_tab
     );
 }
 
+/// A model failing on its data before its Iceberg table's first snapshot leaves no table in the
+/// catalog (readers found an empty table), and the corrected model then creates it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_first_write_leaves_no_iceberg_table_registered() {
+    let p = own_project("iceberg");
+    let bad = p.dir.path().join("sql/t/silver/bad.sql");
+    std::fs::write(
+        &bad,
+        "SELECT id, CAST(CAST(v AS VARCHAR) || 'x' AS INT) AS n FROM bronze.t\n",
+    )
+    .unwrap();
+    land(&p, "a.csv", &[(1, 1, "1.00"), (2, 2, "2.00")]);
+    let out = p.expect(&["run", "{p}", "--run-id", "r1"], 2);
+    assert!(out.contains("silver.bad"), "{out}");
+    let catalog = SqlCatalog::new(
+        &format!(
+            "sqlite://{}",
+            p.lake().join("_iceberg/catalog.db").display()
+        ),
+        "smelter",
+        ObjectStoreBuilder::Filesystem(Arc::new(object_store::local::LocalFileSystem::new())),
+    )
+    .await
+    .unwrap();
+    let exists = |layer: &'static str, name: &'static str| {
+        let catalog = &catalog;
+        async move {
+            catalog
+                .tabular_exists(&Identifier::new(&[layer.to_string()], name))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        exists("bronze", "t").await,
+        "the loaded table is registered"
+    );
+    assert!(
+        !exists("silver", "bad").await,
+        "the failed first write unregistered its table"
+    );
+    std::fs::write(&bad, "SELECT id, v * 2 AS n FROM bronze.t\n").unwrap();
+    p.ok(&["run", "{p}", "--layer", "silver", "--run-id", "r2"]);
+    assert_eq!(
+        iceberg_count(&p.lake(), "silver.bad", "SELECT SUM(n) FROM t").await,
+        6
+    );
+}
+
 /// Two runs with different run ids race over one catch-up window, on both formats: the second
 /// to commit exits 75 (its append was computed from an older read) and its retry reads the
 /// window that is left, so no bronze row is appended twice. Measured: 0 duplicates in 200
