@@ -816,14 +816,22 @@ fn delta_kind(e: &DeltaTableError, scope: Scope) -> Kind {
         | DeltaTableError::SchemaMismatch { .. } => Kind::Usage,
         DeltaTableError::GenericError { source } => external_kind(source.as_ref(), scope),
         DeltaTableError::KernelError(e) => foreign_kind(e),
-        // delta-rs keeps only the text of some DataFusion errors of the query it runs.
+        // delta-rs keeps only the text of some DataFusion errors of the query it runs: the
+        // memory pool exhausted (as `ResourcesExhausted`, above), or data the SQL fails on.
+        DeltaTableError::Generic(text)
+            if ["Resources exhausted", "Not enough memory to continue"]
+                .iter()
+                .any(|p| text.contains(p)) =>
+        {
+            Kind::Usage
+        }
         DeltaTableError::Generic(text)
             if [
                 "Arrow error:",
                 "Cast error:",
                 "Divide by zero",
                 "Arithmetic overflow",
-                crate::table::delta::EMPTY_PARTITION_VALUE,
+                crate::table::partition_values::UNSTORABLE_PARTITION_VALUE,
             ]
             .iter()
             .any(|p| text.contains(p)) =>
@@ -844,10 +852,18 @@ mod tests {
     }
 
     #[test]
+    fn memory_exhausted_inside_a_delta_write_is_a_usage_error() {
+        let e = model(Error::Delta(DeltaTableError::Generic(
+            "Resources exhausted: Failed to allocate additional 4.3 MB for HashJoinInput[0]".into(),
+        )));
+        assert_eq!(e.exit_code(), exit::USAGE, "{e:?}");
+    }
+
+    #[test]
     fn an_empty_partition_value_is_the_models_data() {
         let text = format!(
             "Execution error: partition column `r` holds an empty string, {} (...)",
-            crate::table::delta::EMPTY_PARTITION_VALUE
+            crate::table::partition_values::UNSTORABLE_PARTITION_VALUE
         );
         let e = model(Error::Delta(DeltaTableError::Generic(text)));
         assert_eq!(e.kind(), Kind::SqlOnData, "{e:?}");

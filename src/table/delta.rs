@@ -5,15 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use arrow::datatypes::FieldRef;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::TableProvider;
 use datafusion::common::Column;
 use datafusion::functions::datetime::expr_fn::date_trunc;
-use datafusion::logical_expr::{
-    cast, lit, when, ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::logical_expr::{cast, lit, when, Expr};
 use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::delta_datafusion::{DeltaScanConfig, DeltaScanNext};
 use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
@@ -29,6 +25,7 @@ use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use url::Url;
 
+use super::partition_values::Format;
 use super::{EarlierCommit, TableFormat, UnstorableColumn, WriteMetrics, WriteMode, WriteRequest};
 use crate::config::{Compression, Pipeline};
 use crate::error::{Error, Result};
@@ -456,7 +453,7 @@ impl Delta {
     /// version (see there for shapes and errors).
     async fn write_version(&self, mut req: WriteRequest<'_>) -> Result<WriteMetrics> {
         req.input = floor_to_micros(req.input)?;
-        req.input = refuse_empty_partition_values(req.input, &req.partition_by)?;
+        req.input = super::partition_values::refuse(req.input, &req.partition_by, Format::Delta)?;
         let mut table = self.open_with(req.url, true).await?;
         // A write computed from an earlier read of the table commits as of that read, so that
         // the commits made since are checked for conflicts.
@@ -875,7 +872,7 @@ fn advice(dt: &DataType, error: String) -> (String, String) {
 /// microsecond (`1677-09-22 00:00:00.0000001` would become `.000001`). Floor them here instead:
 /// every instant lands on the microsecond at or before it, whatever its sign.
 pub(super) fn floor_to_micros(df: DataFrame) -> Result<DataFrame> {
-    map_columns(df, |field, column| match field.data_type() {
+    super::partition_values::map_columns(df, |field, column| match field.data_type() {
         DataType::Timestamp(TimeUnit::Nanosecond, tz) => Some(cast(
             // date_trunc floors (Euclidean remainder) at sub-second granularity.
             date_trunc(lit("microsecond"), column),
@@ -883,120 +880,6 @@ pub(super) fn floor_to_micros(df: DataFrame) -> Result<DataFrame> {
         )),
         _ => None,
     })
-}
-
-/// Refuses an empty string in a string partition column: the Delta protocol stores a partition
-/// value as a string in the log, where an empty string means NULL ("Partition Value
-/// Serialization", PROTOCOL.md), so `''` would read back as NULL, and a NOT NULL column would
-/// make the committed table unreadable. `df` is unchanged otherwise; a row with `''` fails the
-/// write's execution (before its commit) with an error naming the column.
-fn refuse_empty_partition_values(df: DataFrame, partition_by: &[String]) -> Result<DataFrame> {
-    map_columns(df, |field, column| {
-        let string = matches!(
-            field.data_type(),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-        );
-        (string && partition_by.contains(field.name())).then(|| {
-            ScalarUDF::new_from_impl(NonEmptyPartitionValue::new(field.name())).call(vec![column])
-        })
-    })
-}
-
-/// `df` with each column for which `map` gives an expression (given the field and the column)
-/// replaced by that expression under the column's name; `df` itself when `map` gives none.
-fn map_columns(df: DataFrame, map: impl Fn(&Field, Expr) -> Option<Expr>) -> Result<DataFrame> {
-    let mut changed = false;
-    let exprs: Vec<Expr> = df
-        .schema()
-        .iter()
-        .map(|(qualifier, field)| {
-            let column = Expr::Column(Column::from((qualifier, field)));
-            match map(field, column.clone()) {
-                Some(e) => {
-                    changed = true;
-                    e.alias(field.name())
-                }
-                None => column,
-            }
-        })
-        .collect();
-    if !changed {
-        return Ok(df);
-    }
-    Ok(df.select(exprs)?)
-}
-
-/// The phrase of the error [`refuse_empty_partition_values`] raises, by which the error module
-/// recognises it in the text delta-rs keeps of a failed write's query error.
-pub(crate) const EMPTY_PARTITION_VALUE: &str = "which a Delta Lake partition value cannot store";
-
-/// `smelter_partition_value(s)`: `s` unchanged (same type and nullability), or an execution
-/// error naming the column when a row holds the empty string (see
-/// [`refuse_empty_partition_values`]).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct NonEmptyPartitionValue {
-    column: String,
-    signature: Signature,
-}
-
-impl NonEmptyPartitionValue {
-    fn new(column: &str) -> Self {
-        NonEmptyPartitionValue {
-            column: column.to_string(),
-            signature: Signature::any(1, Volatility::Immutable),
-        }
-    }
-}
-
-impl ScalarUDFImpl for NonEmptyPartitionValue {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn name(&self) -> &str {
-        "smelter_partition_value"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, args: &[DataType]) -> datafusion::common::Result<DataType> {
-        Ok(args[0].clone())
-    }
-
-    fn return_field_from_args(
-        &self,
-        args: ReturnFieldArgs,
-    ) -> datafusion::common::Result<FieldRef> {
-        Ok(args.arg_fields[0].clone())
-    }
-
-    fn invoke_with_args(
-        &self,
-        args: ScalarFunctionArgs,
-    ) -> datafusion::common::Result<ColumnarValue> {
-        let value = args.args.into_iter().next().expect("one argument");
-        let empty = match &value {
-            ColumnarValue::Scalar(s) => {
-                matches!(s.try_as_str(), Some(Some("")))
-            }
-            ColumnarValue::Array(a) => {
-                let strings = arrow::compute::cast(a, &DataType::Utf8)?;
-                let strings = arrow::array::AsArray::as_string::<i32>(&strings);
-                strings.iter().any(|v| v == Some(""))
-            }
-        };
-        if empty {
-            return Err(datafusion::common::DataFusionError::Execution(format!(
-                "partition column `{}` holds an empty string, {EMPTY_PARTITION_VALUE} (the \
-                 protocol reads it back as NULL): map it in the SQL, e.g. NULLIF({}, '') for \
-                 NULL or COALESCE(NULLIF({}, ''), '(blank)'), or partition by another column",
-                self.column, self.column, self.column
-            )));
-        }
-        Ok(value)
-    }
 }
 
 /// Commit metadata key holding a write's transaction id (see [`WriteRequest::txn_id`]).

@@ -1763,6 +1763,11 @@ impl Iceberg {
         existing: Option<Table>,
     ) -> Result<WriteMetrics> {
         let (ident, location) = self.ident(req.url)?;
+        req.input = super::partition_values::refuse(
+            req.input,
+            &req.partition_by,
+            super::partition_values::Format::Iceberg,
+        )?;
         let has_snapshot = existing
             .as_ref()
             .is_some_and(|t| t.metadata().current_snapshot_id.is_some());

@@ -6,6 +6,7 @@
 
 pub mod delta;
 pub mod iceberg;
+pub mod partition_values;
 
 use std::sync::Arc;
 

@@ -1,0 +1,206 @@
+//! Partition values the table formats cannot store, refused before anything is committed.
+//!
+//! [`refuse`] wraps a write's input so that a row whose partition value the format would lose
+//! fails the write's execution with an error naming the column and how to map the value in the
+//! SQL. Exit 2 in a model (`sql_on_data`), 3 in a bronze load; nothing is committed.
+//!
+//! - **Delta Lake**: an empty string in a string partition column. The protocol serializes a
+//!   partition value as a string in the log, where an empty string means NULL ("Partition Value
+//!   Serialization", delta-io/delta PROTOCOL.md), so `''` would read back as NULL, and a NOT NULL
+//!   column would make the committed table unreadable.
+//! - **Iceberg** (iceberg-rust 0.10, the pinned writer): NULL in any partition column (its
+//!   partitioned writer drops those rows from the files it writes, silently), and the empty
+//!   string in a string partition column (its manifest splitting panics on it once a commit has
+//!   many files).
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{Column, DataFusionError};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use datafusion::prelude::DataFrame;
+
+use crate::error::Result;
+
+/// The phrase every refusal's message holds, by which the error module recognises it in the
+/// text delta-rs keeps of a failed write's query error.
+pub const UNSTORABLE_PARTITION_VALUE: &str = "cannot be stored as a partition value";
+
+/// The table format being written, for its rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Delta,
+    Iceberg,
+}
+
+/// `df`, with its columns named in `partition_by` checked row by row against `format`'s rules
+/// (see the module doc); `df` itself when no column needs a check.
+pub fn refuse(df: DataFrame, partition_by: &[String], format: Format) -> Result<DataFrame> {
+    map_columns(df, |field, column| {
+        if !partition_by.contains(field.name()) {
+            return None;
+        }
+        let string = matches!(
+            field.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        );
+        let check = Check {
+            column: field.name().clone(),
+            empty: string,
+            null: format == Format::Iceberg,
+            format,
+            signature: Signature::any(1, Volatility::Immutable),
+        };
+        (check.empty || check.null).then(|| ScalarUDF::new_from_impl(check).call(vec![column]))
+    })
+}
+
+/// `df` with each column for which `map` gives an expression (given the field and the column)
+/// replaced by that expression under the column's name; `df` itself when `map` gives none.
+pub fn map_columns(df: DataFrame, map: impl Fn(&Field, Expr) -> Option<Expr>) -> Result<DataFrame> {
+    let mut changed = false;
+    let exprs: Vec<Expr> = df
+        .schema()
+        .iter()
+        .map(|(qualifier, field)| {
+            let column = Expr::Column(Column::from((qualifier, field)));
+            match map(field, column.clone()) {
+                Some(e) => {
+                    changed = true;
+                    e.alias(field.name())
+                }
+                None => column,
+            }
+        })
+        .collect();
+    if !changed {
+        return Ok(df);
+    }
+    Ok(df.select(exprs)?)
+}
+
+/// `smelter_partition_value(v)`: `v` unchanged (same type and nullability), or an execution
+/// error naming the column when a row holds a value the format cannot store.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Check {
+    column: String,
+    /// Refuse the empty string.
+    empty: bool,
+    /// Refuse NULL.
+    null: bool,
+    format: Format,
+    signature: Signature,
+}
+
+impl Check {
+    /// The column as SQL would name it in the hint: quoted unless it is a plain lower-case
+    /// identifier (unquoted identifiers fold to lower case).
+    fn sql_name(&self) -> String {
+        let c = &self.column;
+        let plain = c
+            .chars()
+            .next()
+            .is_some_and(|f| f.is_ascii_lowercase() || f == '_')
+            && c.chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+        if plain {
+            c.clone()
+        } else {
+            format!("\"{}\"", c.replace('"', "\"\""))
+        }
+    }
+
+    fn refusal(&self, null: bool) -> DataFusionError {
+        let (c, q) = (&self.column, self.sql_name());
+        let message = match (null, self.format) {
+            (true, _) => format!(
+                "partition column `{c}` holds NULL, which {UNSTORABLE_PARTITION_VALUE} in an \
+                 Iceberg table here (the iceberg-rust writer drops such rows): map it in the \
+                 SQL, e.g. COALESCE({q}, <a value>), or partition by another column"
+            ),
+            (false, Format::Delta) => format!(
+                "partition column `{c}` holds an empty string, which \
+                 {UNSTORABLE_PARTITION_VALUE} in a Delta table (the protocol reads it back as \
+                 NULL): map it in the SQL, e.g. NULLIF({q}, '') for NULL or \
+                 COALESCE(NULLIF({q}, ''), '(blank)'), or partition by another column"
+            ),
+            (false, Format::Iceberg) => format!(
+                "partition column `{c}` holds an empty string, which \
+                 {UNSTORABLE_PARTITION_VALUE} in an Iceberg table here (the iceberg-rust \
+                 writer fails on it): map it in the SQL, e.g. COALESCE(NULLIF({q}, ''), \
+                 '(blank)'), or partition by another column"
+            ),
+        };
+        DataFusionError::Execution(message)
+    }
+}
+
+impl ScalarUDFImpl for Check {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        "smelter_partition_value"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(args[0].clone())
+    }
+
+    fn return_field_from_args(
+        &self,
+        args: ReturnFieldArgs,
+    ) -> datafusion::common::Result<FieldRef> {
+        Ok(args.arg_fields[0].clone())
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let value = args.args.into_iter().next().expect("one argument");
+        let array = match &value {
+            ColumnarValue::Scalar(s) => s.to_array()?,
+            ColumnarValue::Array(a) => a.clone(),
+        };
+        if self.null && array.null_count() > 0 {
+            return Err(self.refusal(true));
+        }
+        if self.empty {
+            let strings = arrow::compute::cast(&array, &DataType::Utf8)?;
+            if strings.as_string::<i32>().iter().any(|v| v == Some("")) {
+                return Err(self.refusal(false));
+            }
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hint_quotes_a_column_sql_would_fold() {
+        let check = |c: &str| Check {
+            column: c.into(),
+            empty: true,
+            null: false,
+            format: Format::Delta,
+            signature: Signature::any(1, Volatility::Immutable),
+        };
+        assert_eq!(check("region").sql_name(), "region");
+        assert_eq!(check("Region").sql_name(), "\"Region\"");
+        assert_eq!(check("a b").sql_name(), "\"a b\"");
+        let text = check("Region").refusal(false).to_string();
+        assert!(text.contains("NULLIF(\"Region\", '')"), "{text}");
+        assert!(text.contains(UNSTORABLE_PARTITION_VALUE), "{text}");
+    }
+}
