@@ -47,22 +47,35 @@ fn free_port_pair() -> u16 {
 /// Waits (at most 60 s) until `addr` accepts TCP connections; fails with the process's log
 /// (`log`) when it ends first.
 fn wait_listening(addr: SocketAddr, what: &str, process: &mut Child, log: &Path) {
+    if let Err(status) = try_listening(addr, what, process, log) {
+        panic!(
+            "{what} ended ({status}) before listening on {addr}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
+/// Waits (at most 60 s, else fails with the log) until `addr` accepts TCP connections, or
+/// until the process ends: `Err` with its exit status.
+fn try_listening(
+    addr: SocketAddr,
+    what: &str,
+    process: &mut Child,
+    log: &Path,
+) -> Result<(), std::process::ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        let log = || std::fs::read_to_string(log).unwrap_or_default();
         if let Some(status) = process.try_wait().unwrap() {
-            panic!(
-                "{what} ended ({status}) before listening on {addr}:\n{}",
-                log()
-            );
+            return Err(status);
         }
         assert!(
             Instant::now() < deadline,
             "{what} did not start listening on {addr}:\n{}",
-            log()
+            std::fs::read_to_string(log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    Ok(())
 }
 
 /// Starts `smelter <args>` with its output in `log`.
@@ -103,7 +116,9 @@ impl Cluster {
             scheduler_process,
             _work: work,
         };
-        for i in 0..executors {
+        let mut attempt = 0;
+        let mut i = 0;
+        while i < executors {
             let port = free_port_pair();
             let bind: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             let dir = cluster._work.path().join(format!("executor-{i}"));
@@ -126,8 +141,19 @@ impl Cluster {
                 ],
                 &log,
             );
-            wait_listening(bind, "an executor", &mut executor, &log);
-            cluster.executors.push(executor);
+            match try_listening(bind, "an executor", &mut executor, &log) {
+                Ok(()) => {
+                    cluster.executors.push(executor);
+                    i += 1;
+                }
+                // Exit 75 (transient), as a supervisor would, restart it: Ballista's
+                // scheduler may call back on the executor's gRPC port before it listens.
+                Err(status) if status.code() == Some(75) && attempt < 3 => attempt += 1,
+                Err(status) => panic!(
+                    "an executor ended ({status}) before listening on {bind}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ),
+            }
         }
         cluster
     }
