@@ -54,7 +54,7 @@ pub async fn execute(args: PlanArgs) -> Result<()> {
     }
     if args.lineage {
         let lake = crate::storage::Lake::open(&plan.pipeline)?;
-        let format = crate::table::for_pipeline(&plan.pipeline, &lake);
+        let format = crate::table::for_plan(&plan, &lake);
         let (planned, problems) =
             crate::layers::model::plan_all(&plan, Some((&lake, format.as_ref()))).await?;
         if !problems.is_empty() {
@@ -88,7 +88,7 @@ async fn changed(plan: &Plan, args: &PlanArgs) -> Result<()> {
         ));
     }
     let lake = crate::storage::Lake::open(&plan.pipeline)?;
-    let format = crate::table::for_pipeline(&plan.pipeline, &lake);
+    let format = crate::table::for_plan(plan, &lake);
     let ctx = crate::engine::session(&plan.pipeline, Some(&lake))?;
     let state = crate::state::State::new(&lake, format, ctx);
     let builds = state.last_builds(args.since_run.as_deref()).await?;
@@ -177,10 +177,7 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
         "pipeline": p.name,
         "file": p.file.display().to_string(),
         "storage_root": p.storage.root,
-        "format": match p.format.table {
-            crate::config::TableKind::Delta => "delta",
-            crate::config::TableKind::Iceberg => "iceberg",
-        },
+        "format": p.format.table.name(),
         "source": {
             "type": p.source.kind,
             // A files source reads no database (the name is the sample's default).

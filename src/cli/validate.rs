@@ -13,7 +13,7 @@ pub async fn execute(pipeline: &Path) -> Result<()> {
     let plan = Plan::load(pipeline)?;
     crate::storage::check(&plan.pipeline)?;
     let lake = crate::storage::Lake::open(&plan.pipeline)?;
-    let format = crate::table::for_pipeline(&plan.pipeline, &lake);
+    let format = crate::table::for_plan(&plan, &lake);
     format.check()?;
     let (_, problems) = plan_all(&plan, Some((&lake, format.as_ref()))).await?;
     if !problems.is_empty() {

@@ -293,12 +293,34 @@ pub struct Format {
 }
 
 /// Table format (`[format] table`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TableKind {
     /// Delta Lake (default).
     Delta,
     /// Apache Iceberg, through a catalog ([`IcebergCatalog`]).
     Iceberg,
+}
+
+impl TableKind {
+    /// The valid spellings, for error messages.
+    pub const CHOICES: &'static str = "`delta`, `iceberg`";
+
+    /// The name, as `[format] table` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Delta => "delta",
+            Self::Iceberg => "iceberg",
+        }
+    }
+
+    /// The kind named `text` (`delta`, `iceberg`), or `None`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "delta" => Some(Self::Delta),
+            "iceberg" => Some(Self::Iceberg),
+            _ => None,
+        }
+    }
 }
 
 /// Validated `[format.iceberg]`: where the Iceberg catalog lives. Only SQL catalogs (the
@@ -1165,13 +1187,17 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
     }
 
     // Format.
-    let table_kind = match raw.format.table.as_deref() {
-        None | Some("delta") => TableKind::Delta,
-        Some("iceberg") => TableKind::Iceberg,
-        Some(other) => {
+    let table_kind = match raw.format.table.as_deref().map(TableKind::parse) {
+        None => TableKind::Delta,
+        Some(Some(kind)) => kind,
+        Some(None) => {
             problem(
                 "format.table",
-                format!("unknown table format `{other}`; valid choices: `delta`, `iceberg`"),
+                format!(
+                    "unknown table format `{}`; valid choices: {}",
+                    raw.format.table.as_deref().unwrap_or_default(),
+                    TableKind::CHOICES
+                ),
             );
             TableKind::Delta
         }

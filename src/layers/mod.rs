@@ -43,7 +43,7 @@ impl Runtime {
     /// Opens the lake of `plan` and a session over it.
     pub fn open(plan: &Plan) -> Result<Runtime> {
         let lake = Lake::open(&plan.pipeline)?;
-        let format = crate::table::for_pipeline(&plan.pipeline, &lake);
+        let format = crate::table::for_plan(plan, &lake);
         format.check()?;
         let ctx = crate::engine::session(&plan.pipeline, Some(&lake))?;
         let state = State::new(&lake, format.clone(), ctx.clone());

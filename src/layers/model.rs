@@ -126,8 +126,14 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     .await?;
     // Refuse an output type the format cannot store before any table folder is created.
     let shown = display_path(&rc.plan.pipeline, &model.file);
-    let unstorable =
-        crate::table::unstorable_problems(rc.format.as_ref(), &shown, df.schema().as_arrow());
+    let format = rc.format.for_table(&rc.lake.table_url(&model.id));
+    let mut unstorable = crate::table::unstorable_problems(format, &shown, df.schema().as_arrow());
+    unstorable.extend(partition_problems(
+        format,
+        &shown,
+        model,
+        df.schema().as_arrow(),
+    ));
     if !unstorable.is_empty() {
         return Err(Error::Invalid(unstorable));
     }
@@ -451,7 +457,7 @@ async fn check_expectations(
     if let (Some(q), true) = (outcome.quarantine, quarantined > 0) {
         let id = TableId {
             layer: model.id.layer,
-            name: format!("_quarantine_{}", model.id.name),
+            name: crate::quarantine::table_name(&model.id.name),
         };
         let url = rc.lake.table_url(&id);
         let m = rc
@@ -494,9 +500,10 @@ pub async fn plan_model(
         .map_err(|e| sql_error(&shown, e))?;
     let schema = df.schema();
     let h = &model.header;
+    let partition_columns: Vec<String> = h.partition_by.iter().map(|p| p.column.clone()).collect();
     for (name, key) in [
         ("unique_key", &h.unique_key),
-        ("partition_by", &h.partition_by),
+        ("partition_by", &partition_columns),
         ("sequence_by", &h.sequence_by),
         ("check_cols", &h.check_cols),
     ]
@@ -525,6 +532,22 @@ pub async fn plan_model(
         }
     }
     Ok(df)
+}
+
+/// [`crate::table::TableFormat::partition_problems`] of `model`'s header over its output
+/// `schema`, each prefixed with the model file and the header line.
+fn partition_problems(
+    format: &dyn crate::table::TableFormat,
+    shown: &str,
+    model: &Model,
+    schema: &arrow::datatypes::Schema,
+) -> Vec<String> {
+    let line = model.header.line("partition_by");
+    format
+        .partition_problems(&model.header.partition_by, schema)
+        .into_iter()
+        .map(|p| format!("{shown}:{line}: {p}"))
+        .collect()
 }
 
 /// A model's planned rows as its materialization writes them: a versioned merge (and its full
@@ -832,7 +855,8 @@ pub async fn plan_all(
         run_id: "validate".into(),
     };
     let mut planned = Vec::new();
-    let format = crate::table::for_pipeline(&plan.pipeline, &crate::storage::Lake::in_memory());
+    let lake = crate::storage::Lake::in_memory();
+    let format = crate::table::for_plan(plan, &lake);
     for model in &plan.models {
         if let Some(dep) = model.depends_on.iter().find(|d| failed.contains(*d)) {
             failed.insert(model.id.clone());
@@ -859,9 +883,16 @@ pub async fn plan_all(
         {
             Ok(df) => {
                 let shown = display_path(&plan.pipeline, &model.file);
+                let format = format.for_table(&lake.table_url(&model.id));
                 problems.extend(crate::table::unstorable_problems(
-                    format.as_ref(),
+                    format,
                     &shown,
+                    df.schema().as_arrow(),
+                ));
+                problems.extend(partition_problems(
+                    format,
+                    &shown,
+                    model,
                     df.schema().as_arrow(),
                 ));
                 problems.extend(

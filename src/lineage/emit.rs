@@ -217,7 +217,7 @@ fn lake_path(rc: &RunContext<'_>, id: &TableId) -> String {
 /// The DataHub URN of lake table `id`: a `delta-lake` dataset named by its path, or an
 /// `iceberg` dataset named by its catalog and identifier.
 fn table_urn(rc: &RunContext<'_>, id: &TableId, env: &str) -> String {
-    match rc.plan.pipeline.format.table {
+    match rc.plan.table_kind(id) {
         crate::config::TableKind::Delta => datahub::lake_urn(&lake_path(rc, id), env),
         crate::config::TableKind::Iceberg => {
             datahub::iceberg_urn(&rc.plan.pipeline.format.iceberg.name, &id.to_string(), env)

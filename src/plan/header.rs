@@ -77,8 +77,9 @@ pub struct Header {
     pub materialized: Materialization,
     /// Key columns for `merge`.
     pub unique_key: Vec<String>,
-    /// Partition columns.
-    pub partition_by: Vec<String>,
+    /// Partitioning: columns, bare or under an Iceberg transform
+    /// (`-- partition_by: region, day(ship_date), bucket(16, customer_id)`).
+    pub partition_by: Vec<crate::table::PartitionField>,
     /// Description, shown by `plan` and in lineage.
     pub description: Option<String>,
     /// Data-quality rules, parsed by [`crate::quality`].
@@ -86,6 +87,10 @@ pub struct Header {
     /// What a changed output schema does for an incremental model (overrides the pipeline's
     /// `on_schema_change`).
     pub on_schema_change: Option<crate::schema::OnSchemaChange>,
+    /// The model's table format, overriding the pipeline's `[format] table`
+    /// (`-- table_format: iceberg`); `None`: the pipeline's.
+    #[serde(serialize_with = "serialize_kind")]
+    pub table_format: Option<crate::config::TableKind>,
     /// Version columns of a `merge` (`-- sequence_by: modified_at` or a tuple `a, b`, compared
     /// lexicographically, NULL lowest): a matched row is replaced only by a strictly newer
     /// version, and within one batch only the newest version per key is kept (ties: the
@@ -135,6 +140,7 @@ const KEYS: &[&str] = &[
     "scd_columns",
     "delete_when",
     "hard_deletes",
+    "table_format",
 ];
 
 /// Parses the header of `sql`; problems are pushed as `file:line: message`.
@@ -146,6 +152,7 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
         description: None,
         expect: Vec::new(),
         on_schema_change: None,
+        table_format: None,
         sequence_by: Vec::new(),
         check_cols: Vec::new(),
         scd_columns: [
@@ -202,7 +209,36 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
                     }
                 }
             }
-            "unique_key" | "partition_by" | "sequence_by" | "check_cols" | "scd_columns" => {
+            "partition_by" => {
+                let fields = match super::ident::calls(value) {
+                    Some(calls) => calls
+                        .into_iter()
+                        .filter_map(|c| match crate::table::PartitionField::from_call(c) {
+                            Ok(f) => Some(f),
+                            Err(e) => {
+                                problems.push(format!("{file}:{lineno}: {e}"));
+                                None
+                            }
+                        })
+                        .collect(),
+                    None => {
+                        problems.push(format!(
+                            "{file}:{lineno}: cannot read `{key}: {value}`; write columns separated by commas, each bare or in a transform: `region, day(ship_date), bucket(16, customer_id)` (unquoted names fold to lower case, \"Quoted\" names keep their case)"
+                        ));
+                        Vec::new()
+                    }
+                };
+                let mut seen = std::collections::BTreeSet::new();
+                for f in &fields {
+                    if !seen.insert(f.to_string()) {
+                        problems.push(format!(
+                            "{file}:{lineno}: `partition_by` names {f} twice; list each once"
+                        ));
+                    }
+                }
+                header.partition_by = fields;
+            }
+            "unique_key" | "sequence_by" | "check_cols" | "scd_columns" => {
                 let columns = match super::ident::list(value) {
                     Some(columns) => columns,
                     None => {
@@ -230,10 +266,10 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
                             *slot = name;
                         }
                     }
-                    "scd_columns" => problems.push(format!(
+                    // `scd_columns` with another count of names.
+                    _ => problems.push(format!(
                         "{file}:{lineno}: `scd_columns` takes three or four names: valid from, valid to, is current[, is deleted]"
                     )),
-                    _ => header.partition_by = columns,
                 }
             }
             "description" => header.description = Some(value.to_string()),
@@ -256,6 +292,13 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
                     }
                 }
             }
+            "table_format" => match crate::config::TableKind::parse(value) {
+                Some(kind) => header.table_format = Some(kind),
+                None => problems.push(format!(
+                    "{file}:{lineno}: unknown table_format `{value}`; valid choices: {}",
+                    crate::config::TableKind::CHOICES
+                )),
+            },
             "on_schema_change" => match crate::schema::OnSchemaChange::parse(value) {
                 Some(p) => header.on_schema_change = Some(p),
                 None => problems.push(format!(
@@ -345,6 +388,16 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
         ));
     }
     header
+}
+
+fn serialize_kind<S: serde::Serializer>(
+    kind: &Option<crate::config::TableKind>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match kind {
+        Some(k) => s.serialize_some(k.name()),
+        None => s.serialize_none(),
+    }
 }
 
 #[cfg(test)]

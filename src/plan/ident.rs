@@ -50,6 +50,59 @@ pub fn list(text: &str) -> Option<Vec<String>> {
         .map(|ids| ids.into_iter().map(normalize).collect())
 }
 
+/// One item of a list of [`calls`]: a column, optionally inside a transform call with an
+/// optional leading integer argument (`region`, `day(ship_date)`, `bucket(16, "CustomerID")`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The function name, lower case (`None` for a bare column).
+    pub function: Option<String>,
+    /// The integer argument before the column (`16` in `bucket(16, c)`).
+    pub argument: Option<u64>,
+    /// The column, normalized.
+    pub column: String,
+}
+
+/// A comma-separated list of columns, each bare or inside a call (`a, day(b), bucket(16, "C")`);
+/// `None` when `text` is anything else. Function names are unquoted words and fold to lower
+/// case; the column follows identifier rules.
+pub fn calls(text: &str) -> Option<Vec<Call>> {
+    parse_all(text, |p| {
+        p.parse_comma_separated(|p| {
+            let first = identifier(p)?;
+            if !p.consume_token(&Token::LParen) {
+                return Ok(Call {
+                    function: None,
+                    argument: None,
+                    column: normalize(first),
+                });
+            }
+            if first.quote_style.is_some() {
+                return Err(ParserError::ParserError(
+                    "a function name is not quoted".into(),
+                ));
+            }
+            let argument = match p.peek_token().token {
+                Token::Number(n, _) => {
+                    p.next_token();
+                    let n = n.parse::<u64>().map_err(|e| {
+                        ParserError::ParserError(format!("not a whole number: {e}"))
+                    })?;
+                    p.expect_token(&Token::Comma)?;
+                    Some(n)
+                }
+                _ => None,
+            };
+            let column = normalize(identifier(p)?);
+            p.expect_token(&Token::RParen)?;
+            Ok(Call {
+                function: Some(first.value.to_lowercase()),
+                argument,
+                column,
+            })
+        })
+    })
+}
+
 /// A dotted name (`silver.customers."CustomerID"`), each part normalized; `None` when `text` is
 /// anything else.
 pub fn path(text: &str) -> Option<Vec<String>> {
@@ -163,6 +216,18 @@ mod tests {
             vec!["a".to_string(), "B".into(), "c".into()]
         );
         assert_eq!(list("a,"), None);
+        let c = calls("Region, day(Ship_Date), BUCKET(16, \"CustomerID\")").unwrap();
+        assert_eq!(c[0].function, None);
+        assert_eq!(c[0].column, "region");
+        assert_eq!(c[1].function.as_deref(), Some("day"));
+        assert_eq!(c[1].column, "ship_date");
+        assert_eq!(c[2].function.as_deref(), Some("bucket"));
+        assert_eq!(c[2].argument, Some(16));
+        assert_eq!(c[2].column, "CustomerID");
+        assert_eq!(calls("day(a"), None);
+        assert_eq!(calls("bucket(16 a)"), None);
+        assert_eq!(calls("bucket(-1, a)"), None);
+        assert_eq!(calls("\"day\"(a)"), None);
         assert_eq!(
             path("Silver.customers.\"CustomerID\"").unwrap(),
             vec![

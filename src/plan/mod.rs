@@ -145,6 +145,20 @@ impl Plan {
         Ok(Plan { pipeline, models })
     }
 
+    /// The table format of lake table `id`: its model's `table_format` (a model's quarantine
+    /// table follows the model), else the pipeline's `[format] table`.
+    pub fn table_kind(&self, id: &TableId) -> config::TableKind {
+        self.models
+            .iter()
+            .find(|m| {
+                m.id.layer == id.layer
+                    && (m.id.name == id.name
+                        || crate::quarantine::table_name(&m.id.name) == id.name)
+            })
+            .and_then(|m| m.header.table_format)
+            .unwrap_or(self.pipeline.format.table)
+    }
+
     /// Bronze tables, one per source table.
     pub fn bronze_tables(&self) -> Vec<TableId> {
         bronze_tables(&self.pipeline)

@@ -168,6 +168,10 @@ fn storage_error(url: &Url, e: deltalake::DeltaTableError) -> Error {
 
 #[async_trait::async_trait]
 impl TableFormat for Delta {
+    fn for_table(&self, _url: &Url) -> &dyn TableFormat {
+        self
+    }
+
     fn name(&self) -> &'static str {
         "delta"
     }
@@ -409,6 +413,17 @@ impl TableFormat for Delta {
         }))
     }
 
+    fn partition_problems(
+        &self,
+        partition_by: &[super::PartitionField],
+        _schema: &Schema,
+    ) -> Vec<String> {
+        match super::PartitionField::plain_columns(partition_by) {
+            Ok(_) => Vec::new(),
+            Err(f) => vec![delta_transform_refusal(f)],
+        }
+    }
+
     fn unstorable_columns(&self, schema: &Schema) -> Vec<UnstorableColumn> {
         schema
             .fields()
@@ -448,11 +463,21 @@ impl TableFormat for Delta {
     }
 }
 
+/// Why Delta Lake cannot take the partition field `f` (a transform: Delta partitions by column
+/// values only), with the fix.
+pub(crate) fn delta_transform_refusal(f: &super::PartitionField) -> String {
+    format!(
+        "`partition_by` {f} is an Iceberg partition transform, and Delta Lake partitions by column values only: add the value as a column (e.g. `date_trunc('month', ship_date) AS ship_month`) and partition by it, or use `table = \"iceberg\"`"
+    )
+}
+
 impl Delta {
     /// [`TableFormat::write`] once the table directory exists: commits `req` as the table's next
     /// version (see there for shapes and errors).
     async fn write_version(&self, mut req: WriteRequest<'_>) -> Result<WriteMetrics> {
         req.input = floor_to_micros(req.input)?;
+        let partition_by = super::PartitionField::plain_columns(&req.partition_by)
+            .map_err(|f| Error::Usage(delta_transform_refusal(f)))?;
         req.input = super::partition_values::refuse(req.input, &req.partition_by, Format::Delta)?;
         let mut table = self.open_with(req.url, true).await?;
         // A write computed from an earlier read of the table commits as of that read, so that
@@ -491,7 +516,7 @@ impl Delta {
         // ignored (a merge).
         if req.mode != WriteMode::Overwrite && table.version().is_some() {
             let current = table.snapshot()?.metadata().partition_columns().to_vec();
-            if current != req.partition_by {
+            if current != partition_by {
                 let shown = |c: &[String]| match c {
                     [] => "no columns".to_string(),
                     c => c.join(", "),
@@ -503,7 +528,7 @@ impl Delta {
                      header",
                     req.url,
                     shown(&current),
-                    shown(&req.partition_by)
+                    shown(&partition_by)
                 )));
             }
         }
@@ -629,8 +654,8 @@ impl Delta {
                     .with_schema_mode(schema)
                     .with_commit_properties(commit);
                 // An overwrite replaces the layout too (no partition columns included).
-                if overwrite || !req.partition_by.is_empty() {
-                    builder = builder.with_partition_columns(req.partition_by.clone());
+                if overwrite || !partition_by.is_empty() {
+                    builder = builder.with_partition_columns(partition_by.clone());
                 }
                 let table = builder.await?;
                 drop(staged);

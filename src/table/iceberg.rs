@@ -41,6 +41,7 @@ use iceberg_rust::catalog::identifier::Identifier;
 use iceberg_rust::catalog::tabular::Tabular;
 use iceberg_rust::catalog::Catalog;
 use iceberg_rust::object_store::ObjectStoreBuilder;
+use iceberg_rust::spec::partition::PartitionSpec;
 use iceberg_rust::spec::schema::Schema as IcebergSchema;
 use iceberg_rust::spec::types::{ListType, PrimitiveType, StructField, StructType, Type};
 use iceberg_rust::table::Table;
@@ -273,14 +274,13 @@ impl Iceberg {
         }
     }
 
-    /// Creates the table (and its namespace) with `schema`, partitioned by the identity of the
-    /// columns `partition_by`.
+    /// Creates the table (and its namespace) with `schema`, partitioned by `partition_by`.
     async fn create(
         &self,
         ident: &Identifier,
         location: &str,
         schema: IcebergSchema,
-        partition_by: &[String],
+        partition_by: &[super::PartitionField],
     ) -> Result<Table> {
         let catalog = self.catalog().await?;
         let namespace = ident.namespace().clone();
@@ -296,27 +296,15 @@ impl Iceberg {
         let mut builder = Table::builder();
         builder.with_name(ident.name()).with_location(location);
         if !partition_by.is_empty() {
-            let mut spec = iceberg_rust::spec::partition::PartitionSpec::builder();
-            for (i, column) in partition_by.iter().enumerate() {
-                let source = schema.get_name(column).ok_or_else(|| {
-                    Error::Usage(format!(
-                        "`{ident}`: partition column `{column}` is not a column of the table"
-                    ))
-                })?;
-                let (transform, name) = partition_transform(ident, source)?;
-                // Partition field ids start at 1000, as the Iceberg spec's reference
-                // implementation numbers them.
-                spec.with_partition_field(iceberg_rust::spec::partition::PartitionField::new(
-                    source.id,
-                    1000 + i as i32,
-                    &name,
-                    transform,
-                ));
-            }
-            builder.with_partition_spec(
-                spec.build()
-                    .map_err(|e| Error::Internal(format!("Iceberg partition spec: {e}")))?,
-            );
+            // Partition field ids start at 1000, as the Iceberg spec's reference
+            // implementation numbers them.
+            builder.with_partition_spec(spec_for(
+                &ident.to_string(),
+                &schema,
+                partition_by,
+                0,
+                1000,
+            )?);
         }
         builder
             .with_schema(schema)
@@ -345,26 +333,18 @@ impl Iceberg {
         let ident = table.identifier().clone();
         let last_column_id =
             max_field_id(&schema.fields().clone()).max(table.metadata().last_column_id);
-        let requirements = vec![TableRequirement::AssertCurrentSchemaId {
+        let requirement = TableRequirement::AssertCurrentSchemaId {
             current_schema_id: table.metadata().current_schema_id,
-        }];
+        };
         let expected = schema.clone();
-        table
-            .catalog()
-            .update_table(CommitTable {
-                identifier: ident.clone(),
-                requirements,
-                updates: vec![
-                    TableUpdate::AddSchema {
-                        schema,
-                        last_column_id: Some(last_column_id),
-                    },
-                    TableUpdate::SetCurrentSchema { schema_id: -1 },
-                ],
-            })
-            .await
-            .map_err(|e| catalog_error(&ident.to_string(), e))?;
-        let now = self.reload(&ident).await?;
+        let updates = vec![
+            TableUpdate::AddSchema {
+                schema,
+                last_column_id: Some(last_column_id),
+            },
+            TableUpdate::SetCurrentSchema { schema_id: -1 },
+        ];
+        let now = self.update_metadata(&table, requirement, updates).await?;
         let current = now
             .metadata()
             .current_schema(None)
@@ -430,7 +410,7 @@ impl Iceberg {
         let files = iceberg_rust::arrow::write::write_parquet_partitioned(table, batches, None)
             .await
             .map_err(Error::from)?;
-        let misread = int_backed_decimals(schema.fields());
+        let misread = misread_bounds(schema.fields());
         files
             .into_iter()
             .map(|f| without_bounds(f, &misread))
@@ -610,7 +590,10 @@ impl Iceberg {
             .map_err(|e| Error::Internal(format!("Iceberg schema: {e}")))
     }
 
-    /// The table, created or with its schema changed so it can take `arrow`'s columns.
+    /// The table, created or with its schema changed so it can take `arrow`'s columns, and
+    /// partitioned by `partition_by`: `keep_missing` is false for an overwrite, which changes a
+    /// table partitioned otherwise to the new spec (its own metadata commit, before the data
+    /// commit that replaces every file); other writes refuse such a table (usage error).
     async fn prepare(
         &self,
         ident: &Identifier,
@@ -618,22 +601,102 @@ impl Iceberg {
         table: Option<Table>,
         arrow: &Schema,
         keep_missing: bool,
-        partition_by: &[String],
+        partition_by: &[super::PartitionField],
     ) -> Result<Table> {
         let schema = self.schema_for(table.as_ref(), arrow, keep_missing)?;
-        match table {
-            None => self.create(ident, location, schema, partition_by).await,
+        let t = match table {
+            None => return self.create(ident, location, schema, partition_by).await,
             Some(t) => {
                 let current = t
                     .current_schema(None)
                     .map_err(|e| catalog_error(&ident.to_string(), e))?;
                 if shape(current.fields()) == shape(schema.fields()) {
-                    Ok(t)
+                    t
                 } else {
-                    self.set_schema(t, schema).await
+                    self.set_schema(t, schema.clone()).await?
                 }
             }
+        };
+        let shown = ident.to_string();
+        let metadata = t.metadata();
+        let current = metadata
+            .default_partition_spec()
+            .map_err(|e| catalog_error(&shown, e.into()))?;
+        let next_field_id = metadata
+            .partition_specs
+            .values()
+            .flat_map(|s| s.fields().iter().map(|f| *f.field_id()))
+            .chain([metadata.last_partition_id, 999])
+            .max()
+            .unwrap_or(999)
+            + 1;
+        let next_spec_id = metadata.partition_specs.keys().copied().max().unwrap_or(0) + 1;
+        let wanted = spec_for(&shown, &schema, partition_by, next_spec_id, next_field_id)?;
+        if spec_shape(current) == spec_shape(&wanted) {
+            return Ok(t);
         }
+        if keep_missing {
+            let names = |s: &PartitionSpec| match s.fields().as_slice() {
+                [] => "nothing".to_string(),
+                f => f
+                    .iter()
+                    .map(|f| format!("{}({})", f.transform(), f.name()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            return Err(Error::Usage(format!(
+                "the Iceberg table `{shown}` is partitioned by {}, but the model says `partition_by` {}: a merge, append or scd2 model keeps its table's partitioning; run it once with --full-refresh to rebuild the table with the new one, or restore the header",
+                names(current),
+                names(&wanted)
+            )));
+        }
+        self.set_spec(t, wanted).await
+    }
+
+    /// Commits `updates` to `table`'s metadata if `requirement` still holds, and returns the
+    /// table reloaded from a fresh catalog read (whether or not this commit won: the SQL
+    /// catalog does not say; callers check the reloaded table).
+    async fn update_metadata(
+        &self,
+        table: &Table,
+        requirement: TableRequirement,
+        updates: Vec<TableUpdate>,
+    ) -> Result<Table> {
+        let ident = table.identifier().clone();
+        table
+            .catalog()
+            .update_table(CommitTable {
+                identifier: ident.clone(),
+                requirements: vec![requirement],
+                updates,
+            })
+            .await
+            .map_err(|e| catalog_error(&ident.to_string(), e))?;
+        self.reload(&ident).await
+    }
+
+    /// Commits `spec` as the table's default partition spec (`AddSpec` + `SetDefaultSpec`,
+    /// conditional on the current default) and returns the reloaded table. Only an overwrite
+    /// calls this: its data commit then replaces every file, so no file of the old spec stays
+    /// current.
+    async fn set_spec(&self, table: Table, spec: PartitionSpec) -> Result<Table> {
+        let ident = table.identifier().clone();
+        let spec_id = *spec.spec_id();
+        let requirement = TableRequirement::AssertDefaultSpecId {
+            default_spec_id: table.metadata().default_spec_id,
+        };
+        let updates = vec![
+            TableUpdate::AddSpec { spec },
+            TableUpdate::SetDefaultSpec { spec_id },
+        ];
+        let t = self.update_metadata(&table, requirement, updates).await?;
+        if t.metadata().default_spec_id != spec_id {
+            return Err(lost(
+                &ident,
+                "another writer changed its partitioning first",
+            ));
+        }
+        Ok(t)
     }
 
     /// Copy-on-write merge of `input` into `table` (which has a snapshot).
@@ -944,15 +1007,30 @@ enum CommitKind {
     Properties,
 }
 
-/// Field ids of the decimal columns (nested too) with precision <= 18. Parquet stores those as
-/// INT32/INT64, whose statistics are little-endian integers, and iceberg-rust 0.10 decodes every
-/// decimal bound as big-endian bytes: their manifest bounds would be wrong, so readers pruning
-/// on them (and datafusion_iceberg, which turns a file's equal bounds into a constant) would
-/// misread the values.
-fn int_backed_decimals(fields: &StructType) -> BTreeSet<i32> {
+/// Field ids of the columns (nested too) whose manifest bounds iceberg-rust 0.10 gets wrong,
+/// so readers pruning on them (and datafusion_iceberg, which turns a file's equal bounds into a
+/// constant) would skip or misread rows:
+/// - decimals of precision <= 18: Parquet stores them as INT32/INT64, whose statistics are
+///   little-endian integers, and iceberg-rust decodes every decimal bound as big-endian bytes;
+/// - every type but int, long, float, double, date, time and the timestamps: iceberg-rust merges
+///   the bounds of a file's row groups for those types only, and keeps the first row group's
+///   bounds for the others (strings, binary, booleans, decimals, UUIDs), which are wrong for a
+///   file of more than one row group.
+fn misread_bounds(fields: &StructType) -> BTreeSet<i32> {
     fn walk(t: &Type, id: i32, out: &mut BTreeSet<i32>) {
+        use PrimitiveType as P;
         match t {
-            Type::Primitive(PrimitiveType::Decimal { precision, .. }) if *precision <= 18 => {
+            Type::Primitive(
+                P::Int
+                | P::Long
+                | P::Float
+                | P::Double
+                | P::Date
+                | P::Time
+                | P::Timestamp
+                | P::Timestamptz,
+            ) => {}
+            Type::Primitive(_) => {
                 out.insert(id);
             }
             Type::Struct(s) => s.iter().for_each(|f| walk(&f.field_type, f.id, out)),
@@ -961,7 +1039,6 @@ fn int_backed_decimals(fields: &StructType) -> BTreeSet<i32> {
                 walk(&m.key, m.key_id, out);
                 walk(&m.value, m.value_id, out);
             }
-            Type::Primitive(_) => {}
         }
     }
     let mut out = BTreeSet::new();
@@ -1009,27 +1086,121 @@ fn without_bounds(
         .map_err(|e| Error::Internal(format!("Iceberg data file: {e}")))
 }
 
-/// The partition transform for a `partition_by` column and the partition field's name: the
-/// identity of an integer or string column, `day` of a DATE or TIMESTAMP column (named
-/// `<column>_day`, as Spark names it). Other types are refused (exit 2): iceberg-rust 0.10
-/// partitions only by integer and string values.
-fn partition_transform(
-    ident: &Identifier,
-    field: &StructField,
-) -> Result<(iceberg_rust::spec::partition::Transform, String)> {
-    use iceberg_rust::spec::partition::Transform;
-    match &field.field_type {
-        Type::Primitive(PrimitiveType::Int | PrimitiveType::Long | PrimitiveType::String) => {
-            Ok((Transform::Identity, field.name.clone()))
-        }
-        Type::Primitive(PrimitiveType::Date | PrimitiveType::Timestamp) => {
-            Ok((Transform::Day, format!("{}_day", field.name)))
-        }
-        other => Err(Error::Usage(format!(
-            "`{ident}`: partition column `{}` has type {other}, which Iceberg tables written by Smelter cannot be partitioned by: partition by an integer, string, DATE or TIMESTAMP (without time zone) column, e.g. `CAST({} AS VARCHAR)`",
-            field.name, field.name
-        ))),
+/// The partition spec `spec_id` of `partition_by` over `schema`, its field ids numbered from
+/// `first_field_id`. `shown`: the table, for errors (a column that is not in the schema, or a
+/// transform its type does not take: [`partition_transform`]).
+fn spec_for(
+    shown: &str,
+    schema: &IcebergSchema,
+    partition_by: &[super::PartitionField],
+    spec_id: i32,
+    first_field_id: i32,
+) -> Result<PartitionSpec> {
+    if let Some(problem) = duplicate_source(partition_by) {
+        return Err(Error::Usage(format!("`{shown}`: {problem}")));
     }
+    let mut spec = PartitionSpec::builder();
+    // An unpartitioned spec has no fields (the builder wants them set even then).
+    spec.with_spec_id(spec_id).with_fields(Vec::new());
+    for (i, field) in partition_by.iter().enumerate() {
+        let source = schema.get_name(&field.column).ok_or_else(|| {
+            Error::Usage(format!(
+                "`{shown}`: partition column `{}` is not a column of the table",
+                field.column
+            ))
+        })?;
+        let (transform, name) = partition_transform(field, &source.field_type)
+            .map_err(|e| Error::Usage(format!("`{shown}`: {e}")))?;
+        spec.with_partition_field(iceberg_rust::spec::partition::PartitionField::new(
+            source.id,
+            first_field_id + i as i32,
+            &name,
+            transform,
+        ));
+    }
+    spec.build()
+        .map_err(|e| Error::Internal(format!("Iceberg partition spec: {e}")))
+}
+
+/// The problem with `partition_by` naming one column twice (`bucket(4, id), truncate(100, id)`):
+/// iceberg-rust 0.10 keys a data file's partition fields by source column, so the second field
+/// of a column would get no value and the commit would fail.
+fn duplicate_source(partition_by: &[super::PartitionField]) -> Option<String> {
+    let mut seen = BTreeSet::new();
+    partition_by.iter().find(|f| !seen.insert(&f.column)).map(|f| {
+        format!(
+            "`partition_by` {f}: column `{}` is partitioned twice; the pinned Iceberg writer (iceberg-rust 0.10) takes one partition field per column",
+            f.column
+        )
+    })
+}
+
+/// What makes two partition specs the same layout: each field's source column, transform and
+/// name, in order (not the spec or field ids).
+fn spec_shape(spec: &PartitionSpec) -> Vec<(i32, String, String)> {
+    spec.fields()
+        .iter()
+        .map(|f| (*f.source_id(), f.transform().to_string(), f.name().clone()))
+        .collect()
+}
+
+/// The Iceberg transform and partition field name of `field` over the column `source` (names as
+/// Java's and pyiceberg's `PartitionSpec` builders give them: `c`, `c_day`, `c_bucket`,
+/// `c_trunc`, …).
+///
+/// Errors (the message, without the table): a transform iceberg-rust 0.10's writer cannot
+/// write for the column's type. That writer splits files by Int32, Int64 and Utf8 partition
+/// values only (so no identity of a DATE), and derives each data file's partition value from
+/// the transformed minimum and maximum of the source column, so only order-preserving
+/// transforms work (no `bucket`; its value-level hash also differs from the spec's). Its
+/// `month` is one more than the spec's, so it is refused too.
+fn partition_transform(
+    field: &super::PartitionField,
+    source: &Type,
+) -> std::result::Result<(iceberg_rust::spec::partition::Transform, String), String> {
+    use super::PartitionTransform as T;
+    use iceberg_rust::spec::partition::Transform;
+    use PrimitiveType as P;
+    let name = &field.column;
+    let Type::Primitive(p) = source else {
+        return Err(partition_type_error(field, source));
+    };
+    let integer = matches!(p, P::Int | P::Long);
+    let temporal = matches!(p, P::Date | P::Timestamp);
+    let (transform, suffix) = match field.transform {
+        T::Column | T::Identity if matches!(p, P::String) => return Err(format!(
+            "`partition_by` {field}: the pinned Iceberg writer (iceberg-rust 0.10) cannot partition by a string: it summarizes each manifest's string partition values by the first file's value only, so readers (Smelter's own included) would skip files that hold other values; partition by an integer the model computes instead, e.g. a region number, or `truncate(W, c)` of an integer"
+        )),
+        T::Column if integer => (Transform::Identity, None),
+        T::Column if temporal => (Transform::Day, Some("day")),
+        // iceberg-rust 0.10 splits files by Int32, Int64 and Utf8 partition values only.
+        T::Identity if integer => (Transform::Identity, None),
+        T::Year if temporal => (Transform::Year, Some("year")),
+        T::Month => return Err(format!(
+            "`partition_by` {field}: the pinned Iceberg writer (iceberg-rust 0.10) numbers months from 1 where the Iceberg spec numbers them from 0, so readers would prune every file wrongly; partition by a column the model computes instead, e.g. `date_trunc('month', {c}) AS {n}_month` (a DATE or TIMESTAMP: partitioned by day), or by `year({c})`",
+            c = crate::plan::ident::to_sql(name),
+            n = name
+        )),
+        T::Day if temporal => (Transform::Day, Some("day")),
+        T::Hour if matches!(p, P::Timestamp) => (Transform::Hour, Some("hour")),
+        T::Bucket(_) => return Err(format!(
+            "`partition_by` {field}: the pinned Iceberg writer (iceberg-rust 0.10) cannot write bucket partitions: it derives a data file's partition value from the column's minimum and maximum, which only order-preserving transforms allow, and hashes values with another width than the Iceberg spec; partition by a column the model computes instead, e.g. `{c} % 16 AS {c}_bucket` and `-- partition_by: {c}_bucket`",
+            c = crate::plan::ident::to_sql(name)
+        )),
+        T::Truncate(w) if integer => (Transform::Truncate(w), Some("trunc")),
+        _ => return Err(partition_type_error(field, source)),
+    };
+    Ok((
+        transform,
+        suffix.map_or_else(|| name.clone(), |s| format!("{name}_{s}")),
+    ))
+}
+
+fn partition_type_error(field: &super::PartitionField, source: &Type) -> String {
+    format!(
+        "`partition_by` {field} cannot partition a column of Iceberg type {source}: a bare column or identity() takes an integer (a bare DATE or TIMESTAMP column is partitioned by day); year() and day() take a DATE or TIMESTAMP (without time zone); hour() a TIMESTAMP; truncate(W, c) an integer. Cast the column in the model's SQL, e.g. `CAST({c} AS VARCHAR) AS {c}`",
+        c = crate::plan::ident::to_sql(&field.column)
+    )
 }
 
 /// Rows in `files`, from their manifest entries' record counts.
@@ -1439,6 +1610,10 @@ async fn table_stats(table: &Table) -> Result<Option<TableStats>> {
 
 #[async_trait::async_trait]
 impl TableFormat for Iceberg {
+    fn for_table(&self, _url: &Url) -> &dyn TableFormat {
+        self
+    }
+
     fn name(&self) -> &'static str {
         "iceberg"
     }
@@ -1708,6 +1883,22 @@ impl TableFormat for Iceberg {
             }
             _ => Ok(None),
         }
+    }
+
+    fn partition_problems(
+        &self,
+        partition_by: &[super::PartitionField],
+        schema: &Schema,
+    ) -> Vec<String> {
+        partition_by
+            .iter()
+            .filter_map(|p| {
+                let field = schema.field_with_name(&p.column).ok()?;
+                let ty = to_type(p.column.as_str(), field.data_type(), None, &mut 0).ok()?;
+                partition_transform(p, &ty).err()
+            })
+            .chain(duplicate_source(partition_by))
+            .collect()
     }
 
     fn unstorable_columns(&self, schema: &Schema) -> Vec<UnstorableColumn> {

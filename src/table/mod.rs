@@ -7,6 +7,7 @@
 pub mod delta;
 pub mod iceberg;
 pub mod partition_values;
+pub mod per_table;
 
 use std::sync::Arc;
 
@@ -65,6 +66,123 @@ pub fn newer_version(sequence_by: &[String], newer: &str, older: &str) -> Option
     }))
 }
 
+/// One field of a model's `partition_by`: a column, bare or under a transform
+/// (`-- partition_by: region, day(ship_date), bucket(16, customer_id)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionField {
+    /// The source column of the output.
+    pub column: String,
+    /// How its values become partition values.
+    pub transform: PartitionTransform,
+}
+
+/// How a column's values become partition values. The transforms are Iceberg's (Iceberg table
+/// spec v2, "Partition Transforms"); Delta Lake partitions by column values only, so it takes
+/// [`PartitionTransform::Column`] and [`PartitionTransform::Identity`] alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionTransform {
+    /// A bare column: the format's default for its type (Delta: the value; Iceberg: the value
+    /// of an integer or string column, `day` of a DATE or TIMESTAMP column).
+    Column,
+    /// `identity(c)`: the value.
+    Identity,
+    /// `year(c)`: years since 1970 of a DATE or TIMESTAMP.
+    Year,
+    /// `month(c)`: months since 1970-01 of a DATE or TIMESTAMP.
+    Month,
+    /// `day(c)`: days since 1970-01-01 of a DATE or TIMESTAMP.
+    Day,
+    /// `hour(c)`: hours since 1970-01-01 00:00 of a TIMESTAMP.
+    Hour,
+    /// `bucket(N, c)`: `(murmur3_x86_32(c) & i32::MAX) % N`, the spec's hash bucket. Read so
+    /// that a header naming it gets the reason it is refused: neither Delta Lake nor the pinned
+    /// Iceberg writer can store it (see `iceberg::partition_transform`).
+    Bucket(u32),
+    /// `truncate(W, c)`: `c - (c mod W)` of an integer.
+    Truncate(u32),
+}
+
+impl PartitionField {
+    /// The field read from one header item (`c`, `day(c)`, `bucket(16, c)`); the error says
+    /// what is wrong and lists the transforms.
+    pub fn from_call(call: crate::plan::ident::Call) -> std::result::Result<Self, String> {
+        use PartitionTransform as T;
+        const KNOWN: &str = "write a column, or one of identity(c), year(c), month(c), day(c), hour(c), bucket(N, c), truncate(W, c)";
+        let width = |name: &str| match call.argument {
+            Some(n) if (1..=i32::MAX as u64).contains(&n) => Ok(n as u32),
+            Some(n) => Err(format!(
+                "`{name}({n}, …)` needs a width from 1 to {}",
+                i32::MAX
+            )),
+            None => Err(format!(
+                "`{name}` needs a width first, e.g. `{name}(16, {})`",
+                call.column
+            )),
+        };
+        let transform = match (call.function.as_deref(), call.argument) {
+            (None, _) => T::Column,
+            (Some(name @ ("bucket" | "truncate")), _) => {
+                let n = width(name)?;
+                if name == "bucket" {
+                    T::Bucket(n)
+                } else {
+                    T::Truncate(n)
+                }
+            }
+            (Some(name), Some(n)) => {
+                return Err(format!("`{name}` takes only a column, not `{n}`; {KNOWN}"))
+            }
+            (Some("identity"), None) => T::Identity,
+            (Some("year" | "years"), None) => T::Year,
+            (Some("month" | "months"), None) => T::Month,
+            (Some("day" | "days"), None) => T::Day,
+            (Some("hour" | "hours"), None) => T::Hour,
+            (Some(other), None) => {
+                return Err(format!("unknown partition transform `{other}`; {KNOWN}"))
+            }
+        };
+        Ok(Self {
+            column: call.column,
+            transform,
+        })
+    }
+
+    /// The column names of `fields`, when every field is a plain column value (what Delta Lake
+    /// can store); otherwise the first field that is not, for the caller's error.
+    pub fn plain_columns(fields: &[Self]) -> std::result::Result<Vec<String>, &Self> {
+        fields
+            .iter()
+            .map(|f| match f.transform {
+                PartitionTransform::Column | PartitionTransform::Identity => Ok(f.column.clone()),
+                _ => Err(f),
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for PartitionField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use PartitionTransform as T;
+        let c = crate::plan::ident::to_sql(&self.column);
+        match self.transform {
+            T::Column => write!(f, "{c}"),
+            T::Identity => write!(f, "identity({c})"),
+            T::Year => write!(f, "year({c})"),
+            T::Month => write!(f, "month({c})"),
+            T::Day => write!(f, "day({c})"),
+            T::Hour => write!(f, "hour({c})"),
+            T::Bucket(n) => write!(f, "bucket({n}, {c})"),
+            T::Truncate(w) => write!(f, "truncate({w}, {c})"),
+        }
+    }
+}
+
+impl Serialize for PartitionField {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// One write.
 pub struct WriteRequest<'a> {
     /// Session the input is planned in.
@@ -75,8 +193,9 @@ pub struct WriteRequest<'a> {
     pub input: DataFrame,
     /// Materialization.
     pub mode: WriteMode,
-    /// Partition columns (used when the table is created).
-    pub partition_by: Vec<String>,
+    /// Partitioning (used when the table is created; an overwrite changes a table's
+    /// partitioning to it, other writes refuse a table partitioned otherwise).
+    pub partition_by: Vec<PartitionField>,
     /// Idempotency id, recorded with the commit (as a Delta application transaction and as commit
     /// metadata `smelter.txn_id`): an append or merge whose id is already committed is skipped
     /// and reports the counts of the commit that carries it; an overwrite always runs and
@@ -201,6 +320,10 @@ pub trait TableFormat: Send + Sync + std::fmt::Debug {
     /// Format name, e.g. `delta`.
     fn name(&self) -> &'static str;
 
+    /// The format of the table at `url` itself: this one, or, for the formats of a plan whose
+    /// models override the pipeline's format ([`per_table::PerTable`]), the table's own.
+    fn for_table(&self, url: &Url) -> &dyn TableFormat;
+
     /// A provider for the table at `url`, or `None` if no table exists there yet.
     async fn provider(
         &self,
@@ -288,6 +411,12 @@ pub trait TableFormat: Send + Sync + std::fmt::Debug {
     /// innermost culprit), empty when it can store them all. Checked at plan time and before a
     /// write, so a bad output type is a model error (exit 2) rather than a writer failure.
     fn unstorable_columns(&self, schema: &Schema) -> Vec<UnstorableColumn>;
+
+    /// What is wrong with partitioning an output of `schema` by `partition_by` in this format
+    /// (a transform Delta Lake cannot store, a transform the column's type does not take), one
+    /// message per field, empty when nothing is. Columns missing from `schema` are the caller's
+    /// to report. Checked at plan time, so it is a model error (exit 2) before anything runs.
+    fn partition_problems(&self, partition_by: &[PartitionField], schema: &Schema) -> Vec<String>;
 }
 
 /// Which version of a table to read ([`TableFormat::provider_as_of`]).
@@ -398,12 +527,45 @@ pub(crate) fn decimal_hint(p: u8, s: i8) -> String {
     )
 }
 
-/// The table format configured for a pipeline.
+/// The table format configured for a pipeline (`[format] table`), for bronze and run state.
 pub fn for_pipeline(pipeline: &Pipeline, lake: &crate::storage::Lake) -> Arc<dyn TableFormat> {
-    match pipeline.format.table {
+    open(pipeline, lake, pipeline.format.table)
+}
+
+fn open(
+    pipeline: &Pipeline,
+    lake: &crate::storage::Lake,
+    kind: crate::config::TableKind,
+) -> Arc<dyn TableFormat> {
+    match kind {
         crate::config::TableKind::Delta => Arc::new(delta::Delta::new(pipeline, lake)),
         crate::config::TableKind::Iceberg => Arc::new(iceberg::Iceberg::new(pipeline, lake)),
     }
+}
+
+/// The table formats of a plan: the pipeline's, and each model's own where its header sets
+/// `table_format` (its quarantine table follows it). One [`TableFormat`] that hands each call
+/// to the format of the table its URL names ([`per_table::PerTable`]).
+pub fn for_plan(plan: &crate::plan::Plan, lake: &crate::storage::Lake) -> Arc<dyn TableFormat> {
+    let tables = plan.models.iter().flat_map(|m| {
+        let kind = m.header.table_format.unwrap_or(plan.pipeline.format.table);
+        [
+            (lake.table_url(&m.id), kind),
+            (
+                lake.table_url(&crate::plan::TableId {
+                    layer: m.id.layer,
+                    name: crate::quarantine::table_name(&m.id.name),
+                }),
+                kind,
+            ),
+        ]
+    });
+    Arc::new(per_table::PerTable::new(
+        lake,
+        plan.pipeline.format.table,
+        tables,
+        |kind| open(&plan.pipeline, lake, kind),
+    ))
 }
 
 /// The rows of `input` a write in `mode` puts into a table that has no version yet: for a merge

@@ -9,9 +9,10 @@
 //!   Serialization", delta-io/delta PROTOCOL.md), so `''` would read back as NULL, and a NOT NULL
 //!   column would make the committed table unreadable.
 //! - **Iceberg** (iceberg-rust 0.10, the pinned writer): NULL in any partition column (its
-//!   partitioned writer drops those rows from the files it writes, silently), and the empty
-//!   string in a string partition column (its manifest splitting panics on it once a commit has
-//!   many files).
+//!   partitioned writer drops those rows from the files it writes, silently), and a value
+//!   before 1970 where its transforms round the wrong way or fail (the day or hour of a
+//!   timestamp, the year of a date). String partition fields are refused at plan time
+//!   (`iceberg::partition_transform`).
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Field, FieldRef};
@@ -35,25 +36,54 @@ pub enum Format {
     Iceberg,
 }
 
-/// `df`, with its columns named in `partition_by` checked row by row against `format`'s rules
-/// (see the module doc); `df` itself when no column needs a check.
-pub fn refuse(df: DataFrame, partition_by: &[String], format: Format) -> Result<DataFrame> {
+/// `df`, with the source columns of `partition_by` checked row by row against `format`'s rules
+/// (see the module doc; the empty string only where it is the partition value itself, not
+/// under a transform such as `bucket`); `df` itself when no column needs a check.
+pub fn refuse(
+    df: DataFrame,
+    partition_by: &[super::PartitionField],
+    format: Format,
+) -> Result<DataFrame> {
     map_columns(df, |field, column| {
-        if !partition_by.contains(field.name()) {
+        let fields: Vec<_> = partition_by
+            .iter()
+            .filter(|p| &p.column == field.name())
+            .collect();
+        if fields.is_empty() {
             return None;
         }
         let string = matches!(
             field.data_type(),
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
         );
+        let as_value = fields.iter().any(|p| {
+            matches!(
+                p.transform,
+                super::PartitionTransform::Column | super::PartitionTransform::Identity
+            )
+        });
+        // iceberg-rust 0.10 rounds a timestamp's day and hour toward zero (the spec rounds
+        // down), and panics on the year of a DATE before 1970.
+        let before_epoch_wrong = fields.iter().any(|p| {
+            use super::PartitionTransform as T;
+            match field.data_type() {
+                DataType::Timestamp(_, _) => {
+                    matches!(p.transform, T::Column | T::Day | T::Hour)
+                }
+                DataType::Date32 | DataType::Date64 => p.transform == T::Year,
+                _ => false,
+            }
+        });
         let check = Check {
             column: field.name().clone(),
-            empty: string,
+            empty: format == Format::Delta && string && as_value,
+            before_epoch: format == Format::Iceberg && before_epoch_wrong,
             null: format == Format::Iceberg,
             format,
             signature: Signature::any(1, Volatility::Immutable),
         };
-        (check.empty || check.null).then(|| ScalarUDF::new_from_impl(check).call(vec![column]))
+        (check.empty || check.null || check.before_epoch)
+            .then(|| ScalarUDF::new_from_impl(check).call(vec![column]))
     })
 }
 
@@ -90,43 +120,44 @@ struct Check {
     empty: bool,
     /// Refuse NULL.
     null: bool,
+    /// Refuse a value before 1970-01-01 (Iceberg `day`/`hour` of a timestamp, `year` of a date).
+    before_epoch: bool,
     format: Format,
     signature: Signature,
 }
 
-impl Check {
-    /// The column as SQL would name it in the hint: quoted unless it is a plain lower-case
-    /// identifier (unquoted identifiers fold to lower case).
-    fn sql_name(&self) -> String {
-        let c = &self.column;
-        let plain = c
-            .chars()
-            .next()
-            .is_some_and(|f| f.is_ascii_lowercase() || f == '_')
-            && c.chars()
-                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
-        if plain {
-            c.clone()
-        } else {
-            format!("\"{}\"", c.replace('"', "\"\""))
-        }
-    }
+/// What a refused row holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Problem {
+    Null,
+    Empty,
+    BeforeEpoch,
+}
 
-    fn refusal(&self, null: bool) -> DataFusionError {
-        let (c, q) = (&self.column, self.sql_name());
-        let message = match (null, self.format) {
-            (true, _) => format!(
+impl Check {
+    fn refusal(&self, problem: Problem) -> DataFusionError {
+        let (c, q) = (&self.column, crate::plan::ident::to_sql(&self.column));
+        let message = match (problem, self.format) {
+            (Problem::Null, _) => format!(
                 "partition column `{c}` holds NULL, which {UNSTORABLE_PARTITION_VALUE} in an \
                  Iceberg table here (the iceberg-rust writer drops such rows): map it in the \
                  SQL, e.g. COALESCE({q}, <a value>), or partition by another column"
             ),
-            (false, Format::Delta) => format!(
+            (Problem::BeforeEpoch, _) => format!(
+                "partition column `{c}` holds a value before 1970-01-01, which \
+                 {UNSTORABLE_PARTITION_VALUE} under this transform in an Iceberg table here \
+                 (the iceberg-rust writer computes the day or hour of such a timestamp toward \
+                 zero, where the Iceberg spec rounds down, and fails on the year of such a \
+                 date): partition by a column the model computes, e.g. \
+                 `CAST({q} AS DATE) AS {c}_date`, or `EXTRACT(YEAR FROM {q}) AS {c}_year`"
+            ),
+            (_, Format::Delta) => format!(
                 "partition column `{c}` holds an empty string, which \
                  {UNSTORABLE_PARTITION_VALUE} in a Delta table (the protocol reads it back as \
                  NULL): map it in the SQL, e.g. NULLIF({q}, '') for NULL or \
                  COALESCE(NULLIF({q}, ''), '(blank)'), or partition by another column"
             ),
-            (false, Format::Iceberg) => format!(
+            (_, Format::Iceberg) => format!(
                 "partition column `{c}` holds an empty string, which \
                  {UNSTORABLE_PARTITION_VALUE} in an Iceberg table here (the iceberg-rust \
                  writer fails on it): map it in the SQL, e.g. COALESCE(NULLIF({q}, ''), \
@@ -171,12 +202,19 @@ impl ScalarUDFImpl for Check {
             ColumnarValue::Array(a) => a.clone(),
         };
         if self.null && array.null_count() > 0 {
-            return Err(self.refusal(true));
+            return Err(self.refusal(Problem::Null));
         }
         if self.empty {
             let strings = arrow::compute::cast(&array, &DataType::Utf8)?;
             if strings.as_string::<i32>().iter().any(|v| v == Some("")) {
-                return Err(self.refusal(false));
+                return Err(self.refusal(Problem::Empty));
+            }
+        }
+        if self.before_epoch {
+            let ticks = arrow::compute::cast(&array, &DataType::Int64)?;
+            let ticks = ticks.as_primitive::<arrow::datatypes::Int64Type>();
+            if arrow::compute::min(ticks).is_some_and(|m| m < 0) {
+                return Err(self.refusal(Problem::BeforeEpoch));
             }
         }
         Ok(value)
@@ -193,14 +231,17 @@ mod tests {
             column: c.into(),
             empty: true,
             null: false,
+            before_epoch: false,
             format: Format::Delta,
             signature: Signature::any(1, Volatility::Immutable),
         };
-        assert_eq!(check("region").sql_name(), "region");
-        assert_eq!(check("Region").sql_name(), "\"Region\"");
-        assert_eq!(check("a b").sql_name(), "\"a b\"");
-        let text = check("Region").refusal(false).to_string();
+        let text = check("region").refusal(Problem::Empty).to_string();
+        assert!(text.contains("NULLIF(region, '')"), "{text}");
+        let text = check("Region").refusal(Problem::Empty).to_string();
         assert!(text.contains("NULLIF(\"Region\", '')"), "{text}");
+        assert!(text.contains(UNSTORABLE_PARTITION_VALUE), "{text}");
+        let text = check("a b").refusal(Problem::BeforeEpoch).to_string();
+        assert!(text.contains("CAST(\"a b\" AS DATE)"), "{text}");
         assert!(text.contains(UNSTORABLE_PARTITION_VALUE), "{text}");
     }
 }

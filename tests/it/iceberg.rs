@@ -523,10 +523,27 @@ fn maintain_compacts_expires_and_removes_files_on_both_formats_and_show_reads_ol
 #[test]
 fn partition_by_makes_identity_partitions_of_an_iceberg_table() {
     let p = iceberg_demo(0.002);
+    let model = p.dir.path().join("sql/demo/gold/customers_by_region.sql");
+    // A string partition is refused before anything runs: the pinned writer's manifest
+    // summaries of string partition values are wrong, and readers would skip files.
     std::fs::write(
-        p.dir.path().join("sql/demo/gold/customers_by_region.sql"),
+        &model,
         "-- materialized: table\n-- partition_by: region\n\
          SELECT customer_id, region FROM silver.customers\n",
+    )
+    .unwrap();
+    let out = p.smelter(&["validate", "{p}"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot partition by a string"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(
+        &model,
+        "-- materialized: table\n-- partition_by: region_no\n\
+         SELECT customer_id, region, CAST(customer_id % 5 AS INT) AS region_no\n\
+         FROM silver.customers\n",
     )
     .unwrap();
     run_day(&p, "2026-11-03", "p1");
@@ -539,7 +556,7 @@ fn partition_by_makes_identity_partitions_of_an_iceberg_table() {
         .collect();
     assert!(partitions.len() > 1, "{partitions:?}");
     assert!(
-        partitions.iter().all(|d| d.starts_with("region=")),
+        partitions.iter().all(|d| d.starts_with("region_no=")),
         "{partitions:?}"
     );
     assert_eq!(
@@ -698,7 +715,7 @@ async fn a_failed_first_write_leaves_no_iceberg_table_registered() {
 /// committed (exit 2, naming the column): the pinned iceberg-rust writer dropped rows whose
 /// partition value is NULL, silently, and panicked on `''` once a commit had many files.
 #[test]
-fn a_null_or_empty_iceberg_partition_value_is_refused_and_every_row_is_kept_once_mapped() {
+fn a_null_or_pre_1970_iceberg_partition_value_is_refused_and_every_row_is_kept_once_mapped() {
     let p = own_project("iceberg");
     let model = p.dir.path().join("sql/t/silver/part.sql");
     let write = |region: &str| {
@@ -711,19 +728,17 @@ fn a_null_or_empty_iceberg_partition_value_is_refused_and_every_row_is_kept_once
         )
         .unwrap()
     };
+    // The NULL and pre-1970 checks run on the rows, before commit.
     std::fs::write(
         p.dir.path().join("incoming/t/a.csv"),
         "id,v,amt\n1,1,1.00\n2,2,2.00\n3,3,3.00\n",
     )
     .unwrap();
     let cases = [
+        ("CASE WHEN id = 2 THEN NULL ELSE id * 10 END", "holds NULL"),
         (
-            "CASE WHEN id = 2 THEN NULL ELSE 'r' || CAST(id AS VARCHAR) END",
-            "holds NULL",
-        ),
-        (
-            "CASE WHEN id = 2 THEN '' ELSE 'r' || CAST(id AS VARCHAR) END",
-            "holds an empty string",
+            "CASE WHEN id = 2 THEN TIMESTAMP '1969-12-31 12:00:00' ELSE TIMESTAMP '2026-01-01 00:00:00' END",
+            "holds a value before 1970-01-01",
         ),
     ];
     for (i, (region, want)) in cases.iter().enumerate() {
@@ -736,7 +751,7 @@ fn a_null_or_empty_iceberg_partition_value_is_refused_and_every_row_is_kept_once
             assert!(out.contains(want), "{want}\n{out}");
         }
     }
-    write("COALESCE(CASE WHEN id = 2 THEN NULL ELSE 'r' || CAST(id AS VARCHAR) END, '(none)')");
+    write("COALESCE(CASE WHEN id = 2 THEN NULL ELSE id * 10 END, -1)");
     p.ok(&["run", "{p}", "--layer", "silver", "--run-id", "r9"]);
     assert_eq!(shown_rows(&p, &["silver.part"]), 3);
 }
@@ -801,4 +816,256 @@ fn concurrent_runs_of_a_windowed_append_never_append_a_row_twice() {
         assert_eq!(ids.len(), 20, "{format}: {ids:?}");
         assert_eq!(unique.len(), 20, "{format}: a row appended twice: {ids:?}");
     }
+}
+
+/// `partition_by` transforms are checked against the format and the column types before
+/// anything runs (exit 2, naming the model file and header line), and a merge keeps its table's
+/// partition spec until a full refresh changes it, with every row kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_transforms_are_checked_at_plan_time_and_a_merge_keeps_its_spec() {
+    let header = |partition_by: &str| {
+        format!(
+            "-- materialized: merge\n-- unique_key: id\n-- sequence_by: v\n-- partition_by: {partition_by}\n\
+             SELECT id, v, CAST(amt AS DECIMAL(10, 2)) AS amt,\n\
+             DATE '2026-11-01' + CAST(id % 3 AS INT) AS d\n\
+             FROM {{{{ unprocessed('bronze.t') }}}} AS t\n\
+             QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY v DESC) = 1\n"
+        )
+    };
+    // Delta partitions by values only: a transform is refused by `validate` and by `run`,
+    // before any table is written.
+    let delta = own_project("delta");
+    land(&delta, "a.csv", &[(1, 1, "1.00"), (2, 1, "2.00")]);
+    let mg = |p: &Project| p.dir.path().join("sql/t/silver/mg.sql");
+    std::fs::write(mg(&delta), header("bucket(16, id)")).unwrap();
+    delta.ok(&["source", "sync", "{p}"]);
+    for command in ["validate", "run"] {
+        let out = delta.smelter(&[command, "{p}"]);
+        assert_eq!(code(&out), 2, "{command}: {}", stderr(&out));
+        assert!(stderr(&out).contains("mg.sql:4"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("Delta Lake partitions by column values only"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!delta.lake().join("silver/mg").exists());
+    // Header mistakes are named with the line.
+    std::fs::write(mg(&delta), header("bucket(id)")).unwrap();
+    let out = delta.smelter(&["validate", "{p}"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("mg.sql:4: `bucket` needs a width"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Iceberg: types and bucket widths are checked at plan time.
+    let p = own_project("iceberg");
+    land(
+        &p,
+        "a.csv",
+        &[(1, 1, "1.00"), (2, 1, "2.00"), (3, 1, "3.00")],
+    );
+    p.ok(&["source", "sync", "{p}"]);
+    for (partition_by, says) in [
+        ("bucket(16, id)", "cannot write bucket partitions"),
+        (
+            "truncate(2, id), identity(id)",
+            "column `id` is partitioned twice",
+        ),
+        (
+            "hour(d)",
+            "hour(d) cannot partition a column of Iceberg type date",
+        ),
+        ("truncate(4, d)", "truncate(4, d) cannot partition"),
+        ("week(d)", "unknown partition transform `week`"),
+        ("month(d)", "numbers months from 1"),
+    ] {
+        std::fs::write(mg(&p), header(partition_by)).unwrap();
+        let out = p.smelter(&["validate", "{p}"]);
+        assert_eq!(code(&out), 2, "{partition_by}: {}", stderr(&out));
+        assert!(stderr(&out).contains("mg.sql:4"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(says),
+            "{partition_by}: {}",
+            stderr(&out)
+        );
+    }
+    std::fs::write(mg(&p), header("d")).unwrap();
+    p.ok(&["run", "{p}", "--run-id", "r1"]);
+    let before = iceberg_rows(&p.lake(), "silver.mg", "SELECT id, v, d FROM t").await;
+    // Another spec on a merge: refused, nothing committed.
+    std::fs::write(mg(&p), header("truncate(2, id)")).unwrap();
+    land(&p, "b.csv", &[(4, 1, "4.00")]);
+    let out = p.smelter(&["run", "{p}", "--run-id", "r2"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("keeps its table's partitioning"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        iceberg_rows(&p.lake(), "silver.mg", "SELECT id, v, d FROM t").await,
+        before
+    );
+    // A full refresh rebuilds the table with the new spec; every row is there once.
+    p.ok(&[
+        "run",
+        "{p}",
+        "--run-id",
+        "r3",
+        "--layer",
+        "silver",
+        "--full-refresh",
+    ]);
+    let parts: Vec<String> = std::fs::read_dir(p.lake().join("silver/mg/data"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        parts.iter().any(|d| d.starts_with("id_trunc=")),
+        "{parts:?}"
+    );
+    let after = iceberg_rows(&p.lake(), "silver.mg", "SELECT id, v, d FROM t").await;
+    for id in ["| 1  |", "| 2  |", "| 3  |", "| 4  |"] {
+        assert_eq!(after.matches(id).count(), 1, "{id}: {after}");
+    }
+    // A timestamp before 1970 cannot be partitioned by day (the writer would round it the
+    // wrong way): refused before commit; by year it is written.
+    let ts = p.dir.path().join("sql/t/silver/ts.sql");
+    let ts_model = |partition_by: &str| {
+        format!(
+            "-- partition_by: {partition_by}\n\
+             SELECT id, to_timestamp_seconds(id * 3600 - 86400) AS t FROM bronze.t\n"
+        )
+    };
+    std::fs::write(&ts, ts_model("day(t)")).unwrap();
+    let out = p.smelter(&[
+        "run",
+        "{p}",
+        "--run-id",
+        "r4",
+        "--layer",
+        "silver",
+        "--models",
+        "silver.ts",
+    ]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("before 1970-01-01"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&ts, ts_model("year(t)")).unwrap();
+    p.ok(&[
+        "run",
+        "{p}",
+        "--run-id",
+        "r5",
+        "--layer",
+        "silver",
+        "--models",
+        "silver.ts",
+    ]);
+    assert_eq!(
+        iceberg_count(&p.lake(), "silver.ts", "SELECT COUNT(*) FROM t").await,
+        4
+    );
+}
+
+/// A model header's `table_format` overrides the pipeline's: on a Delta pipeline, one silver
+/// model is an Iceberg table (in the catalog), a gold Delta model reads it, lineage names each
+/// table by its own format, `show` and `maintain` find it, and a model whose format changed
+/// after its table exists is refused (exit 2) instead of mixing two formats in one folder.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_header_overrides_the_table_format() {
+    let p = own_project("delta");
+    let toml = std::fs::read_to_string(p.pipeline()).unwrap().replace(
+        "[profile]",
+        "[lineage]\nopenlineage_file = \"ol\"\ndatahub_file = \"dh\"\n[profile]",
+    );
+    std::fs::write(p.pipeline(), toml).unwrap();
+    let mg = p.dir.path().join("sql/t/silver/mg.sql");
+    let merge = std::fs::read_to_string(&mg).unwrap();
+    std::fs::write(&mg, format!("-- table_format: iceberg\n{merge}")).unwrap();
+    std::fs::create_dir_all(p.dir.path().join("sql/t/gold")).unwrap();
+    std::fs::write(
+        p.dir.path().join("sql/t/gold/by_day.sql"),
+        "SELECT d, COUNT(*) AS n, CAST(SUM(amt) AS VARCHAR) AS amt FROM silver.mg GROUP BY d\n",
+    )
+    .unwrap();
+    land(
+        &p,
+        "a.csv",
+        &[(1, 1, "1.50"), (2, 1, "2.25"), (4, 1, "4.00")],
+    );
+    p.ok(&["run", "{p}", "--run-id", "r1"]);
+    land(&p, "b.csv", &[(1, 2, "10.00"), (3, 1, "3.00")]);
+    p.ok(&["run", "{p}", "--run-id", "r2"]);
+    // silver.mg is an Iceberg table in the catalog; silver.ap and gold.by_day are Delta tables.
+    let mg_rows = iceberg_rows(
+        &p.lake(),
+        "silver.mg",
+        "SELECT id, v, CAST(amt AS VARCHAR) AS amt FROM t",
+    )
+    .await;
+    assert!(mg_rows.contains("| 1  | 2 | 10.00 |"), "{mg_rows}");
+    assert_eq!(mg_rows.lines().count(), 5, "{mg_rows}");
+    assert!(!p.lake().join("silver/mg/_delta_log").exists());
+    assert!(p.lake().join("silver/ap/_delta_log").exists());
+    assert!(p.lake().join("gold/by_day/_delta_log").exists());
+    let gold = delta_rows(&p, "gold/by_day", "SELECT d, n, amt FROM t").await;
+    // ids 1 and 4 fall on 2026-11-02, 2 on 2026-11-03, 3 on 2026-11-01 (d = day + id % 3).
+    assert!(gold.contains("| 2026-11-02 | 2 | 14.00 |"), "{gold}");
+    assert!(gold.contains("| 2026-11-01 | 1 | 3.00  |"), "{gold}");
+    // Lineage: each table by its own format.
+    let dh = std::fs::read_to_string(p.dir.path().join("dh/r2/gold.json")).unwrap();
+    assert!(
+        dh.contains("urn:li:dataset:(urn:li:dataPlatform:iceberg,smelter.silver.mg,PROD)"),
+        "{dh}"
+    );
+    assert!(dh.contains("urn:li:dataPlatform:delta-lake,"), "{dh}");
+    // `show` and `maintain` reach it through its own format.
+    assert_eq!(shown_rows(&p, &["silver.mg"]), 4);
+    let out = p.ok(&[
+        "maintain",
+        "{p}",
+        "--table",
+        "silver.mg",
+        "--format",
+        "json",
+    ]);
+    assert!(out.contains("silver.mg"), "{out}");
+    assert_eq!(shown_rows(&p, &["silver.mg"]), 4);
+    // The header switched back to the pipeline's format: refused, the Iceberg table untouched.
+    std::fs::write(&mg, &merge).unwrap();
+    land(&p, "c.csv", &[(5, 1, "5.00")]);
+    let out = p.smelter(&["run", "{p}", "--run-id", "r3"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is stored as iceberg, and its model now says `table_format: delta`"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        iceberg_rows(
+            &p.lake(),
+            "silver.mg",
+            "SELECT id, v, CAST(amt AS VARCHAR) AS amt FROM t"
+        )
+        .await,
+        mg_rows
+    );
+    assert!(!p.lake().join("silver/mg/_delta_log").exists());
+    // A typo in the key's value names the line.
+    std::fs::write(&mg, format!("-- table_format: parquet\n{merge}")).unwrap();
+    let out = p.smelter(&["validate", "{p}"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("mg.sql:1: unknown table_format `parquet`"),
+        "{}",
+        stderr(&out)
+    );
 }
