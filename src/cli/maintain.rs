@@ -70,13 +70,18 @@ pub async fn maintain(args: MaintainArgs) -> Result<()> {
         retention: std::time::Duration::from_secs(args.retention_hours.saturating_mul(3600)),
         target_file_size: plan.pipeline.format.target_file_size,
     };
-    let mut done: Vec<(String, MaintainReport)> = Vec::new();
+    // Each table with its own format's name (a model may override the pipeline's).
+    let mut done: Vec<(String, &'static str, MaintainReport)> = Vec::new();
     for id in &selected {
         let url = runtime.lake.table_url(id);
         match runtime.format.maintain(&runtime.ctx, &url, &options).await {
             Ok(Some(report)) => {
                 tracing::info!(table = %id, files_before = report.files_before, files_after = report.files_after, versions_expired = report.versions_expired, files_deleted = report.files_deleted, "Maintained table.");
-                done.push((id.to_string(), report));
+                done.push((
+                    id.to_string(),
+                    runtime.format.for_table(&url).name(),
+                    report,
+                ));
             }
             Ok(None) => {}
             Err(e) => return Err(e.in_table(&id.to_string(), &crate::storage::redact(&url), None)),
@@ -91,10 +96,10 @@ pub async fn maintain(args: MaintainArgs) -> Result<()> {
         OutputFormat::Json => {
             let rows: Vec<serde_json::Value> = done
                 .iter()
-                .map(|(t, r)| {
+                .map(|(t, format, r)| {
                     let mut v = serde_json::to_value(r).unwrap_or_default();
                     v["table"] = serde_json::Value::String(t.clone());
-                    v["format"] = serde_json::Value::String(runtime.format.name().into());
+                    v["format"] = serde_json::Value::String((*format).into());
                     v
                 })
                 .collect();
@@ -104,15 +109,17 @@ pub async fn maintain(args: MaintainArgs) -> Result<()> {
             let mut t = Table::new();
             t.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
                 "table",
+                "format",
                 "files before",
                 "files after",
                 "versions expired",
                 "files deleted",
                 "version",
             ]);
-            for (name, r) in &done {
+            for (name, format, r) in &done {
                 t.add_row(vec![
                     name.clone(),
+                    (*format).to_string(),
                     r.files_before.to_string(),
                     r.files_after.to_string(),
                     r.versions_expired.to_string(),

@@ -1217,7 +1217,67 @@ fn sqlite_uri(path: &std::path::Path) -> String {
 
 /// A DataFusion provider of `table`'s current snapshot (every row, no branch).
 fn current(table: Table) -> Arc<dyn TableProvider> {
-    Arc::new(DataFusionTable::new_table(table, None, None, None))
+    exact(
+        &table,
+        Arc::new(DataFusionTable::new_table(table.clone(), None, None, None)),
+    )
+}
+
+/// `provider` of `table`, without filter pushdown when a partition spec of the table (any of
+/// them: older snapshots are read too) has a transform other than identity. datafusion_iceberg
+/// 0.10 prunes such partitions by applying a strict comparison to the transformed value
+/// (`ts > X` becomes `day(ts) > day(X)`), which skips the partition holding X and loses its
+/// rows; DataFusion then filters every row itself.
+fn exact(table: &Table, provider: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+    let transformed = table.metadata().partition_specs.values().any(|spec| {
+        spec.fields()
+            .iter()
+            .any(|f| *f.transform() != iceberg_rust::spec::partition::Transform::Identity)
+    });
+    if transformed {
+        Arc::new(NoFilterPushdown(provider))
+    } else {
+        provider
+    }
+}
+
+/// A provider that takes no filters: DataFusion filters its rows (see [`exact`]).
+#[derive(Debug)]
+struct NoFilterPushdown(Arc<dyn TableProvider>);
+
+#[async_trait::async_trait]
+impl TableProvider for NoFilterPushdown {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        self.0.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        self.0.scan(state, projection, filters, limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        Ok(vec![
+            datafusion::logical_expr::TableProviderFilterPushDown::Unsupported;
+            filters.len()
+        ])
+    }
 }
 
 /// A commit that another writer won: retryable, nothing of it is visible.
@@ -1795,12 +1855,15 @@ impl TableFormat for Iceberg {
             )));
         };
         let id = *snapshot.snapshot_id();
-        Ok(Some(Arc::new(DataFusionTable::new_table(
-            table,
-            None,
-            Some(id),
-            None,
-        ))))
+        Ok(Some(exact(
+            &table,
+            Arc::new(DataFusionTable::new_table(
+                table.clone(),
+                None,
+                Some(id),
+                None,
+            )),
+        )))
     }
 
     async fn maintain(

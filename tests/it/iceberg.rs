@@ -973,6 +973,35 @@ async fn partition_transforms_are_checked_at_plan_time_and_a_merge_keeps_its_spe
         iceberg_count(&p.lake(), "silver.ts", "SELECT COUNT(*) FROM t").await,
         4
     );
+    // A strict comparison on a `day` column reads the partition of its bound
+    // (datafusion_iceberg 0.10's pruning would skip it).
+    std::fs::write(
+        p.dir.path().join("sql/t/silver/dd.sql"),
+        "-- partition_by: day(t), k\n\
+         SELECT id, to_timestamp_seconds(1767261600 + id * 43200) AS t, id AS k\n\
+         FROM bronze.t WHERE id < 4\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(p.dir.path().join("sql/t/gold")).unwrap();
+    std::fs::write(
+        p.dir.path().join("sql/t/gold/strict.sql"),
+        "SELECT (SELECT COUNT(*) FROM silver.dd WHERE t > TIMESTAMP '2026-01-02 09:00:00') AS after_,\n\
+         (SELECT COUNT(*) FROM silver.dd WHERE t < TIMESTAMP '2026-01-02 11:00:00') AS before_,\n\
+         (SELECT COUNT(*) FROM silver.ts WHERE t >= TIMESTAMP '1969-12-31 01:00:00') AS ts_\n",
+    )
+    .unwrap();
+    let silver = [
+        "run", "{p}", "--run-id", "r6", "--layer", "silver", "--models",
+    ];
+    p.ok(&[&silver[..], &["silver.dd"]].concat());
+    p.ok(&["run", "{p}", "--run-id", "r6", "--layer", "gold"]);
+    let counts = iceberg_rows(
+        &p.lake(),
+        "gold.strict",
+        "SELECT after_, before_, ts_ FROM t",
+    )
+    .await;
+    assert!(counts.contains("| 2      | 2       | 4   |"), "{counts}");
 }
 
 /// A model header's `table_format` overrides the pipeline's: on a Delta pipeline, one silver
