@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (Python venv with independent readers and
-# Airflow, Chromium for the report screenshots), builds the release binary, and runs the Rust and Python test suites.
+# The test command: installs what the tests need (Python venvs with independent readers, Airflow,
+# the DataHub CLI and an Iceberg REST catalog server; Chromium for the report screenshots), builds the release binary, and runs the Rust and Python test suites.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -8,21 +8,25 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 VENV="${SMELTER_VENV:-$ROOT/.venv}"
 TOOLS="${SMELTER_TOOLS:-$ROOT/.tools}"
 
+# A venv at $1 with the requirements file $2 installed (uv, quietly).
+venv_with() {
+  if [ ! -x "$1/bin/python" ]; then
+    python3 -m venv "$1"
+  fi
+  "$1/bin/python" -m pip install --quiet --disable-pip-version-check uv
+  "$1/bin/python" -m uv pip install --quiet --python "$1/bin/python" -r "$2"
+}
+
 echo "==> Python venv ($VENV)"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
-"$VENV/bin/python" -m uv pip install --quiet --python "$VENV/bin/python" -r tests/python/requirements.txt
+venv_with "$VENV" tests/python/requirements.txt
 
 echo "==> DataHub CLI venv ($VENV-datahub)"
-DH_VENV="$VENV-datahub"
-if [ ! -x "$DH_VENV/bin/python" ]; then
-  python3 -m venv "$DH_VENV"
-fi
-"$DH_VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
-"$DH_VENV/bin/python" -m uv pip install --quiet --python "$DH_VENV/bin/python" -r tests/python/requirements-datahub.txt
-export DATAHUB_CLI="$DH_VENV/bin/datahub"
+venv_with "$VENV-datahub" tests/python/requirements-datahub.txt
+export DATAHUB_CLI="$VENV-datahub/bin/datahub"
+
+echo "==> Iceberg REST catalog server venv ($VENV-lakana)"
+venv_with "$VENV-lakana" tests/python/requirements-lakana.txt
+export LAKANA_SERVER="$VENV-lakana/bin/lakana-server"
 
 echo "==> Chromium (renders the HTML profile report in tests/python/test_profile_report.py)"
 command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)

@@ -263,8 +263,11 @@ pub fn diff(old: &[ColumnShape], new: &[ColumnShape]) -> Vec<ColumnChange> {
 
 /// The type as stored: Arrow's several layouts of one logical type (`Utf8`, `LargeUtf8` and
 /// `Utf8View`; the binary ones; dictionary encoding) are one type in Parquet and Delta, and
-/// DataFusion reads tables back with the view layouts, so they never count as a change. Nested
-/// types are normalized inside (a `List(Utf8View)` is a `List(Utf8)`), without field metadata.
+/// DataFusion reads tables back with the view layouts, so they never count as a change. A
+/// nanosecond timestamp is a microsecond one: Delta Lake and Iceberg (v1, v2) store timestamps
+/// in microseconds and the writers floor to them, so a model's `CAST(x AS TIMESTAMP)`
+/// (nanoseconds in DataFusion) matches the table it wrote. Nested types are normalized inside
+/// (a `List(Utf8View)` is a `List(Utf8)`), without field metadata.
 pub fn storage_type(t: &DataType) -> DataType {
     use arrow::datatypes::{Field, Fields};
     let field = |f: &Field| {
@@ -278,6 +281,9 @@ pub fn storage_type(t: &DataType) -> DataType {
         DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
         DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
         DataType::Dictionary(_, v) => storage_type(v),
+        DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, tz) => {
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, tz.clone())
+        }
         DataType::List(f)
         | DataType::LargeList(f)
         | DataType::ListView(f)
@@ -431,6 +437,39 @@ fn declared_widening(from: Option<&str>, to: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nanosecond_timestamp_is_stored_as_microseconds_and_is_no_change() {
+        use arrow::datatypes::TimeUnit::{Microsecond, Millisecond, Nanosecond};
+        let table = vec![shape(
+            "at",
+            DataType::Timestamp(Microsecond, Some("UTC".into())),
+            true,
+            None,
+        )];
+        let same = vec![shape(
+            "at",
+            DataType::Timestamp(Nanosecond, Some("UTC".into())),
+            true,
+            None,
+        )];
+        assert!(diff(&table, &same).is_empty());
+        // Another zone, or a coarser unit, is still a change.
+        let naive = vec![shape(
+            "at",
+            DataType::Timestamp(Nanosecond, None),
+            true,
+            None,
+        )];
+        assert_eq!(diff(&table, &naive).len(), 1);
+        let ms = vec![shape(
+            "at",
+            DataType::Timestamp(Millisecond, None),
+            true,
+            None,
+        )];
+        assert_eq!(diff(&naive, &ms).len(), 1);
+    }
 
     fn shape(name: &str, t: DataType, nullable: bool, src: Option<&str>) -> ColumnShape {
         ColumnShape {

@@ -169,6 +169,7 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
                 "materialized": m.header.materialized,
                 "unique_key": m.header.unique_key,
                 "partition_by": m.header.partition_by,
+                "table_format": plan.table_kind(&m.id).name(),
                 "depends_on": m.depends_on.iter().map(ToString::to_string).collect::<Vec<_>>(),
             })
         })

@@ -323,19 +323,70 @@ impl TableKind {
     }
 }
 
-/// Validated `[format.iceberg]`: where the Iceberg catalog lives. Only SQL catalogs (the
+/// Validated `[format.iceberg]`: where the Iceberg catalog lives. SQL catalogs (the
 /// JDBC-catalog tables `iceberg_tables` and `iceberg_namespace_properties`, which pyiceberg's
-/// `SqlCatalog` and Java's `JdbcCatalog` share) are supported.
+/// `SqlCatalog` and Java's `JdbcCatalog` share) and REST catalogs (the Iceberg REST catalog
+/// API, <https://iceberg.apache.org/rest-catalog-spec/>: Polaris, Lakekeeper, Nessie, Unity,
+/// Gravitino and others) are supported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IcebergCatalog {
-    /// Catalog name, the `catalog_name` column (default `smelter`).
+    /// Catalog name: the `catalog_name` column of a SQL catalog, and the catalog part of every
+    /// Iceberg table's lineage name (default `smelter`).
     pub name: String,
-    /// SQLite file of the embedded catalog (absolute); `None`: `<lake>/_iceberg/catalog.db` on a
-    /// local lake (a remote lake needs `path` or `uri_env`).
-    pub path: Option<std::path::PathBuf>,
-    /// Environment variable holding the catalog database URI, read when the catalog opens (the
-    /// URI may hold a password and is never logged).
+    /// SQL or REST, with what each needs.
+    pub kind: CatalogKind,
+    /// Environment variable holding the catalog database URI (SQL) or the server's base URI
+    /// (REST), read when the catalog opens (a database URI may hold a password and is never
+    /// logged).
     pub uri_env: Option<String>,
+}
+
+/// The kind of Iceberg catalog (`format.iceberg.catalog`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogKind {
+    /// A SQL catalog (SQLite or Postgres).
+    Sql {
+        /// SQLite file of the embedded catalog (absolute); `None`: `<lake>/_iceberg/catalog.db`
+        /// on a local lake (a remote lake needs `path` or `uri_env`).
+        path: Option<std::path::PathBuf>,
+    },
+    /// A REST catalog server. The server assigns each table's location (Smelter sends none);
+    /// the lake's object store must reach it.
+    Rest {
+        /// The server's base URI (`uri`), unless `uri_env` names a variable holding it.
+        uri: Option<String>,
+        /// The warehouse sent to `GET /v1/config` (`warehouse`), which answers the URL prefix.
+        warehouse: Option<String>,
+        /// The URL prefix when `/v1/config` gives none (`prefix`; the server's `overrides` win,
+        /// as in pyiceberg).
+        prefix: Option<String>,
+        /// How Smelter authenticates.
+        auth: RestAuth,
+    },
+}
+
+/// How Smelter authenticates to a REST catalog. Secrets are read from the named environment
+/// variables when the catalog opens, and never logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestAuth {
+    /// No authentication.
+    None,
+    /// `Authorization: Bearer <token>` with the token in the variable (`token_env`).
+    Bearer {
+        /// The variable holding the token.
+        token_env: String,
+    },
+    /// OAuth2 client credentials (RFC 6749 section 4.4) from the variable (`credential_env`,
+    /// `client_id:client_secret`, as pyiceberg's `credential`), exchanged for a bearer token at
+    /// `server_uri` with `scope`.
+    OAuth2 {
+        /// The variable holding `client_id:client_secret`.
+        credential_env: String,
+        /// The token endpoint; `None`: `<uri>/v1/oauth/tokens` (the REST spec's endpoint).
+        server_uri: Option<String>,
+        /// The requested scope (default `catalog`, as pyiceberg's).
+        scope: String,
+    },
 }
 
 /// Validated engine settings.
@@ -1202,56 +1253,123 @@ fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {
             TableKind::Delta
         }
     };
-    match raw.format.iceberg.catalog.as_deref() {
-        None | Some("sql") => {}
-        Some("rest") => problem(
-            "format.iceberg.catalog",
-            "the REST catalog is not supported yet; valid choices: `sql`".into(),
-        ),
-        Some(other) => problem(
-            "format.iceberg.catalog",
-            format!("unknown catalog `{other}`; valid choices: `sql`"),
-        ),
-    }
-    if raw
-        .format
-        .iceberg
-        .name
-        .as_deref()
-        .is_some_and(|n| n.trim().is_empty())
-    {
+    let ice = &raw.format.iceberg;
+    let given = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+    if ice.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
         problem(
             "format.iceberg.name",
             "must not be empty (it is the catalog_name of every table; default `smelter`)".into(),
         );
     }
-    if raw.format.iceberg.path.is_some() && raw.format.iceberg.uri_env.is_some() {
-        problem(
-            "format.iceberg",
-            "set `path` (a SQLite file) or `uri_env` (a database URI), not both".into(),
-        );
-    }
+    let rest_only = [
+        ("uri", &ice.uri),
+        ("warehouse", &ice.warehouse),
+        ("prefix", &ice.prefix),
+        ("token_env", &ice.token_env),
+        ("credential_env", &ice.credential_env),
+        ("oauth2_server_uri", &ice.oauth2_server_uri),
+        ("scope", &ice.scope),
+    ];
+    let catalog_kind = match ice.catalog.as_deref() {
+        None | Some("sql") => {
+            for (key, value) in rest_only {
+                if value.is_some() {
+                    problem(
+                        &format!("format.iceberg.{key}"),
+                        "is a REST catalog setting; set `catalog = \"rest\"` or remove it (a SQL \
+                         catalog's database URI comes from `uri_env`, since it may hold a password)"
+                            .into(),
+                    );
+                }
+            }
+            if ice.path.is_some() && ice.uri_env.is_some() {
+                problem(
+                    "format.iceberg",
+                    "set `path` (a SQLite file) or `uri_env` (a database URI), not both".into(),
+                );
+            }
+            CatalogKind::Sql {
+                path: ice
+                    .path
+                    .as_deref()
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| project_dir.join(p)),
+            }
+        }
+        Some("rest") => {
+            if ice.path.is_some() {
+                problem(
+                    "format.iceberg.path",
+                    "is a SQL catalog setting; a REST catalog needs `uri` (or `uri_env`)".into(),
+                );
+            }
+            let uri = given(&ice.uri);
+            match (&uri, given(&ice.uri_env)) {
+                (None, None) => problem(
+                    "format.iceberg.uri",
+                    "a REST catalog needs the server's base URI: `uri = \"https://host/api/catalog\"` \
+                     (without `/v1`) or `uri_env` naming a variable that holds it"
+                        .into(),
+                ),
+                (Some(_), Some(_)) => problem(
+                    "format.iceberg",
+                    "set `uri` or `uri_env`, not both".into(),
+                ),
+                (Some(u), None) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                    problem(
+                        "format.iceberg.uri",
+                        format!("`{u}` is not an http:// or https:// URI"),
+                    )
+                }
+                _ => {}
+            }
+            let auth = match (given(&ice.token_env), given(&ice.credential_env)) {
+                (Some(_), Some(_)) => {
+                    problem(
+                        "format.iceberg",
+                        "set `token_env` (a bearer token) or `credential_env` (OAuth2 client \
+                         credentials), not both"
+                            .into(),
+                    );
+                    RestAuth::None
+                }
+                (Some(token_env), None) => RestAuth::Bearer { token_env },
+                (None, Some(credential_env)) => RestAuth::OAuth2 {
+                    credential_env,
+                    server_uri: given(&ice.oauth2_server_uri),
+                    scope: given(&ice.scope).unwrap_or_else(|| "catalog".into()),
+                },
+                (None, None) => RestAuth::None,
+            };
+            if !matches!(auth, RestAuth::OAuth2 { .. })
+                && (ice.oauth2_server_uri.is_some() || ice.scope.is_some())
+            {
+                problem(
+                    "format.iceberg.credential_env",
+                    "`oauth2_server_uri` and `scope` need OAuth2 client credentials in \
+                     `credential_env`"
+                        .into(),
+                );
+            }
+            CatalogKind::Rest {
+                uri: uri.map(|u| u.trim_end_matches('/').to_string()),
+                warehouse: given(&ice.warehouse),
+                prefix: given(&ice.prefix),
+                auth,
+            }
+        }
+        Some(other) => {
+            problem(
+                "format.iceberg.catalog",
+                format!("unknown catalog `{other}`; valid choices: `sql`, `rest`"),
+            );
+            CatalogKind::Sql { path: None }
+        }
+    };
     let iceberg = IcebergCatalog {
-        name: raw
-            .format
-            .iceberg
-            .name
-            .clone()
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| "smelter".into()),
-        path: raw
-            .format
-            .iceberg
-            .path
-            .as_deref()
-            .filter(|p| !p.trim().is_empty())
-            .map(|p| project_dir.join(p)),
-        uri_env: raw
-            .format
-            .iceberg
-            .uri_env
-            .clone()
-            .filter(|v| !v.trim().is_empty()),
+        name: given(&ice.name).unwrap_or_else(|| "smelter".into()),
+        kind: catalog_kind,
+        uri_env: given(&ice.uri_env),
     };
     let compression = match raw.format.compression.as_deref() {
         None | Some("zstd") => Compression::Zstd,

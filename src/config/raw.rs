@@ -299,18 +299,43 @@ pub struct FormatFile {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IcebergFile {
-    /// Catalog kind: `sql` (default).
+    /// Catalog kind: `sql` (default) or `rest`.
     #[serde(default)]
     pub catalog: Option<String>,
-    /// Catalog name (the `catalog_name` column of a SQL catalog); default `smelter`.
+    /// Catalog name (the `catalog_name` column of a SQL catalog; the lineage name of any
+    /// catalog); default `smelter`.
     #[serde(default)]
     pub name: Option<String>,
     /// SQLite file of the embedded catalog, relative to the project root.
     #[serde(default)]
     pub path: Option<String>,
-    /// Environment variable holding a catalog database URI (`postgres://…` or `sqlite://…`).
+    /// REST catalog: the server's base URI (`https://host/api/catalog`, without `/v1`).
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// Environment variable holding a catalog database URI (`postgres://…` or `sqlite://…`),
+    /// or the REST catalog's base URI.
     #[serde(default)]
     pub uri_env: Option<String>,
+    /// REST catalog: the warehouse to ask the server's `/v1/config` for.
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    /// REST catalog: the URL prefix (`/v1/<prefix>/namespaces`) when the server's `/v1/config`
+    /// gives none.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// REST catalog: environment variable holding a bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// REST catalog: environment variable holding OAuth2 client credentials,
+    /// `client_id:client_secret`.
+    #[serde(default)]
+    pub credential_env: Option<String>,
+    /// REST catalog: the OAuth2 token endpoint (default `<uri>/v1/oauth/tokens`).
+    #[serde(default)]
+    pub oauth2_server_uri: Option<String>,
+    /// REST catalog: the OAuth2 scope (default `catalog`).
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 /// `[engine]`.

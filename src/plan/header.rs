@@ -223,7 +223,7 @@ pub fn parse(file: &str, sql: &str, problems: &mut Vec<String>) -> Header {
                         .collect(),
                     None => {
                         problems.push(format!(
-                            "{file}:{lineno}: cannot read `{key}: {value}`; write columns separated by commas, each bare or in a transform: `region, day(ship_date), bucket(16, customer_id)` (unquoted names fold to lower case, \"Quoted\" names keep their case)"
+                            "{file}:{lineno}: cannot read `{key}: {value}`; write columns separated by commas, each bare or in a transform: `region_id, day(ship_date), truncate(1000, customer_id)` (unquoted names fold to lower case, \"Quoted\" names keep their case)"
                         ));
                         Vec::new()
                     }

@@ -467,7 +467,7 @@ impl TableFormat for Delta {
 /// values only), with the fix.
 pub(crate) fn delta_transform_refusal(f: &super::PartitionField) -> String {
     format!(
-        "`partition_by` {f} is an Iceberg partition transform, and Delta Lake partitions by column values only: add the value as a column (e.g. `date_trunc('month', ship_date) AS ship_month`) and partition by it, or use `table = \"iceberg\"`"
+        "`partition_by` {f} is an Iceberg partition transform, and Delta Lake partitions by column values only: add the value as a column (e.g. `date_trunc('month', ship_date) AS ship_month`) and partition by it, or store the model as Iceberg (`-- table_format: iceberg`)"
     )
 }
 

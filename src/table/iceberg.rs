@@ -36,6 +36,9 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion_iceberg::table::DataFusionTableConfigBuilder;
 use datafusion_iceberg::DataFusionTable;
 use futures::StreamExt;
+use iceberg_rest_catalog::apis::configuration::Configuration as RestConfiguration;
+use iceberg_rest_catalog::catalog::RestCatalog;
+use iceberg_rest_catalog::oauth2_client_credentials::OAuth2ClientCredentials;
 use iceberg_rust::catalog::commit::{CommitTable, TableRequirement, TableUpdate};
 use iceberg_rust::catalog::identifier::Identifier;
 use iceberg_rust::catalog::tabular::Tabular;
@@ -54,7 +57,7 @@ use super::{
     AsOf, ColumnAlter, EarlierCommit, MaintainOptions, MaintainReport, TableFormat, TableStats,
     UnstorableColumn, WriteMetrics, WriteMode, WriteRequest,
 };
-use crate::config::Pipeline;
+use crate::config::{CatalogKind, Pipeline, RestAuth};
 use crate::error::{Error, Result};
 use crate::storage::{Backend, Lake};
 
@@ -89,7 +92,7 @@ struct TxnEntry {
     attempt: Option<String>,
 }
 
-/// Apache Iceberg table format with a SQL catalog.
+/// Apache Iceberg table format with a SQL or REST catalog.
 #[derive(Debug)]
 pub struct Iceberg {
     root: Url,
@@ -97,12 +100,64 @@ pub struct Iceberg {
     /// `s3://bucket/prefix` for S3.
     location_root: std::result::Result<String, String>,
     catalog_name: String,
-    /// Catalog database URI, or why there is none (a config problem, reported on first use).
-    /// Never logged: it may hold a password.
-    uri: std::result::Result<String, String>,
+    /// How to reach the catalog, or why it cannot be reached (a config problem, reported on
+    /// first use). Holds secrets; its `Debug` shows none.
+    connect: std::result::Result<Connect, String>,
     builder: std::result::Result<ObjectStoreBuilder, String>,
     delta: Delta,
-    catalog: tokio::sync::OnceCell<Arc<SqlCatalog>>,
+    catalog: tokio::sync::OnceCell<Connected>,
+}
+
+/// How to reach the catalog, with the secrets read from the environment.
+enum Connect {
+    /// A SQL catalog at this database URI (may hold a password).
+    Sql(String),
+    /// A REST catalog server.
+    Rest {
+        /// Base URI, without `/v1`.
+        uri: String,
+        warehouse: Option<String>,
+        /// The prefix to use when the server's `/v1/config` gives none.
+        prefix: Option<String>,
+        /// A bearer token, if any.
+        token: Option<String>,
+        /// OAuth2 client credentials, if any.
+        oauth2: Option<Arc<OAuth2ClientCredentials>>,
+    },
+}
+
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connect::Sql(_) => f.write_str("Sql"),
+            Connect::Rest { .. } => f.write_str("Rest"),
+        }
+    }
+}
+
+/// A connected catalog.
+#[derive(Clone)]
+enum Connected {
+    Sql(Arc<SqlCatalog>),
+    Rest(Arc<RestCatalog>),
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connected::Sql(_) => f.write_str("Sql"),
+            Connected::Rest(_) => f.write_str("Rest"),
+        }
+    }
+}
+
+impl Connected {
+    fn catalog(&self) -> Arc<dyn Catalog> {
+        match self {
+            Connected::Sql(c) => c.clone(),
+            Connected::Rest(c) => c.clone(),
+        }
+    }
 }
 
 impl Iceberg {
@@ -146,32 +201,45 @@ impl Iceberg {
                 (Err(why.clone()), Err(why))
             }
         };
-        let uri = match (&cfg.uri_env, &cfg.path, backend) {
-            (Some(var), _, _) => std::env::var(var)
+        let env = |key: &str, var: &str| {
+            std::env::var(var)
                 .ok()
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| {
                     format!(
-                        "{}: key `format.iceberg.uri_env`: environment variable `{var}` is not set",
+                        "{}: key `format.iceberg.{key}`: environment variable `{var}` is not set",
                         file()
                     )
-                }),
-            (None, Some(path), _) => Ok(sqlite_uri(path)),
-            (None, None, Backend::Local) => match root.to_file_path() {
-                Ok(p) => Ok(sqlite_uri(&p.join("_iceberg").join("catalog.db"))),
-                Err(()) => Err("the lake root is not a local path".into()),
+                })
+        };
+        let connect = match &cfg.kind {
+            CatalogKind::Sql { path } => match (&cfg.uri_env, path, backend) {
+                (Some(var), _, _) => env("uri_env", var).map(Connect::Sql),
+                (None, Some(path), _) => Ok(Connect::Sql(sqlite_uri(path))),
+                (None, None, Backend::Local) => match root.to_file_path() {
+                    Ok(p) => Ok(Connect::Sql(sqlite_uri(
+                        &p.join("_iceberg").join("catalog.db"),
+                    ))),
+                    Err(()) => Err("the lake root is not a local path".into()),
+                },
+                (None, None, _) => Err(format!(
+                    "{}: key `format.iceberg`: a remote lake needs `path` (a SQLite file for the \
+                     embedded catalog) or `uri_env` (a catalog database URI)",
+                    file()
+                )),
             },
-            (None, None, _) => Err(format!(
-                "{}: key `format.iceberg`: a remote lake needs `path` (a SQLite file for the \
-                 embedded catalog) or `uri_env` (a catalog database URI)",
-                file()
-            )),
+            CatalogKind::Rest {
+                uri,
+                warehouse,
+                prefix,
+                auth,
+            } => rest_connect(uri, &cfg.uri_env, warehouse, prefix, auth, &env),
         };
         Iceberg {
             root,
             location_root,
             catalog_name: cfg.name.clone(),
-            uri,
+            connect,
             builder,
             delta: Delta::new(pipeline, lake),
             catalog: tokio::sync::OnceCell::new(),
@@ -191,8 +259,9 @@ impl Iceberg {
             .map(|r| r.trim_matches('/').to_string())
     }
 
-    /// Catalog identifier (`<layer>.<name>`) and location of the table at `url`.
-    fn ident(&self, url: &Url) -> Result<(Identifier, String)> {
+    /// Catalog identifier (`<layer>.<name>`) of the table at `url`, and the location to create
+    /// it at: the lake path, or `None` when the catalog assigns locations (REST).
+    fn ident(&self, url: &Url) -> Result<(Identifier, Option<String>)> {
         let rel = self.relative(url).ok_or_else(|| {
             Error::Internal(format!(
                 "table {} is not under the lake root",
@@ -206,10 +275,11 @@ impl Iceberg {
             .location_root
             .clone()
             .map_err(|m| self.config_error(m))?;
-        Ok((
-            Identifier::new(&[namespace.to_string()], name),
-            format!("{root}/{rel}"),
-        ))
+        let location = match self.connect {
+            Ok(Connect::Rest { .. }) => None,
+            _ => Some(format!("{root}/{rel}")),
+        };
+        Ok((Identifier::new(&[namespace.to_string()], name), location))
     }
 
     fn config_error(&self, message: String) -> Error {
@@ -217,33 +287,64 @@ impl Iceberg {
     }
 
     /// The catalog, connected on first use.
-    async fn catalog(&self) -> Result<Arc<SqlCatalog>> {
+    async fn connected(&self) -> Result<Connected> {
         self.catalog
             .get_or_try_init(|| async {
-                let uri = self.uri.clone().map_err(|m| self.config_error(m))?;
+                let connect = self
+                    .connect
+                    .as_ref()
+                    .map_err(|m| self.config_error(m.clone()))?;
                 let builder = self.builder.clone().map_err(|m| self.config_error(m))?;
-                if let Some(path) = uri.strip_prefix("sqlite://") {
-                    let path = path.split('?').next().unwrap_or(path);
-                    if let Some(dir) = std::path::Path::new(path).parent() {
-                        std::fs::create_dir_all(dir)?;
+                match connect {
+                    Connect::Sql(uri) => {
+                        if let Some(path) = uri.strip_prefix("sqlite://") {
+                            let path = path.split('?').next().unwrap_or(path);
+                            if let Some(dir) = std::path::Path::new(path).parent() {
+                                std::fs::create_dir_all(dir)?;
+                            }
+                        }
+                        let catalog = SqlCatalog::new(uri, &self.catalog_name, builder)
+                            .await
+                            .map_err(|e| {
+                                catalog_error(&format!("catalog `{}`", self.catalog_name), e.into())
+                            })?;
+                        Ok::<_, Error>(Connected::Sql(Arc::new(catalog)))
                     }
+                    Connect::Rest {
+                        uri,
+                        warehouse,
+                        prefix,
+                        token,
+                        oauth2,
+                    } => Ok(Connected::Rest(Arc::new(
+                        rest_catalog(
+                            uri,
+                            warehouse.as_deref(),
+                            prefix.as_deref(),
+                            token,
+                            oauth2,
+                            builder,
+                        )
+                        .await?,
+                    ))),
                 }
-                let catalog = SqlCatalog::new(&uri, &self.catalog_name, builder)
-                    .await
-                    .map_err(|e| {
-                        catalog_error(&format!("catalog `{}`", self.catalog_name), e.into())
-                    })?;
-                Ok::<_, Error>(Arc::new(catalog))
             })
             .await
             .cloned()
     }
 
-    /// A catalog with an empty metadata cache, to read what is committed now.
-    async fn fresh(&self) -> Result<Arc<SqlCatalog>> {
-        Ok(Arc::new(
-            self.catalog().await?.duplicate(&self.catalog_name),
-        ))
+    /// The catalog, connected on first use.
+    async fn catalog(&self) -> Result<Arc<dyn Catalog>> {
+        Ok(self.connected().await?.catalog())
+    }
+
+    /// A catalog that reads what is committed now: a SQL catalog with an empty metadata
+    /// cache; the REST catalog itself (it caches no metadata).
+    async fn fresh(&self) -> Result<Arc<dyn Catalog>> {
+        Ok(match self.connected().await? {
+            Connected::Sql(c) => Arc::new(c.duplicate(&self.catalog_name)),
+            Connected::Rest(c) => c,
+        })
     }
 
     /// The table `ident` as the catalog holds it now, after a commit to it. Errors: the catalog
@@ -257,19 +358,35 @@ impl Iceberg {
     /// The table at `ident` as committed now, or `None`.
     async fn load(&self, ident: &Identifier) -> Result<Option<Table>> {
         let catalog = self.fresh().await?;
-        if !catalog
-            .tabular_exists(ident)
-            .await
-            .map_err(|e| catalog_error(&ident.to_string(), e))?
+        let rest = matches!(self.connected().await?, Connected::Rest(_));
+        // The REST spec's `HEAD` endpoints are optional (servers list them in `/v1/config`), so
+        // a REST table is loaded directly.
+        if !rest
+            && !catalog
+                .tabular_exists(ident)
+                .await
+                .map_err(|e| catalog_error(&ident.to_string(), e))?
         {
             return Ok(None);
         }
-        match catalog.load_tabular(ident).await {
+        match catalog.clone().load_tabular(ident).await {
             Ok(Tabular::Table(t)) => Ok(Some(t)),
             Ok(_) => Err(Error::Usage(format!(
                 "`{ident}` in the Iceberg catalog is a view, not a table"
             ))),
-            Err(iceberg_rust::error::Error::CatalogNotFound) => Ok(None),
+            Err(iceberg_rust::error::Error::CatalogNotFound) => {
+                if rest {
+                    // iceberg-rest-catalog 0.10 reports any failed table load as not found:
+                    // a namespace read with the same credentials tells an unreachable or
+                    // refusing server (its error) from a missing table.
+                    match catalog.load_namespace(ident.namespace()).await {
+                        Ok(_) => {}
+                        Err(e) if rest_status(&e) == Some(404) => {}
+                        Err(e) => return Err(catalog_error(&ident.to_string(), e)),
+                    }
+                }
+                Ok(None)
+            }
             Err(e) => Err(catalog_error(&ident.to_string(), e)),
         }
     }
@@ -278,7 +395,7 @@ impl Iceberg {
     async fn create(
         &self,
         ident: &Identifier,
-        location: &str,
+        location: Option<&str>,
         schema: IcebergSchema,
         partition_by: &[super::PartitionField],
     ) -> Result<Table> {
@@ -294,7 +411,10 @@ impl Iceberg {
             )
             .await;
         let mut builder = Table::builder();
-        builder.with_name(ident.name()).with_location(location);
+        builder.with_name(ident.name());
+        if let Some(location) = location {
+            builder.with_location(location);
+        }
         if !partition_by.is_empty() {
             // Partition field ids start at 1000, as the Iceberg spec's reference
             // implementation numbers them.
@@ -442,10 +562,13 @@ impl Iceberg {
                 CommitKind::Overwrite(files, old) => tx.overwrite(files.clone(), old.clone()),
                 CommitKind::Properties => tx,
             };
-            tx.update_properties(props)
-                .commit()
-                .await
-                .map_err(|e| catalog_error(&ident.to_string(), e))?;
+            match tx.update_properties(props).commit().await {
+                Ok(()) => {}
+                // A REST catalog refuses a commit whose requirement no longer holds; whether
+                // another attempt of this run won is read below, as for a SQL catalog.
+                Err(e) if is_conflict(&e) => {}
+                Err(e) => return Err(catalog_error(&ident.to_string(), e)),
+            }
             let ours: Option<i64> = table
                 .metadata()
                 .snapshots
@@ -597,7 +720,7 @@ impl Iceberg {
     async fn prepare(
         &self,
         ident: &Identifier,
-        location: &str,
+        location: Option<&str>,
         table: Option<Table>,
         arrow: &Schema,
         keep_missing: bool,
@@ -636,11 +759,26 @@ impl Iceberg {
             return Ok(t);
         }
         if keep_missing {
+            // Each spec in the header's own syntax (`region_id, day(shipped_at)`), its source
+            // columns named by the table schema.
             let names = |s: &PartitionSpec| match s.fields().as_slice() {
                 [] => "nothing".to_string(),
                 f => f
                     .iter()
-                    .map(|f| format!("{}({})", f.transform(), f.name()))
+                    .map(|f| {
+                        use iceberg_rust::spec::partition::Transform as X;
+                        let c = schema
+                            .fields()
+                            .get(*f.source_id() as usize)
+                            .map_or_else(|| f.name().clone(), |c| c.name.clone());
+                        let c = crate::plan::ident::to_sql(&c);
+                        match f.transform() {
+                            X::Identity => c,
+                            X::Bucket(n) => format!("bucket({n}, {c})"),
+                            X::Truncate(w) => format!("truncate({w}, {c})"),
+                            other => format!("{other}({c})"),
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join(", "),
             };
@@ -655,7 +793,7 @@ impl Iceberg {
 
     /// Commits `updates` to `table`'s metadata if `requirement` still holds, and returns the
     /// table reloaded from a fresh catalog read (whether or not this commit won: the SQL
-    /// catalog does not say; callers check the reloaded table).
+    /// catalog does not say, a REST catalog answers 409; callers check the reloaded table).
     async fn update_metadata(
         &self,
         table: &Table,
@@ -663,15 +801,21 @@ impl Iceberg {
         updates: Vec<TableUpdate>,
     ) -> Result<Table> {
         let ident = table.identifier().clone();
-        table
+        let outcome = table
             .catalog()
             .update_table(CommitTable {
                 identifier: ident.clone(),
                 requirements: vec![requirement],
                 updates,
             })
-            .await
-            .map_err(|e| catalog_error(&ident.to_string(), e))?;
+            .await;
+        match outcome {
+            // A REST catalog's 409: the requirement no longer held; the callers see it on the
+            // reloaded table.
+            Ok(_) => {}
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(catalog_error(&ident.to_string(), e)),
+        }
         self.reload(&ident).await
     }
 
@@ -1198,7 +1342,7 @@ fn partition_transform(
 
 fn partition_type_error(field: &super::PartitionField, source: &Type) -> String {
     format!(
-        "`partition_by` {field} cannot partition a column of Iceberg type {source}: a bare column or identity() takes an integer (a bare DATE or TIMESTAMP column is partitioned by day); year() and day() take a DATE or TIMESTAMP (without time zone); hour() a TIMESTAMP; truncate(W, c) an integer. Cast the column in the model's SQL, e.g. `CAST({c} AS VARCHAR) AS {c}`",
+        "`partition_by` {field} cannot partition a column of Iceberg type {source}: a bare column or identity() takes an integer (a bare DATE or TIMESTAMP column is partitioned by day); year() and day() take a DATE or TIMESTAMP (without time zone); hour() a TIMESTAMP; truncate(W, c) an integer. Cast the column in the model's SQL to a type the transform takes, e.g. `CAST({c} AS BIGINT) AS {c}` or `CAST({c} AS DATE) AS {c}`",
         c = crate::plan::ident::to_sql(&field.column)
     )
 }
@@ -1308,12 +1452,163 @@ fn catalog_error(what: &str, e: iceberg_rust::error::Error) -> Error {
             message: format!("Iceberg catalog: {}", crate::storage::scrub(&e.to_string())),
             retryable: true,
         },
-        other => Error::Storage {
-            url: what.to_string(),
-            message: format!("Iceberg: {}", crate::storage::scrub(&other.to_string())),
-            retryable: false,
-        },
+        other => {
+            let message = crate::storage::scrub(&other.to_string());
+            match rest_status(&other) {
+                Some(status) => Error::Storage {
+                    url: what.to_string(),
+                    message: match status {
+                        401 | 403 => format!(
+                            "the REST catalog refused Smelter's credentials (HTTP {status}): check \
+                             `format.iceberg.token_env` or `credential_env` and the grants of \
+                             that principal; {message}"
+                        ),
+                        409 => format!(
+                            "the REST catalog refused the commit (HTTP 409: another writer \
+                             committed first); {message}"
+                        ),
+                        _ => format!("the REST catalog answered HTTP {status}: {message}"),
+                    },
+                    // A conflict, a timeout, throttling and server faults may pass on retry.
+                    retryable: matches!(status, 408 | 409 | 429) || status >= 500,
+                },
+                None => Error::Storage {
+                    url: what.to_string(),
+                    message: format!("Iceberg: {message}"),
+                    retryable: false,
+                },
+            }
+        }
     }
+}
+
+/// The HTTP status of a REST catalog's error answer, if `e` is one: iceberg-rest-catalog 0.10
+/// reports a 404 as `NotFound` and any other error status as `InvalidFormat("Response status:
+/// <status>, …")`.
+fn rest_status(e: &iceberg_rust::error::Error) -> Option<u16> {
+    match e {
+        iceberg_rust::error::Error::NotFound(_) => Some(404),
+        iceberg_rust::error::Error::InvalidFormat(m) => m
+            .strip_prefix("Response status: ")
+            .and_then(|r| r.get(..3))
+            .and_then(|code| code.parse().ok()),
+        _ => None,
+    }
+}
+
+/// Whether `e` is a REST catalog's `409 Conflict`: a commit whose requirement no longer held
+/// (another writer committed first).
+fn is_conflict(e: &iceberg_rust::error::Error) -> bool {
+    rest_status(e) == Some(409)
+}
+
+/// What [`Iceberg`] needs to open a REST catalog, with its secrets read through `env(key,
+/// variable)`; `Err` is the config problem, reported on first use.
+fn rest_connect(
+    uri: &Option<String>,
+    uri_env: &Option<String>,
+    warehouse: &Option<String>,
+    prefix: &Option<String>,
+    auth: &RestAuth,
+    env: &dyn Fn(&str, &str) -> std::result::Result<String, String>,
+) -> std::result::Result<Connect, String> {
+    let uri = match (uri, uri_env) {
+        (Some(u), _) => u.clone(),
+        (None, Some(var)) => env("uri_env", var)?.trim_end_matches('/').to_string(),
+        (None, None) => return Err("a REST catalog needs `format.iceberg.uri`".into()),
+    };
+    let (token, oauth2) = match auth {
+        RestAuth::None => (None, None),
+        RestAuth::Bearer { token_env } => (Some(env("token_env", token_env)?), None),
+        RestAuth::OAuth2 {
+            credential_env,
+            server_uri,
+            scope,
+        } => {
+            let credential = env("credential_env", credential_env)?;
+            let Some((id, secret)) = credential.split_once(':') else {
+                return Err(format!(
+                    "key `format.iceberg.credential_env`: the variable `{credential_env}` must \
+                     hold `client_id:client_secret`"
+                ));
+            };
+            let server_uri = server_uri
+                .clone()
+                .unwrap_or_else(|| format!("{uri}/v1/oauth/tokens"));
+            let oauth2 = OAuth2ClientCredentials::new(
+                server_uri,
+                id.to_string(),
+                secret.to_string(),
+                None,
+                Some(scope.clone()),
+            );
+            (None, Some(Arc::new(oauth2)))
+        }
+    };
+    Ok(Connect::Rest {
+        uri,
+        warehouse: warehouse.clone(),
+        prefix: prefix.clone(),
+        token,
+        oauth2,
+    })
+}
+
+/// Opens a REST catalog: asks the server's `GET /v1/config` (with the warehouse, if any) for
+/// the URL prefix, as the REST catalog spec requires of clients
+/// (<https://iceberg.apache.org/rest-catalog-spec/>; the server's `overrides` win over the
+/// configured `prefix`, which wins over the server's `defaults`, as in pyiceberg). Data
+/// files are read and written through `builder` (the lake's object store), not through
+/// credentials the server vends. Errors: the server is unreachable (retryable), refuses the
+/// credentials or the warehouse (usage).
+async fn rest_catalog(
+    uri: &str,
+    warehouse: Option<&str>,
+    prefix: Option<&str>,
+    token: &Option<String>,
+    oauth2: &Option<Arc<OAuth2ClientCredentials>>,
+    builder: ObjectStoreBuilder,
+) -> Result<RestCatalog> {
+    use iceberg_rest_catalog::configuration_rewriter::ConfigurationRewriter;
+    let mut configuration = RestConfiguration {
+        base_path: uri.to_string(),
+        user_agent: Some(format!("smelter/{}", env!("CARGO_PKG_VERSION"))),
+        client: reqwest::Client::new(),
+        basic_auth: None,
+        oauth_access_token: None,
+        bearer_access_token: token.clone(),
+        api_key: None,
+        aws_v4_key: None,
+    };
+    let what = format!("the REST catalog at {uri}");
+    let rewriter = oauth2.clone().map(|o| o as Arc<dyn ConfigurationRewriter>);
+    let authenticated = match &rewriter {
+        Some(r) => r
+            .rewrite_configuration(configuration.clone())
+            .await
+            .map_err(|e| catalog_error(&what, e))?,
+        None => configuration.clone(),
+    };
+    let config =
+        iceberg_rest_catalog::apis::configuration_api_api::get_config(&authenticated, warehouse)
+            .await
+            .map_err(|e| catalog_error(&what, e.into()))?;
+    let prefix = config
+        .overrides
+        .get("prefix")
+        .map(String::as_str)
+        .or(prefix)
+        .or_else(|| config.defaults.get("prefix").map(String::as_str));
+    if let Some(base) = config.overrides.get("uri") {
+        configuration.base_path = base.trim_end_matches('/').to_string();
+    }
+    Ok(RestCatalog::new(
+        prefix,
+        configuration,
+        rewriter,
+        Some(builder),
+        true,
+    ))
 }
 
 impl From<iceberg_rust::error::Error> for Error {
@@ -1919,7 +2214,7 @@ impl TableFormat for Iceberg {
         match [
             self.location_root.as_ref().err(),
             self.builder.as_ref().err(),
-            self.uri.as_ref().err(),
+            self.connect.as_ref().err(),
         ]
         .into_iter()
         .flatten()
@@ -2080,7 +2375,7 @@ impl Iceberg {
                 let t = self
                     .prepare(
                         &ident,
-                        &location,
+                        location.as_deref(),
                         Some(t),
                         &without_flag,
                         true,
@@ -2096,7 +2391,7 @@ impl Iceberg {
                 let t = self
                     .prepare(
                         &ident,
-                        &location,
+                        location.as_deref(),
                         existing,
                         &arrow,
                         !overwrite,
@@ -2144,6 +2439,73 @@ impl Iceberg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rest_catalog_answers_are_classified_by_status() {
+        use iceberg_rust::error::Error as E;
+        let answer = |status: &str| {
+            E::InvalidFormat(format!(
+                "Response status: {status}, Response content: {{\"error\":{{}}}}"
+            ))
+        };
+        assert_eq!(rest_status(&answer("409 Conflict")), Some(409));
+        assert!(is_conflict(&answer("409 Conflict")));
+        assert!(!is_conflict(&answer("404 Not Found")));
+        assert_eq!(rest_status(&E::NotFound("t".into())), Some(404));
+        assert_eq!(rest_status(&E::InvalidFormat("bad JSON".into())), None);
+        let kind = |e: E| catalog_error("gold.t", e).kind();
+        assert_eq!(kind(answer("401 Unauthorized")), crate::error::Kind::Usage);
+        assert_eq!(
+            kind(answer("503 Service Unavailable")),
+            crate::error::Kind::Transient
+        );
+        assert_eq!(
+            kind(answer("429 Too Many Requests")),
+            crate::error::Kind::Transient
+        );
+        assert_eq!(kind(answer("400 Bad Request")), crate::error::Kind::Usage);
+        let refused = catalog_error("gold.t", answer("403 Forbidden")).to_string();
+        assert!(refused.contains("token_env"), "{refused}");
+    }
+
+    #[test]
+    fn a_rest_catalog_reads_its_secrets_from_the_environment_and_shows_none() {
+        let env = |_: &str, var: &str| match var {
+            "TOKEN" => Ok("tok-secret".to_string()),
+            "CRED" => Ok("client:cred-secret".to_string()),
+            "BAD" => Ok("no-colon".to_string()),
+            other => Err(format!("`{other}` is not set")),
+        };
+        let uri = Some("http://127.0.0.1:1".to_string());
+        let bearer = RestAuth::Bearer {
+            token_env: "TOKEN".into(),
+        };
+        let c = rest_connect(&uri, &None, &None, &None, &bearer, &env).unwrap();
+        assert!(matches!(&c, Connect::Rest { token: Some(t), .. } if t == "tok-secret"));
+        assert_eq!(format!("{c:?}"), "Rest");
+        let oauth = |var: &str| RestAuth::OAuth2 {
+            credential_env: var.into(),
+            server_uri: None,
+            scope: "catalog".into(),
+        };
+        let c = rest_connect(&uri, &None, &None, &None, &oauth("CRED"), &env).unwrap();
+        match &c {
+            Connect::Rest {
+                oauth2: Some(o), ..
+            } => {
+                assert_eq!(o.client_id, "client");
+                assert_eq!(o.server_uri, "http://127.0.0.1:1/v1/oauth/tokens");
+            }
+            other => panic!("{other:?}"),
+        }
+        let bad = rest_connect(&uri, &None, &None, &None, &oauth("BAD"), &env).unwrap_err();
+        assert!(
+            bad.contains("client_id:client_secret") && !bad.contains("no-colon"),
+            "{bad}"
+        );
+        let unset = rest_connect(&None, &Some("URI".into()), &None, &None, &bearer, &env);
+        assert!(unset.unwrap_err().contains("`URI`"));
+    }
 
     #[test]
     fn locations_map_to_object_store_paths() {

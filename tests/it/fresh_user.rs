@@ -3,8 +3,8 @@
 //! naming a column the table lacks (caught by `validate`), an scd2 run counting only the versions
 //! it changed, a `delete_when` that is not a condition, bronze after an extract that found
 //! nothing new, a `table` model changing its columns' nullability, an scd2 model partitioned by a
-//! string column, a model failing before its first commit, and an empty string in a
-//! partition column.
+//! string column, a model failing before its first commit, an empty string in a
+//! partition column, and a merge model casting to TIMESTAMP run twice.
 
 use crate::support::{files_pipeline, Project};
 
@@ -600,4 +600,43 @@ async fn two_grouped_aggregates_may_share_a_filter() {
     let f = [("f", "silver/f")];
     assert_eq!(p.scalar(&f, "SELECT SUM(n) FROM f").await, 2);
     assert_eq!(p.scalar(&f, "SELECT SUM(s) FROM f").await, 5);
+}
+
+/// A merge or append model that casts to TIMESTAMP (nanoseconds in DataFusion) wrote its table
+/// in microseconds, the unit both formats store: its second run is no schema change, on either
+/// format, and keeps every key once with its latest value.
+#[test]
+fn a_timestamp_cast_in_a_merge_model_is_no_schema_change_on_the_next_run() {
+    for format in ["delta", "iceberg"] {
+        let p = customers(
+            false,
+            &[("a.csv", "customer_id,seen\n1,2026-01-01T00:00:00.1234567\n2,2026-01-02T00:00:00\n")],
+            &[(
+                "silver/seen.sql",
+                "-- materialized: merge\n-- unique_key: customer_id\n\
+                 SELECT CAST(customer_id AS BIGINT) AS customer_id, CAST(seen AS TIMESTAMP) AS seen\n\
+                 FROM {{ unprocessed('bronze.customers') }} AS c\n",
+            )],
+        );
+        let toml = std::fs::read_to_string(p.pipeline()).unwrap();
+        std::fs::write(
+            p.pipeline(),
+            format!("{toml}[format]\ntable = \"{format}\"\n"),
+        )
+        .unwrap();
+        p.ok(&["run", "{p}", "--run-id", "r1"]);
+        write(
+            &p,
+            &[(
+                "b.csv",
+                "customer_id,seen\n1,2026-03-01T00:00:00\n3,2026-03-02T00:00:00\n",
+            )],
+        );
+        p.ok(&["run", "{p}", "--run-id", "r2"]);
+        let shown = p.ok(&["show", "{p}", "silver.seen", "--limit", "10"]);
+        assert!(shown.contains("2026-03-01T00:00:00"), "{format}: {shown}");
+        assert!(shown.contains("2026-01-02T00:00:00"), "{format}: {shown}");
+        assert!(!shown.contains("2026-01-01T00:00:00"), "{format}: {shown}");
+        assert_eq!(shown.matches("2026-").count(), 3, "{format}: {shown}");
+    }
 }

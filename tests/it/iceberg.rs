@@ -1056,6 +1056,19 @@ async fn a_model_header_overrides_the_table_format() {
         "{dh}"
     );
     assert!(dh.contains("urn:li:dataPlatform:delta-lake,"), "{dh}");
+    // The plan names each model's own format.
+    let plan: serde_json::Value =
+        serde_json::from_str(&p.ok(&["plan", "{p}", "--format", "json"])).unwrap();
+    let format_of = |name: &str| {
+        plan["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .map(|m| m["table_format"].clone())
+    };
+    assert_eq!(format_of("silver.mg"), Some("iceberg".into()), "{plan}");
+    assert_eq!(format_of("gold.by_day"), Some("delta".into()), "{plan}");
     // `show` and `maintain` reach it through its own format.
     assert_eq!(shown_rows(&p, &["silver.mg"]), 4);
     let out = p.ok(&[

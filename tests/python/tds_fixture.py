@@ -1,4 +1,5 @@
-"""Starts and stops the TDS fixture server binary (`examples/tds_server`) for Python tests."""
+"""Starts and stops the TDS fixture server binary (`examples/tds_server`) for Python tests, and
+stops other servers the tests start."""
 
 import select
 import subprocess
@@ -24,9 +25,14 @@ def run_server(server, *args, env=None, timeout=60):
         )
         yield int(port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
+
+
+def stop(proc, timeout=10):
+    """Stops a server process: SIGTERM, then SIGKILL if it has not exited after `timeout` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)

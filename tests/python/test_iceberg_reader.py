@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 from pyiceberg.catalog.sql import SqlCatalog
+from tds_fixture import stop
 
 REPO = Path(os.environ.get("SMELTER_REPO", Path(__file__).resolve().parents[2]))
 BIN = os.environ.get("SMELTER_BIN", str(REPO / "target/release/smelter"))
@@ -242,3 +243,277 @@ def test_partition_transforms_follow_the_iceberg_spec_and_prune_exactly(tmp_path
     _assert_files_match_their_partitions(table)
     again = table.scan().to_arrow().to_pylist()
     assert sorted(r["order_id"] for r in again) == sorted(r["order_id"] for r in everything)
+
+
+# --- A REST catalog server (lakana-server, PyPI), read back through pyiceberg's RestCatalog -----
+
+LAKANA = os.environ.get("LAKANA_SERVER")
+REST_KEY, REST_SECRET = "smeltertest01", "s3cr3t0123456789abcdefghijklmnop"
+REST_TOKEN = f"lakana_pat_{REST_KEY}_{REST_SECRET}"
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def rest_server(tmp_path_factory):
+    """A lakana-server on 127.0.0.1 with one environment `dev` whose warehouse is a local folder
+    outside every Smelter lake: the server assigns each table's location there."""
+    import urllib.request
+
+    if not LAKANA:
+        if os.environ.get("SMELTER_REQUIRE_E2E") == "1":
+            pytest.fail("LAKANA_SERVER is not set (scripts/test.sh installs lakana-server)")
+        pytest.skip("LAKANA_SERVER is not set")
+    tmp = tmp_path_factory.mktemp("lakana")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "LAKANA_DATABASE__URL": f"sqlite:///{tmp / 'lakana.db'}",
+        "LAKANA_HOST": "127.0.0.1",
+        "LAKANA_PORT": str(port),
+        "LAKANA_BOOTSTRAP_PAT_KEY_ID": REST_KEY,
+        "LAKANA_BOOTSTRAP_PAT_SECRET": REST_SECRET,
+    }
+    subprocess.run([LAKANA, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    log = open(tmp / "server.log", "w")
+    server = subprocess.Popen([LAKANA], env=env, stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):  # bounded: at most about 60 s
+            if server.poll() is not None:
+                pytest.fail(f"lakana-server exited: {(tmp / 'server.log').read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{uri}/v1/config", timeout=2)
+                break
+            except OSError:
+                import time
+
+                time.sleep(0.2)
+        else:
+            pytest.fail("lakana-server did not answer within 60 s")
+        warehouse = tmp / "warehouse"
+        warehouse.mkdir()
+        request = urllib.request.Request(
+            f"{uri}/api/v1/environments",
+            data=json.dumps(
+                {"name": "dev", "storage": {"scheme": "file", "root": f"file://{warehouse}/"}}
+            ).encode(),
+            headers={"Authorization": f"Bearer {REST_TOKEN}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        assert urllib.request.urlopen(request, timeout=30).status == 201
+        yield uri, warehouse
+    finally:
+        stop(server, timeout=30)
+        log.close()
+
+
+def _rest_toml(uri, extra=""):
+    return (
+        f'\n[format.iceberg]\ncatalog = "rest"\nuri = "{uri}"\nprefix = "dev"\n'
+        f'token_env = "SMELTER_TEST_REST_TOKEN"\n{extra}'
+    )
+
+
+def _rest_env():
+    env = {k: v for k, v in os.environ.items() if k != "SMELTER_STORAGE_ROOT"}
+    env["SMELTER_TEST_REST_TOKEN"] = REST_TOKEN
+    return env
+
+
+def _rest_catalog(uri):
+    from pyiceberg.catalog.rest import RestCatalog
+
+    return RestCatalog("lakana", uri=uri, token=REST_TOKEN, prefix="dev")
+
+
+def _run(project, toml, *args, env=None):
+    return subprocess.run(
+        [BIN, *[a.replace("{p}", str(project / "pipelines" / toml)) for a in args]],
+        capture_output=True, text=True, env=env or _rest_env(), timeout=900,
+    )
+
+
+def test_the_demo_on_a_rest_catalog_reads_like_the_delta_run(tmp_path, rest_server, projects):
+    uri, warehouse = rest_server
+    project = _rest_demo(tmp_path, uri)
+    for day, run in [("2026-11-03", "py1"), ("2026-11-04", "py2")]:
+        out = _run(project, "demo.toml", "run", "{p}", "--logical-date", day, "--run-id", run)
+        assert out.returncode == 0, out.stderr
+        assert REST_SECRET not in out.stderr + out.stdout
+    catalog = _rest_catalog(uri)
+    delta_project = projects[1]
+    for name in GOLD:
+        table = catalog.load_table(f"gold.{name}")
+        # The server chose the location, in its warehouse; the lake holds no Iceberg table.
+        assert table.location().startswith(f"file://{warehouse}/"), table.location()
+        got = table.scan().to_arrow()
+        want = DeltaTable(str(delta_project / "lake/gold" / name)).to_pyarrow_table()
+        assert got.num_rows > 0 and got.num_rows == want.num_rows, name
+        assert _checksum(got.select(sorted(got.column_names))) == _checksum(
+            want.select(sorted(want.column_names))
+        ), name
+    assert not list((project / "lake").glob("*/*/metadata"))
+    shipments = catalog.load_table("silver.shipments")
+    ops = [s.summary.operation.value
+           for s in sorted(shipments.metadata.snapshots, key=lambda s: s.sequence_number)]
+    assert ops[0] == "append" and "overwrite" in ops[1:], ops
+    ids = shipments.scan(selected_fields=("shipment_id",)).to_arrow()["shipment_id"].to_pylist()
+    assert len(ids) == len(set(ids))
+
+    # A retry of the second run id commits nothing twice.
+    before = {n: catalog.load_table(f"silver.{n}").scan().to_arrow().num_rows
+              for n in ["shipments", "shipment_events"]}
+    out = _run(project, "demo.toml", "run", "{p}", "--logical-date", "2026-11-04",
+               "--run-id", "py2")
+    assert out.returncode in (0, 99), out.stderr
+    after = {n: catalog.load_table(f"silver.{n}").scan().to_arrow().num_rows
+             for n in ["shipments", "shipment_events"]}
+    assert before == after
+
+    # `smelter show` reads through the same catalog.
+    out = _run(project, "demo.toml", "show", "{p}", "gold.revenue_by_customer", "--limit", "3")
+    assert out.returncode == 0, out.stderr
+
+
+def _rest_demo(tmp, uri, scale="0.004"):
+    project = tmp / "rest"
+    (project / "pipelines").mkdir(parents=True)
+    toml = (REPO / "pipelines/demo.toml").read_text()
+    toml = re.sub(r"scale_factor = [0-9.]+", f"scale_factor = {scale}", toml)
+    toml = toml.replace('table = "delta"', 'table = "iceberg"')
+    (project / "pipelines/demo.toml").write_text(toml + _rest_toml(uri))
+    shutil.copytree(REPO / "sql/demo", project / "sql/demo")
+    return project
+
+
+def test_concurrent_appends_through_a_rest_catalog_keep_every_row_once(tmp_path, rest_server):
+    """Four bronze runs append to the same tables at once; the server's 409 decides who commits
+    first and the losers commit again on the winner's snapshot (or exit 75 and are retried)."""
+    uri, _ = rest_server
+    project = _rest_demo(tmp_path, uri, scale="0.002")
+    ids = ["a", "b", "c", "d"]
+    for run in ids:
+        out = _run(project, "demo.toml", "run", "{p}", "--layer", "extract",
+                   "--logical-date", "2026-11-03", "--run-id", run)
+        assert out.returncode == 0, out.stderr
+
+    def bronze(run):
+        return [BIN, "run", str(project / "pipelines/demo.toml"), "--layer", "bronze",
+                "--run-id", run, "--summary-json", str(project / f"{run}.json")]
+
+    procs = [subprocess.Popen(bronze(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=_rest_env()) for run in ids]
+    for run, proc in zip(ids, procs):
+        _, err = proc.communicate(timeout=600)
+        if proc.returncode == 75:  # a lost race not retried in-process: retried as Airflow would
+            out = subprocess.run(bronze(run), capture_output=True, text=True, env=_rest_env(),
+                                 timeout=600)
+            assert out.returncode == 0, out.stderr
+        else:
+            assert proc.returncode == 0, err
+    catalog = _rest_catalog(uri)
+    for name, key in [("shipment_events", "event_id"), ("shipments", "shipment_id")]:
+        rows = catalog.load_table(f"bronze.{name}").scan(
+            selected_fields=("_run_id", key)).to_arrow().to_pylist()
+        for run in ids:
+            summary = json.loads((project / f"{run}.json").read_text())
+            step = next(s for s in summary["steps"] if s["target"] == f"bronze.{name}")
+            mine = [r[key] for r in rows if r["_run_id"] == run]
+            assert len(mine) == step["rows_inserted"] > 0, (name, run, len(mine), step)
+            if name == "shipment_events":  # event ids are unique per run
+                assert len(set(mine)) == len(mine), (name, run)
+
+
+def test_a_partitioned_merge_of_its_own_schema_through_a_rest_catalog(tmp_path, rest_server):
+    """Not the demo's schema: a merge model partitioned by a transform, two runs, read back with
+    pyiceberg's RestCatalog: every key once, with its latest values, in the right partition."""
+    uri, _ = rest_server
+    project = _parts_project(tmp_path)
+    toml = project / "pipelines/parts.toml"
+    toml.write_text(toml.read_text() + _rest_toml(uri))
+    (project / "sql/parts/silver/orders.sql").write_text(
+        "-- materialized: merge\n-- unique_key: order_id\n"
+        "-- partition_by: truncate(100, order_id), day(ordered_at)\n"
+        "SELECT CAST(order_id AS BIGINT) AS order_id, customer,\n"
+        "       CAST(ordered_at AS TIMESTAMP) AS ordered_at, CAST(amount AS DOUBLE) AS amount\n"
+        "FROM {{ unprocessed('bronze.orders') }} AS o\n")
+    out = _run(project, "parts.toml", "run", "{p}", "--run-id", "m1")
+    assert out.returncode == 0, out.stderr
+    first = {r["order_id"]: r for r in
+             _rest_catalog(uri).load_table("silver.orders").scan().to_arrow().to_pylist()}
+    assert len(first) == 400
+    # A second file updates 30 orders and adds 5.
+    changed = sorted(first)[::14][:30]
+    lines = ["order_id,customer,ordered_on,ordered_at,amount"]
+    for oid in changed:
+        lines.append(f"{oid},cust-new,2026-02-01,2026-02-01T05:00:00,{oid * 1000.5}")
+    for oid in range(10001, 10006):
+        lines.append(f"{oid},cust-add,2026-03-01,2026-03-01T06:00:00,1.5")
+    (project / "incoming/orders/b.csv").write_text("\n".join(lines) + "\n")
+    out = _run(project, "parts.toml", "run", "{p}", "--run-id", "m2")
+    assert out.returncode == 0, out.stderr
+    table = _rest_catalog(uri).load_table("silver.orders")
+    assert [f.name for f in table.spec().fields] == ["order_id_trunc", "ordered_at_day"]
+    _assert_files_match_their_partitions(table)
+    rows = table.scan().to_arrow().to_pylist()
+    got = {r["order_id"]: r for r in rows}
+    assert len(rows) == len(got) == 405
+    for oid in changed:
+        assert got[oid]["customer"] == "cust-new" and got[oid]["amount"] == oid * 1000.5, oid
+    for oid, r in first.items():
+        if oid not in changed:
+            assert got[oid] == r, oid
+    ops = [s.summary.operation.value
+           for s in sorted(table.metadata.snapshots, key=lambda s: s.sequence_number)]
+    assert ops[-1] == "overwrite", ops
+
+
+def test_rest_catalog_mistakes_exit_2_or_75_naming_the_cause(tmp_path, rest_server):
+    uri, _ = rest_server
+    project = _parts_project(tmp_path)
+    toml = project / "pipelines/parts.toml"
+    base = toml.read_text()
+    (project / "sql/parts/silver/orders.sql").write_text(
+        "-- materialized: table\nSELECT order_id FROM bronze.orders\n")
+    assert _run(project, "parts.toml", "run", "{p}", "--layer", "extract",
+                "--run-id", "x").returncode == 0
+
+    # A token the server refuses: exit 2, naming the setting, never printing the token.
+    env = _rest_env()
+    env["SMELTER_TEST_REST_TOKEN"] = f"lakana_pat_{REST_KEY}_wrongwrongwrongwrongwrong0000000"
+    toml.write_text(base + _rest_toml(uri))
+    out = _run(project, "parts.toml", "run", "{p}", "--layer", "bronze", "--run-id", "x",
+               env=env)
+    assert out.returncode == 2, out.stderr
+    assert "token_env" in out.stderr and "wrongwrong" not in out.stderr, out.stderr
+
+    # The token variable unset: exit 2 naming the variable.
+    env = _rest_env()
+    del env["SMELTER_TEST_REST_TOKEN"]
+    out = _run(project, "parts.toml", "run", "{p}", "--layer", "bronze", "--run-id", "x",
+               env=env)
+    assert out.returncode == 2 and "SMELTER_TEST_REST_TOKEN" in out.stderr, out.stderr
+
+    # A server that does not answer: exit 75, naming the catalog URI.
+    dead = f"http://127.0.0.1:{_free_port()}"
+    toml.write_text(base + _rest_toml(dead))
+    out = _run(project, "parts.toml", "run", "{p}", "--layer", "bronze", "--run-id", "x")
+    assert out.returncode == 75 and dead in out.stderr, out.stderr
+
+    # Settings of the other catalog kind: exit 2 naming the key.
+    toml.write_text(base + _rest_toml(uri, 'path = "catalog.db"\n'))
+    out = _run(project, "parts.toml", "validate", "{p}")
+    assert out.returncode == 2 and "format.iceberg.path" in out.stderr, out.stderr
+    toml.write_text(base + '\n[format.iceberg]\nwarehouse = "dev"\n')
+    out = _run(project, "parts.toml", "validate", "{p}")
+    assert out.returncode == 2 and "format.iceberg.warehouse" in out.stderr, out.stderr
+    toml.write_text(base + '\n[format.iceberg]\ncatalog = "rest"\n')
+    out = _run(project, "parts.toml", "validate", "{p}")
+    assert out.returncode == 2 and "format.iceberg.uri" in out.stderr, out.stderr
