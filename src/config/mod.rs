@@ -817,9 +817,25 @@ pub fn load(path: &Path) -> Result<Pipeline> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::config(&file, format!("cannot read pipeline file: {e}")))?;
-    let raw: raw::PipelineFile = toml::from_str(&text)
-        .map_err(|e| Error::config(&file, e.to_string().trim().to_string()))?;
+    let raw: raw::PipelineFile =
+        toml::from_str(&text).map_err(|e| Error::config(&file, toml_problem(&text, &e)))?;
     validate(path, raw)
+}
+
+/// A TOML error as `line L, column C: <message>`, without the quoted source line the parser
+/// would show: that line may hold a secret a user put where a variable name belongs
+/// (`token = "…"` instead of `token_env`).
+fn toml_problem(text: &str, e: &toml::de::Error) -> String {
+    let at = e
+        .span()
+        .and_then(|s| text.get(..s.start))
+        .map(|before| {
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: ")
+        })
+        .unwrap_or_default();
+    format!("{at}{}", e.message().trim())
 }
 
 fn validate(path: &Path, raw: raw::PipelineFile) -> Result<Pipeline> {

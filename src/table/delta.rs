@@ -475,6 +475,7 @@ impl Delta {
     /// [`TableFormat::write`] once the table directory exists: commits `req` as the table's next
     /// version (see there for shapes and errors).
     async fn write_version(&self, mut req: WriteRequest<'_>) -> Result<WriteMetrics> {
+        req.input = super::partition_values::without_field_metadata(req.input)?;
         req.input = floor_to_micros(req.input)?;
         let partition_by = super::PartitionField::plain_columns(&req.partition_by)
             .map_err(|f| Error::Usage(delta_transform_refusal(f)))?;

@@ -111,6 +111,77 @@ pub fn map_columns(df: DataFrame, map: impl Fn(&Field, Expr) -> Option<Expr>) ->
     Ok(df.select(exprs)?)
 }
 
+/// `df` with the field metadata of its columns removed, when a table it scans has field
+/// metadata (`df` itself otherwise).
+///
+/// Iceberg readers put `PARQUET:field_id` on every field. A query that combines such a column
+/// with one of a Delta table (`UNION ALL`) gets a physical schema holding the metadata while
+/// the batches of the Delta side lack it, and delta-rs's writer refuses batches whose schema
+/// differs from the plan's. Field ids are Iceberg's own numbering, so no written table keeps
+/// them: the Iceberg writer numbers fields itself.
+pub fn without_field_metadata(df: DataFrame) -> Result<DataFrame> {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::LogicalPlan;
+    let scans_metadata = df.logical_plan().exists(|p| {
+        Ok(matches!(p, LogicalPlan::TableScan(s)
+            if s.source.schema().fields().iter().any(|f| !f.metadata().is_empty())))
+    })?;
+    if !scans_metadata {
+        return Ok(df);
+    }
+    map_columns(df, |_, column| {
+        Some(
+            ScalarUDF::new_from_impl(NoMetadata {
+                signature: Signature::any(1, Volatility::Immutable),
+            })
+            .call(vec![column]),
+        )
+    })
+}
+
+/// `smelter_no_metadata(v)`: `v` unchanged, its field without metadata.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NoMetadata {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for NoMetadata {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        "smelter_no_metadata"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(args[0].clone())
+    }
+
+    fn return_field_from_args(
+        &self,
+        args: ReturnFieldArgs,
+    ) -> datafusion::common::Result<FieldRef> {
+        let f = &args.arg_fields[0];
+        Ok(std::sync::Arc::new(Field::new(
+            f.name(),
+            f.data_type().clone(),
+            f.is_nullable(),
+        )))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        Ok(args.args.into_iter().next().expect("one argument"))
+    }
+}
+
 /// `smelter_partition_value(v)`: `v` unchanged (same type and nullability), or an execution
 /// error naming the column when a row holds a value the format cannot store.
 #[derive(Debug, PartialEq, Eq, Hash)]

@@ -12,6 +12,19 @@ fn unknown_config_key_names_the_key_and_choices() {
     assert!(err.contains("t.toml"), "{err}");
     assert!(err.contains("unknown field `scale_factr`"), "{err}");
     assert!(err.contains("scale_factor"), "valid choices listed: {err}");
+    // A secret put where a variable name belongs is never echoed back.
+    let toml = format!(
+        "{BASE}\n[format]\ntable = \"iceberg\"\n[format.iceberg]\ncatalog = \"rest\"\n\
+         uri = \"http://127.0.0.1:1\"\ntoken = \"tok-supersecret-1234\"\n"
+    );
+    let p = Project::custom(&toml, &[]);
+    let out = p.smelter(&["validate", "{p}"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("unknown field `token`"), "{err}");
+    assert!(err.contains("token_env"), "valid choices listed: {err}");
+    assert!(err.contains("line "), "{err}");
+    assert!(!err.contains("supersecret"), "{err}");
 }
 
 #[test]

@@ -1025,6 +1025,13 @@ async fn a_model_header_overrides_the_table_format() {
         "SELECT d, COUNT(*) AS n, CAST(SUM(amt) AS VARCHAR) AS amt FROM silver.mg GROUP BY d\n",
     )
     .unwrap();
+    // A Delta table and an Iceberg table in one query (the Iceberg side's field ids must not
+    // reach the Delta writer).
+    std::fs::write(
+        p.dir.path().join("sql/t/gold/both.sql"),
+        "SELECT id, 'ap' AS src FROM silver.ap UNION ALL SELECT id, 'mg' AS src FROM silver.mg\n",
+    )
+    .unwrap();
     land(
         &p,
         "a.csv",
@@ -1056,6 +1063,14 @@ async fn a_model_header_overrides_the_table_format() {
         "{dh}"
     );
     assert!(dh.contains("urn:li:dataPlatform:delta-lake,"), "{dh}");
+    let both = delta_rows(
+        &p,
+        "gold/both",
+        "SELECT src, COUNT(*) AS n FROM t GROUP BY src",
+    )
+    .await;
+    assert!(both.contains("| ap  | 5 |"), "{both}");
+    assert!(both.contains("| mg  | 4 |"), "{both}");
     // The plan names each model's own format.
     let plan: serde_json::Value =
         serde_json::from_str(&p.ok(&["plan", "{p}", "--format", "json"])).unwrap();

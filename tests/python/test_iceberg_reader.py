@@ -210,6 +210,7 @@ def test_partition_transforms_follow_the_iceberg_spec_and_prune_exactly(tmp_path
     out = _smelter(project, "run", "{p}", "--run-id", "t1")
     assert out.returncode == 0, out.stderr
     table = _parts_catalog(project).load_table("silver.orders")
+    first_ids = {f.name: f.field_id for f in table.spec().fields}
     spec = {f.name: f.transform for f in table.spec().fields}
     assert spec == {
         "ordered_on_year": YearTransform(),
@@ -243,6 +244,19 @@ def test_partition_transforms_follow_the_iceberg_spec_and_prune_exactly(tmp_path
     _assert_files_match_their_partitions(table)
     again = table.scan().to_arrow().to_pylist()
     assert sorted(r["order_id"] for r in again) == sorted(r["order_id"] for r in everything)
+    second_ids = {f.field_id for f in table.spec().fields}
+    assert not second_ids & set(first_ids.values()), (second_ids, first_ids)
+
+    # Back to the first partitioning: its fields keep their ids (spec: "Partition Evolution").
+    model.write_text(PARTS_SQL.format(
+        partition_by="year(ordered_on), truncate(100, order_id), hour(ordered_at)"))
+    out = _smelter(project, "run", "{p}", "--layer", "silver", "--run-id", "t3")
+    assert out.returncode == 0, out.stderr
+    table = _parts_catalog(project).load_table("silver.orders")
+    assert {f.name: f.field_id for f in table.spec().fields} == first_ids
+    assert table.spec().spec_id == 0 and len(table.specs()) == 2, table.specs()
+    _assert_files_match_their_partitions(table)
+    assert table.scan().to_arrow().num_rows == len(everything)
 
 
 # --- A REST catalog server (lakana-server, PyPI), read back through pyiceberg's RestCatalog -----
@@ -443,7 +457,8 @@ def test_a_partitioned_merge_of_its_own_schema_through_a_rest_catalog(tmp_path, 
         "-- partition_by: truncate(100, order_id), day(ordered_at)\n"
         "SELECT CAST(order_id AS BIGINT) AS order_id, customer,\n"
         "       CAST(ordered_at AS TIMESTAMP) AS ordered_at, CAST(amount AS DOUBLE) AS amount\n"
-        "FROM {{ unprocessed('bronze.orders') }} AS o\n")
+        "FROM {{ unprocessed('bronze.orders') }} AS o\n"
+        "QUALIFY ROW_NUMBER() OVER (PARTITION BY order_id ORDER BY _run_id DESC) = 1\n")
     out = _run(project, "parts.toml", "run", "{p}", "--run-id", "m1")
     assert out.returncode == 0, out.stderr
     first = {r["order_id"]: r for r in
@@ -474,6 +489,48 @@ def test_a_partitioned_merge_of_its_own_schema_through_a_rest_catalog(tmp_path, 
            for s in sorted(table.metadata.snapshots, key=lambda s: s.sequence_number)]
     assert ops[-1] == "overwrite", ops
 
+    # A run with nothing new does not rewrite the partitioned table.
+    out = _run(project, "parts.toml", "run", "{p}", "--run-id", "m3")
+    assert out.returncode in (0, 99), out.stderr
+    again = _rest_catalog(uri).load_table("silver.orders")
+    assert again.metadata.current_snapshot_id == table.metadata.current_snapshot_id
+
+    # A merge that adds a column: a new schema id on the server, older rows read NULL in it.
+    model = project / "sql/parts/silver/orders.sql"
+    model.write_text(model.read_text().replace(
+        "AS amount\n", "AS amount, upper(customer) AS customer_uc\n"))
+    (project / "incoming/orders/c.csv").write_text(
+        "order_id,customer,ordered_on,ordered_at,amount\n20001,cust-c,2026-04-01,"
+        "2026-04-01T01:00:00,2.5\n")
+    out = _run(project, "parts.toml", "run", "{p}", "--run-id", "m4")
+    assert out.returncode == 0, out.stderr
+    table = _rest_catalog(uri).load_table("silver.orders")
+    assert table.schema().schema_id > 0
+    assert table.metadata.current_snapshot().schema_id == table.schema().schema_id
+    rows = {r["order_id"]: r for r in table.scan().to_arrow().to_pylist()}
+    assert len(rows) == 406 and rows[20001]["customer_uc"] == "CUST-C"
+    assert sum(r["customer_uc"] is None for r in rows.values()) == 405
+    # Smelter reads the new column too.
+    out = _run(project, "parts.toml", "show", "{p}", "silver.orders", "--limit", "1000")
+    assert out.returncode == 0 and "CUST-C" in out.stdout, out.stderr
+
+    # A full refresh fills it for every row.
+    out = _run(project, "parts.toml", "run", "{p}", "--run-id", "m5", "--layer", "silver",
+               "--full-refresh")
+    assert out.returncode == 0, out.stderr
+    table = _rest_catalog(uri).load_table("silver.orders")
+    rows = table.scan().to_arrow().to_pylist()
+    assert len(rows) == len({r["order_id"] for r in rows}) == 406
+    assert all(r["customer_uc"] == r["customer"].upper() for r in rows)
+
+    # Another pipeline on the same catalog does not overwrite this pipeline's tables.
+    toml.write_text(toml.read_text().replace('name = "parts"', 'name = "other"'))
+    shutil.copytree(project / "sql/parts", project / "sql/other")
+    out = _run(project, "parts.toml", "run", "{p}", "--run-id", "o1", "--layer", "silver",
+               "--full-refresh")
+    assert out.returncode == 2 and "written by pipeline `parts`" in out.stderr, out.stderr
+    assert len(_rest_catalog(uri).load_table("silver.orders").scan().to_arrow()) == 406
+
 
 def test_rest_catalog_mistakes_exit_2_or_75_naming_the_cause(tmp_path, rest_server):
     uri, _ = rest_server
@@ -500,6 +557,11 @@ def test_rest_catalog_mistakes_exit_2_or_75_naming_the_cause(tmp_path, rest_serv
     out = _run(project, "parts.toml", "run", "{p}", "--layer", "bronze", "--run-id", "x",
                env=env)
     assert out.returncode == 2 and "SMELTER_TEST_REST_TOKEN" in out.stderr, out.stderr
+
+    # A prefix the server does not have: exit 2 naming the setting (not "run bronze first").
+    toml.write_text(base + _rest_toml(uri).replace('prefix = "dev"', 'prefix = "nope"'))
+    out = _run(project, "parts.toml", "run", "{p}", "--layer", "bronze", "--run-id", "x")
+    assert out.returncode == 2 and "format.iceberg.prefix" in out.stderr, out.stderr
 
     # A server that does not answer: exit 75, naming the catalog URI.
     dead = f"http://127.0.0.1:{_free_port()}"
