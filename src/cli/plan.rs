@@ -56,7 +56,7 @@ pub async fn execute(args: PlanArgs) -> Result<()> {
         let lake = crate::storage::Lake::open(&plan.pipeline)?;
         let format = crate::table::for_plan(&plan, &lake);
         let (planned, problems) =
-            crate::layers::model::plan_all(&plan, Some((&lake, format.as_ref()))).await?;
+            crate::layers::model::plan_all(&plan, Some((&lake, format.as_ref())), false).await?;
         if !problems.is_empty() {
             return Err(crate::error::Error::Invalid(problems));
         }

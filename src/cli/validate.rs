@@ -15,7 +15,7 @@ pub async fn execute(pipeline: &Path) -> Result<()> {
     let lake = crate::storage::Lake::open(&plan.pipeline)?;
     let format = crate::table::for_plan(&plan, &lake);
     format.check()?;
-    let (_, problems) = plan_all(&plan, Some((&lake, format.as_ref()))).await?;
+    let (_, problems) = plan_all(&plan, Some((&lake, format.as_ref())), false).await?;
     if !problems.is_empty() {
         return Err(Error::Invalid(problems));
     }

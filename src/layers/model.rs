@@ -191,6 +191,21 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         (mode, _) => mode,
     };
     // Incremental models keep their table: its schema changes only as the policy allows.
+    // A schema change evolve_schema commits (a widening rewrites the table) is this run's own:
+    // the window's append is then committed as of the version after it, provided nothing else
+    // was committed since the window was read.
+    let version_now = || async {
+        Ok::<_, Error>(
+            rc.format
+                .stats(&rc.lake.table_url(&model.id))
+                .await?
+                .map_or(-1, |s| s.version),
+        )
+    };
+    let before_evolve = match window_read {
+        Some(_) if mode != WriteMode::Overwrite => Some(version_now().await?),
+        _ => None,
+    };
     let (df, schema_changes) = if mode == WriteMode::Overwrite {
         (df, Vec::new())
     } else {
@@ -206,6 +221,12 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
             ),
         })
         .await?
+    };
+    let window_read = match (window_read, before_evolve) {
+        (Some(read), Some(before)) if read == before && !schema_changes.is_empty() => {
+            Some(version_now().await?)
+        }
+        (read, _) => read,
     };
     let is_merge_model = model.header.materialized == Materialization::Merge;
     // A model whose rows are checked before the commit runs its query once, into a local
@@ -624,7 +645,7 @@ fn newest_per_key(df: DataFrame, keys: &[String], sequence_by: &[String]) -> Res
 /// before any of its models writes, not after others committed. Errors: [`Error::Invalid`]
 /// (exit 2) with every problem found; reading bronze schemas from the lake.
 async fn refuse_unplannable(rc: &RunContext<'_>, models: &[&Model]) -> Result<()> {
-    let (_, problems) = plan_all(rc.plan, Some((rc.lake, rc.format.as_ref()))).await?;
+    let (_, problems) = plan_all(rc.plan, Some((rc.lake, rc.format.as_ref())), true).await?;
     if problems.is_empty() {
         return Ok(());
     }
@@ -792,10 +813,14 @@ pub type LakeTables<'a> = (&'a crate::storage::Lake, &'a dyn crate::table::Table
 /// A bronze table's schema comes from, in order: the table in the lake (when `lake` is given and
 /// the table exists), the source's schema contract, the source's built-in schema (the sample);
 /// otherwise the table is a problem naming `smelter source sync`, and the models reading it are
-/// not planned. A lake that cannot be read is logged and skipped, so planning works offline.
+/// not planned. A lake that cannot be read is logged and skipped, so planning works offline,
+/// unless `strict` (a run, which needs the lake anyway): then its error is returned, so an
+/// unreachable catalog or store is retried (exit 75) rather than reported as the SQL errors
+/// planning from an outdated contract would give.
 pub async fn plan_all(
     plan: &Plan,
     lake: Option<LakeTables<'_>>,
+    strict: bool,
 ) -> Result<(Vec<(TableId, LogicalPlan)>, Vec<String>)> {
     let ctx = crate::engine::session(&plan.pipeline, None)?;
     let register = |id: &TableId, schema| -> Result<()> {
@@ -817,6 +842,7 @@ pub async fn plan_all(
         let existing = match lake {
             Some((lake, format)) => match format.provider(&ctx, &lake.table_url(&id)).await {
                 Ok(p) => p.map(|p| p.schema()),
+                Err(e) if strict => return Err(e),
                 Err(e) => {
                     tracing::warn!(table = %id, error = %e, "Cannot read the lake table's schema; planning from the contract.");
                     None

@@ -315,9 +315,12 @@ pub async fn datasets(
                 }
             }
             Layer::Silver | Layer::Gold => {
-                let (planned, _) =
-                    crate::layers::model::plan_all(rc.plan, Some((rc.lake, rc.format.as_ref())))
-                        .await?;
+                let (planned, _) = crate::layers::model::plan_all(
+                    rc.plan,
+                    Some((rc.lake, rc.format.as_ref())),
+                    true,
+                )
+                .await?;
                 let lineage = super::for_pipeline(rc.plan, &planned);
                 let urns: BTreeMap<String, String> = rc
                     .plan

@@ -213,7 +213,7 @@ impl Iceberg {
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| {
                     format!(
-                        "{}: key `format.iceberg.{key}`: environment variable `{var}` is not set",
+                        "{}: key `format.iceberg.{key}`: environment variable `{var}` is not set (or is empty)",
                         file()
                     )
                 })
@@ -596,6 +596,7 @@ impl Iceberg {
         mut entry: TxnEntry,
     ) -> Result<(Table, Option<TxnEntry>)> {
         let ident = table.identifier().clone();
+        self.owned(&table)?;
         let mut table = table;
         for _ in 0..=APPEND_RETRIES {
             let before: BTreeSet<i64> = table.metadata().snapshots.keys().copied().collect();
@@ -866,6 +867,7 @@ impl Iceberg {
         updates: Vec<TableUpdate>,
     ) -> Result<Table> {
         let ident = table.identifier().clone();
+        self.owned(table)?;
         let outcome = table
             .catalog()
             .update_table(CommitTable {
@@ -2351,6 +2353,7 @@ impl TableFormat for Iceberg {
         let Some(table) = self.load(&ident).await? else {
             return Ok(None);
         };
+        self.owned(&table)?;
         let Some(before) = table_stats(&table).await? else {
             return Ok(None);
         };
@@ -2362,6 +2365,7 @@ impl TableFormat for Iceberg {
             let df = ctx.read_table(current(table.clone()))?;
             let files = self.write_files(&table, df).await?;
             if files.len() as u64 >= before.files {
+                tracing::info!(table = %ident, files = before.files, "Compaction skipped: rewriting the table would not reduce its file count (a partitioned table holds a file per partition).");
                 let store = table.object_store();
                 for f in &files {
                     let _ = object_store::ObjectStoreExt::delete(
@@ -2473,15 +2477,8 @@ impl TableFormat for Iceberg {
         }
         let (ident, _) = self.ident(req.url)?;
         let existing = self.load(&ident).await?;
-        if let Some(owner) = existing
-            .as_ref()
-            .and_then(|t| t.metadata().properties.get(PIPELINE_PROPERTY))
-            .filter(|owner| **owner != self.pipeline)
-        {
-            return Err(Error::Usage(format!(
-                "the Iceberg table `{ident}` in the catalog was written by pipeline `{owner}` (table property `{PIPELINE_PROPERTY}`), not by `{}`: two pipelines share the catalog's `bronze`, `silver` and `gold` names; give each pipeline its own catalog (`format.iceberg` prefix or warehouse, or SQL catalog)",
-                self.pipeline
-            )));
+        if let Some(t) = &existing {
+            self.owned(t)?;
         }
         let created = existing.is_none();
         let result = self.write_version(req, existing).await;
@@ -2493,6 +2490,21 @@ impl TableFormat for Iceberg {
 }
 
 impl Iceberg {
+    /// Refuses a table another pipeline writes ([`PIPELINE_PROPERTY`]): two pipelines that share
+    /// a catalog share its `bronze`, `silver` and `gold` names. Checked before every commit
+    /// (data, schema, partition spec, maintenance), so another pipeline's table is never
+    /// changed or taken over.
+    fn owned(&self, table: &Table) -> Result<()> {
+        match table.metadata().properties.get(PIPELINE_PROPERTY) {
+            Some(owner) if *owner != self.pipeline => Err(Error::Usage(format!(
+                "the Iceberg table `{}` in the catalog was written by pipeline `{owner}` (table property `{PIPELINE_PROPERTY}`), not by `{}`: two pipelines share the catalog's `bronze`, `silver` and `gold` names; give each pipeline its own catalog (`format.iceberg` prefix or warehouse, or SQL catalog)",
+                table.identifier(),
+                self.pipeline
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Unregisters the table `ident` when it has no snapshot: a write that created it and then
     /// failed leaves no table behind for readers to find (its first metadata file and any data
     /// files it wrote stay under the location, unreferenced; the next creation writes new

@@ -79,6 +79,7 @@ pub fn refuse(
             empty: format == Format::Delta && string && as_value,
             before_epoch: format == Format::Iceberg && before_epoch_wrong,
             null: format == Format::Iceberg,
+            strip_metadata: false,
             format,
             signature: Signature::any(1, Volatility::Immutable),
         };
@@ -129,9 +130,15 @@ pub fn without_field_metadata(df: DataFrame) -> Result<DataFrame> {
     if !scans_metadata {
         return Ok(df);
     }
-    map_columns(df, |_, column| {
+    map_columns(df, |field, column| {
         Some(
-            ScalarUDF::new_from_impl(NoMetadata {
+            ScalarUDF::new_from_impl(Check {
+                column: field.name().clone(),
+                empty: false,
+                null: false,
+                before_epoch: false,
+                strip_metadata: true,
+                format: Format::Delta,
                 signature: Signature::any(1, Volatility::Immutable),
             })
             .call(vec![column]),
@@ -139,51 +146,9 @@ pub fn without_field_metadata(df: DataFrame) -> Result<DataFrame> {
     })
 }
 
-/// `smelter_no_metadata(v)`: `v` unchanged, its field without metadata.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct NoMetadata {
-    signature: Signature,
-}
-
-impl ScalarUDFImpl for NoMetadata {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn name(&self) -> &str {
-        "smelter_no_metadata"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, args: &[DataType]) -> datafusion::common::Result<DataType> {
-        Ok(args[0].clone())
-    }
-
-    fn return_field_from_args(
-        &self,
-        args: ReturnFieldArgs,
-    ) -> datafusion::common::Result<FieldRef> {
-        let f = &args.arg_fields[0];
-        Ok(std::sync::Arc::new(Field::new(
-            f.name(),
-            f.data_type().clone(),
-            f.is_nullable(),
-        )))
-    }
-
-    fn invoke_with_args(
-        &self,
-        args: ScalarFunctionArgs,
-    ) -> datafusion::common::Result<ColumnarValue> {
-        Ok(args.args.into_iter().next().expect("one argument"))
-    }
-}
-
-/// `smelter_partition_value(v)`: `v` unchanged (same type and nullability), or an execution
-/// error naming the column when a row holds a value the format cannot store.
+/// `smelter_partition_value(v)`: `v` unchanged (same type and nullability; without field
+/// metadata if `strip_metadata`), or an execution error naming the column when a row holds a
+/// value the format cannot store.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Check {
     column: String,
@@ -193,6 +158,8 @@ struct Check {
     null: bool,
     /// Refuse a value before 1970-01-01 (Iceberg `day`/`hour` of a timestamp, `year` of a date).
     before_epoch: bool,
+    /// Return the field without its metadata ([`without_field_metadata`]).
+    strip_metadata: bool,
     format: Format,
     signature: Signature,
 }
@@ -260,7 +227,12 @@ impl ScalarUDFImpl for Check {
         &self,
         args: ReturnFieldArgs,
     ) -> datafusion::common::Result<FieldRef> {
-        Ok(args.arg_fields[0].clone())
+        let f = &args.arg_fields[0];
+        Ok(if self.strip_metadata {
+            std::sync::Arc::new(Field::new(f.name(), f.data_type().clone(), f.is_nullable()))
+        } else {
+            f.clone()
+        })
     }
 
     fn invoke_with_args(
@@ -303,6 +275,7 @@ mod tests {
             empty: true,
             null: false,
             before_epoch: false,
+            strip_metadata: false,
             format: Format::Delta,
             signature: Signature::any(1, Volatility::Immutable),
         };

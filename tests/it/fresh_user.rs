@@ -4,7 +4,8 @@
 //! it changed, a `delete_when` that is not a condition, bronze after an extract that found
 //! nothing new, a `table` model changing its columns' nullability, an scd2 model partitioned by a
 //! string column, a model failing before its first commit, an empty string in a
-//! partition column, and a merge model casting to TIMESTAMP run twice.
+//! partition column, a merge model casting to TIMESTAMP run twice, and a windowed append
+//! whose column is widened.
 
 use crate::support::{files_pipeline, Project};
 
@@ -20,6 +21,16 @@ fn customers(detect_deletes: bool, files: &[(&str, &str)], models: &[(&str, &str
     let p = Project::custom(&toml, models);
     write(&p, files);
     p
+}
+
+/// Stores `p`'s tables in `format` (`delta`, `iceberg`).
+fn in_format(p: &Project, format: &str) {
+    let toml = std::fs::read_to_string(p.pipeline()).unwrap();
+    std::fs::write(
+        p.pipeline(),
+        format!("{toml}[format]\ntable = \"{format}\"\n"),
+    )
+    .unwrap();
 }
 
 fn write(p: &Project, files: &[(&str, &str)]) {
@@ -618,12 +629,7 @@ fn a_timestamp_cast_in_a_merge_model_is_no_schema_change_on_the_next_run() {
                  FROM {{ unprocessed('bronze.customers') }} AS c\n",
             )],
         );
-        let toml = std::fs::read_to_string(p.pipeline()).unwrap();
-        std::fs::write(
-            p.pipeline(),
-            format!("{toml}[format]\ntable = \"{format}\"\n"),
-        )
-        .unwrap();
+        in_format(&p, format);
         p.ok(&["run", "{p}", "--run-id", "r1"]);
         write(
             &p,
@@ -638,5 +644,52 @@ fn a_timestamp_cast_in_a_merge_model_is_no_schema_change_on_the_next_run() {
         assert!(shown.contains("2026-01-02T00:00:00"), "{format}: {shown}");
         assert!(!shown.contains("2026-01-01T00:00:00"), "{format}: {shown}");
         assert_eq!(shown.matches("2026-").count(), 3, "{format}: {shown}");
+    }
+}
+
+/// An append model over a catch-up window whose column is widened (`sync_all_columns`): the
+/// widening's own rewrite is not mistaken for another writer's commit, so the run commits on
+/// its first attempt, on either format, with every row once.
+#[test]
+fn a_widened_column_of_a_windowed_append_commits_on_the_first_attempt() {
+    for format in ["delta", "iceberg"] {
+        let model = |t: &str| {
+            format!(
+                "-- materialized: append\n-- on_schema_change: sync_all_columns\n\
+                 SELECT CAST(customer_id AS BIGINT) AS customer_id, CAST(n AS {t}) AS n\n\
+                 FROM {{{{ unprocessed('bronze.customers') }}}} AS c\n"
+            )
+        };
+        let p = customers(
+            false,
+            &[("a.csv", "customer_id,n\n1,10\n2,20\n")],
+            &[("silver/counts.sql", &model("INT"))],
+        );
+        in_format(&p, format);
+        p.ok(&["run", "{p}", "--run-id", "r1"]);
+        write(&p, &[("b.csv", "customer_id,n\n3,5000000000\n")]);
+        std::fs::write(
+            p.dir
+                .path()
+                .join(format!("sql/{}/silver/counts.sql", p.name)),
+            model("BIGINT"),
+        )
+        .unwrap();
+        p.ok(&["run", "{p}", "--run-id", "r2"]);
+        let shown = p.ok(&["show", "{p}", "silver.counts", "--format", "json"]);
+        let mut rows: Vec<(i64, i64)> = shown
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["customer_id"].as_i64().unwrap(), v["n"].as_i64().unwrap())
+            })
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            [(1, 10), (2, 20), (3, 5_000_000_000)],
+            "{format}: {shown}"
+        );
     }
 }

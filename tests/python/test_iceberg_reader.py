@@ -529,7 +529,13 @@ def test_a_partitioned_merge_of_its_own_schema_through_a_rest_catalog(tmp_path, 
     out = _run(project, "parts.toml", "run", "{p}", "--run-id", "o1", "--layer", "silver",
                "--full-refresh")
     assert out.returncode == 2 and "written by pipeline `parts`" in out.stderr, out.stderr
-    assert len(_rest_catalog(uri).load_table("silver.orders").scan().to_arrow()) == 406
+    # Nor does its maintenance: the table keeps its snapshot and its owner.
+    out = _run(project, "parts.toml", "maintain", "{p}", "--table", "silver.orders")
+    assert out.returncode == 2 and "written by pipeline `parts`" in out.stderr, out.stderr
+    after = _rest_catalog(uri).load_table("silver.orders")
+    assert after.metadata.current_snapshot_id == table.metadata.current_snapshot_id
+    assert after.metadata.properties["smelter.pipeline"] == "parts"
+    assert len(after.scan().to_arrow()) == 406
 
 
 def test_rest_catalog_mistakes_exit_2_or_75_naming_the_cause(tmp_path, rest_server):
