@@ -62,3 +62,38 @@ pub async fn requested() -> &'static str {
         }
     }
 }
+
+/// Clean-ups started by [`defer`] that the process waits for before it exits ([`settle`]).
+static DEFERRED: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Starts `task` now, on the current runtime, as a clean-up the process waits for before it
+/// exits (see [`settle`]): for work a dropped future must still do, such as cancelling its
+/// cluster job when a stop request abandons it. Outside a runtime it does nothing.
+pub fn defer(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let handle = runtime.spawn(task);
+        DEFERRED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+    }
+}
+
+/// Waits for the clean-ups [`defer`] started, for at most `limit` in all; the ones still
+/// running then are abandoned.
+pub async fn settle(limit: std::time::Duration) {
+    let handles = std::mem::take(&mut *DEFERRED.lock().unwrap_or_else(|e| e.into_inner()));
+    if handles.is_empty() {
+        return;
+    }
+    if tokio::time::timeout(limit, futures::future::join_all(handles))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            limit_s = limit.as_secs(),
+            "Clean-ups still running at exit were abandoned."
+        );
+    }
+}

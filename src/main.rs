@@ -76,21 +76,29 @@ async fn run_until_stopped(cli: smelter::cli::Cli) -> smelter::error::Result<()>
         return smelter::cli::execute(cli).await;
     }
     let winds_down = matches!(cli.command, smelter::cli::Command::Run(_));
-    let command = smelter::cli::execute(cli);
-    tokio::pin!(command);
-    tokio::select! {
+    let mut command = Box::pin(smelter::cli::execute(cli));
+    let result = tokio::select! {
         result = &mut command => result,
         signal = smelter::interrupt::requested() => {
-            if winds_down {
-                // A run that finished anyway (the signal came after its last commit) succeeded.
-                if let Ok(result) = tokio::time::timeout(GRACE, &mut command).await {
-                    return result;
-                }
+            // A run that finished anyway (the signal came after its last commit) succeeded.
+            match winds_down {
+                true => tokio::time::timeout(GRACE, &mut command)
+                    .await
+                    .unwrap_or(Err(smelter::error::Error::Interrupted(signal))),
+                false => Err(smelter::error::Error::Interrupted(signal)),
             }
-            Err(smelter::error::Error::Interrupted(signal))
         }
-    }
+    };
+    // A command that did not wind down is abandoned here; then what abandoned steps still had
+    // to do (cancel their cluster jobs), bounded.
+    drop(command);
+    smelter::interrupt::settle(SETTLE).await;
+    result
 }
+
+/// How long the process waits at exit for the clean-ups of abandoned steps
+/// ([`smelter::interrupt::defer`]).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Logs the error as one line (one per problem when validation found several) with its exit code, kind,
 /// hint and the model, table, column and file it names as structured fields.

@@ -116,15 +116,41 @@ impl Cluster {
     /// Errors: [`Error::Cluster`] (retryable) when the job failed for the cluster's sake (a
     /// lost executor, a failed shuffle fetch, a broken connection) or did not finish within the
     /// job timeout; [`Error::Internal`] for DataFusion's internal errors; otherwise the query's
-    /// own error. A job abandoned by a timeout or a stopped run is not cancelled on the cluster.
+    /// own error. A job this call gives up on (the timeout, a failure staging its result) or that
+    /// is abandoned (the run was stopped: the future is dropped) is cancelled on the cluster.
     pub async fn execute(&self, local: &SessionContext, df: DataFrame) -> Result<super::Staged> {
         let clock = std::time::Instant::now();
         let plan = df.logical_plan().clone();
         let remote = DataFrame::new(self.remote.state(), plan);
-        let staged = match tokio::time::timeout(self.job_timeout, super::stage(local, remote)).await
+        let task = Arc::new(remote.task_ctx());
+        let schema = Arc::new(remote.schema().as_arrow().clone());
+        let physical = remote
+            .create_physical_plan()
+            .await
+            .map_err(|e| self.classify(e.into()))?;
+        // Cancels the job on the cluster unless it ended: when this future is abandoned (a stop
+        // request) or gives up (the job timeout, a failure while staging the result).
+        let mut job = Job {
+            url: self.url.clone(),
+            plan: physical.clone(),
+            ended: false,
+        };
+        let staged = match tokio::time::timeout(
+            self.job_timeout,
+            super::stage_plan(local, schema, physical, task),
+        )
+        .await
         {
-            Ok(result) => result.map_err(|e| self.classify(e))?,
+            Ok(Ok(staged)) => {
+                job.ended = true;
+                staged
+            }
+            Ok(Err(e)) => {
+                job.cancel().await;
+                return Err(self.classify(e));
+            }
             Err(_) => {
+                job.cancel().await;
                 return Err(Error::Cluster {
                     url: self.url.clone(),
                     message: format!(
@@ -182,6 +208,77 @@ impl Cluster {
         } else {
             e
         }
+    }
+}
+
+/// A job submitted to the cluster: Ballista's client submits it when the plan's
+/// `DistributedQueryExec` is first polled and keeps its id there. Dropped before it ended, it
+/// asks the scheduler to cancel the job (see [`crate::interrupt::defer`]), so a stopped run does
+/// not leave its job running on the executors.
+struct Job {
+    url: String,
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    ended: bool,
+}
+
+impl Job {
+    /// The scheduler's job id, once it accepted the job.
+    fn id(&self) -> Option<String> {
+        use ballista_core::execution_plans::DistributedQueryExec;
+        use datafusion_proto::protobuf::LogicalPlanNode;
+        let mut nodes = vec![self.plan.clone()];
+        while let Some(node) = nodes.pop() {
+            if let Some(exec) = node
+                .as_any()
+                .downcast_ref::<DistributedQueryExec<LogicalPlanNode>>()
+            {
+                return exec.job_id();
+            }
+            nodes.extend(node.children().into_iter().cloned());
+        }
+        None
+    }
+
+    /// Cancels the job now (it ended for this caller either way).
+    async fn cancel(&mut self) {
+        self.ended = true;
+        if let Some(id) = self.id() {
+            cancel_job(self.url.clone(), id).await;
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if !self.ended {
+            if let Some(id) = self.id() {
+                crate::interrupt::defer(cancel_job(self.url.clone(), id));
+            }
+        }
+    }
+}
+
+/// Asks the scheduler at `url` (`df://host:port`) to cancel job `id` (its running tasks are
+/// stopped, its pending ones dropped), within 5 s; a failure is logged as a warning, since the
+/// caller has already given up on the job.
+async fn cancel_job(url: String, id: String) {
+    use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+    use ballista_core::serde::protobuf::CancelJobParams;
+    let endpoint = match crate::config::scheduler_address(&url) {
+        Ok((host, port)) => format!("http://{host}:{port}"),
+        Err(_) => return,
+    };
+    let cancel = async {
+        let mut client = SchedulerGrpcClient::connect(endpoint).await?;
+        client
+            .cancel_job(CancelJobParams { job_id: id.clone() })
+            .await?;
+        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), cancel).await {
+        Ok(Ok(())) => tracing::info!(scheduler = %url, job_id = %id, "Cancelled the cluster job."),
+        Ok(Err(e)) => tracing::warn!(scheduler = %url, job_id = %id, error = %e, "Could not cancel the cluster job."),
+        Err(_) => tracing::warn!(scheduler = %url, job_id = %id, "Could not cancel the cluster job: no answer within 5 s."),
     }
 }
 

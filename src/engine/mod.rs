@@ -122,16 +122,31 @@ pub struct Staged {
 ///
 /// Errors: whatever executing `df` raises, and I/O errors writing the files.
 pub async fn stage(ctx: &SessionContext, df: DataFrame) -> Result<Staged> {
+    let task = Arc::new(df.task_ctx());
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let plan = df.create_physical_plan().await?;
+    stage_plan(ctx, schema, plan, task).await
+}
+
+/// [`stage`] for a physical plan already made (`schema` is the result's, with the logical
+/// plan's column names), executed in `task`.
+///
+/// Errors: as [`stage`].
+pub async fn stage_plan(
+    ctx: &SessionContext,
+    schema: arrow::datatypes::SchemaRef,
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    task: Arc<datafusion::execution::TaskContext>,
+) -> Result<Staged> {
     use futures::StreamExt;
     let dir = tempfile::Builder::new()
         .prefix("smelter-stage-")
         .tempdir()?;
-    let schema = Arc::new(df.schema().as_arrow().clone());
     // LZ4 frames: a third to a half of the bytes of uncompressed IPC for typical silver rows, at
     // a cost far below the kernel's copy of the bytes it saves (see docs/performance.md).
     let options = arrow::ipc::writer::IpcWriteOptions::default()
         .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))?;
-    let streams = df.execute_stream_partitioned().await?;
+    let streams = datafusion::physical_plan::execute_stream_partitioned(plan, task)?;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, mut stream) in streams.into_iter().enumerate() {
         let path = dir.path().join(format!("part-{i:05}.arrow"));

@@ -1567,10 +1567,13 @@ fn catalog_error(what: &str, e: iceberg_rust::error::Error) -> Error {
         E::Arrow(e) => Error::Arrow(e),
         E::Parquet(e) => Error::Parquet(e),
         E::IO(e) => Error::Io(e),
-        E::External(e) => Error::Storage {
-            url: what.to_string(),
-            message: format!("Iceberg catalog: {}", crate::storage::scrub(&e.to_string())),
-            retryable: true,
+        E::External(e) => match e.downcast_ref::<iceberg_sql_catalog::error::Error>() {
+            Some(iceberg_sql_catalog::error::Error::SqlError(sql)) => sql_catalog_error(what, sql),
+            _ => Error::Storage {
+                url: what.to_string(),
+                message: format!("Iceberg catalog: {}", crate::storage::scrub(&e.to_string())),
+                retryable: true,
+            },
         },
         // iceberg-rest-catalog 0.10's answer when a table load failed without an HTTP answer
         // (the connection broke, or the answer could not be read).
@@ -1620,6 +1623,37 @@ fn catalog_error(what: &str, e: iceberg_rust::error::Error) -> Error {
                 },
             }
         }
+    }
+}
+
+/// An error of the SQL catalog's database (SQLite or Postgres through sqlx) as [`Error::Storage`]:
+/// retryable (exit 75) when the database may answer on a later attempt (it cannot be reached,
+/// the pool timed out, a serialization failure or deadlock, too many connections, a shutdown,
+/// SQLSTATE classes 08, 40, 53, 57), a config error (exit 2) when it refuses what the pipeline
+/// asks (no such database or role, a wrong password, a missing privilege: classes 28, 3D, 42;
+/// a malformed URI). Class codes: PostgreSQL's "Appendix A. PostgreSQL Error Codes".
+fn sql_catalog_error(what: &str, e: &sqlx::Error) -> Error {
+    let hint = "the SQL catalog's database (`format.iceberg.uri_env`)";
+    let (message, retryable) = match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            let refused = ["28", "3D", "42"].iter().any(|class| code.starts_with(class));
+            (
+                format!("{hint} refused the request: {} (SQLSTATE {code})", db.message()),
+                !refused,
+            )
+        }
+        sqlx::Error::Configuration(c) => (format!("{hint} cannot be used: {c}"), false),
+        sqlx::Error::PoolTimedOut => (
+            format!("{hint} did not accept a connection within sqlx's pool timeout (30 s)"),
+            true,
+        ),
+        other => (format!("{hint}: {other}"), true),
+    };
+    Error::Storage {
+        url: what.to_string(),
+        message: crate::storage::scrub(&message),
+        retryable,
     }
 }
 

@@ -544,6 +544,92 @@ fn a_job_no_executor_takes_exits_75_after_the_job_timeout() {
         "{text}"
     );
     assert!(!remote.lake().join("silver/carriers/_delta_log").exists());
+    // The job given up on is cancelled on the cluster, not left queued.
+    cluster.assert_cancelled(&text);
+}
+
+impl Cluster {
+    /// Checks that the run whose log is `run_log` cancelled a job and that the scheduler
+    /// received the cancellation of that same job id (waiting up to 30 s for its log).
+    fn assert_cancelled(&self, run_log: &str) {
+        let line = run_log
+            .lines()
+            .find(|l| l.contains("Cancelled the cluster job."))
+            .unwrap_or_else(|| panic!("the run cancelled its job:\n{run_log}"));
+        let id = line
+            .split("job_id=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("the line names the job: {line}"));
+        let log = self._work.path().join("scheduler.log");
+        let want = format!("Received cancellation request for job {id}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains(&want) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the scheduler's log has `{want}`:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// SIGTERM (how Airflow stops a task) while a model's job is on the cluster: the run exits 75,
+/// writes nothing, and its job is cancelled on the cluster instead of left to run. The cluster
+/// has no executor, so the job is certainly still pending when the signal arrives.
+#[test]
+fn a_stopped_run_cancels_its_job_on_the_cluster() {
+    let cluster = Cluster::start(0, 30);
+    let (_local, remote) = demo_pair();
+    use_cluster(&remote, &cluster.url());
+    let mut run = remote
+        .command(
+            &[
+                "run",
+                "{p}",
+                "--layer",
+                "silver",
+                "--models",
+                "carriers",
+                "--logical-date",
+                "2026-11-30",
+                "--run-id",
+                "r1",
+            ],
+            &[],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The scheduler logs each job it accepts; the run is stopped once its job is queued there.
+    let log = cluster._work.path().join("scheduler.log");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("queued with name")
+    {
+        assert!(
+            Instant::now() < deadline && run.try_wait().unwrap().is_none(),
+            "the scheduler accepted the run's job:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The client learns the job id from the scheduler's answer, just after the queueing.
+    std::thread::sleep(Duration::from_secs(1));
+    let rc = unsafe { libc::kill(run.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let out = run.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(75), "{text}");
+    assert!(text.contains("SIGTERM"), "{text}");
+    assert!(!remote.lake().join("silver/carriers/_delta_log").exists());
+    cluster.assert_cancelled(&text);
 }
 
 #[test]
