@@ -96,6 +96,13 @@ impl Cluster {
             options
                 .set("ballista.optimizer.broadcast_join_threshold_bytes", "0")
                 .map_err(|e| Error::Internal(format!("Ballista option: {e}")))?;
+            // The client polls the job's status (every 50 ms) instead of waiting for the
+            // scheduler to push it: the scheduler's first answer then carries the job id, which
+            // a run needs to cancel a job that never started (no executor free); pushed, the id
+            // comes with the first status change.
+            options
+                .set("ballista.client.pull", "true")
+                .map_err(|e| Error::Internal(format!("Ballista option: {e}")))?;
         }
         Ok(Cluster {
             url: url.to_string(),

@@ -661,28 +661,22 @@ impl Latest {
             batch_bytes += batch.get_array_memory_size();
             retained_rows += n;
             batches.push(batch);
-            let mut fits = self
-                .reservation
-                .try_resize(batch_bytes + best.bytes())
-                .is_ok();
+            let mut refused = self.reservation.try_resize(batch_bytes + best.bytes()).err();
             // Compacting is cheaper than spilling: try it first when it frees anything.
-            if (!fits && retained_rows > best.len())
+            if (refused.is_some() && retained_rows > best.len())
                 || (batches.len() >= COMPACT_AFTER_BATCHES && retained_rows >= 2 * best.len())
             {
                 batches = gather(&batches, &mut best.at, COMPACT_BATCH_ROWS)?;
                 retained_rows = best.len();
                 batch_bytes = batches.iter().map(|b| b.get_array_memory_size()).sum();
-                fits = self
-                    .reservation
-                    .try_resize(batch_bytes + best.bytes())
-                    .is_ok();
+                refused = self.reservation.try_resize(batch_bytes + best.bytes()).err();
             }
-            if !fits {
+            if let Some(refused) = refused {
                 if depth >= MAX_SPILL_DEPTH {
                     return Err(DataFusionError::ResourcesExhausted(format!(
                         "LatestPerKeyExec: the latest row of each key does not fit in the memory \
                          pool even with the keys split {} ways on disk ({} bytes of rows and \
-                         hash table in this part): raise the memory limit",
+                         hash table in this part): raise the memory limit; {refused}",
                         SPILL_FANOUT.pow(MAX_SPILL_DEPTH as u32),
                         batch_bytes + best.bytes()
                     )));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::datasource::file_format::options::ArrowReadOptions;
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
@@ -41,7 +41,11 @@ pub fn session(pipeline: &Pipeline, lake: Option<&Lake>) -> Result<SessionContex
         .schema_force_view_types = false;
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = pipeline.engine.memory_limit {
-        runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+        // Tracked: a query that runs out of memory names the five largest consumers.
+        runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
+            FairSpillPool::new(limit),
+            std::num::NonZeroUsize::new(5).expect("five is not zero"),
+        )));
     }
     // delta-rs operations (write, merge) plan custom nodes that need its extension planner;
     // the latest-row-per-key deduplication has its own (see `dedup`).

@@ -1760,10 +1760,13 @@ async fn rest_catalog(
     let what = format!("the REST catalog at {uri}");
     let rewriter = oauth2.clone().map(|o| o as Arc<dyn ConfigurationRewriter>);
     let authenticated = match &rewriter {
-        Some(r) => r
-            .rewrite_configuration(configuration.clone())
-            .await
-            .map_err(|e| token_error(&what, e))?,
+        Some(r) => match r.rewrite_configuration(configuration.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                let credentials = oauth2.as_deref().expect("a rewriter is OAuth2's");
+                return Err(token_error(&what, credentials, e).await);
+            }
+        },
         None => configuration.clone(),
     };
     let config =
@@ -1799,29 +1802,94 @@ async fn rest_catalog(
     Ok(catalog)
 }
 
-/// The error of an OAuth2 token request: refused client credentials (HTTP 400, 401, 403) or
-/// a missing token endpoint (HTTP 404) are usage errors naming the setting; anything else
-/// (unreachable, server fault) is retryable.
-fn token_error(what: &str, e: iceberg_rust::error::Error) -> Error {
-    let status = match &e {
-        iceberg_rust::error::Error::External(inner) => inner
-            .downcast_ref::<reqwest::Error>()
-            .and_then(reqwest::Error::status)
-            .map(|s| s.as_u16()),
+/// The error of an OAuth2 token request to `credentials.server_uri`. A refusal (HTTP 400, 401,
+/// 403) is a usage error naming the setting at fault, read from the server's OAuth2 error code
+/// (RFC 6749 §5.2: `invalid_client`/`unauthorized_client` → `credential_env`, `invalid_scope` →
+/// `scope`, `unsupported_grant_type` → the server does not do client credentials), which the
+/// client library drops, so the refused request is sent once more to read it; a missing token
+/// endpoint (HTTP 404) names `oauth2_server_uri`; anything else (unreachable, server fault) is
+/// retryable.
+async fn token_error(
+    what: &str,
+    credentials: &OAuth2ClientCredentials,
+    e: iceberg_rust::error::Error,
+) -> Error {
+    let endpoint = &credentials.server_uri;
+    let reqwest_error = match &e {
+        iceberg_rust::error::Error::External(inner) => inner.downcast_ref::<reqwest::Error>(),
         _ => None,
     };
-    let message = crate::storage::scrub(&e.to_string());
-    match status {
-        Some(404) => Error::Usage(format!(
-            "{what}: the OAuth2 token endpoint was not found (HTTP 404): set \
-             `format.iceberg.oauth2_server_uri`; {message}"
+    let status = reqwest_error
+        .and_then(reqwest::Error::status)
+        .map(|s| s.as_u16());
+    match (status, reqwest_error) {
+        (Some(404), _) => Error::Usage(format!(
+            "{what}: the OAuth2 token endpoint {endpoint} was not found (HTTP 404): set \
+             `format.iceberg.oauth2_server_uri`"
         )),
-        Some(s @ (400 | 401 | 403)) => Error::Usage(format!(
-            "{what}: the OAuth2 token endpoint refused the client credentials of \
-             `format.iceberg.credential_env` (HTTP {s}); {message}"
-        )),
+        (Some(s @ (400 | 401 | 403)), _) => {
+            let (code, description) = oauth2_refusal(credentials).await;
+            let setting = match code.as_str() {
+                "invalid_scope" => "the scope asked for (`format.iceberg.scope`) is not granted",
+                "unsupported_grant_type" => {
+                    "the server does not grant tokens for client credentials"
+                }
+                _ => "it refused the client credentials of `format.iceberg.credential_env`",
+            };
+            let detail = match (code.is_empty(), description.is_empty()) {
+                (true, _) => String::new(),
+                (false, true) => format!(": {code}"),
+                (false, false) => format!(": {code}: {description}"),
+            };
+            Error::Usage(crate::storage::scrub(&format!(
+                "{what}: the OAuth2 token endpoint {endpoint} answered HTTP {s}{detail}; {setting}"
+            )))
+        }
+        (None, Some(request)) => Error::Storage {
+            url: what.to_string(),
+            message: crate::storage::scrub(&format!(
+                "the OAuth2 token endpoint {endpoint} could not be reached: {}",
+                std::error::Error::source(request)
+                    .map_or_else(|| request.to_string(), |c| c.to_string())
+            )),
+            retryable: true,
+        },
         _ => catalog_error(what, e),
     }
+}
+
+/// The OAuth2 error code and description (RFC 6749 §5.2) with which the token endpoint refuses
+/// `credentials`, asked once more (at most 10 s); empty strings when its answer has none.
+async fn oauth2_refusal(credentials: &OAuth2ClientCredentials) -> (String, String) {
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", credentials.client_id.as_str()),
+        ("client_secret", credentials.client_secret.as_str()),
+    ];
+    if let Some(scope) = &credentials.scope {
+        form.push(("scope", scope));
+    }
+    let answer = async {
+        let response = reqwest::Client::new()
+            .post(&credentials.server_uri)
+            .form(&form)
+            .send()
+            .await
+            .ok()?;
+        serde_json::from_str::<serde_json::Value>(&response.text().await.ok()?).ok()
+    };
+    let body = tokio::time::timeout(std::time::Duration::from_secs(10), answer)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    (field("error"), field("error_description"))
 }
 
 impl From<iceberg_rust::error::Error> for Error {

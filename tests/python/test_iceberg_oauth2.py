@@ -74,6 +74,7 @@ class OAuth2Server:
         return [json.loads(line) for line in lines[since:] if line.startswith("{")]
 
     def mark(self):
+        """How many events are logged so far: pass it to `events` to get only later ones."""
         return len(self.events())
 
 
@@ -171,12 +172,14 @@ def _no_secret(out, *secrets):
 
 def test_client_credentials_are_exchanged_for_a_token_the_catalog_then_judges(
         tmp_path, rest_server, oauth2):
-    """With the right credentials the authorization server grants the client a token; lakana,
-    which takes only its own tokens, refuses it with 401, and Smelter reports that refusal
-    (exit 2, naming the setting): it got past the token endpoint and sent the token."""
+    """With the right credentials the authorization server grants the client a token (the
+    default scope, `catalog`); lakana, which takes only its own tokens, then refuses the catalog
+    request with 401, and Smelter reports that refusal (exit 2, naming the setting), not a
+    token endpoint failure. (The gateway tests below show the token is what it sends.)"""
     uri, _ = rest_server
     server = oauth2()
-    project = _extracted(_project(tmp_path, uri, f'oauth2_server_uri = "{server.token_endpoint}"\n'))
+    project = _extracted(
+        _project(tmp_path, uri, f'oauth2_server_uri = "{server.token_endpoint}"\n'))
     mark = server.mark()
     out = _bronze(project)
     assert out.returncode == 2, out.stderr
@@ -189,7 +192,6 @@ def test_client_credentials_are_exchanged_for_a_token_the_catalog_then_judges(
     assert grants, events
     assert all(g["client_id"] == CLIENT_ID and g["grant_type"] == "client_credentials"
                for g in grants), grants
-    # The default scope, granted as asked.
     assert {g["scope"] for g in grants} == {"catalog"}, grants
     assert not [e for e in events if e["event"] in ("grant.error", "server_error")], events
 
@@ -249,6 +251,7 @@ def test_a_token_that_expires_during_a_run_is_renewed(tmp_path, rest_server, oau
     grants, accepted = _through_the_gateway(tmp_path, uri, server, "renew")
     assert all(g["expires_in"] == 6 for g in grants), grants
     first = grants[0]
+    assert accepted[0]["path"] == "/v1/config", accepted
     assert accepted[0]["token_ref"] == first["token_ref"], (grants, accepted)
     later = accepted[1:]
     # Every later request came after the first token's expiry, with another token of a grant.
@@ -261,12 +264,15 @@ def test_a_refused_client_secret_exits_2_naming_the_setting_and_never_printing_i
         tmp_path, rest_server, oauth2):
     uri, _ = rest_server
     server = oauth2()
-    project = _extracted(_project(tmp_path, uri, f'oauth2_server_uri = "{server.token_endpoint}"\n'))
+    project = _extracted(
+        _project(tmp_path, uri, f'oauth2_server_uri = "{server.token_endpoint}"\n'))
     mark = server.mark()
     out = _bronze(project, env=_env(secret=WRONG_SECRET))
     assert out.returncode == 2, out.stderr
-    assert ("the OAuth2 token endpoint refused the client credentials of "
-            "`format.iceberg.credential_env` (HTTP 401)") in out.stderr, out.stderr
+    assert (f"the OAuth2 token endpoint {server.token_endpoint} answered HTTP 401: "
+            "invalid_client") in out.stderr, out.stderr
+    assert ("it refused the client credentials of `format.iceberg.credential_env`"
+            in out.stderr), out.stderr
     _no_secret(out, WRONG_SECRET, CLIENT_SECRET)
     events = server.events(mark)
     refused = [e for e in events if e["event"] == "grant.error"]
@@ -274,12 +280,15 @@ def test_a_refused_client_secret_exits_2_naming_the_setting_and_never_printing_i
                            for e in refused), events
     assert not [e for e in events if e["event"] == "grant.success"], events
 
-    # A token endpoint the server does not have (lakana's default path): exit 2 naming the key.
+    # A path the authorization server does not serve (the REST spec's token path): exit 2
+    # naming the key.
     wrong_path = server.token_endpoint.replace("/token", "/v1/oauth/tokens")
-    project2 = _extracted(_project(tmp_path / "path", uri, f'oauth2_server_uri = "{wrong_path}"\n'))
+    project2 = _extracted(
+        _project(tmp_path / "path", uri, f'oauth2_server_uri = "{wrong_path}"\n'))
     out = _bronze(project2)
     assert out.returncode == 2, out.stderr
-    assert "format.iceberg.oauth2_server_uri" in out.stderr and "HTTP 404" in out.stderr, out.stderr
+    assert "format.iceberg.oauth2_server_uri" in out.stderr, out.stderr
+    assert "HTTP 404" in out.stderr, out.stderr
     _no_secret(out, CLIENT_SECRET)
 
     # A credential without the `client_id:client_secret` form, and the variable unset.
@@ -303,23 +312,16 @@ def _refused_scope(tmp, uri, oauth2):
     return _bronze(project), server.events(mark)
 
 
-def test_a_refused_scope_exits_2_without_a_token(tmp_path, rest_server, oauth2):
+def test_a_refused_scope_exits_2_naming_the_scope_setting(tmp_path, rest_server, oauth2):
     out, events = _refused_scope(tmp_path, rest_server[0], oauth2)
     assert out.returncode == 2, out.stderr
-    assert "the OAuth2 token endpoint refused" in out.stderr and "HTTP 400" in out.stderr, out.stderr
+    assert "answered HTTP 400: invalid_scope" in out.stderr, out.stderr
+    assert "the scope asked for (`format.iceberg.scope`) is not granted" in out.stderr, out.stderr
+    assert "credential_env" not in out.stderr, out.stderr
     _no_secret(out, CLIENT_SECRET)
     refused = [e for e in events if e["event"] == "grant.error"]
     assert refused and {e["error"] for e in refused} == {"invalid_scope"}, events
     assert not [e for e in events if e["event"] == "grant.success"], events
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "Smelter reports any HTTP 400 of the token endpoint as refused client credentials of "
-    "`credential_env` and drops the server's OAuth2 error (here invalid_scope)"))
-def test_a_refused_scope_is_named_in_the_message(tmp_path, rest_server, oauth2):
-    out, _ = _refused_scope(tmp_path, rest_server[0], oauth2)
-    assert out.returncode == 2, out.stderr
-    assert "format.iceberg.scope" in out.stderr or "invalid_scope" in out.stderr, out.stderr
 
 
 def test_an_unreachable_token_endpoint_exits_75(tmp_path, rest_server):
@@ -329,5 +331,17 @@ def test_an_unreachable_token_endpoint_exits_75(tmp_path, rest_server):
     project = _extracted(_project(tmp_path, uri, f'oauth2_server_uri = "{dead}"\n'))
     out = _bronze(project)
     assert out.returncode == 75, (out.returncode, out.stderr)
-    assert dead in out.stderr, out.stderr
+    assert f"the OAuth2 token endpoint {dead} could not be reached" in out.stderr, out.stderr
+    _no_secret(out, CLIENT_SECRET)
+
+
+def test_the_default_token_endpoint_is_the_catalogs(tmp_path, rest_server):
+    """Without `oauth2_server_uri` the token is asked of `<uri>/v1/oauth/tokens`, which
+    lakana-server does not have: exit 2 naming the key to set."""
+    uri, _ = rest_server
+    out = _bronze(_extracted(_project(tmp_path, uri)))
+    assert out.returncode == 2, out.stderr
+    assert f"{uri}/v1/oauth/tokens" in out.stderr, out.stderr
+    assert "format.iceberg.oauth2_server_uri" in out.stderr, out.stderr
+    assert "HTTP 404" in out.stderr, out.stderr
     _no_secret(out, CLIENT_SECRET)

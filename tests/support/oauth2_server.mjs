@@ -1,7 +1,7 @@
 // A real OAuth2 authorization server for the REST catalog's OAuth2 tests
 // (tests/python/test_iceberg_oauth2.py): panva's certified `oidc-provider` (npm), with the client
-// credentials grant (RFC 6749 section 4.4) and token introspection (RFC 7662) enabled, for one
-// confidential client that authenticates with `client_secret_post`, as Iceberg REST clients do.
+// credentials grant (RFC 6749 section 4.4) enabled for one confidential client that
+// authenticates with `client_secret_post`, as Iceberg REST clients do; opaque access tokens.
 //
 // Optionally also a gateway in front of an Iceberg REST catalog that only takes its own tokens:
 // it lets a request through only when its `Authorization: Bearer` token is a live client
@@ -23,8 +23,8 @@
 //
 // Both listeners bind 127.0.0.1 only. Standard output gets one JSON object a line: first
 // {"event":"ready","port":...,"gateway_port":...}, then the provider's events (`grant.success`,
-// `grant.error`, `introspection.error`, `server_error`) and the gateway's (`gateway.accepted`,
-// `gateway.refused`), each with the client id where there is one and a token named by a digest
+// `grant.error`, `server_error`) and the gateway's (`gateway.accepted`, `gateway.refused`,
+// `gateway.upstream_error`), each with the client id where there is one and a token named by a digest
 // (`token_ref`); never a secret or a token.
 // SIGTERM stops it.
 
@@ -95,7 +95,6 @@ const provider = new Provider(issuer, {
   scopes: serverScopes.split(' '),
   features: {
     clientCredentials: { enabled: true },
-    introspection: { enabled: true },
     devInteractions: { enabled: false },
   },
   jwks: { keys: [jwk] },
@@ -120,10 +119,6 @@ provider.on('grant.error', (ctx, err) => log('grant.error', {
   error: err.error ?? err.name,
   status: err.statusCode ?? err.status,
 }));
-provider.on('introspection.error', (ctx, err) => log('introspection.error', {
-  client_id: clientOf(ctx) ?? null,
-  error: err.error ?? err.name,
-}));
 provider.on('server_error', (ctx, err) => log('server_error', { message: err.message }));
 
 handler = provider.callback();
@@ -144,7 +139,9 @@ if (upstream) {
       res.writeHead(401, { 'content-type': 'application/json' });
       res.end(JSON.stringify({
         error: {
-          message: 'Not an access token of the OAuth2 server', type: 'NotAuthorizedException', code: 401,
+          message: 'Not an access token of the OAuth2 server',
+          type: 'NotAuthorizedException',
+          code: 401,
         },
       }));
       return;
