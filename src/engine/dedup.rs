@@ -404,6 +404,17 @@ impl ExecutionPlan for LatestPerKeyExec {
         Some(self.metrics.clone_inner())
     }
 
+    /// At most the input's rows (one per key), so the input's statistics, made inexact. A join
+    /// above needs them to build its hash table on the smaller side: without them DataFusion
+    /// keeps the deduplicated rows as the build side, which cannot spill (the demo's
+    /// `relationships` check of `silver.shipments` at SF10 held 1 GB in it).
+    fn partition_statistics(
+        &self,
+        partition: Option<usize>,
+    ) -> DfResult<datafusion::common::Statistics> {
+        Ok(self.input.partition_statistics(partition)?.to_inexact())
+    }
+
     fn execute(
         &self,
         partition: usize,
