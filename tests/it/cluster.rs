@@ -250,6 +250,20 @@ const SILVER_R1: [&str; 8] = [
     "r1",
 ];
 
+/// The silver layer's `carriers` model alone, run id `r1`.
+const CARRIERS_R1: [&str; 10] = [
+    "run",
+    "{p}",
+    "--layer",
+    "silver",
+    "--models",
+    "carriers",
+    "--logical-date",
+    "2026-11-30",
+    "--run-id",
+    "r1",
+];
+
 /// Columns whose values are the time of the run that wrote them, not a function of the data.
 const RUN_TIME_COLUMNS: [&str; 0] = [];
 
@@ -524,18 +538,7 @@ fn a_job_no_executor_takes_exits_75_after_the_job_timeout() {
         toml.replace("[engine]\n", "[engine]\njob_timeout_seconds = 3\n"),
     )
     .unwrap();
-    let out = remote.smelter(&[
-        "run",
-        "{p}",
-        "--layer",
-        "silver",
-        "--models",
-        "carriers",
-        "--logical-date",
-        "2026-11-30",
-        "--run-id",
-        "r1",
-    ]);
+    let out = remote.smelter(&CARRIERS_R1);
     let text = out_text(&out);
     assert_eq!(code(&out), 75, "{text}");
     assert!(
@@ -588,18 +591,7 @@ fn a_stopped_run_cancels_its_job_on_the_cluster() {
     use_cluster(&remote, &cluster.url());
     let mut run = remote
         .command(
-            &[
-                "run",
-                "{p}",
-                "--layer",
-                "silver",
-                "--models",
-                "carriers",
-                "--logical-date",
-                "2026-11-30",
-                "--run-id",
-                "r1",
-            ],
+            &CARRIERS_R1,
             &[],
         )
         .stdout(Stdio::null())

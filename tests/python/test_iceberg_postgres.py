@@ -7,7 +7,6 @@ The server is the Debian `postgresql` package's (scripts/test.sh installs it), s
 """
 
 import glob
-import json
 import os
 import pwd
 import re
@@ -19,10 +18,15 @@ import time
 from pathlib import Path
 
 import pytest
-from deltalake import DeltaTable
 from pyiceberg.catalog.sql import SqlCatalog
 from tds_fixture import stop
-from test_iceberg_reader import BIN, GOLD, REPO, _checksum, projects  # noqa: F401 (fixture)
+from test_iceberg_reader import (  # noqa: F401 (projects is a fixture)
+    BIN,
+    REPO,
+    concurrent_bronze_runs_keep_every_row_once,
+    demo_reads_like_the_delta_run,
+    projects,
+)
 
 USER = "smelter_catalog"
 PASSWORD = "pg-Secret-4711"
@@ -166,29 +170,10 @@ def test_the_demo_on_a_postgres_catalog_reads_like_the_delta_run(tmp_path, postg
     assert not (project / "lake/_iceberg/catalog.db").exists()
     catalog = _reader(port, db, project)
     assert {"bronze", "silver", "gold"} <= {ns[0] for ns in catalog.list_namespaces()}
-    delta_project = projects[1]
-    for name in GOLD:
-        got = catalog.load_table(f"gold.{name}").scan().to_arrow()
-        want = DeltaTable(str(delta_project / "lake/gold" / name)).to_pyarrow_table()
-        assert got.num_rows > 0 and got.num_rows == want.num_rows, name
-        assert _checksum(got.select(sorted(got.column_names))) == _checksum(
-            want.select(sorted(want.column_names))
-        ), name
-    shipments = catalog.load_table("silver.shipments")
-    ops = [s.summary.operation.value
-           for s in sorted(shipments.metadata.snapshots, key=lambda s: s.sequence_number)]
-    assert ops[0] == "append" and "overwrite" in ops[1:], ops
-    ids = shipments.scan(selected_fields=("shipment_id",)).to_arrow()["shipment_id"].to_pylist()
-    assert len(ids) == len(set(ids))
-
-    # A retry of the second run id commits nothing twice.
-    before = {n: catalog.load_table(f"silver.{n}").scan().to_arrow().num_rows
-              for n in ["shipments", "shipment_events"]}
-    out = _run(project, _uri(port, db), "run", "--logical-date", "2026-11-04", "--run-id", "pg2")
-    assert out.returncode in (0, 99), out.stderr
-    after = {n: catalog.load_table(f"silver.{n}").scan().to_arrow().num_rows
-             for n in ["shipments", "shipment_events"]}
-    assert before == after
+    demo_reads_like_the_delta_run(
+        catalog, projects[1],
+        lambda: _run(project, _uri(port, db), "run", "--logical-date", "2026-11-04",
+                     "--run-id", "pg2"))
 
 
 def test_concurrent_appends_through_a_postgres_catalog_keep_every_row_once(tmp_path, postgres):
@@ -204,31 +189,8 @@ def test_concurrent_appends_through_a_postgres_catalog_keep_every_row_once(tmp_p
                    "--run-id", run)
         assert out.returncode == 0, out.stderr
 
-    def bronze(run):
-        return [BIN, "run", str(project / "pipelines/demo.toml"), "--layer", "bronze",
-                "--run-id", run, "--summary-json", str(project / f"{run}.json")]
-
-    procs = [subprocess.Popen(bronze(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=_env(uri)) for run in ids]
-    for run, proc in zip(ids, procs):
-        _, err = proc.communicate(timeout=600)
-        if proc.returncode == 75:
-            out = subprocess.run(bronze(run), capture_output=True, text=True, env=_env(uri),
-                                 timeout=600)
-            assert out.returncode == 0, out.stderr
-        else:
-            assert proc.returncode == 0, err
-    catalog = _reader(port, uri.rsplit("/", 1)[1], project)
-    for name, key in [("shipment_events", "event_id"), ("shipments", "shipment_id")]:
-        rows = catalog.load_table(f"bronze.{name}").scan(
-            selected_fields=("_run_id", key)).to_arrow().to_pylist()
-        for run in ids:
-            summary = json.loads((project / f"{run}.json").read_text())
-            step = next(s for s in summary["steps"] if s["target"] == f"bronze.{name}")
-            mine = [r[key] for r in rows if r["_run_id"] == run]
-            assert len(mine) == step["rows_inserted"] > 0, (name, run, len(mine), step)
-            if name == "shipment_events":  # event ids are unique per run
-                assert len(set(mine)) == len(mine), (name, run)
+    concurrent_bronze_runs_keep_every_row_once(
+        project, ids, _env(uri), lambda: _reader(port, uri.rsplit("/", 1)[1], project))
 
 
 def test_the_catalog_database_refusing_exits_2_and_an_unreachable_one_75(tmp_path, postgres):

@@ -362,38 +362,46 @@ def test_the_demo_on_a_rest_catalog_reads_like_the_delta_run(tmp_path, rest_serv
         assert out.returncode == 0, out.stderr
         assert REST_SECRET not in out.stderr + out.stdout
     catalog = _rest_catalog(uri)
-    delta_project = projects[1]
     for name in GOLD:
-        table = catalog.load_table(f"gold.{name}")
         # The server chose the location, in its warehouse; the lake holds no Iceberg table.
-        assert table.location().startswith(f"file://{warehouse}/"), table.location()
-        got = table.scan().to_arrow()
+        location = catalog.load_table(f"gold.{name}").location()
+        assert location.startswith(f"file://{warehouse}/"), location
+    assert not list((project / "lake").glob("*/*/metadata"))
+    demo_reads_like_the_delta_run(
+        catalog, projects[1],
+        lambda: _run(project, "demo.toml", "run", "{p}", "--logical-date", "2026-11-04",
+                     "--run-id", "py2"))
+
+    # `smelter show` reads through the same catalog.
+    out = _run(project, "demo.toml", "show", "{p}", "gold.revenue_by_customer", "--limit", "3")
+    assert out.returncode == 0, out.stderr
+
+
+def demo_reads_like_the_delta_run(catalog, delta_project, retry):
+    """Checks the demo's Iceberg tables in `catalog` after two runs: every gold table equal to
+    the Delta run's in `delta_project` (rows and checksum), `silver.shipments` appended then
+    overwritten with every key once; then `retry()` (the second run id again) commits nothing
+    twice."""
+    for name in GOLD:
+        got = catalog.load_table(f"gold.{name}").scan().to_arrow()
         want = DeltaTable(str(delta_project / "lake/gold" / name)).to_pyarrow_table()
         assert got.num_rows > 0 and got.num_rows == want.num_rows, name
         assert _checksum(got.select(sorted(got.column_names))) == _checksum(
             want.select(sorted(want.column_names))
         ), name
-    assert not list((project / "lake").glob("*/*/metadata"))
     shipments = catalog.load_table("silver.shipments")
     ops = [s.summary.operation.value
            for s in sorted(shipments.metadata.snapshots, key=lambda s: s.sequence_number)]
     assert ops[0] == "append" and "overwrite" in ops[1:], ops
     ids = shipments.scan(selected_fields=("shipment_id",)).to_arrow()["shipment_id"].to_pylist()
     assert len(ids) == len(set(ids))
-
-    # A retry of the second run id commits nothing twice.
     before = {n: catalog.load_table(f"silver.{n}").scan().to_arrow().num_rows
               for n in ["shipments", "shipment_events"]}
-    out = _run(project, "demo.toml", "run", "{p}", "--logical-date", "2026-11-04",
-               "--run-id", "py2")
+    out = retry()
     assert out.returncode in (0, 99), out.stderr
     after = {n: catalog.load_table(f"silver.{n}").scan().to_arrow().num_rows
              for n in ["shipments", "shipment_events"]}
     assert before == after
-
-    # `smelter show` reads through the same catalog.
-    out = _run(project, "demo.toml", "show", "{p}", "gold.revenue_by_customer", "--limit", "3")
-    assert out.returncode == 0, out.stderr
 
 
 def _rest_demo(tmp, uri, scale="0.004"):
@@ -418,23 +426,33 @@ def test_concurrent_appends_through_a_rest_catalog_keep_every_row_once(tmp_path,
                    "--logical-date", "2026-11-03", "--run-id", run)
         assert out.returncode == 0, out.stderr
 
+    concurrent_bronze_runs_keep_every_row_once(project, ids, _rest_env(),
+                                                lambda: _rest_catalog(uri))
+
+
+def concurrent_bronze_runs_keep_every_row_once(project, ids, env, catalog):
+    """Runs the bronze layer of `project` once per run id in `ids`, all at once (a run that
+    exits 75, a lost race not retried in-process, is retried as Airflow would), then checks
+    through `catalog()` that every run's rows of the two appended tables are there exactly once,
+    as many as its run summary says."""
+
     def bronze(run):
         return [BIN, "run", str(project / "pipelines/demo.toml"), "--layer", "bronze",
                 "--run-id", run, "--summary-json", str(project / f"{run}.json")]
 
     procs = [subprocess.Popen(bronze(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=_rest_env()) for run in ids]
+                              text=True, env=env) for run in ids]
     for run, proc in zip(ids, procs):
         _, err = proc.communicate(timeout=600)
-        if proc.returncode == 75:  # a lost race not retried in-process: retried as Airflow would
-            out = subprocess.run(bronze(run), capture_output=True, text=True, env=_rest_env(),
+        if proc.returncode == 75:
+            out = subprocess.run(bronze(run), capture_output=True, text=True, env=env,
                                  timeout=600)
             assert out.returncode == 0, out.stderr
         else:
             assert proc.returncode == 0, err
-    catalog = _rest_catalog(uri)
+    reader = catalog()
     for name, key in [("shipment_events", "event_id"), ("shipments", "shipment_id")]:
-        rows = catalog.load_table(f"bronze.{name}").scan(
+        rows = reader.load_table(f"bronze.{name}").scan(
             selected_fields=("_run_id", key)).to_arrow().to_pylist()
         for run in ids:
             summary = json.loads((project / f"{run}.json").read_text())
