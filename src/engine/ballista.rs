@@ -165,7 +165,7 @@ impl Cluster {
                         self.job_timeout.as_secs()
                     ),
                     retryable: true,
-                })
+                });
             }
         };
         tracing::info!(
@@ -284,8 +284,12 @@ async fn cancel_job(url: String, id: String) {
     };
     match tokio::time::timeout(Duration::from_secs(5), cancel).await {
         Ok(Ok(())) => tracing::info!(scheduler = %url, job_id = %id, "Cancelled the cluster job."),
-        Ok(Err(e)) => tracing::warn!(scheduler = %url, job_id = %id, error = %e, "Could not cancel the cluster job."),
-        Err(_) => tracing::warn!(scheduler = %url, job_id = %id, "Could not cancel the cluster job: no answer within 5 s."),
+        Ok(Err(e)) => {
+            tracing::warn!(scheduler = %url, job_id = %id, error = %e, "Could not cancel the cluster job.")
+        }
+        Err(_) => {
+            tracing::warn!(scheduler = %url, job_id = %id, "Could not cancel the cluster job: no answer within 5 s.")
+        }
     }
 }
 

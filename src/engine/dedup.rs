@@ -672,7 +672,10 @@ impl Latest {
             batch_bytes += batch.get_array_memory_size();
             retained_rows += n;
             batches.push(batch);
-            let mut refused = self.reservation.try_resize(batch_bytes + best.bytes()).err();
+            let mut refused = self
+                .reservation
+                .try_resize(batch_bytes + best.bytes())
+                .err();
             // Compacting is cheaper than spilling: try it first when it frees anything.
             if (refused.is_some() && retained_rows > best.len())
                 || (batches.len() >= COMPACT_AFTER_BATCHES && retained_rows >= 2 * best.len())
@@ -680,7 +683,10 @@ impl Latest {
                 batches = gather(&batches, &mut best.at, COMPACT_BATCH_ROWS)?;
                 retained_rows = best.len();
                 batch_bytes = batches.iter().map(|b| b.get_array_memory_size()).sum();
-                refused = self.reservation.try_resize(batch_bytes + best.bytes()).err();
+                refused = self
+                    .reservation
+                    .try_resize(batch_bytes + best.bytes())
+                    .err();
             }
             if let Some(refused) = refused {
                 if depth >= MAX_SPILL_DEPTH {

@@ -1637,9 +1637,14 @@ fn sql_catalog_error(what: &str, e: &sqlx::Error) -> Error {
     let (message, retryable) = match e {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-            let refused = ["28", "3D", "42"].iter().any(|class| code.starts_with(class));
+            let refused = ["28", "3D", "42"]
+                .iter()
+                .any(|class| code.starts_with(class));
             (
-                format!("{hint} refused the request: {} (SQLSTATE {code})", db.message()),
+                format!(
+                    "{hint} refused the request: {} (SQLSTATE {code})",
+                    db.message()
+                ),
                 !refused,
             )
         }

@@ -590,10 +590,7 @@ fn a_stopped_run_cancels_its_job_on_the_cluster() {
     let (_local, remote) = demo_pair();
     use_cluster(&remote, &cluster.url());
     let mut run = remote
-        .command(
-            &CARRIERS_R1,
-            &[],
-        )
+        .command(&CARRIERS_R1, &[])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
