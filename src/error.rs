@@ -396,6 +396,19 @@ impl Error {
                 ),
             });
         }
+        let text = self.to_string();
+        if ["Resources exhausted", "Not enough memory to continue"]
+            .iter()
+            .any(|p| text.contains(p))
+        {
+            // DataFusion's own advice names its settings, not Smelter's.
+            return Some(
+                "the query ran out of its memory pool: raise `[engine] memory_limit_mb` \
+                 (operators that can spill to disk do so below it; hash join build sides and \
+                 window partitions cannot), or run fewer models at once (`[engine] threads`)"
+                    .to_string(),
+            );
+        }
         let hint = match self.kind() {
             Kind::SqlOnData => {
                 "the model's SQL fails on this data: handle these values in the SQL (e.g. \

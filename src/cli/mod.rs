@@ -157,7 +157,16 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
                 .expect("a valid directive"),
         )
         .add_directive("iceberg_rust=info".parse().expect("a valid directive"))
-        .add_directive("sqlx=warn".parse().expect("a valid directive"));
+        .add_directive("sqlx=warn".parse().expect("a valid directive"))
+        // The pool logs each failed connection hook at ERROR and opens another connection; on
+        // a fresh catalog database its connections race to create the catalog's tables and
+        // all but one fail once. A failure that lasts is Smelter's own error (see
+        // `table::iceberg::check_postgres`).
+        .add_directive(
+            "sqlx_core::pool::inner=off"
+                .parse()
+                .expect("a valid directive"),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(use_color())

@@ -813,10 +813,11 @@ pub type LakeTables<'a> = (&'a crate::storage::Lake, &'a dyn crate::table::Table
 /// A bronze table's schema comes from, in order: the table in the lake (when `lake` is given and
 /// the table exists), the source's schema contract, the source's built-in schema (the sample);
 /// otherwise the table is a problem naming `smelter source sync`, and the models reading it are
-/// not planned. A lake that cannot be read is logged and skipped, so planning works offline,
-/// unless `strict` (a run, which needs the lake anyway): then its error is returned, so an
-/// unreachable catalog or store is retried (exit 75) rather than reported as the SQL errors
-/// planning from an outdated contract would give.
+/// not planned. A lake that cannot be read is logged once and not asked again, so planning
+/// works offline and without the lake's credentials (`validate` as a lint step), unless
+/// `strict` (a run, which needs the lake anyway): then its error is returned, so an unreachable
+/// catalog or store is retried (exit 75) and a refused credential is exit 2, rather than the
+/// SQL errors planning from an outdated contract would give.
 pub async fn plan_all(
     plan: &Plan,
     lake: Option<LakeTables<'_>>,
@@ -834,17 +835,20 @@ pub async fn plan_all(
     };
     let mut problems = Vec::new();
     let mut failed: BTreeSet<TableId> = BTreeSet::new();
+    let mut lake = lake;
     for table in &plan.pipeline.source.tables {
         let id = TableId {
             layer: Layer::Bronze,
             name: table.name.clone(),
         };
         let existing = match lake {
-            Some((lake, format)) => match format.provider(&ctx, &lake.table_url(&id)).await {
+            Some((store, format)) => match format.provider(&ctx, &store.table_url(&id)).await {
                 Ok(p) => p.map(|p| p.schema()),
                 Err(e) if strict => return Err(e),
                 Err(e) => {
-                    tracing::warn!(table = %id, error = %e, "Cannot read the lake table's schema; planning from the contract.");
+                    tracing::warn!(table = %id, error = %e, "Cannot read the lake; planning from the contracts (a run would stop here).");
+                    // Not asked again for every table: it would wait for the same timeout.
+                    lake = None;
                     None
                 }
             },

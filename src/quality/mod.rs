@@ -368,7 +368,9 @@ impl Rule {
 
 /// Every column a rule names that is not in the model output `schema` (or, for
 /// `relationships`, in the referenced table registered in `ctx`): one `file:line` message
-/// each, naming the column and suggesting the likely spelling when one is close.
+/// each, naming the column and suggesting the likely spelling when one is close; and every
+/// `relationships` rule whose two columns hold different kinds of values (text against
+/// numbers, say), which would compare after an implicit cast.
 pub async fn column_problems(
     ctx: &SessionContext,
     model: &str,
@@ -379,6 +381,7 @@ pub async fn column_problems(
         |s: &DFSchema| -> Vec<String> { s.fields().iter().map(|f| f.name().to_string()).collect() };
     let output = names(schema);
     let mut problems = Vec::new();
+    let mut mismatched = Vec::new();
     let mut check = |rule: &Rule, column: &str, table: &str, columns: &[String]| {
         if !columns.iter().any(|c| c == column) {
             problems.push(format!(
@@ -394,16 +397,50 @@ pub async fn column_problems(
             check(rule, column, &format!("the output of {model}"), &output);
         }
         if let Check::Relationship {
-            table, to_column, ..
+            column,
+            table,
+            to_column,
         } = &rule.check
         {
             // A table that is not available is reported by `apply` with its own message.
             if let Ok(df) = ctx.table(table.to_string()).await {
                 check(rule, to_column, &format!("`{table}`"), &names(df.schema()));
+                let types = (
+                    schema.field_with_unqualified_name(column),
+                    df.schema().field_with_unqualified_name(to_column),
+                );
+                if let (Ok(from), Ok(to)) = types {
+                    if type_family(from.data_type()) != type_family(to.data_type()) {
+                        mismatched.push(format!(
+                            "{}: expectation `{}`: `{column}` is {} but `{table}.{to_column}` is \
+                             {}: the keys would be compared after an implicit cast; CAST one \
+                             side in the model so both have the same kind of type",
+                            rule.location,
+                            rule.name,
+                            from.data_type(),
+                            to.data_type()
+                        ));
+                    }
+                }
             }
         }
     }
+    problems.extend(mismatched);
     problems
+}
+
+/// The kind of values a key column holds, for comparing the two sides of a `relationships`
+/// rule: numbers (integers, decimals, floats), text, dates and times, booleans, or another
+/// type (compared only with the same type).
+fn type_family(t: &arrow::datatypes::DataType) -> String {
+    use arrow::datatypes::DataType as T;
+    match t {
+        t if t.is_numeric() => "number".into(),
+        T::Utf8 | T::LargeUtf8 | T::Utf8View => "text".into(),
+        T::Date32 | T::Date64 | T::Timestamp(..) => "time".into(),
+        T::Dictionary(_, value) => type_family(value),
+        other => format!("{other}"),
+    }
 }
 
 /// A model's output with one boolean column per row-level rule (`__smelter_rule_<i>`, true when

@@ -310,6 +310,10 @@ impl Iceberg {
                                 std::fs::create_dir_all(dir)?;
                             }
                         }
+                        if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
+                            check_postgres(&format!("catalog `{}`", self.catalog_name), uri)
+                                .await?;
+                        }
                         let catalog = SqlCatalog::new(uri, &self.catalog_name, builder)
                             .await
                             .map_err(|e| {
@@ -1659,6 +1663,46 @@ fn sql_catalog_error(what: &str, e: &sqlx::Error) -> Error {
         url: what.to_string(),
         message: crate::storage::scrub(&message),
         retryable,
+    }
+}
+
+/// Checks a PostgreSQL catalog database with one connection before the catalog's pool opens:
+/// the pool would retry a refused connection or a failing table creation until its 30 s
+/// timeout and then report only the timeout. A refusal is reported at once with its SQLSTATE
+/// ([`sql_catalog_error`]); a user without `CREATE` on its current schema is a config error,
+/// because the catalog runs `CREATE TABLE IF NOT EXISTS` for its two tables on every new
+/// connection, which PostgreSQL checks against that privilege even when the tables exist.
+async fn check_postgres(what: &str, uri: &str) -> Result<()> {
+    use sqlx::Connection;
+    let mut connection = sqlx::postgres::PgConnection::connect(uri)
+        .await
+        .map_err(|e| sql_catalog_error(what, &e))?;
+    let (schema, may_create): (Option<String>, bool) = sqlx::query_as(
+        "SELECT current_schema()::text, \
+         COALESCE(has_schema_privilege(current_schema(), 'CREATE'), false)",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .map_err(|e| sql_catalog_error(what, &e))?;
+    let _ = connection.close().await;
+    match (schema, may_create) {
+        (Some(_), true) => Ok(()),
+        (schema, _) => Err(Error::Storage {
+            url: what.to_string(),
+            message: match schema {
+                Some(schema) => format!(
+                    "the SQL catalog's database (`format.iceberg.uri_env`): its user may not \
+                     create tables in schema `{schema}`, and the catalog creates its tables \
+                     `iceberg_tables` and `iceberg_namespace_properties` there on every \
+                     connection (`CREATE TABLE IF NOT EXISTS`); grant it (`GRANT CREATE ON \
+                     SCHEMA {schema} TO <user>`) or use a database the user owns"
+                ),
+                None => "the SQL catalog's database (`format.iceberg.uri_env`): the user's \
+                         `search_path` names no existing schema to hold the catalog's tables"
+                    .to_string(),
+            },
+            retryable: false,
+        }),
     }
 }
 

@@ -183,6 +183,22 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            name: "a relationships rule between text and numbers is refused before any write",
+            setup: |p| {
+                partners_over_carriers(
+                    p,
+                    "carrier_code relationships silver.carriers.carrier_id fail",
+                )
+            },
+            args: PARTNERS,
+            code: 2,
+            contains: &[
+                "sql/demo/silver/partners.sql:1",
+                "`carrier_code` is Utf8 but `silver.carriers.carrier_id` is Int",
+                "CAST one side",
+            ],
+        },
+        Case {
             name: "unknown columns of several rules are all reported",
             setup: |p| {
                 partners_over_carriers(p, "nope range 0 1 warn; mode_x accepted_values ('A') warn")

@@ -83,10 +83,19 @@ async fn concurrent_silver_runs_never_leave_a_wrong_history() {
             .expect("start smelter")
         };
         let runs = [silver(format!("s{round}a")), silver(format!("s{round}b"))];
-        let outs: Vec<Output> = runs
+        let mut outs: Vec<Output> = runs
             .into_iter()
             .map(|c| c.wait_with_output().expect("wait for smelter"))
             .collect();
+        if outs.iter().all(|o| code(o) == 75) {
+            // Both lost a race (a state that is still right: neither committed); Airflow
+            // retries, and so does the test, alone this time.
+            let retry = silver(format!("s{round}r"))
+                .wait_with_output()
+                .expect("wait for smelter");
+            assert_eq!(code(&retry), 0, "round {round}: {}", out_text(&retry));
+            outs.push(retry);
+        }
         for out in &outs {
             assert!(
                 [0, 75].contains(&code(out)),

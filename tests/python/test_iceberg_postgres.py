@@ -51,8 +51,8 @@ def _free_port():
 @pytest.fixture(scope="module")
 def postgres():
     """A PostgreSQL server on 127.0.0.1 (password authentication only), stopped afterwards.
-    Yields `(port, create_database)`; `create_database()` makes a fresh empty database and
-    returns its name."""
+    Yields `(port, create_database, execute)`: `create_database()` makes a fresh empty database
+    and returns its name; `execute(sql)` runs a statement as the server's superuser."""
     import psycopg2
 
     bindir = _postgres_bin()
@@ -107,7 +107,11 @@ def postgres():
             made.append(name)
             return name
 
-        yield port, create_database
+        def execute(statement):
+            with admin.cursor() as cur:
+                cur.execute(statement)
+
+        yield port, create_database, execute
     finally:
         if admin is not None:
             admin.close()
@@ -159,7 +163,7 @@ def _reader(port, db, project):
 
 
 def test_the_demo_on_a_postgres_catalog_reads_like_the_delta_run(tmp_path, postgres, projects):
-    port, create_database = postgres
+    port, create_database, _ = postgres
     db = create_database()
     project = _project(tmp_path)
     for day, run in [("2026-11-03", "pg1"), ("2026-11-04", "pg2")]:
@@ -180,7 +184,7 @@ def test_concurrent_appends_through_a_postgres_catalog_keep_every_row_once(tmp_p
     """Four bronze runs append to the same tables at once: the catalog's conditional UPDATE of
     the metadata location decides who commits first; the losers commit again on the winner's
     snapshot (or exit 75 and are retried, as Airflow would)."""
-    port, create_database = postgres
+    port, create_database, _ = postgres
     uri = _uri(port, create_database())
     project = _project(tmp_path, scale="0.002")
     ids = ["a", "b", "c", "d"]
@@ -194,15 +198,20 @@ def test_concurrent_appends_through_a_postgres_catalog_keep_every_row_once(tmp_p
 
 
 def test_the_catalog_database_refusing_exits_2_and_an_unreachable_one_75(tmp_path, postgres):
-    port, create_database = postgres
+    port, create_database, execute = postgres
     db = create_database()
     project = _project(tmp_path, scale="0.002")
     wrong = "not-the-Password-99"
+    # A user that may connect but not create tables (PostgreSQL 15 grants CREATE on `public`
+    # to the database owner only): the catalog creates its tables on every connection.
+    execute(f"CREATE ROLE reader LOGIN PASSWORD '{PASSWORD}'")
+    reader = f"postgres://reader:{PASSWORD}@127.0.0.1:{port}/{db}"
     cases = [
         # (URI, exit code, what the message says)
         (_uri(port, db, password=wrong), 2, "28P01"),
         (_uri(port, "no_such_lake"), 2, "3D000"),
-        (_uri(_free_port(), db), 75, "did not accept a connection"),
+        (reader, 2, "may not create tables in schema `public`"),
+        (_uri(_free_port(), db), 75, "Connection refused"),
     ]
     for i, (uri, code, says) in enumerate(cases):
         # Extract writes no table; bronze is where the catalog is first used.
