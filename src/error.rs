@@ -397,10 +397,7 @@ impl Error {
             });
         }
         let text = self.to_string();
-        if ["Resources exhausted", "Not enough memory to continue"]
-            .iter()
-            .any(|p| text.contains(p))
-        {
+        if OUT_OF_MEMORY.iter().any(|p| text.contains(p)) {
             // DataFusion's own advice names its settings, not Smelter's.
             return Some(
                 "the query ran out of its memory pool: raise `[engine] memory_limit_mb` \
@@ -681,6 +678,10 @@ fn object_store_source(e: &Error) -> Option<&object_store::Error> {
     }
 }
 
+/// How DataFusion's memory pool errors read once only their text is left (delta-rs keeps the
+/// text of some query errors): `ResourcesExhausted`'s display and the external sort's message.
+const OUT_OF_MEMORY: [&str; 2] = ["Resources exhausted", "Not enough memory to continue"];
+
 fn datafusion_kind(e: &DataFusionError, scope: Scope) -> Kind {
     match e {
         DataFusionError::SQL(..)
@@ -831,11 +832,7 @@ fn delta_kind(e: &DeltaTableError, scope: Scope) -> Kind {
         DeltaTableError::KernelError(e) => foreign_kind(e),
         // delta-rs keeps only the text of some DataFusion errors of the query it runs: the
         // memory pool exhausted (as `ResourcesExhausted`, above), or data the SQL fails on.
-        DeltaTableError::Generic(text)
-            if ["Resources exhausted", "Not enough memory to continue"]
-                .iter()
-                .any(|p| text.contains(p)) =>
-        {
+        DeltaTableError::Generic(text) if OUT_OF_MEMORY.iter().any(|p| text.contains(p)) => {
             Kind::Usage
         }
         DeltaTableError::Generic(text)
