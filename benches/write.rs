@@ -171,6 +171,7 @@ async fn write_df(
             metadata: vec![],
             read_version: None,
             observer: None,
+            staged: None,
         })
         .await
         .expect("write")

@@ -69,6 +69,8 @@ pub async fn scheduler(opts: SchedulerOptions) -> Result<()> {
             Ok(crate::engine::cluster_state(config, runtime))
         }));
     config.bind_host = opts.bind.ip().to_string();
+    config.override_logical_codec = Some(Arc::new(crate::engine::codec::LogicalCodec::default()));
+    config.override_physical_codec = Some(Arc::new(crate::engine::codec::PhysicalCodec::default()));
     config.executor_timeout_seconds = opts.executor_timeout_seconds;
     config.expire_dead_executor_interval_seconds = opts.executor_timeout_seconds.clamp(1, 15);
     let cluster = BallistaCluster::new_from_config(&config)
@@ -113,6 +115,8 @@ pub async fn executor(opts: ExecutorOptions) -> Result<()> {
         executor_heartbeat_interval_seconds: opts.heartbeat_seconds,
         print_thread_info: false,
         override_config_producer: Some(Arc::new(cluster_config)),
+        override_logical_codec: Some(Arc::new(crate::engine::codec::LogicalCodec::default())),
+        override_physical_codec: Some(Arc::new(crate::engine::codec::PhysicalCodec::default())),
         override_runtime_producer: Some(Arc::new(move |_: &SessionConfig| {
             let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(stores.clone());
             if let Some(dir) = &work_dir {
@@ -143,7 +147,7 @@ fn usable_dir(dir: &std::path::Path) -> std::io::Result<()> {
 /// choices the client does not send (a job's own settings are applied on top of it).
 fn cluster_config() -> SessionConfig {
     use ballista::prelude::SessionConfigExt;
-    let mut config = SessionConfig::new_with_ballista();
+    let mut config = crate::engine::cluster_config(SessionConfig::new_with_ballista());
     config
         .options_mut()
         .execution

@@ -267,7 +267,9 @@ pub struct Storage {
 }
 
 /// Parquet compression codec for written tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, serde::Serialize, serde::Deserialize,
+)]
 pub enum Compression {
     /// zstd (default).
     Zstd,

@@ -79,7 +79,10 @@ impl Cluster {
             Ok(Err(e)) => return Err(unreachable(e.to_string())),
             Err(_) => return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
         }
-        let state = super::cluster_state(local.state().config().clone(), local.runtime_env());
+        let state = super::cluster_state(
+            super::cluster_config(local.state().config().clone()),
+            local.runtime_env(),
+        );
         let remote = SessionContext::remote_with_state(url, state)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
@@ -126,6 +129,109 @@ impl Cluster {
     /// own error. A job this call gives up on (the timeout, a failure staging its result) or that
     /// is abandoned (the run was stopped: the future is dropped) is cancelled on the cluster.
     pub async fn execute(&self, local: &SessionContext, df: DataFrame) -> Result<super::Staged> {
+        self.submit(df, |physical, task, schema| {
+            super::stage_plan(local, schema, physical, task)
+        })
+        .await
+    }
+
+    /// Executes `df` on the cluster with its result written by the executors as Delta data
+    /// files into a new staging directory of the table at `table` (see
+    /// [`crate::table::delta_files`]), and returns them with a scan of their rows, to be
+    /// committed by reference or read by the rest of the model's step. The files are deleted
+    /// again when the returned value is dropped uncommitted, and when the job fails.
+    ///
+    /// Errors: as [`Cluster::execute`]; a staged file's action that cannot be read (internal).
+    pub async fn write_delta_files(
+        &self,
+        local: &SessionContext,
+        df: DataFrame,
+        table: &url::Url,
+        format: &crate::config::Format,
+    ) -> Result<crate::table::StagedFiles> {
+        use crate::table::delta_files::{FilesSpec, WriteFiles};
+        use datafusion::logical_expr::{Extension, LogicalPlan};
+        let dir = format!("staged-{}", uuid::Uuid::new_v4().simple());
+        let spec = FilesSpec {
+            table: table.to_string(),
+            dir: dir.clone(),
+            compression: format.compression,
+            target_file_size: format.target_file_size,
+        };
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let store = local.runtime_env().object_store(store_url(table)?)?;
+        let (_, root) = object_store::ObjectStoreScheme::parse(table)
+            .map_err(|e| Error::Internal(format!("table URL: {e}")))?;
+        // Armed before the job starts: a failed job's partial files are deleted.
+        let local_dir = (table.scheme() == "file")
+            .then(|| table.to_file_path().ok().map(|p| p.join(&dir)))
+            .flatten();
+        let mut staged = crate::table::StagedFiles::new(
+            store,
+            root.join(dir.as_str()),
+            local_dir,
+            local.read_empty()?,
+        );
+        let write = LogicalPlan::Extension(Extension {
+            node: Arc::new(WriteFiles::new(df.logical_plan().clone(), spec)?),
+        });
+        let batches = self
+            .submit(
+                DataFrame::new(df.into_parts().0, write),
+                |physical, task, _| async move {
+                    Ok(datafusion::physical_plan::collect(physical, task).await?)
+                },
+            )
+            .await?;
+        staged.adds = crate::table::delta_files::actions(&batches)?;
+        let files = staged
+            .adds
+            .iter()
+            .map(|a| {
+                table
+                    .join(&a.path)
+                    .map_err(|e| Error::Internal(format!("staged file path {}: {e}", a.path)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let provider: Arc<dyn TableProvider> = if files.is_empty() {
+            Arc::new(datafusion::datasource::MemTable::try_new(
+                schema,
+                vec![vec![]],
+            )?)
+        } else {
+            listing_table(&SnapshotFiles {
+                schema,
+                files,
+                version: -1,
+            })?
+        };
+        staged.df = local.read_table(provider)?;
+        tracing::info!(
+            scheduler = %self.url,
+            files = staged.adds.len(),
+            rows = staged.rows(),
+            dir = %dir,
+            "The executors wrote the model's rows into the table's staging directory."
+        );
+        Ok(staged)
+    }
+
+    /// Submits `df` (planned in the run's local session, reading tables registered with
+    /// [`listing_table`]) to the cluster as one job and returns what `consume` makes of the
+    /// job's plan (a `DistributedQueryExec`): the job is cancelled unless `consume` finishes
+    /// (within the job timeout, without error).
+    async fn submit<T, F>(
+        &self,
+        df: DataFrame,
+        consume: impl FnOnce(
+            Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+            Arc<datafusion::execution::TaskContext>,
+            arrow::datatypes::SchemaRef,
+        ) -> F,
+    ) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
         let clock = std::time::Instant::now();
         let plan = df.logical_plan().clone();
         let remote = DataFrame::new(self.remote.state(), plan);
@@ -136,49 +242,75 @@ impl Cluster {
             .await
             .map_err(|e| self.classify(e.into()))?;
         // Cancels the job on the cluster unless it ended: when this future is abandoned (a stop
-        // request) or gives up (the job timeout, a failure while staging the result).
+        // request) or gives up (the job timeout, a failure while consuming its result).
         let mut job = Job {
             url: self.url.clone(),
             plan: physical.clone(),
             ended: false,
         };
-        let staged = match tokio::time::timeout(
-            self.job_timeout,
-            super::stage_plan(local, schema, physical, task),
-        )
-        .await
-        {
-            Ok(Ok(staged)) => {
-                job.ended = true;
-                staged
-            }
-            Ok(Err(e)) => {
-                job.cancel().await;
-                return Err(self.classify(e));
-            }
-            Err(_) => {
-                job.cancel().await;
-                return Err(Error::Cluster {
-                    url: self.url.clone(),
-                    message: format!(
-                        "the job did not finish within {} s (`engine.job_timeout_seconds`): no executor registered or free, or one was lost and its tasks were not run again (see the scheduler's log)",
-                        self.job_timeout.as_secs()
-                    ),
-                    retryable: true,
-                });
-            }
-        };
+        let done =
+            match tokio::time::timeout(self.job_timeout, consume(physical, task, schema)).await {
+                Ok(Ok(done)) => {
+                    job.ended = true;
+                    done
+                }
+                Ok(Err(e)) => {
+                    job.cancel().await;
+                    return Err(self.classify(e));
+                }
+                Err(_) => {
+                    job.cancel().await;
+                    return Err(self.timed_out());
+                }
+            };
         tracing::info!(
             scheduler = %self.url,
             duration_ms = clock.elapsed().as_millis() as u64,
             "Executed the model's query on the cluster."
         );
-        Ok(staged)
+        Ok(done)
+    }
+
+    /// A scan of `table` (a [`listing_table`]) in the cluster's session: every query built on
+    /// it runs on the cluster (as one job per `collect`, without the job timeout of
+    /// [`Cluster::execute`]; pass its errors through [`Cluster::classify`]).
+    ///
+    /// Errors: none in practice (registering the scan).
+    pub fn read(&self, table: Arc<dyn TableProvider>) -> Result<DataFrame> {
+        Ok(self.remote.read_table(table)?)
+    }
+
+    /// Awaits `work` (queries built on [`Cluster::read`]) for at most the job timeout, with
+    /// its errors classified ([`Cluster::classify`]).
+    ///
+    /// Errors: `work`'s; [`Error::Cluster`] (retryable) after the job timeout. The job then
+    /// running is not cancelled (its id is not known here); the scheduler ends it with the
+    /// session.
+    pub async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.job_timeout, work).await {
+            Ok(done) => done.map_err(|e| self.classify(e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// The error of a job that did not finish within the job timeout.
+    fn timed_out(&self) -> Error {
+        Error::Cluster {
+            url: self.url.clone(),
+            message: format!(
+                "the job did not finish within {} s (`engine.job_timeout_seconds`): no executor registered or free, or one was lost and its tasks were not run again (see the scheduler's log)",
+                self.job_timeout.as_secs()
+            ),
+            retryable: true,
+        }
     }
 
     /// `e` as [`Error::Cluster`] when its message says the cluster failed rather than the
     /// query. Ballista reports a failed job as text, so the text is what can be read.
-    fn classify(&self, e: Error) -> Error {
+    pub fn classify(&self, e: Error) -> Error {
         let Error::DataFusion(df) = &e else {
             return e;
         };
@@ -291,6 +423,15 @@ async fn cancel_job(url: String, id: String) {
             tracing::warn!(scheduler = %url, job_id = %id, "Could not cancel the cluster job: no answer within 5 s.")
         }
     }
+}
+
+/// The object-store URL (scheme and authority) of `url`, the key of its store in a session.
+///
+/// Errors: a URL without a host where one is needed (internal: lake URLs are checked).
+pub fn store_url(url: &url::Url) -> Result<datafusion::execution::object_store::ObjectStoreUrl> {
+    Ok(datafusion::execution::object_store::ObjectStoreUrl::parse(
+        &url[..url::Position::BeforePath],
+    )?)
 }
 
 /// Whether `e` wraps one of Ballista's own errors other than a failed query (an I/O or gRPC

@@ -11,6 +11,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 pub mod ballista;
+pub mod codec;
 pub mod dedup;
 pub mod filter_nulls;
 pub mod float_min_max;
@@ -77,20 +78,60 @@ pub fn session(pipeline: &Pipeline, lake: Option<&Lake>) -> Result<SessionContex
 /// executors' functions: DataFusion's defaults with `config` and `runtime`, plus the engine's
 /// rules and functions that fix DataFusion faults ([`filter_nulls::FilterNulls`],
 /// [`float_stats::FloatStats`], [`float_min_max::udafs`]).
+/// It also knows the profile's functions ([`crate::profile::sketch::functions`]) and plans
+/// the nodes [`codec`] ships ([`crate::table::delta_files::WriteFiles`]); `config` carries
+/// Ballista's codecs ([`cluster_config`]).
 /// The latest-row-per-key operator of [`dedup`] is left out: Ballista cannot ship a custom
 /// plan node to executors, and the standard window plan gives the same rows.
 pub fn cluster_state(
     config: SessionConfig,
     runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
 ) -> datafusion::execution::SessionState {
-    SessionStateBuilder::new()
+    use datafusion::execution::FunctionRegistry;
+    let mut state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
+        .with_query_planner(Arc::new(ClusterPlanner))
         .with_optimizer_rule(Arc::new(filter_nulls::FilterNulls))
         .with_physical_optimizer_rule(Arc::new(float_stats::FloatStats))
         .with_aggregate_functions(aggregate_functions())
-        .build()
+        .build();
+    let (quantiles, distinct_key) = crate::profile::sketch::functions();
+    // Registering a new name replaces nothing; an error here would be a bug in the names.
+    let _ = state.register_udaf(quantiles);
+    let _ = state.register_udf(distinct_key);
+    state
+}
+
+/// `config` with Smelter's codecs for Ballista ([`codec`]): every cluster process and the
+/// driver's client must encode and decode Smelter's plan nodes alike.
+pub fn cluster_config(config: SessionConfig) -> SessionConfig {
+    use ::ballista::prelude::SessionConfigExt;
+    config
+        .with_ballista_logical_extension_codec(Arc::new(codec::LogicalCodec::default()))
+        .with_ballista_physical_extension_codec(Arc::new(codec::PhysicalCodec::default()))
+}
+
+/// The physical planner of [`cluster_state`]: DataFusion's, plus the nodes Smelter ships to
+/// executors.
+#[derive(Debug)]
+struct ClusterPlanner;
+
+#[async_trait::async_trait]
+impl datafusion::execution::context::QueryPlanner for ClusterPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &datafusion::logical_expr::LogicalPlan,
+        session_state: &datafusion::execution::SessionState,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        use datafusion::physical_planner::PhysicalPlanner;
+        datafusion::physical_planner::DefaultPhysicalPlanner::with_extension_planners(vec![
+            Arc::new(crate::table::delta_files::WriteFilesPlanner),
+        ])
+        .create_physical_plan(logical_plan, session_state)
+        .await
+    }
 }
 
 /// DataFusion's aggregate functions, with `min` and `max` replaced by [`float_min_max::udafs`].

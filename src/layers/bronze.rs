@@ -283,6 +283,7 @@ async fn append(
             metadata: rc.commit_metadata(&[("layer", "bronze".into())]),
             read_version: None,
             observer: streamed.as_ref().map(crate::profile::Streamed::observer),
+            staged: None,
         })
         .await?;
     Ok((metrics, changes, quarantined, streamed))
@@ -352,6 +353,7 @@ async fn write_quarantine(
             metadata: rc.commit_metadata(&[("layer", "bronze".into())]),
             read_version: None,
             observer: None,
+            staged: None,
         })
         .await
         .map_err(|e| e.in_table(&qid.to_string(), &crate::storage::redact(&url), None))?;

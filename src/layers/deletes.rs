@@ -323,6 +323,7 @@ pub async fn merge_input(
                     ]),
                     read_version: None,
                     observer: None,
+                    staged: None,
                 })
                 .await
         }

@@ -143,12 +143,22 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         .into_optimized_plan()
         .map_err(|e| sql_error(&display_path(&rc.plan.pipeline, &model.file), e))?;
     // On a cluster the query runs there once; the rest of the step reads its staged result.
-    let (df, _distributed) = match rc.cluster().await? {
+    // A Delta model's rows are written by the executors into the table's staging directory,
+    // to be committed by reference when nothing changes them; other results come back here.
+    let url = rc.lake.table_url(&model.id);
+    let (df, _distributed, cluster_files) = match rc.cluster().await? {
+        Some(cluster) if format.name() == "delta" && model.header.partition_by.is_empty() => {
+            let df = crate::table::delta::delta_ready(df)?;
+            let files = cluster
+                .write_delta_files(&rc.ctx, df, &url, &rc.plan.pipeline.format)
+                .await?;
+            (files.df.clone(), None, Some(files))
+        }
         Some(cluster) => {
             let staged = cluster.execute(&rc.ctx, df).await?;
-            (staged.df.clone(), Some(staged))
+            (staged.df.clone(), Some(staged), None)
         }
-        None => (df, None),
+        None => (df, None, None),
     };
     // A check-strategy history dates its versions by the runs that saw them: bronze cannot
     // rebuild it, so a full refresh adds to it like any run (as dbt keeps snapshots).
@@ -231,8 +241,14 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     let is_merge_model = model.header.materialized == Materialization::Merge;
     // A model whose rows are checked before the commit runs its query once, into a local
     // stage: the checks, the quarantine split and the write all read the stage.
-    let (df, expectations, quarantined, _stage) =
-        check_expectations(rc, model, df, is_merge_model || is_scd2).await?;
+    let (df, expectations, quarantined, _stage) = check_expectations(
+        rc,
+        model,
+        df,
+        is_merge_model || is_scd2,
+        cluster_files.is_some(),
+    )
+    .await?;
     // Appends are made idempotent per run id; overwrite and merge are idempotent by nature.
     // A full refresh of an append model records the run id too: retrying that run id then
     // appends nothing on top of the rebuilt table. A model with a catch-up window records it
@@ -265,7 +281,6 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     // upserts are filtered by the tombstones as read here, so its table is committed as of the
     // version before that read: a run that committed deletes since makes the commit conflict
     // (exit 75), instead of an older upsert bringing back a key that run deleted.
-    let url = rc.lake.table_url(&model.id);
     let (df, _kept, read_version) = match (&deletes, is_merge_model) {
         (Some(d), true) => {
             let overwrite = mode == WriteMode::Overwrite;
@@ -297,6 +312,7 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
             ]),
             read_version,
             observer: streamed.as_ref().map(crate::profile::Streamed::observer),
+            staged: cluster_files.as_ref(),
         })
         .await?;
     let message = if metrics.earlier_commit.is_some() {
@@ -434,6 +450,7 @@ async fn scd2_rows(
                     ]),
                     read_version: None,
                     observer: None,
+                    staged: None,
                 })
                 .await?;
         }
@@ -446,11 +463,16 @@ async fn scd2_rows(
 /// stage the rows are read from: with rules, or when `stage` is set (a merge, whose keys are
 /// checked next), the model's query (and its rules' joins and windows) is executed once into
 /// [`crate::engine::stage`], which must live until the write is done.
+///
+/// `staged_input`: `df` is already a scan of staged files (a cluster job's result): it is not
+/// staged again, and when no rule removed a row it is returned as it is, so that the write can
+/// commit those files by reference.
 async fn check_expectations(
     rc: &RunContext<'_>,
     model: &Model,
     df: DataFrame,
     stage: bool,
+    staged_input: bool,
 ) -> Result<(
     DataFrame,
     Vec<quality::RuleResult>,
@@ -458,13 +480,14 @@ async fn check_expectations(
     Option<crate::engine::Staged>,
 )> {
     if model.rules.is_empty() {
-        if !stage {
+        if !stage || staged_input {
             return Ok((df, Vec::new(), 0, None));
         }
         let staged = crate::engine::stage(&rc.ctx, df).await?;
         return Ok((staged.df.clone(), Vec::new(), 0, Some(staged)));
     }
     let name = model.id.to_string();
+    let input = df.clone();
     let mut flagged = quality::flag(&rc.ctx, &name, df, &model.rules).await?;
     let staged = crate::engine::stage(&rc.ctx, flagged.df).await?;
     flagged.df = staged.df.clone();
@@ -493,9 +516,24 @@ async fn check_expectations(
                 metadata: rc.commit_metadata(&[("model", model.id.to_string())]),
                 read_version: None,
                 observer: None,
+                staged: None,
             })
             .await?;
         info!(model = %model.id, quarantine = %id, rows = m.rows_inserted, "Quarantined rows.");
+    }
+    let removed: u64 = outcome
+        .results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.action,
+                quality::Action::Quarantine | quality::Action::Drop
+            )
+        })
+        .map(|r| r.failed)
+        .sum();
+    if staged_input && removed == 0 {
+        return Ok((input, outcome.results, quarantined, Some(staged)));
     }
     Ok((outcome.good, outcome.results, quarantined, Some(staged)))
 }

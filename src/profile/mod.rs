@@ -347,14 +347,44 @@ pub async fn profile_table(
     })?;
     let stats = rc.format.stats(&url).await?;
     let options = options(rc);
-    let df = rc.ctx.read_table(provider)?;
-    let mut profile = profile_dataframe(
-        &id.to_string(),
-        df,
-        &options,
-        stats.as_ref().and_then(|s| s.rows),
-    )
-    .await?;
+    let known_rows = stats.as_ref().and_then(|s| s.rows);
+    // On a cluster, the profile's aggregate passes run there too, over a plain scan of the
+    // version's files; a sampled profile (which caches its sample in this process) and a table
+    // a plain scan cannot read are profiled here.
+    let cluster = match rc.cluster().await? {
+        Some(cluster) if options.sample_rows.is_none() => {
+            match rc.format.snapshot_files(&rc.ctx, &url).await {
+                Ok(Some(files)) => Some((cluster, files)),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let on_cluster = match cluster {
+        Some((cluster, files)) => {
+            let df = cluster.read(crate::engine::ballista::listing_table(&files)?)?;
+            match cluster
+                .bounded(profile_dataframe(&id.to_string(), df, &options, known_rows))
+                .await
+            {
+                Ok(profile) => Some(profile),
+                // The table is written: a cluster that fails now does not fail the run.
+                Err(e @ Error::Cluster { .. }) => {
+                    warn!(table = %id, error = %e, "Could not profile the table on the cluster; profiling it here.");
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        None => None,
+    };
+    let mut profile = match on_cluster {
+        Some(profile) => profile,
+        None => {
+            let df = rc.ctx.read_table(provider)?;
+            profile_dataframe(&id.to_string(), df, &options, known_rows).await?
+        }
+    };
     profile.run_id = run_id.to_string();
     if let Some(s) = stats {
         profile.size_bytes = Some(s.size_bytes);

@@ -23,6 +23,16 @@ use super::compute::QUANTILES;
 /// Centroids per digest, as in DataFusion's `approx_percentile_cont`.
 const MAX_SIZE: usize = 100;
 
+/// The profile's own functions, `smelter_quantiles` and `smelter_distinct_key`, for a session
+/// that must know them by name (the processes of a Ballista cluster decode plans that call
+/// them).
+pub fn functions() -> (Arc<AggregateUDF>, Arc<datafusion::logical_expr::ScalarUDF>) {
+    (
+        Arc::new(AggregateUDF::from(Quantiles::new())),
+        Arc::new(datafusion::logical_expr::ScalarUDF::from(DistinctKey::new())),
+    )
+}
+
 /// `smelter_quantiles(<f64 expr>)`: the profile quantiles of the non-NULL values.
 pub fn quantiles(x: Expr) -> Expr {
     AggregateUDF::from(Quantiles::new()).call(vec![x])

@@ -436,6 +436,7 @@ impl State {
                     metadata: Vec::new(),
                     read_version: None,
                     observer: None,
+                    staged: None,
                 })
                 .await;
             match written {

@@ -87,17 +87,21 @@ impl Delta {
     }
 
     fn writer_properties(&self) -> WriterProperties {
-        let codec = match self.compression {
-            Compression::Zstd => PqCompression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()),
-            Compression::Snappy => PqCompression::SNAPPY,
-            Compression::Lz4 => PqCompression::LZ4_RAW,
-            Compression::Uncompressed => PqCompression::UNCOMPRESSED,
-        };
-        WriterProperties::builder().set_compression(codec).build()
+        writer_properties(self.compression)
     }
 
     /// The commit properties of `req`; `creates`: the table has no version yet.
     fn commit_properties(req: &WriteRequest<'_>, creates: bool) -> CommitProperties {
+        Self::commit_properties_with(req, creates, None)
+    }
+
+    /// [`Self::commit_properties`], recording `metrics` as the commit's `operationMetrics` (a
+    /// commit Smelter builds itself; delta-rs's operations record their own).
+    fn commit_properties_with(
+        req: &WriteRequest<'_>,
+        creates: bool,
+        metrics: Option<serde_json::Value>,
+    ) -> CommitProperties {
         // One `with_metadata` call: each call replaces the metadata set before.
         let metadata = req
             .metadata
@@ -108,7 +112,8 @@ impl Delta {
                     .iter()
                     .map(|id| (TXN_KEY.to_string(), id.clone())),
             )
-            .map(|(k, v)| (k, serde_json::Value::String(v)));
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .chain(metrics.map(|m| ("operationMetrics".to_string(), m)));
         let mut props = CommitProperties::default().with_metadata(metadata);
         if let Some(id) = &req.txn_id {
             props = props.with_application_transaction(Transaction::new(id, 1));
@@ -129,6 +134,18 @@ impl Delta {
         }
         props
     }
+}
+
+/// The Parquet writer settings of Delta data files compressed with `compression` (zstd at
+/// level 3).
+pub(crate) fn writer_properties(compression: Compression) -> WriterProperties {
+    let codec = match compression {
+        Compression::Zstd => PqCompression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()),
+        Compression::Snappy => PqCompression::SNAPPY,
+        Compression::Lz4 => PqCompression::LZ4_RAW,
+        Compression::Uncompressed => PqCompression::UNCOMPRESSED,
+    };
+    WriterProperties::builder().set_compression(codec).build()
 }
 
 /// The scan of `table`'s loaded version in `ctx`'s session.
@@ -475,6 +492,12 @@ impl Delta {
     /// [`TableFormat::write`] once the table directory exists: commits `req` as the table's next
     /// version (see there for shapes and errors).
     async fn write_version(&self, mut req: WriteRequest<'_>) -> Result<WriteMetrics> {
+        // Files staged with exactly the rows to write (no check removed one, no cast since).
+        let staged = req.staged.filter(|s| {
+            s.df.logical_plan() == req.input.logical_plan()
+                && matches!(req.mode, WriteMode::Append | WriteMode::Overwrite)
+                && req.partition_by.is_empty()
+        });
         req.input = super::partition_values::without_field_metadata(req.input)?;
         req.input = floor_to_micros(req.input)?;
         let partition_by = super::PartitionField::plain_columns(&req.partition_by)
@@ -640,6 +663,11 @@ impl Delta {
                     WriteMode::Overwrite => (SaveMode::Overwrite, SchemaMode::Overwrite),
                     _ => (SaveMode::Append, SchemaMode::Merge),
                 };
+                if let Some(files) = staged {
+                    if let Some(metrics) = commit_staged(&table, &req, files).await? {
+                        return Ok(metrics);
+                    }
+                }
                 // Rows staged before a schema relaxation, read by the write below.
                 let mut staged = None;
                 if overwrite && table.version().is_some() {
@@ -670,6 +698,112 @@ impl Delta {
             }
         }
     }
+}
+
+/// Commits `files` (written by a cluster job with `req.input`'s rows, see
+/// [`super::delta_files`]) as `req`'s append or overwrite, by reference: their `add` actions,
+/// and for an overwrite a `remove` of every file of the current version, in one commit with
+/// `req`'s transaction ids and metadata (its `operationMetrics` counting the files' rows). A
+/// table without a version is created with the files' schema and them in its first commit.
+///
+/// `None`, nothing committed, when the files cannot be taken as they are: the table is
+/// partitioned, or its columns differ from theirs in name, order or type, or a NOT NULL
+/// column of the table may get NULLs. The caller then writes the rows again.
+///
+/// Errors: the commit's (a concurrent writer is a conflict, exit 75).
+async fn commit_staged(
+    table: &DeltaTable,
+    req: &WriteRequest<'_>,
+    files: &super::StagedFiles,
+) -> Result<Option<WriteMetrics>> {
+    use deltalake::kernel::DataType as DeltaType;
+    let input = normalize_for_delta(&Arc::new(files.df.schema().as_arrow().clone()));
+    let Ok(schema) = StructType::try_from_arrow(input.as_ref()) else {
+        return Ok(None);
+    };
+    let rows = files.rows();
+    let overwrite = req.mode == WriteMode::Overwrite;
+    let mut removed = 0usize;
+    let mut actions: Vec<Action> = files.adds.iter().cloned().map(Action::Add).collect();
+    let metrics = |removed: usize| {
+        serde_json::json!({
+            "num_added_rows": rows,
+            "num_added_files": files.adds.len(),
+            "num_removed_files": removed,
+            "execution": "ballista",
+        })
+    };
+    let version = match table.version() {
+        None => {
+            let props = Delta::commit_properties_with(req, true, Some(metrics(0)));
+            let created = deltalake::operations::create::CreateBuilder::new()
+                .with_log_store(table.log_store())
+                .with_columns(schema.fields().cloned())
+                .with_actions(actions)
+                .with_save_mode(SaveMode::ErrorIfExists)
+                .with_commit_properties(props)
+                .await
+                .map_err(|e| match e {
+                    deltalake::DeltaTableError::Generic(m) if m.contains("already exists") => {
+                        lost_race()
+                    }
+                    e => e.into(),
+                })?;
+            created.version().map_or(0, |v| v as i64)
+        }
+        Some(_) => {
+            let snapshot = table.snapshot()?;
+            if !snapshot.metadata().partition_columns().is_empty() {
+                return Ok(None);
+            }
+            let current = snapshot.schema();
+            let same = current.fields().len() == schema.fields().len()
+                && current.fields().zip(schema.fields()).all(|(old, new)| {
+                    old.name == new.name
+                        && old.data_type == new.data_type
+                        && (old.nullable || !new.nullable)
+                        && !matches!(old.data_type, DeltaType::Struct(_))
+                });
+            if !same {
+                return Ok(None);
+            }
+            if overwrite {
+                for file in snapshot.log_data().iter() {
+                    actions.push(Action::Remove(file.remove_action(true)));
+                    removed += 1;
+                }
+            }
+            let props = Delta::commit_properties_with(req, false, Some(metrics(removed)));
+            let operation = DeltaOperation::Write {
+                mode: if overwrite {
+                    SaveMode::Overwrite
+                } else {
+                    SaveMode::Append
+                },
+                partition_by: None,
+                predicate: None,
+            };
+            let commit = CommitBuilder::from(props)
+                .with_actions(actions)
+                .build(Some(snapshot), table.log_store(), operation)
+                .await?;
+            commit.version() as i64
+        }
+    };
+    files.committed();
+    tracing::info!(
+        table = %crate::storage::redact(req.url),
+        files = files.adds.len(),
+        removed,
+        version,
+        "Committed the files the executors wrote, by reference."
+    );
+    Ok(Some(WriteMetrics {
+        rows_inserted: rows.unwrap_or(0),
+        files_added: files.adds.len() as u64,
+        version,
+        ..Default::default()
+    }))
 }
 
 /// Paths of the NOT NULL fields of `fields`, descending into structs, the way delta-rs' write
@@ -905,6 +1039,21 @@ pub(super) fn floor_to_micros(df: DataFrame) -> Result<DataFrame> {
             DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
         )),
         _ => None,
+    })
+}
+
+/// `df` with the types a Delta write stores (delta-rs's `normalize_for_delta`: second, milli-
+/// and nanosecond timestamps as microseconds, floored; `Date64` as `Date32`; …) and without
+/// field metadata: what a Delta table's data files hold, so files written from it can be
+/// committed as they are ([`super::delta_files`]).
+///
+/// Errors: planning the casts (internal).
+pub fn delta_ready(df: DataFrame) -> Result<DataFrame> {
+    let df = floor_to_micros(super::partition_values::without_field_metadata(df)?)?;
+    let normalized = normalize_for_delta(&Arc::new(df.schema().as_arrow().clone()));
+    super::partition_values::map_columns(df, |field, column| {
+        let target = normalized.field_with_name(field.name()).ok()?.data_type();
+        (target != field.data_type()).then(|| cast(column, target.clone()))
     })
 }
 

@@ -675,6 +675,7 @@ impl Iceberg {
             metadata: vec![("operation".into(), operation.into())],
             read_version: None,
             observer: None,
+            staged: None,
         };
         Ok(self
             .commit(table, CommitKind::Replace(files), &req, TxnEntry::default())

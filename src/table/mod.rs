@@ -5,6 +5,7 @@
 //! `[format] table` chooses one for the lake's tables.
 
 pub mod delta;
+pub mod delta_files;
 pub mod iceberg;
 pub mod partition_values;
 pub mod per_table;
@@ -217,6 +218,119 @@ pub struct WriteRequest<'a> {
     /// are then the table's); not used by a merge into an existing table, whose rows are not
     /// the table's. [`WriteMetrics::observed`] says whether it was used.
     pub observer: Option<Arc<dyn crate::engine::observe::BatchObserver>>,
+    /// Data files of the table already written with `input`'s rows and not yet committed (a
+    /// model's result written by the executors of a Ballista cluster): when `input` is still
+    /// exactly [`StagedFiles::df`] (no check removed a row, no cast was added) and the format
+    /// can take them as they are (a Delta append or overwrite of an unpartitioned table whose
+    /// schema they match, or of a new table), the write commits them by reference instead of
+    /// writing `input` again, and marks them committed.
+    pub staged: Option<&'a StagedFiles>,
+}
+
+/// Data files written into a staging directory of a table by a cluster job
+/// ([`delta_files::WriteFiles`]) and the scan of their rows. Dropped, it deletes the
+/// directory's files that no commit took (all of them unless [`StagedFiles::committed`] was
+/// called; otherwise those of task attempts whose actions never reached the driver), in the
+/// background, awaited before the process exits ([`crate::interrupt::defer`]).
+pub struct StagedFiles {
+    /// The staged rows: a plain Parquet scan of the files, with the query's columns.
+    pub df: DataFrame,
+    /// The files' Delta `add` actions, paths relative to the table.
+    pub adds: Vec<deltalake::kernel::Add>,
+    store: Arc<dyn object_store::ObjectStore>,
+    dir: object_store::path::Path,
+    /// The directory on local disk (a `file://` lake), removed when it is left empty.
+    local_dir: Option<std::path::PathBuf>,
+    committed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for StagedFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedFiles")
+            .field("dir", &self.dir)
+            .field("files", &self.adds.len())
+            .finish()
+    }
+}
+
+impl StagedFiles {
+    /// The staging directory `dir` (an object-store path in `store`; `local_dir`: the same
+    /// directory on local disk, for a `file://` lake), empty so far: its clean-up is armed from
+    /// here on, so a job that fails leaves no file behind.
+    pub fn new(
+        store: Arc<dyn object_store::ObjectStore>,
+        dir: object_store::path::Path,
+        local_dir: Option<std::path::PathBuf>,
+        df: DataFrame,
+    ) -> Self {
+        StagedFiles {
+            df,
+            adds: Vec::new(),
+            store,
+            dir,
+            local_dir,
+            committed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Records that a commit took [`StagedFiles::adds`]: they are the table's files now.
+    pub fn committed(&self) {
+        self.committed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Rows of the staged files, from their statistics (`None` when a file has none).
+    pub fn rows(&self) -> Option<u64> {
+        self.adds.iter().try_fold(0u64, |n, add| {
+            let stats: serde_json::Value = serde_json::from_str(add.stats.as_deref()?).ok()?;
+            Some(n + stats.get("numRecords")?.as_u64()?)
+        })
+    }
+}
+
+impl Drop for StagedFiles {
+    fn drop(&mut self) {
+        use futures::{StreamExt, TryStreamExt};
+        let keep: Arc<std::collections::HashSet<String>> =
+            if self.committed.load(std::sync::atomic::Ordering::SeqCst) {
+                self.adds
+                    .iter()
+                    .filter_map(|a| a.path.rsplit('/').next().map(str::to_string))
+                    .collect::<std::collections::HashSet<_>>()
+                    .into()
+            } else {
+                Default::default()
+            };
+        let (store, dir) = (self.store.clone(), self.dir.clone());
+        let local_dir = self.local_dir.clone();
+        crate::interrupt::defer(async move {
+            let doomed = store
+                .list(Some(&dir))
+                .try_filter(move |m| {
+                    futures::future::ready(
+                        m.location
+                            .filename()
+                            .is_none_or(|name| !keep.contains(name)),
+                    )
+                })
+                .map_ok(|m| m.location)
+                .boxed();
+            let deleted = store.delete_stream(doomed).try_collect::<Vec<_>>().await;
+            match deleted {
+                Ok(files) if !files.is_empty() => {
+                    tracing::info!(dir = %dir, files = files.len(), "Deleted staged files no commit took.")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(dir = %dir, error = %e, "Could not delete staged files (they are not part of any table version; vacuum removes them).")
+                }
+            }
+            if let Some(local) = local_dir {
+                // Only when empty: a committed file keeps it.
+                let _ = std::fs::remove_dir(local);
+            }
+        });
+    }
 }
 
 /// A table version as a list of Parquet files ([`TableFormat::snapshot_files`]).

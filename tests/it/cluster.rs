@@ -238,6 +238,55 @@ async fn rows(dir: &Path, skip: &[&str]) -> String {
         .to_string()
 }
 
+/// The Parquet files under a table's staging directories (`staged-*`, written by executors).
+#[derive(Debug, Default)]
+struct Staged {
+    /// Paths (relative to the table) its Delta log adds, in any version.
+    referenced: Vec<String>,
+    /// Paths no version adds.
+    unreferenced: Vec<String>,
+    /// Staging directories without a file.
+    empty_dirs: usize,
+}
+
+fn staged_files(table: &Path) -> Staged {
+    let mut added = std::collections::BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir(table.join("_delta_log")) {
+        for e in entries.map(Result::unwrap) {
+            if e.path().extension().is_some_and(|x| x == "json") {
+                for line in std::fs::read_to_string(e.path()).unwrap().lines() {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    if let Some(path) = v["add"]["path"].as_str() {
+                        added.insert(path.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let mut staged = Staged::default();
+    for dir in std::fs::read_dir(table).unwrap().map(Result::unwrap) {
+        let name = dir.file_name().to_string_lossy().to_string();
+        if !name.starts_with("staged-") {
+            continue;
+        }
+        let files: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|f| format!("{name}/{}", f.unwrap().file_name().to_string_lossy()))
+            .collect();
+        if files.is_empty() {
+            staged.empty_dirs += 1;
+        }
+        for f in files {
+            if added.contains(&f) {
+                staged.referenced.push(f);
+            } else {
+                staged.unreferenced.push(f);
+            }
+        }
+    }
+    staged
+}
+
 /// `smelter run {p} --layer silver` for run id `r1`.
 const SILVER_R1: [&str; 8] = [
     "run",
@@ -272,9 +321,76 @@ fn demo_silver_and_gold_on_two_executors_equal_local_mode() {
     let cluster = Cluster::start(2, 30);
     let (local, remote) = demo_pair();
     use_cluster(&remote, &cluster.url());
+    let mut by_reference = Vec::new();
     for layer in ["silver", "gold"] {
         local.run_layer(layer, "r1", 0);
-        remote.run_layer(layer, "r1", 0);
+        let log = remote.run_layer(layer, "r1", 0);
+        by_reference.push(
+            log.matches("Committed the files the executors wrote, by reference")
+                .count(),
+        );
+        // The executors' files of every table are in its log, or deleted.
+        for name in tables(&remote, layer) {
+            let files = staged_files(&remote.lake().join(layer).join(&name));
+            assert!(
+                files.unreferenced.is_empty(),
+                "{layer}.{name}: staged files no commit took: {:?}",
+                files.unreferenced
+            );
+            assert_eq!(
+                files.empty_dirs, 0,
+                "{layer}.{name}: empty staging directories left"
+            );
+        }
+    }
+    // The demo's `table` models of silver (carriers, shipments_enriched) and every gold model
+    // keep every row: their files are committed as the executors wrote them.
+    let referenced = |layer: &str, name: &str| {
+        !staged_files(&remote.lake().join(layer).join(name))
+            .referenced
+            .is_empty()
+    };
+    assert!(
+        by_reference[0] >= 2 && by_reference[1] >= 3,
+        "commits by reference per layer: {by_reference:?}"
+    );
+    assert!(referenced("silver", "carriers") && referenced("gold", "revenue_by_customer"));
+    // A model whose expectation drops rows is written again from the staged rows, which are
+    // then deleted.
+    assert!(!referenced("silver", "warehouses"));
+    // Profiles taken on the cluster (`smelter profile` scans each table there) describe the
+    // same data as local ones.
+    for layer in ["silver", "gold"] {
+        let profile = |p: &Project| {
+            let out = p.smelter(&["profile", "{p}", "--layer", layer, "--format", "json"]);
+            assert_eq!(code(&out), 0, "{}", out_text(&out));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    let columns: Vec<String> = t["columns"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "{} {} nulls={} distinct={} min={} max={} top={}",
+                                c["name"],
+                                c["data_type"],
+                                c["null_count"],
+                                c["distinct_count"],
+                                c["min"],
+                                c["max"],
+                                c["top_k"]
+                            )
+                        })
+                        .collect();
+                    format!("{} rows={} {columns:#?}", t["table"], t["row_count"])
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(profile(&remote), profile(&local), "{layer} profiles");
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     for layer in ["silver", "gold"] {
@@ -409,6 +525,16 @@ fn an_executor_killed_during_a_layer_leaves_no_wrong_rows_and_a_retry_completes(
             assert_same_tables(&local, &remote, "silver", true);
         }
         other => panic!("exit {other} after losing an executor (want 0 or 75):\n{text}"),
+    }
+    // Whatever the lost executor wrote is committed once (the tables equal local mode's) or
+    // deleted.
+    for name in tables(&remote, "silver") {
+        let files = staged_files(&remote.lake().join("silver").join(&name));
+        assert!(
+            files.unreferenced.is_empty(),
+            "silver.{name}: staged files no commit took: {:?}",
+            files.unreferenced
+        );
     }
 }
 
