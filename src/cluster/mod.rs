@@ -66,7 +66,7 @@ pub async fn scheduler(opts: SchedulerOptions) -> Result<()> {
             let runtime = RuntimeEnvBuilder::new()
                 .with_object_store_registry(stores.clone())
                 .build_arc()?;
-            Ok(crate::engine::cluster_state(config, runtime))
+            Ok(crate::engine::cluster_state(config, runtime, true))
         }));
     config.bind_host = opts.bind.ip().to_string();
     config.override_logical_codec = Some(Arc::new(crate::engine::codec::LogicalCodec::default()));

@@ -82,6 +82,7 @@ impl Cluster {
         let state = super::cluster_state(
             super::cluster_config(local.state().config().clone()),
             local.runtime_env(),
+            false,
         );
         let remote = SessionContext::remote_with_state(url, state)
             .await
@@ -193,19 +194,12 @@ impl Cluster {
                     .map_err(|e| Error::Internal(format!("staged file path {}: {e}", a.path)))
             })
             .collect::<Result<Vec<_>>>()?;
-        let provider: Arc<dyn TableProvider> = if files.is_empty() {
-            Arc::new(datafusion::datasource::MemTable::try_new(
-                schema,
-                vec![vec![]],
-            )?)
-        } else {
-            listing_table(&SnapshotFiles {
-                schema,
-                files,
-                version: -1,
-            })?
+        staged.files = SnapshotFiles {
+            schema,
+            files,
+            version: -1,
         };
-        staged.df = local.read_table(provider)?;
+        staged.df = local.read_table(scan(&staged.files)?)?;
         tracing::info!(
             scheduler = %self.url,
             files = staged.adds.len(),
@@ -455,6 +449,19 @@ fn is_external_cluster(e: &DataFusionError) -> bool {
         DataFusionError::Shared(inner) => is_external_cluster(inner),
         _ => false,
     }
+}
+
+/// [`listing_table`], or an empty table when there are no files.
+///
+/// Errors: as [`listing_table`].
+pub fn scan(files: &SnapshotFiles) -> Result<Arc<dyn TableProvider>> {
+    if files.files.is_empty() {
+        return Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+            files.schema.clone(),
+            vec![vec![]],
+        )?));
+    }
+    listing_table(files)
 }
 
 /// A plain Parquet table over `files` (one path per data file, so only the version's files are

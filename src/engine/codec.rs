@@ -21,6 +21,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 use serde::{Deserialize, Serialize};
 
+use super::dedup::LatestPerKeyExec;
 use crate::table::delta_files::{FilesSpec, WriteFiles, WriteFilesExec};
 
 /// The prefix of an encoded Smelter node.
@@ -31,6 +32,10 @@ const TAG: &[u8] = b"smelter:";
 enum Node {
     /// [`WriteFiles`] / [`WriteFilesExec`].
     DeltaFiles(FilesSpec),
+    /// [`LatestPerKeyExec`] (physical only: the scheduler's optimizer makes the logical node):
+    /// its `keys` key expressions, then its order, as one protobuf
+    /// `PhysicalSortExprNodeCollection` (keys with default options).
+    LatestPerKey { keys: usize, exprs: Vec<u8> },
 }
 
 fn encode(node: &Node, buf: &mut Vec<u8>) -> Result<()> {
@@ -73,6 +78,9 @@ impl LogicalExtensionCodec for LogicalCodec {
                 Node::DeltaFiles(spec) => Ok(Extension {
                     node: Arc::new(WriteFiles::new(one(inputs)?, spec)?),
                 }),
+                Node::LatestPerKey { .. } => Err(DataFusionError::Internal(
+                    "LatestPerKey is planned by the scheduler, not sent to it".into(),
+                )),
             },
             None => self.ballista.try_decode(buf, inputs, ctx),
         }
@@ -182,16 +190,59 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         match decode(buf) {
             Some(node) => match node? {
                 Node::DeltaFiles(spec) => Ok(Arc::new(WriteFilesExec::new(one(inputs)?, spec))),
+                Node::LatestPerKey { keys, exprs } => {
+                    use datafusion_proto::physical_plan::from_proto::parse_physical_sort_exprs;
+                    use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
+                    use datafusion_proto::protobuf::PhysicalSortExprNodeCollection;
+                    use prost::Message;
+                    let input = one(inputs)?;
+                    let nodes = PhysicalSortExprNodeCollection::decode(exprs.as_slice())
+                        .map_err(|e| DataFusionError::Internal(format!("LatestPerKey: {e}")))?;
+                    let mut sorts = parse_physical_sort_exprs(
+                        &nodes.physical_sort_expr_nodes,
+                        ctx,
+                        &input.schema(),
+                        self,
+                        &DefaultPhysicalProtoConverter {},
+                    )?;
+                    let order = sorts.split_off(keys.min(sorts.len()));
+                    let keys = sorts.into_iter().map(|s| s.expr).collect();
+                    Ok(Arc::new(LatestPerKeyExec::new(input, keys, order)))
+                }
             },
             None => self.ballista.try_decode(buf, inputs, ctx),
         }
     }
 
     fn try_encode(&self, node: Arc<dyn ExecutionPlan>, buf: &mut Vec<u8>) -> Result<()> {
-        match node.as_any().downcast_ref::<WriteFilesExec>() {
-            Some(write) => encode(&Node::DeltaFiles(write.spec().clone()), buf),
-            None => self.ballista.try_encode(node, buf),
+        if let Some(write) = node.as_any().downcast_ref::<WriteFilesExec>() {
+            return encode(&Node::DeltaFiles(write.spec().clone()), buf);
         }
+        if let Some(latest) = node.as_any().downcast_ref::<LatestPerKeyExec>() {
+            use datafusion::physical_expr::PhysicalSortExpr;
+            use datafusion_proto::physical_plan::to_proto::serialize_physical_sort_exprs;
+            use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
+            use datafusion_proto::protobuf::PhysicalSortExprNodeCollection;
+            use prost::Message;
+            let (keys, order) = latest.parts();
+            let sorts = keys
+                .iter()
+                .map(|k| PhysicalSortExpr::new_default(k.clone()))
+                .chain(order.iter().cloned());
+            let nodes = PhysicalSortExprNodeCollection {
+                physical_sort_expr_nodes: serialize_physical_sort_exprs(
+                    sorts,
+                    self,
+                    &DefaultPhysicalProtoConverter {},
+                )?,
+            };
+            let node = Node::LatestPerKey {
+                keys: keys.len(),
+                exprs: nodes.encode_to_vec(),
+            };
+            return encode(&node, buf);
+        }
+        self.ballista.try_encode(node, buf)
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {

@@ -263,7 +263,8 @@ fn is_equal_one(predicate: &Expr, name: &str) -> bool {
     (column(left) && one(right)) || (one(left) && column(right))
 }
 
-struct LatestPerKeyPlanner;
+/// Plans [`LatestPerKey`] as [`LatestPerKeyExec`].
+pub(crate) struct LatestPerKeyPlanner;
 
 #[async_trait]
 impl ExtensionPlanner for LatestPerKeyPlanner {
@@ -321,7 +322,13 @@ pub struct LatestPerKeyExec {
 }
 
 impl LatestPerKeyExec {
-    fn new(
+    /// The key expressions and the order that picks each key's row.
+    pub(crate) fn parts(&self) -> (&[Arc<dyn PhysicalExpr>], &[PhysicalSortExpr]) {
+        (&self.keys, &self.order)
+    }
+
+    /// The first row per `keys` value of `input` in `order` order.
+    pub(crate) fn new(
         input: Arc<dyn ExecutionPlan>,
         keys: Vec<Arc<dyn PhysicalExpr>>,
         order: Vec<PhysicalSortExpr>,

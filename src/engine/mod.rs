@@ -79,20 +79,26 @@ pub fn session(pipeline: &Pipeline, lake: Option<&Lake>) -> Result<SessionContex
 /// rules and functions that fix DataFusion faults ([`filter_nulls::FilterNulls`],
 /// [`float_stats::FloatStats`], [`float_min_max::udafs`]).
 /// It also knows the profile's functions ([`crate::profile::sketch::functions`]) and plans
-/// the nodes [`codec`] ships ([`crate::table::delta_files::WriteFiles`]); `config` carries
-/// Ballista's codecs ([`cluster_config`]).
-/// The latest-row-per-key operator of [`dedup`] is left out: Ballista cannot ship a custom
-/// plan node to executors, and the standard window plan gives the same rows.
+/// the nodes [`codec`] ships ([`crate::table::delta_files::WriteFiles`], [`dedup`]'s
+/// operator); `config` carries Ballista's codecs ([`cluster_config`]).
+/// `scheduler`: the state plans jobs, so it also rewrites the latest row per key into
+/// [`dedup`]'s operator; the driver's client leaves that to the scheduler (the logical node
+/// would have to be sent), so its plans keep the window.
 pub fn cluster_state(
     config: SessionConfig,
     runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    scheduler: bool,
 ) -> datafusion::execution::SessionState {
     use datafusion::execution::FunctionRegistry;
-    let mut state = SessionStateBuilder::new()
+    let mut builder = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
-        .with_query_planner(Arc::new(ClusterPlanner))
+        .with_query_planner(Arc::new(ClusterPlanner));
+    if scheduler {
+        builder = builder.with_optimizer_rule(Arc::new(dedup::LatestPerKeyRule));
+    }
+    let mut state = builder
         .with_optimizer_rule(Arc::new(filter_nulls::FilterNulls))
         .with_physical_optimizer_rule(Arc::new(float_stats::FloatStats))
         .with_aggregate_functions(aggregate_functions())
@@ -128,6 +134,7 @@ impl datafusion::execution::context::QueryPlanner for ClusterPlanner {
         use datafusion::physical_planner::PhysicalPlanner;
         datafusion::physical_planner::DefaultPhysicalPlanner::with_extension_planners(vec![
             Arc::new(crate::table::delta_files::WriteFilesPlanner),
+            Arc::new(dedup::LatestPerKeyPlanner),
         ])
         .create_physical_plan(logical_plan, session_state)
         .await

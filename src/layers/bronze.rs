@@ -131,7 +131,7 @@ async fn load_table(rc: &RunContext<'_>, id: &TableId) -> Result<Option<RunRecor
     let profile = if metrics.skipped {
         None
     } else {
-        crate::profile::after_write(rc, id, &metrics, streamed).await?
+        crate::profile::after_write(rc, id, &metrics, streamed, None).await?
     };
     let mut record = rc.record(
         Layer::Bronze,

@@ -241,12 +241,15 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     let is_merge_model = model.header.materialized == Materialization::Merge;
     // A model whose rows are checked before the commit runs its query once, into a local
     // stage: the checks, the quarantine split and the write all read the stage.
+    // The rows of a merge or an scd2 history are staged here even when a cluster staged the
+    // query's: `as_written` added the engine's operators (the newest row per key), which the
+    // format's merge cannot plan.
     let (df, expectations, quarantined, _stage) = check_expectations(
         rc,
         model,
         df,
         is_merge_model || is_scd2,
-        cluster_files.is_some(),
+        cluster_files.is_some() && !(is_merge_model || is_scd2),
     )
     .await?;
     // Appends are made idempotent per run id; overwrite and merge are idempotent by nature.
@@ -335,7 +338,8 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
     let profile = if metrics.skipped {
         None
     } else {
-        crate::profile::after_write(rc, &model.id, &metrics, streamed).await?
+        crate::profile::after_write(rc, &model.id, &metrics, streamed, cluster_files.as_ref())
+            .await?
     };
     let mut record = rc.record(
         model.id.layer,
@@ -464,9 +468,9 @@ async fn scd2_rows(
 /// checked next), the model's query (and its rules' joins and windows) is executed once into
 /// [`crate::engine::stage`], which must live until the write is done.
 ///
-/// `staged_input`: `df` is already a scan of staged files (a cluster job's result): it is not
-/// staged again, and when no rule removed a row it is returned as it is, so that the write can
-/// commit those files by reference.
+/// `staged_input`: `df` is exactly a scan of staged files (a cluster job's result, to be
+/// written as it is): it is not staged again, and when no rule removed a row it is returned as
+/// it is, so that the write can commit those files by reference.
 async fn check_expectations(
     rc: &RunContext<'_>,
     model: &Model,

@@ -243,7 +243,9 @@ impl Streamed {
 }
 
 /// Profiles `id` after a write that reported `written` (from `streamed`, the write's stream
-/// profiler, when the write used it; else by scanning the table's current version), checks drift against the previous profile of the same scope,
+/// profiler, when the write used it; from `staged`, when the write committed a cluster's staged
+/// files, which are then the rows it wrote, with `streamed`'s scope; else by scanning the
+/// table's current version), checks drift against the previous profile of the same scope,
 /// stores the profile and returns it; `None` when profiling is off.
 ///
 /// A drift breach with action `fail` is an [`Error::Quality`] (exit 3), raised after the profile
@@ -253,13 +255,29 @@ pub async fn after_write(
     id: &TableId,
     written: &crate::table::WriteMetrics,
     streamed: Option<Streamed>,
+    staged: Option<&crate::table::StagedFiles>,
 ) -> Result<Option<Arc<TableProfile>>> {
     let settings = &rc.plan.pipeline.profile;
     if settings.mode == ProfileMode::Off {
         return Ok(None);
     }
-    let mut profile = match streamed.filter(|_| written.observed) {
-        Some(s) => {
+    let scope = streamed.as_ref().map(|s| s.scope);
+    // A write committed as a cluster's staged files: those files are the rows it wrote (an
+    // overwrite's table, an append's new rows).
+    let committed = staged.filter(|s| s.is_committed() && !written.observed);
+    let mut profile = match (streamed.filter(|_| written.observed), committed) {
+        (None, Some(files)) => {
+            let mut p = profile_files(rc, id, &files.files, files.rows()).await?;
+            p.scope = scope.unwrap_or(ProfileScope::Table);
+            p.run_id = rc.params.run_id.clone();
+            if let Some(stats) = rc.format.stats(&rc.lake.table_url(id)).await? {
+                p.size_bytes = Some(stats.size_bytes);
+                p.files = Some(stats.files);
+                p.version = Some(stats.version);
+            }
+            p
+        }
+        (Some(s), _) => {
             let mut p = s.profiler.finish(s.scope)?;
             p.run_id = rc.params.run_id.clone();
             let stats = match &written.stats {
@@ -273,7 +291,7 @@ pub async fn after_write(
             }
             p
         }
-        None => profile_table(rc, id, &rc.params.run_id).await?,
+        (None, None) => profile_table(rc, id, &rc.params.run_id).await?,
     };
     // An append that added nothing (an empty catch-up window) has no batch to describe, and
     // must not become the baseline the next batch's drift is measured against.
@@ -351,35 +369,14 @@ pub async fn profile_table(
     // On a cluster, the profile's aggregate passes run there too, over a plain scan of the
     // version's files; a sampled profile (which caches its sample in this process) and a table
     // a plain scan cannot read are profiled here.
-    let cluster = match rc.cluster().await? {
-        Some(cluster) if options.sample_rows.is_none() => {
-            match rc.format.snapshot_files(&rc.ctx, &url).await {
-                Ok(Some(files)) => Some((cluster, files)),
-                _ => None,
-            }
+    let files = match rc.cluster().await? {
+        Some(_) if options.sample_rows.is_none() => {
+            rc.format.snapshot_files(&rc.ctx, &url).await.ok().flatten()
         }
         _ => None,
     };
-    let on_cluster = match cluster {
-        Some((cluster, files)) => {
-            let df = cluster.read(crate::engine::ballista::listing_table(&files)?)?;
-            match cluster
-                .bounded(profile_dataframe(&id.to_string(), df, &options, known_rows))
-                .await
-            {
-                Ok(profile) => Some(profile),
-                // The table is written: a cluster that fails now does not fail the run.
-                Err(e @ Error::Cluster { .. }) => {
-                    warn!(table = %id, error = %e, "Could not profile the table on the cluster; profiling it here.");
-                    None
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        None => None,
-    };
-    let mut profile = match on_cluster {
-        Some(profile) => profile,
+    let mut profile = match files {
+        Some(files) => profile_files(rc, id, &files, known_rows).await?,
         None => {
             let df = rc.ctx.read_table(provider)?;
             profile_dataframe(&id.to_string(), df, &options, known_rows).await?
@@ -392,6 +389,41 @@ pub async fn profile_table(
         profile.version = Some(s.version);
     }
     Ok(profile)
+}
+
+/// Profiles the rows of the Parquet `files` (all of them: no sampling) with the pipeline's
+/// settings: on the cluster in `[engine] mode = "ballista"` (bounded by the job timeout; a
+/// cluster fault is logged and the files are profiled here instead, as the data they describe
+/// is written already), else in this process. Run id, sizes and version are left for the
+/// caller to set.
+///
+/// Errors: reading the files; the profile's queries.
+pub async fn profile_files(
+    rc: &RunContext<'_>,
+    id: &TableId,
+    files: &crate::table::SnapshotFiles,
+    known_rows: Option<u64>,
+) -> Result<TableProfile> {
+    let options = ProfileOptions {
+        sample_rows: None,
+        ..options(rc)
+    };
+    let table = crate::engine::ballista::scan(files)?;
+    if let Some(cluster) = rc.cluster().await? {
+        let df = cluster.read(table.clone())?;
+        match cluster
+            .bounded(profile_dataframe(&id.to_string(), df, &options, known_rows))
+            .await
+        {
+            Ok(profile) => return Ok(profile),
+            Err(e @ Error::Cluster { .. }) => {
+                warn!(table = %id, error = %e, "Could not profile the table on the cluster; profiling it here.");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let df = rc.ctx.read_table(table)?;
+    profile_dataframe(&id.to_string(), df, &options, known_rows).await
 }
 
 /// The latest stored profile of a table, with its drift findings; `None` if it was never profiled.

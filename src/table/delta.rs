@@ -416,8 +416,11 @@ impl TableFormat for Delta {
         let files_after = table_stats(&table)?.map_or(0, |s| s.files);
         let retention =
             chrono::Duration::from_std(options.retention).unwrap_or(chrono::Duration::MAX);
+        // Full: also the data files no version ever added (a write killed before its commit,
+        // staged files of a cluster job whose clean-up never ran), as Spark's VACUUM does.
         let (table, vacuum) = table
             .vacuum()
+            .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
             .with_retention_period(retention)
             .with_enforce_retention_duration(false)
             .await?;

@@ -237,6 +237,8 @@ pub struct StagedFiles {
     pub df: DataFrame,
     /// The files' Delta `add` actions, paths relative to the table.
     pub adds: Vec<deltalake::kernel::Add>,
+    /// The files as a plain Parquet scan's input (the query's columns; version -1).
+    pub files: SnapshotFiles,
     store: Arc<dyn object_store::ObjectStore>,
     dir: object_store::path::Path,
     /// The directory on local disk (a `file://` lake), removed when it is left empty.
@@ -264,6 +266,11 @@ impl StagedFiles {
         df: DataFrame,
     ) -> Self {
         StagedFiles {
+            files: SnapshotFiles {
+                schema: df.schema().inner().clone(),
+                files: Vec::new(),
+                version: -1,
+            },
             df,
             adds: Vec::new(),
             store,
@@ -277,6 +284,11 @@ impl StagedFiles {
     pub fn committed(&self) {
         self.committed
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a commit took the files ([`StagedFiles::committed`]).
+    pub fn is_committed(&self) -> bool {
+        self.committed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Rows of the staged files, from their statistics (`None` when a file has none).
@@ -322,7 +334,7 @@ impl Drop for StagedFiles {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(dir = %dir, error = %e, "Could not delete staged files (they are not part of any table version; vacuum removes them).")
+                    tracing::warn!(dir = %dir, error = %e, "Could not delete staged files (they are in no table version; `smelter maintain` removes them once older than its retention).")
                 }
             }
             if let Some(local) = local_dir {

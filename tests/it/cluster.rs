@@ -321,6 +321,29 @@ fn demo_silver_and_gold_on_two_executors_equal_local_mode() {
     let cluster = Cluster::start(2, 30);
     let (local, remote) = demo_pair();
     use_cluster(&remote, &cluster.url());
+    // The latest row per key, which the scheduler plans as the engine's own operator, shipped
+    // to the executors with Smelter's codec.
+    for p in [&local, &remote] {
+        std::fs::write(
+            p.dir.path().join("sql/demo/gold/latest_event.sql"),
+            "-- materialized: table\n\
+             SELECT shipment_id, event_id, event_type, event_at, location\n\
+             FROM (\n\
+               SELECT shipment_id, event_id, event_type, event_at, location,\n\
+                      ROW_NUMBER() OVER (PARTITION BY shipment_id ORDER BY event_at DESC, event_id DESC) AS rn\n\
+               FROM silver.shipment_events\n\
+             ) AS ranked\n\
+             WHERE rn = 1\n",
+        )
+        .unwrap();
+        // An append without checks: committed by reference, profiled as the rows it added.
+        std::fs::write(
+            p.dir.path().join("sql/demo/gold/events_appended.sql"),
+            "-- materialized: append\n\
+             SELECT event_id, shipment_id, event_type FROM silver.shipment_events\n",
+        )
+        .unwrap();
+    }
     let mut by_reference = Vec::new();
     for layer in ["silver", "gold"] {
         local.run_layer(layer, "r1", 0);
@@ -329,6 +352,14 @@ fn demo_silver_and_gold_on_two_executors_equal_local_mode() {
             log.matches("Committed the files the executors wrote, by reference")
                 .count(),
         );
+        if layer == "gold" {
+            assert!(
+                log.lines().any(|l| l.contains("Profiled table.")
+                    && l.contains("table=gold.events_appended")
+                    && l.contains("scope=Appended")),
+                "an append committed by reference is profiled as appended:\n{log}"
+            );
+        }
         // The executors' files of every table are in its log, or deleted.
         for name in tables(&remote, layer) {
             let files = staged_files(&remote.lake().join(layer).join(&name));
@@ -343,6 +374,26 @@ fn demo_silver_and_gold_on_two_executors_equal_local_mode() {
             );
         }
     }
+    // A second run with nothing new in bronze: the merges with `-- sequence_by:` get empty
+    // batches, and their tables stay as they are.
+    for p in [&local, &remote] {
+        p.expect(
+            &[
+                "run",
+                "{p}",
+                "--layer",
+                "silver",
+                "--models",
+                "invoices,shipments",
+                "--logical-date",
+                "2026-11-30",
+                "--run-id",
+                "r2",
+            ],
+            0,
+        );
+    }
+    assert_same_tables(&local, &remote, "silver", true);
     // The demo's `table` models of silver (carriers, shipments_enriched) and every gold model
     // keep every row: their files are committed as the executors wrote them.
     let referenced = |layer: &str, name: &str| {
@@ -351,13 +402,38 @@ fn demo_silver_and_gold_on_two_executors_equal_local_mode() {
             .is_empty()
     };
     assert!(
-        by_reference[0] >= 2 && by_reference[1] >= 3,
+        by_reference[0] >= 2 && by_reference[1] >= 5,
         "commits by reference per layer: {by_reference:?}"
+    );
+    let scheduler_log =
+        std::fs::read_to_string(cluster._work.path().join("scheduler.log")).unwrap();
+    assert!(
+        scheduler_log.contains("LatestPerKeyExec"),
+        "the latest row per key runs as the engine's operator on the cluster"
     );
     assert!(referenced("silver", "carriers") && referenced("gold", "revenue_by_customer"));
     // A model whose expectation drops rows is written again from the staged rows, which are
     // then deleted.
     assert!(!referenced("silver", "warehouses"));
+    // A staged file no clean-up deleted (its executor was killed) is in no version: vacuum
+    // removes it, and keeps the table's own files, wherever they are.
+    let table = remote.lake().join("gold").join("revenue_by_customer");
+    let kept = staged_files(&table).referenced;
+    let orphan = table.join(kept[0].replace(".parquet", "-orphan.parquet"));
+    std::fs::copy(table.join(&kept[0]), &orphan).unwrap();
+    let out = remote.smelter(&[
+        "maintain",
+        "{p}",
+        "--layer",
+        "gold",
+        "--table",
+        "revenue_by_customer",
+        "--retention-hours",
+        "0",
+    ]);
+    assert_eq!(code(&out), 0, "{}", out_text(&out));
+    assert!(!orphan.exists(), "vacuum removes files no version added");
+    assert_same_tables(&local, &remote, "gold", true);
     // Profiles taken on the cluster (`smelter profile` scans each table there) describe the
     // same data as local ones.
     for layer in ["silver", "gold"] {
