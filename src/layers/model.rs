@@ -143,11 +143,19 @@ async fn run_model(rc: &RunContext<'_>, model: &Model) -> Result<RunRecord> {
         .into_optimized_plan()
         .map_err(|e| sql_error(&display_path(&rc.plan.pipeline, &model.file), e))?;
     // On a cluster the query runs there once; the rest of the step reads its staged result.
-    // A Delta model's rows are written by the executors into the table's staging directory,
-    // to be committed by reference when nothing changes them; other results come back here.
+    // The rows of a Delta table or append model are written by the executors into the
+    // table's staging directory, to be committed by reference when nothing changes them; other
+    // results (merges and histories, which this process rewrites anyway) come back here.
     let url = rc.lake.table_url(&model.id);
+    let by_reference = format.name() == "delta"
+        && model.header.partition_by.is_empty()
+        && (rc.full_refresh
+            || matches!(
+                model.header.materialized,
+                Materialization::Table | Materialization::Append
+            ));
     let (df, _distributed, cluster_files) = match rc.cluster().await? {
-        Some(cluster) if format.name() == "delta" && model.header.partition_by.is_empty() => {
+        Some(cluster) if by_reference => {
             let df = crate::table::delta::delta_ready(df)?;
             let files = cluster
                 .write_delta_files(&rc.ctx, df, &url, &rc.plan.pipeline.format)
