@@ -60,6 +60,42 @@ fn one<T: Clone>(inputs: &[T]) -> Result<T> {
         .ok_or_else(|| DataFusionError::Internal("a Smelter plan node without its input".into()))
 }
 
+/// The function methods both codec traits share, with the same signatures: the profile's
+/// functions by name ([`own_udf`], [`own_udaf`]), everything else from Ballista's codec.
+macro_rules! function_codec {
+    () => {
+        fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+            match own_udf(name) {
+                Some(f) => Ok(f),
+                None => self.ballista.try_decode_udf(name, buf),
+            }
+        }
+
+        fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+            self.ballista.try_encode_udf(node, buf)
+        }
+
+        fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+            match own_udaf(name) {
+                Some(f) => Ok(f),
+                None => self.ballista.try_decode_udaf(name, buf),
+            }
+        }
+
+        fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+            self.ballista.try_encode_udaf(node, buf)
+        }
+
+        fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+            self.ballista.try_decode_udwf(name, buf)
+        }
+
+        fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+            self.ballista.try_encode_udwf(node, buf)
+        }
+    };
+}
+
 /// The logical codec of driver and scheduler.
 #[derive(Debug, Default)]
 pub struct LogicalCodec {
@@ -130,35 +166,7 @@ impl LogicalExtensionCodec for LogicalCodec {
         self.ballista.try_encode_file_format(buf, node)
     }
 
-    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match own_udf(name) {
-            Some(f) => Ok(f),
-            None => self.ballista.try_decode_udf(name, buf),
-        }
-    }
-
-    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode_udf(node, buf)
-    }
-
-    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
-        match own_udaf(name) {
-            Some(f) => Ok(f),
-            None => self.ballista.try_decode_udaf(name, buf),
-        }
-    }
-
-    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode_udaf(node, buf)
-    }
-
-    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
-        self.ballista.try_decode_udwf(name, buf)
-    }
-
-    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode_udwf(node, buf)
-    }
+    function_codec!();
 }
 
 /// The profile's aggregate function named `name` ([`crate::profile::sketch::functions`]):
@@ -245,17 +253,6 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         self.ballista.try_encode(node, buf)
     }
 
-    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match own_udf(name) {
-            Some(f) => Ok(f),
-            None => self.ballista.try_decode_udf(name, buf),
-        }
-    }
-
-    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode_udf(node, buf)
-    }
-
     fn try_decode_expr(
         &self,
         buf: &[u8],
@@ -268,22 +265,5 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         self.ballista.try_encode_expr(node, buf)
     }
 
-    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
-        match own_udaf(name) {
-            Some(f) => Ok(f),
-            None => self.ballista.try_decode_udaf(name, buf),
-        }
-    }
-
-    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode_udaf(node, buf)
-    }
-
-    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
-        self.ballista.try_decode_udwf(name, buf)
-    }
-
-    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode_udwf(node, buf)
-    }
+    function_codec!();
 }
